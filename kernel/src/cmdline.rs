@@ -1,0 +1,79 @@
+//! The kernel command line. The runner hands it over as the bootloader's ramdisk (see
+//! `boot/lib.rs`): a few words of ASCII such as `test=buddy log=debug slab_debug=FZPU`.
+
+use bootloader_api::BootInfo;
+
+use crate::log::Level;
+
+/// Longest command line kept; the rest is ignored with a warning.
+const MAX_LEN: usize = 512;
+
+/// What the kernel should do after the memory subsystem is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Print the memory map, run the demo workload, print the statistics.
+    Demo,
+    /// Run the in-kernel test suite; `filter` selects tests whose name contains it.
+    Test { filter: Option<&'static str> },
+    /// Run the benchmarks (the runner boots these under `-icount`).
+    Bench,
+    /// Run a scenario that is expected to end in a fault report (host tests check it).
+    Fault(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Cmdline {
+    pub raw: &'static str,
+    pub mode: Mode,
+    pub log_level: Level,
+}
+
+impl Cmdline {
+    /// The value of `key=value`, if present.
+    pub fn get(&self, key: &str) -> Option<&'static str> {
+        self.raw
+            .split_ascii_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    }
+}
+
+static mut BUF: [u8; MAX_LEN] = [0; MAX_LEN];
+
+/// Copies the command line out of the ramdisk (whose memory is the bootloader's) and parses it.
+pub fn init(boot_info: &BootInfo) -> Cmdline {
+    let raw: &'static str = match boot_info.ramdisk_addr.into_option() {
+        Some(addr) if boot_info.ramdisk_len > 0 => {
+            let len = (boot_info.ramdisk_len as usize).min(MAX_LEN);
+            // SAFETY: the bootloader mapped `ramdisk_len` bytes at `ramdisk_addr` and nothing
+            // writes them. `BUF` is written only here, once, before anything reads it, on the
+            // boot CPU.
+            unsafe {
+                let src = core::slice::from_raw_parts(addr as *const u8, len);
+                let buf = &mut *core::ptr::addr_of_mut!(BUF);
+                buf[..len].copy_from_slice(src);
+                core::str::from_utf8(&buf[..len]).unwrap_or("").trim()
+            }
+        }
+        _ => "",
+    };
+    let mut cmdline = Cmdline {
+        raw,
+        mode: Mode::Demo,
+        log_level: Level::Info,
+    };
+    for word in raw.split_ascii_whitespace() {
+        match word.split_once('=') {
+            None if word == "test" => cmdline.mode = Mode::Test { filter: None },
+            None if word == "bench" => cmdline.mode = Mode::Bench,
+            Some(("test", name)) => cmdline.mode = Mode::Test { filter: Some(name) },
+            Some(("fault", name)) => cmdline.mode = Mode::Fault(name),
+            Some(("log", level)) => match Level::parse(level) {
+                Some(l) => cmdline.log_level = l,
+                None => crate::kprintln!("[WARN ] cmdline: unknown log level `{level}` (error, warn, info, debug, trace)"),
+            },
+            // Options read by the subsystems themselves (e.g. `slab_debug=`) pass through.
+            _ => {}
+        }
+    }
+    cmdline
+}

@@ -1,0 +1,35 @@
+//! The kernel: boots under QEMU, brings up the memory subsystem and runs the demo workload, the
+//! in-kernel test suite or the benchmarks, as its command line asks.
+#![no_std]
+#![no_main]
+
+mod arch;
+mod cmdline;
+#[macro_use]
+mod log;
+mod panic;
+
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use bootloader_api::{entry_point, BootInfo};
+
+/// Where the bootloader puts things. Everything it places dynamically (the direct map of all
+/// physical memory, the kernel image, the stack, boot info) lands in
+/// `[DYNAMIC_START, DYNAMIC_END)`, which keeps it out of the vmalloc range above.
+pub static BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config.mappings.dynamic_range_start = Some(0xffff_8000_0000_0000);
+    config.mappings.dynamic_range_end = Some(0xffff_c7ff_ffff_f000);
+    config.kernel_stack_size = 512 * 1024;
+    config
+};
+
+entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
+
+fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    arch::serial::init();
+    let cmdline = cmdline::init(boot_info);
+    log::set_level(cmdline.log_level);
+    info!("memkernel booting (cmdline: \"{}\")", cmdline.raw);
+    arch::qemu::exit(arch::qemu::ExitCode::Success)
+}

@@ -1,0 +1,87 @@
+//! GFP ("get free pages") flags with Linux's bit values (`include/linux/gfp_types.h`).
+//!
+//! Only the bits this kernel acts on are defined; composite flags are built from them exactly as
+//! Linux builds them, so `GFP_KERNEL.bits()` is Linux's value for the bits that exist here.
+
+use bitflags::bitflags;
+
+bitflags! {
+    /// How an allocation may behave: which zones it may use, whether it may sleep or reclaim,
+    /// whether it may dip into the reserves, whether the memory must be zeroed.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct GfpFlags: u32 {
+        /// `___GFP_DMA`: only `ZONE_DMA` (below 16 MiB).
+        const __GFP_DMA = 0x01;
+        /// `___GFP_HIGHMEM`: unused on x86_64 (no highmem); accepted and ignored.
+        const __GFP_HIGHMEM = 0x02;
+        /// `___GFP_DMA32`: `ZONE_DMA32` or below (below 4 GiB).
+        const __GFP_DMA32 = 0x04;
+        /// `___GFP_MOVABLE`: the page may be migrated (no effect without compaction).
+        const __GFP_MOVABLE = 0x08;
+        /// `___GFP_RECLAIMABLE`: slab pages that a shrinker can reclaim.
+        const __GFP_RECLAIMABLE = 0x10;
+        /// `___GFP_HIGH`: high priority; may use part of the `min` reserve.
+        const __GFP_HIGH = 0x20;
+        /// `___GFP_IO`: may start physical I/O to reclaim.
+        const __GFP_IO = 0x40;
+        /// `___GFP_FS`: may call into the filesystem to reclaim.
+        const __GFP_FS = 0x80;
+        /// `___GFP_ZERO`: return zeroed memory.
+        const __GFP_ZERO = 0x100;
+        /// `___GFP_DIRECT_RECLAIM`: may sleep to reclaim memory itself.
+        const __GFP_DIRECT_RECLAIM = 0x400;
+        /// `___GFP_KSWAPD_RECLAIM`: may wake the background reclaimer.
+        const __GFP_KSWAPD_RECLAIM = 0x800;
+        /// `___GFP_NOWARN`: do not print the allocation-failure warning.
+        const __GFP_NOWARN = 0x2000;
+        /// `___GFP_RETRY_MAYFAIL`: try hard, but may fail.
+        const __GFP_RETRY_MAYFAIL = 0x4000;
+        /// `___GFP_NOFAIL`: the caller cannot handle failure; the allocator retries forever.
+        /// **Discouraged** (as on Linux): it hides out-of-memory as a hang. New code should handle
+        /// `AllocError` instead. Never valid with orders above 1.
+        const __GFP_NOFAIL = 0x8000;
+        /// `___GFP_NORETRY`: give up early.
+        const __GFP_NORETRY = 0x10000;
+        /// `___GFP_COMP`: compound page metadata (accepted; every block here is one unit).
+        const __GFP_COMP = 0x40000;
+
+        /// `__GFP_RECLAIM = __GFP_DIRECT_RECLAIM | __GFP_KSWAPD_RECLAIM`.
+        const __GFP_RECLAIM = Self::__GFP_DIRECT_RECLAIM.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
+
+        /// Process context: may sleep and reclaim. The common case.
+        const GFP_KERNEL = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits() | Self::__GFP_FS.bits();
+        /// Interrupt context or under a spinlock: never sleeps, may use part of the reserves.
+        const GFP_ATOMIC = Self::__GFP_HIGH.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
+        /// Never sleeps, never touches the reserves: fails early instead.
+        const GFP_NOWAIT = Self::__GFP_KSWAPD_RECLAIM.bits();
+        /// `GFP_KERNEL` without filesystem or I/O recursion.
+        const GFP_NOIO = Self::__GFP_RECLAIM.bits();
+        const GFP_NOFS = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits();
+        /// `GFP_DMA` is `__GFP_DMA` alone; callers combine it with one of the above.
+        const GFP_DMA = Self::__GFP_DMA.bits();
+        const GFP_DMA32 = Self::__GFP_DMA32.bits();
+    }
+}
+
+impl GfpFlags {
+    /// May this allocation sleep (Linux's `gfpflags_allow_blocking`)?
+    #[inline]
+    pub const fn allows_blocking(self) -> bool {
+        self.contains(GfpFlags::__GFP_DIRECT_RECLAIM)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GfpFlags;
+
+    #[test]
+    fn composite_flags_have_linux_values() {
+        // include/linux/gfp_types.h, Linux 6.x
+        assert_eq!(GfpFlags::GFP_KERNEL.bits(), 0xcc0);
+        assert_eq!(GfpFlags::GFP_ATOMIC.bits(), 0x820);
+        assert_eq!(GfpFlags::GFP_NOWAIT.bits(), 0x800);
+        assert!(GfpFlags::GFP_KERNEL.allows_blocking());
+        assert!(!GfpFlags::GFP_ATOMIC.allows_blocking());
+    }
+}

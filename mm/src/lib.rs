@@ -1,0 +1,60 @@
+//! Allocator logic of the kernel, free of arch code so that it builds and is tested on the host
+//! (unit tests, property tests against models, Miri) over emulated physical memory. The kernel
+//! (`kernel/src/mm`) wires it to real memory and real page tables.
+//!
+//! Layers, bottom up:
+//! - [`memmap`]: the firmware's physical memory map;
+//! - [`memblock`]: the early boot allocator;
+//! - [`page`], [`mem_map`]: page descriptors, sparse over the memory map;
+//! - [`zone`], [`buddy`]: zones with watermarks and the buddy page allocator;
+//! - [`slab`], [`kmalloc`]: slab caches and the kmalloc family;
+//! - [`vmap_area`]: the virtual area allocator behind vmalloc;
+//! - [`stats`]: `/proc`-format reports.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod addr;
+pub mod gfp;
+pub mod page;
+pub mod sync;
+
+use core::fmt;
+
+pub use addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
+pub use gfp::GfpFlags;
+
+/// Why an allocation failed. Nothing was allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocError {
+    /// The order is above `MAX_PAGE_ORDER`.
+    OrderTooLarge { order: u32 },
+    /// The size is beyond what this allocator can ever provide (kmalloc above 4 MiB, vmalloc
+    /// above its range).
+    TooLarge { size: usize, max: usize },
+    /// Nothing free that the flags allow: the zones they permit are exhausted (or below their
+    /// watermarks).
+    OutOfMemory { order: u32 },
+    /// An argument is invalid (zero size, alignment not a power of two, `n * size` overflows).
+    Invalid(&'static str),
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            AllocError::OrderTooLarge { order } => {
+                write!(
+                    f,
+                    "order {order} is above MAX_PAGE_ORDER ({})",
+                    page::MAX_PAGE_ORDER
+                )
+            }
+            AllocError::TooLarge { size, max } => {
+                write!(f, "size {size} bytes is above the limit of {max} bytes")
+            }
+            AllocError::OutOfMemory { order } => write!(f, "out of memory (order {order})"),
+            AllocError::Invalid(why) => write!(f, "invalid request: {why}"),
+        }
+    }
+}
