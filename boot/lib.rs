@@ -22,11 +22,8 @@ const QEMU_EXIT_SUCCESS: i32 = (0x10 << 1) | 1;
 const QEMU_EXIT_FAILURE: i32 = (0x11 << 1) | 1;
 
 /// Debian's OVMF firmware (package `ovmf`).
-const OVMF_PATHS: &[&str] = &[
-    "/usr/share/ovmf/OVMF.fd",
-    "/usr/share/qemu/OVMF.fd",
-    "/usr/share/OVMF/OVMF.fd",
-];
+const OVMF_PATHS: &[&str] =
+    &["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd", "/usr/share/OVMF/OVMF.fd"];
 
 /// What to boot and how.
 #[derive(Clone, Debug)]
@@ -147,11 +144,7 @@ fn qemu_binary() -> Result<PathBuf, RunnerError> {
 }
 
 fn ovmf() -> Result<&'static str, RunnerError> {
-    OVMF_PATHS
-        .iter()
-        .copied()
-        .find(|p| Path::new(p).is_file())
-        .ok_or(RunnerError::OvmfMissing)
+    OVMF_PATHS.iter().copied().find(|p| Path::new(p).is_file()).ok_or(RunnerError::OvmfMissing)
 }
 
 /// Directory for disk images: next to the kernel binary, inside cargo's target directory.
@@ -169,13 +162,8 @@ fn image_dir() -> PathBuf {
 pub fn build_image(cmdline: &str, uefi: bool) -> Result<PathBuf, RunnerError> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = image_dir();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| RunnerError::Io(format!("creating {}", dir.display()), e))?;
-    let stem = format!(
-        "boot-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
+    std::fs::create_dir_all(&dir).map_err(|e| RunnerError::Io(format!("creating {}", dir.display()), e))?;
+    let stem = format!("boot-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
     let cmdline_file = dir.join(format!("{stem}.cmdline"));
     // Never an empty file: the BIOS stage of `bootloader` 0.11 panics on a zero-length ramdisk.
     std::fs::write(&cmdline_file, format!("{cmdline}\n").as_bytes())
@@ -183,11 +171,7 @@ pub fn build_image(cmdline: &str, uefi: bool) -> Result<PathBuf, RunnerError> {
     let image = dir.join(format!("{stem}.{}.img", if uefi { "uefi" } else { "bios" }));
     let mut builder = bootloader::DiskImageBuilder::new(PathBuf::from(KERNEL_BIN));
     builder.set_ramdisk(cmdline_file.clone());
-    let result = if uefi {
-        builder.create_uefi_image(&image)
-    } else {
-        builder.create_bios_image(&image)
-    };
+    let result = if uefi { builder.create_uefi_image(&image) } else { builder.create_bios_image(&image) };
     let _ = std::fs::remove_file(&cmdline_file);
     result.map_err(|e| RunnerError::Image(format!("{e:#}")))?;
     Ok(image)
@@ -196,8 +180,7 @@ pub fn build_image(cmdline: &str, uefi: bool) -> Result<PathBuf, RunnerError> {
 /// The QEMU command line for an image.
 fn qemu_command(opts: &BootOptions, image: &Path) -> Result<Command, RunnerError> {
     let mut cmd = Command::new(qemu_binary()?);
-    cmd.arg("-drive")
-        .arg(format!("format=raw,file={}", image.display()));
+    cmd.arg("-drive").arg(format!("format=raw,file={}", image.display()));
     if opts.uefi {
         cmd.arg("-bios").arg(ovmf()?);
     }
@@ -231,12 +214,8 @@ pub fn boot(opts: &BootOptions) -> Result<Outcome, RunnerError> {
 
 fn run_qemu(opts: &BootOptions, image: &Path) -> Result<Outcome, RunnerError> {
     let mut cmd = qemu_command(opts, image)?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RunnerError::Io("starting qemu-system-x86_64".into(), e))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|e| RunnerError::Io("starting qemu-system-x86_64".into(), e))?;
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let echo = opts.echo;
     let reader = std::thread::spawn(move || {
@@ -259,10 +238,7 @@ fn run_qemu(opts: &BootOptions, image: &Path) -> Result<Outcome, RunnerError> {
     });
     let start = Instant::now();
     let status = loop {
-        match child
-            .try_wait()
-            .map_err(|e| RunnerError::Io("waiting for QEMU".into(), e))?
-        {
+        match child.try_wait().map_err(|e| RunnerError::Io("waiting for QEMU".into(), e))? {
             Some(exit) => {
                 break match exit.code() {
                     Some(QEMU_EXIT_SUCCESS) => Status::Success,
@@ -292,8 +268,5 @@ pub fn parse_memory(size: &str) -> Option<u64> {
         (i, 'T' | 't') => (&s[..i], 1 << 40),
         _ => (s, 1 << 20),
     };
-    num.parse::<u64>()
-        .ok()?
-        .checked_mul(mult)
-        .filter(|&b| b > 0)
+    num.parse::<u64>().ok()?.checked_mul(mult).filter(|&b| b > 0)
 }

@@ -31,16 +31,14 @@ fn parse_args(args: &[String]) -> Result<BootOptions, String> {
     let mut extra: Vec<String> = Vec::new();
     let mut it = args.iter();
     let value = |it: &mut std::slice::Iter<String>, flag: &str| {
-        it.next()
-            .cloned()
-            .ok_or_else(|| format!("{flag} needs a value"))
+        it.next().cloned().ok_or_else(|| format!("{flag} needs a value"))
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--memory" | "-m" => {
                 let m = value(&mut it, arg)?;
-                let bytes = parse_memory(&m)
-                    .ok_or_else(|| format!("--memory {m}: not a size like 512M or 2G"))?;
+                let bytes =
+                    parse_memory(&m).ok_or_else(|| format!("--memory {m}: not a size like 512M or 2G"))?;
                 if bytes < (64 << 20) || bytes > (16 << 30) {
                     eprintln!("runner: warning: --memory {m} is outside the supported 64M..16G");
                 }
@@ -86,10 +84,7 @@ fn parse_args(args: &[String]) -> Result<BootOptions, String> {
         }
     }
     if mode.len() > 1 {
-        return Err(format!(
-            "choose one of --bench, --test, --fault (got {})",
-            mode.join(", ")
-        ));
+        return Err(format!("choose one of --bench, --test, --fault (got {})", mode.join(", ")));
     }
     mode.extend(extra);
     opts.cmdline = mode.join(" ");
@@ -113,21 +108,9 @@ fn main() -> ExitCode {
         "runner: booting {} with {} RAM{}{}{}",
         if opts.uefi { "UEFI (OVMF)" } else { "BIOS" },
         opts.memory,
-        if opts.smp > 1 {
-            format!(", {} CPUs", opts.smp)
-        } else {
-            String::new()
-        },
-        if opts.icount {
-            ", -icount (deterministic)"
-        } else {
-            ""
-        },
-        if opts.cmdline.is_empty() {
-            String::new()
-        } else {
-            format!(", cmdline \"{}\"", opts.cmdline)
-        },
+        if opts.smp > 1 { format!(", {} CPUs", opts.smp) } else { String::new() },
+        if opts.icount { ", -icount (deterministic)" } else { "" },
+        if opts.cmdline.is_empty() { String::new() } else { format!(", cmdline \"{}\"", opts.cmdline) },
     );
     if opts.gdb {
         eprintln!("runner: waiting for gdb on localhost:1234 (see README: Debugging)");

@@ -31,9 +31,7 @@ pub struct Cmdline {
 impl Cmdline {
     /// The value of `key=value`, if present.
     pub fn get(&self, key: &str) -> Option<&'static str> {
-        self.raw
-            .split_ascii_whitespace()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        self.raw.split_ascii_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
     }
 }
 
@@ -56,11 +54,7 @@ pub fn init(boot_info: &BootInfo) -> Cmdline {
         }
         _ => "",
     };
-    let mut cmdline = Cmdline {
-        raw,
-        mode: Mode::Demo,
-        log_level: Level::Info,
-    };
+    let mut cmdline = Cmdline { raw, mode: Mode::Demo, log_level: Level::Info };
     for word in raw.split_ascii_whitespace() {
         match word.split_once('=') {
             None if word == "test" => cmdline.mode = Mode::Test { filter: None },
@@ -69,7 +63,9 @@ pub fn init(boot_info: &BootInfo) -> Cmdline {
             Some(("fault", name)) => cmdline.mode = Mode::Fault(name),
             Some(("log", level)) => match Level::parse(level) {
                 Some(l) => cmdline.log_level = l,
-                None => crate::kprintln!("[WARN ] cmdline: unknown log level `{level}` (error, warn, info, debug, trace)"),
+                None => crate::kprintln!(
+                    "[WARN ] cmdline: unknown log level `{level}` (error, warn, info, debug, trace)"
+                ),
             },
             // Options read by the subsystems themselves (e.g. `slab_debug=`) pass through.
             _ => {}

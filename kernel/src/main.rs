@@ -7,6 +7,7 @@ mod arch;
 mod cmdline;
 #[macro_use]
 mod log;
+mod mm;
 mod panic;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
@@ -18,8 +19,8 @@ use bootloader_api::{entry_point, BootInfo};
 pub static BOOTLOADER_CONFIG: BootloaderConfig = {
     let mut config = BootloaderConfig::new_default();
     config.mappings.physical_memory = Some(Mapping::Dynamic);
-    config.mappings.dynamic_range_start = Some(0xffff_8000_0000_0000);
-    config.mappings.dynamic_range_end = Some(0xffff_c7ff_ffff_f000);
+    config.mappings.dynamic_range_start = Some(mm::layout::DYNAMIC_START);
+    config.mappings.dynamic_range_end = Some(mm::layout::DYNAMIC_END - 0x1000);
     config.kernel_stack_size = 512 * 1024;
     config
 };

@@ -15,10 +15,9 @@ fn panic(info: &PanicInfo) -> ! {
             loc.column(),
             info.message()
         )),
-        None => arch::serial::write_fmt_panicking(format_args!(
-            "\n[PANIC] kernel panic: {}\n",
-            info.message()
-        )),
+        None => {
+            arch::serial::write_fmt_panicking(format_args!("\n[PANIC] kernel panic: {}\n", info.message()))
+        }
     }
     arch::qemu::exit(arch::qemu::ExitCode::Failure)
 }

@@ -17,6 +17,7 @@ extern crate std;
 
 pub mod addr;
 pub mod gfp;
+pub mod memmap;
 pub mod page;
 pub mod sync;
 
@@ -44,11 +45,7 @@ impl fmt::Display for AllocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             AllocError::OrderTooLarge { order } => {
-                write!(
-                    f,
-                    "order {order} is above MAX_PAGE_ORDER ({})",
-                    page::MAX_PAGE_ORDER
-                )
+                write!(f, "order {order} is above MAX_PAGE_ORDER ({})", page::MAX_PAGE_ORDER)
             }
             AllocError::TooLarge { size, max } => {
                 write!(f, "size {size} bytes is above the limit of {max} bytes")

@@ -58,10 +58,7 @@ impl PageState {
 
     /// Is the block in use by someone (as opposed to free or reserved)?
     pub fn is_in_use(self) -> bool {
-        !matches!(
-            self,
-            PageState::Reserved | PageState::Buddy | PageState::FreeTail
-        )
+        !matches!(self, PageState::Reserved | PageState::Buddy | PageState::FreeTail)
     }
 
     pub fn name(self) -> &'static str {
@@ -150,10 +147,7 @@ impl fmt::Debug for Page {
             .field("state", &self.state())
             .field("order", &self.order())
             .field("zone", &self.zone)
-            .field(
-                "private",
-                &format_args!("{:#x}", self.private.load(Relaxed)),
-            )
+            .field("private", &format_args!("{:#x}", self.private.load(Relaxed)))
             .finish()
     }
 }
@@ -172,11 +166,7 @@ pub enum FreePagesError {
     /// The block is already free: a double free. `head`/`order` name the free block holding it.
     DoubleFree { pfn: Pfn, head: Pfn, order: u32 },
     /// The block was allocated with another order.
-    WrongOrder {
-        pfn: Pfn,
-        allocated: u32,
-        given: u32,
-    },
+    WrongOrder { pfn: Pfn, allocated: u32, given: u32 },
     /// The frame lies inside an allocated block whose head is `head`: an interior pointer.
     NotBlockHead { pfn: Pfn, head: Pfn, order: u32 },
     /// The block belongs to another layer (slab, vmalloc, page tables) and must be freed there.
@@ -189,7 +179,11 @@ impl fmt::Display for FreePagesError {
         match *self {
             OrderTooLarge { order } => write!(f, "order {order} is above MAX_PAGE_ORDER ({MAX_PAGE_ORDER})"),
             Misaligned { pfn, order } => {
-                write!(f, "{:#x} is not the start of an order-{order} block (misaligned)", pfn.phys().as_u64())
+                write!(
+                    f,
+                    "{:#x} is not the start of an order-{order} block (misaligned)",
+                    pfn.phys().as_u64()
+                )
             }
             NotManaged { pfn } => write!(f, "{:#x} is outside managed RAM", pfn.phys().as_u64()),
             Reserved { pfn } => write!(f, "{:#x} is a reserved page", pfn.phys().as_u64()),

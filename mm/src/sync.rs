@@ -20,28 +20,20 @@ pub struct IrqSpinLockGuard<'a, T> {
 
 impl<T> IrqSpinLock<T> {
     pub const fn new(value: T) -> Self {
-        IrqSpinLock {
-            inner: spin::Mutex::new(value),
-        }
+        IrqSpinLock { inner: spin::Mutex::new(value) }
     }
 
     #[inline]
     pub fn lock(&self) -> IrqSpinLockGuard<'_, T> {
         let irq_was_enabled = irq::save_and_disable();
-        IrqSpinLockGuard {
-            guard: Some(self.inner.lock()),
-            irq_was_enabled,
-        }
+        IrqSpinLockGuard { guard: Some(self.inner.lock()), irq_was_enabled }
     }
 
     /// Takes the lock only if it is free (used by diagnostics that must not deadlock).
     pub fn try_lock(&self) -> Option<IrqSpinLockGuard<'_, T>> {
         let irq_was_enabled = irq::save_and_disable();
         match self.inner.try_lock() {
-            Some(g) => Some(IrqSpinLockGuard {
-                guard: Some(g),
-                irq_was_enabled,
-            }),
+            Some(g) => Some(IrqSpinLockGuard { guard: Some(g), irq_was_enabled }),
             None => {
                 irq::restore(irq_was_enabled);
                 None
