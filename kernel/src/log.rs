@@ -68,3 +68,13 @@ macro_rules! info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info,
 macro_rules! debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, "[DEBUG] ", $($arg)*) }; }
 #[macro_export]
 macro_rules! trace { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Trace, "[TRACE] ", $($arg)*) }; }
+
+/// The serial console as a `fmt::Write`, for code that formats into a writer (`/proc` tables).
+pub struct Console;
+
+impl core::fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        crate::arch::serial::write_fmt(format_args!("{s}"));
+        Ok(())
+    }
+}

@@ -4,7 +4,9 @@
 #![no_main]
 
 mod arch;
+mod bench;
 mod cmdline;
+mod demo;
 #[macro_use]
 mod log;
 mod mm;
@@ -32,5 +34,16 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let cmdline = cmdline::init(boot_info);
     log::set_level(cmdline.log_level);
     info!("memkernel booting (cmdline: \"{}\")", cmdline.raw);
-    arch::qemu::exit(arch::qemu::ExitCode::Success)
+    arch::init();
+    mm::init(boot_info);
+    match cmdline.mode {
+        cmdline::Mode::Demo => {
+            demo::run();
+            info!("demo finished");
+            arch::qemu::exit(arch::qemu::ExitCode::Success)
+        }
+        cmdline::Mode::Bench => bench::run(),
+        cmdline::Mode::Test { filter } => ktest::run(filter),
+        cmdline::Mode::Fault(name) => ktest::run_fault(name),
+    }
 }

@@ -1,4 +1,110 @@
 //! The kernel side of memory management: wires the allocator logic of the `mm` crate to real
-//! memory (the bootloader's direct map) and real page tables.
+//! memory (the bootloader's direct map of all physical memory) and real page tables.
+//!
+//! Bring-up order, as on Linux: firmware memory map -> memblock (early allocator) -> page
+//! descriptors and zones -> buddy allocator -> (later) slab caches -> vmalloc.
 
 pub mod layout;
+pub mod memory_map;
+pub mod page_alloc;
+pub mod report;
+
+use ::mm::addr::DirectMap;
+use ::mm::buddy::Node;
+use ::mm::memblock::MemBlock;
+use ::mm::zone::ZoneLimits;
+use bootloader_api::BootInfo;
+
+use memory_map::MemoryMap;
+
+static NODE: spin::Once<Node> = spin::Once::new();
+static BOOT: spin::Once<BootLayout> = spin::Once::new();
+
+/// Where the bootloader put things, fixed at boot.
+#[derive(Clone, Copy, Debug)]
+pub struct BootLayout {
+    /// Virtual address of physical address 0 in the direct map.
+    pub direct_map_base: u64,
+    /// Bytes of physical address space the direct map covers (up to the end of RAM).
+    pub direct_map_size: u64,
+    pub kernel_phys: u64,
+    pub kernel_len: u64,
+    pub kernel_virt: u64,
+    pub stack_bottom: u64,
+    pub stack_len: u64,
+}
+
+/// What bringing up the page allocator cost, for the benchmark report.
+#[derive(Clone, Copy, Debug)]
+pub struct InitCost {
+    /// TSC ticks (guest instructions under `-icount shift=0`) spent in memblock, descriptor and
+    /// buddy initialisation.
+    pub ticks: u64,
+    /// Pages the descriptors cover and the buddy allocator manages.
+    pub managed_pages: u64,
+}
+
+static INIT_COST: spin::Once<InitCost> = spin::Once::new();
+
+pub fn init_cost() -> Option<InitCost> {
+    INIT_COST.get().copied()
+}
+
+/// The buddy allocator of node 0. Panics if called before [`init`].
+#[inline]
+pub fn node() -> &'static Node {
+    NODE.get().expect("page allocator used before mm::init")
+}
+
+pub fn boot_layout() -> &'static BootLayout {
+    BOOT.get().expect("mm::init has not run")
+}
+
+pub fn direct_map_base() -> u64 {
+    boot_layout().direct_map_base
+}
+
+pub fn direct_map_size() -> u64 {
+    boot_layout().direct_map_size
+}
+
+pub fn direct_map() -> DirectMap {
+    // SAFETY: the bootloader maps all physical memory at `direct_map_base` for the kernel's
+    // lifetime (`Mapping::Dynamic` for `physical_memory` in BOOTLOADER_CONFIG).
+    unsafe { DirectMap::new(direct_map_base() as *mut u8) }
+}
+
+/// Brings up physical memory management: prints the memory map, sets up memblock, the page
+/// descriptors, the zones and the buddy allocator, and reports what it built.
+pub fn init(boot_info: &'static BootInfo) {
+    let Some(offset) = boot_info.physical_memory_offset.into_option() else {
+        panic!("the bootloader did not map physical memory (BOOTLOADER_CONFIG.mappings.physical_memory)");
+    };
+    let map = MemoryMap::from_bootloader(&boot_info.memory_regions);
+    map.print();
+
+    let layout = BootLayout {
+        direct_map_base: offset,
+        direct_map_size: map.max_ram_end(),
+        kernel_phys: boot_info.kernel_addr,
+        kernel_len: boot_info.kernel_len,
+        kernel_virt: boot_info.kernel_image_offset,
+        stack_bottom: boot_info.kernel_stack_bottom,
+        stack_len: boot_info.kernel_stack_len,
+    };
+    BOOT.call_once(|| layout);
+
+    let start = crate::arch::rdtsc();
+    let mut memblock = MemBlock::new(map.regions())
+        .unwrap_or_else(|e| panic!("memblock cannot take the firmware memory map: {e}"));
+    // SAFETY: the direct map covers every usable range of the memory map, and memblock only
+    // hands out usable memory nobody else uses (the bootloader's own memory is `Bootloader`).
+    let node = unsafe { Node::init(&mut memblock, direct_map(), ZoneLimits::X86_64) }
+        .unwrap_or_else(|e| panic!("cannot set up the page allocator: {e}"));
+    let ticks = crate::arch::rdtsc() - start;
+    let node = NODE.call_once(|| node);
+    INIT_COST.call_once(|| InitCost { ticks, managed_pages: node.totals().managed_pages });
+
+    report::print_boot_summary(&memblock, node);
+    crate::arch::fault::set_address_describer(report::describe_address);
+}

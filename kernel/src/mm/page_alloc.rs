@@ -1,0 +1,212 @@
+//! The page allocator API the rest of the kernel uses (Linux names, Rust face): a thin layer over
+//! the buddy allocator of node 0 that adds what needs the kernel — the `might_sleep` check, the
+//! allocation-failure warning, reclaim-and-retry, `__GFP_NOFAIL` — and direct-map addresses.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use ::mm::page::{FreePagesError, Page, PageProvider, MAX_PAGE_ORDER};
+use ::mm::{AllocError, GfpFlags, Pfn};
+use x86_64::structures::paging::PhysFrame;
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::{direct_map, node};
+
+/// A function that gives memory back under pressure (the slab caches register one); returns the
+/// number of pages it freed.
+pub type Shrinker = fn() -> usize;
+
+static SHRINKER: spin::Once<Shrinker> = spin::Once::new();
+/// Times a sleeping allocation was requested in interrupt context (tests read it).
+pub static MIGHT_SLEEP_VIOLATIONS: AtomicUsize = AtomicUsize::new(0);
+/// Allocation failures seen (with or without a warning printed).
+pub static ALLOC_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+pub fn register_shrinker(f: Shrinker) {
+    SHRINKER.call_once(|| f);
+}
+
+/// Linux's `might_sleep()`: a request that may sleep (`__GFP_DIRECT_RECLAIM`, as in `GFP_KERNEL`)
+/// from interrupt context is a bug in the caller; report it with the caller's location. The
+/// allocation itself goes on (it never actually sleeps here), as on Linux.
+#[track_caller]
+pub fn might_sleep_if(gfp: GfpFlags) {
+    if gfp.allows_blocking() && crate::arch::in_interrupt() {
+        let loc = core::panic::Location::caller();
+        MIGHT_SLEEP_VIOLATIONS.fetch_add(1, Relaxed);
+        crate::error!(
+            "BUG: sleeping function called from invalid context at {}:{} (gfp {:#x}: {:?} in interrupt context; use GFP_ATOMIC)",
+            loc.file(),
+            loc.line(),
+            gfp.bits(),
+            gfp
+        );
+    }
+}
+
+/// Allocates 2^`order` physically contiguous frames. The first frame of the block is returned.
+#[track_caller]
+pub fn alloc_pages(gfp: GfpFlags, order: u32) -> Result<PhysFrame, AllocError> {
+    might_sleep_if(gfp);
+    let pfn = alloc_pfn(gfp, order)?;
+    Ok(PhysFrame::containing_address(pfn.phys()))
+}
+
+/// The allocation loop: buddy, then (if the flags allow reclaim) shrink and retry once, and with
+/// `__GFP_NOFAIL` forever.
+#[track_caller]
+pub(crate) fn alloc_pfn(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+    let node = node();
+    match node.alloc_pages(gfp, order) {
+        Ok(pfn) => return Ok(pfn),
+        Err(AllocError::OutOfMemory { .. }) => {}
+        Err(e) => return Err(warn_failure(gfp, order, e)),
+    }
+    // Reclaim: the only reclaimable memory is empty slabs. Linux's direct reclaim in spirit.
+    if gfp.allows_blocking() {
+        if let Some(shrink) = SHRINKER.get() {
+            if shrink() > 0 {
+                if let Ok(pfn) = node.alloc_pages(gfp, order) {
+                    return Ok(pfn);
+                }
+            }
+        }
+    }
+    if gfp.contains(GfpFlags::__GFP_NOFAIL) && order <= 1 {
+        // Discouraged, as on Linux: the caller chose a hang over an error.
+        loop {
+            if let Some(shrink) = SHRINKER.get() {
+                shrink();
+            }
+            if let Ok(pfn) = node.alloc_pages(gfp, order) {
+                return Ok(pfn);
+            }
+            core::hint::spin_loop();
+        }
+    }
+    Err(warn_failure(gfp, order, AllocError::OutOfMemory { order }))
+}
+
+/// Linux's `warn_alloc`: one line, unless `__GFP_NOWARN`.
+#[track_caller]
+fn warn_failure(gfp: GfpFlags, order: u32, err: AllocError) -> AllocError {
+    ALLOC_FAILURES.fetch_add(1, Relaxed);
+    if !gfp.contains(GfpFlags::__GFP_NOWARN) {
+        let loc = core::panic::Location::caller();
+        crate::warn!(
+            "page allocation failure: order:{order}, mode:{:#x}({:?}) at {}:{}: {err}",
+            gfp.bits(),
+            gfp,
+            loc.file(),
+            loc.line()
+        );
+    }
+    err
+}
+
+/// Frees a block from [`alloc_pages`]. Misuse (double free, wrong order, a frame that is not
+/// the start of an allocated block, outside managed RAM, reserved) is refused with the reason
+/// and the allocator unchanged.
+#[track_caller]
+pub fn __free_pages(frame: PhysFrame, order: u32) -> Result<(), FreePagesError> {
+    let result = node().free_pages(Pfn::from_phys(frame.start_address()), order);
+    if let Err(e) = &result {
+        let loc = core::panic::Location::caller();
+        crate::warn!("__free_pages refused at {}:{}: {e}", loc.file(), loc.line());
+    }
+    result
+}
+
+/// Allocates a block and returns its direct-map address (Linux's `__get_free_pages`).
+#[track_caller]
+pub fn __get_free_pages(gfp: GfpFlags, order: u32) -> Result<VirtAddr, AllocError> {
+    alloc_pages(gfp, order).map(|f| phys_to_virt(f.start_address()))
+}
+
+/// Frees a block by its direct-map address (Linux's `free_pages`).
+#[track_caller]
+pub fn free_pages(addr: VirtAddr, order: u32) -> Result<(), FreePagesError> {
+    let Some(phys) = virt_to_phys(addr) else {
+        let loc = core::panic::Location::caller();
+        crate::warn!("free_pages refused at {}:{}: {:#x} is not a direct-map address", loc.file(), loc.line(), addr);
+        return Err(FreePagesError::NotManaged { pfn: Pfn(u64::MAX) });
+    };
+    if !phys.is_aligned(4096u64) {
+        return Err(FreePagesError::Misaligned { pfn: Pfn::from_phys(phys), order });
+    }
+    __free_pages(PhysFrame::containing_address(phys), order)
+}
+
+/// One zeroed page (Linux's `get_zeroed_page`).
+#[track_caller]
+pub fn get_zeroed_page(gfp: GfpFlags) -> Result<VirtAddr, AllocError> {
+    __get_free_pages(gfp | GfpFlags::__GFP_ZERO, 0)
+}
+
+/// Frees one page by address (Linux's `free_page`).
+#[track_caller]
+pub fn free_page(addr: VirtAddr) -> Result<(), FreePagesError> {
+    free_pages(addr, 0)
+}
+
+/// The direct-map address of a physical address.
+pub fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
+    VirtAddr::from_ptr(direct_map().virt(pa))
+}
+
+/// The physical address behind a direct-map address; `None` for addresses outside the direct
+/// map (vmalloc, kernel image, user half, ...).
+pub fn virt_to_phys(va: VirtAddr) -> Option<PhysAddr> {
+    let base = super::direct_map_base();
+    let off = va.as_u64().checked_sub(base)?;
+    (off < super::direct_map_size()).then(|| PhysAddr::new(off))
+}
+
+/// The descriptor of a frame (Linux's `pfn_to_page`), `None` outside managed RAM.
+pub fn frame_to_page(frame: PhysFrame) -> Option<&'static Page> {
+    node().page(Pfn::from_phys(frame.start_address()))
+}
+
+/// The descriptor of the page behind a direct-map address (Linux's `virt_to_page`).
+pub fn virt_to_page(va: VirtAddr) -> Option<&'static Page> {
+    virt_to_phys(va).and_then(|pa| node().page(Pfn::from_phys(pa)))
+}
+
+/// An owned block of pages, freed when dropped (`alloc_pages` with RAII).
+pub struct Pages {
+    frame: PhysFrame,
+    order: u32,
+}
+
+impl Pages {
+    #[track_caller]
+    pub fn alloc(gfp: GfpFlags, order: u32) -> Result<Pages, AllocError> {
+        alloc_pages(gfp, order).map(|frame| Pages { frame, order })
+    }
+    pub fn frame(&self) -> PhysFrame {
+        self.frame
+    }
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+    pub fn addr(&self) -> VirtAddr {
+        phys_to_virt(self.frame.start_address())
+    }
+    pub fn len(&self) -> usize {
+        4096 << self.order
+    }
+    /// The block's bytes through the direct map.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the block is 4096 << order bytes of RAM owned by `self` (allocated, not freed
+        // until drop), mapped writable by the direct map; `&mut self` makes the borrow unique.
+        unsafe { core::slice::from_raw_parts_mut(self.addr().as_mut_ptr(), self.len()) }
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        // Cannot fail: the block came from alloc_pages with this order and is freed once.
+        let _ = __free_pages(self.frame, self.order);
+    }
+}
+
+const _: () = assert!(MAX_PAGE_ORDER == 10);

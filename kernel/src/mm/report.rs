@@ -1,0 +1,127 @@
+//! What the memory subsystem tells the reader: the boot summary, `/proc`-format statistics and
+//! the description of an address for fault reports.
+
+use core::fmt::{self, Write};
+
+use ::mm::memblock::MemBlock;
+use ::mm::buddy::Node;
+use ::mm::page::PageState;
+use ::mm::Pfn;
+use x86_64::VirtAddr;
+
+use super::layout::{VMALLOC_END, VMALLOC_START};
+use super::memory_map::Size;
+use crate::kprintln;
+use crate::log::Console;
+
+/// Prints what bring-up built: memblock reservations, zones, page descriptors, totals.
+pub fn print_boot_summary(memblock: &MemBlock, node: &Node) {
+    kprintln!("memblock: boot-time allocations (carved out of usable RAM before the buddy allocator):");
+    for r in memblock.reservations() {
+        kprintln!("  [mem {:#018x}-{:#018x}] {:>10}  {}", r.start, r.end - 1, Size(r.size()), r.label);
+    }
+    kprintln!("memblock: {} reserved in all", Size(memblock.reserved_bytes()));
+
+    // Linux's "Zone ranges:" block from free_area_init.
+    kprintln!("Zone ranges:");
+    for zone in node.zones() {
+        if zone.is_populated() {
+            let start = zone.zone_start_pfn() << 12;
+            let end = (zone.zone_start_pfn() + zone.spanned_pages()) << 12;
+            kprintln!("  {:<8} [mem {:#018x}-{:#018x}]", zone.name(), start, end - 1);
+        } else {
+            kprintln!("  {:<8} empty", zone.name());
+        }
+    }
+    let map = node.mem_map();
+    kprintln!(
+        "mem_map: {} page descriptors x {} bytes = {} in {} of {} sections of {} (sparse), section table {}",
+        map.nr_pages(),
+        map.descriptor_size(),
+        Size(map.descriptor_bytes()),
+        map.nr_present_sections(),
+        map.nr_sections(),
+        Size(map.pages_per_section() << 12),
+        Size(map.table_bytes())
+    );
+    for zone in node.zones().iter().filter(|z| z.is_populated()) {
+        kprintln!(
+            "zone {:<6}: managed {:>8} pages ({:>10}), watermarks min {} low {} high {} pages, lowmem_reserve {:?}",
+            zone.name(),
+            zone.managed_pages(),
+            Size(zone.managed_pages() << 12),
+            zone.min_wmark_pages(),
+            zone.low_wmark_pages(),
+            zone.high_wmark_pages(),
+            zone.lowmem_reserve()
+        );
+    }
+    let t = node.totals();
+    kprintln!(
+        "Memory: {}K/{}K available ({}K reserved: firmware holes excluded), min_free_kbytes {}",
+        t.managed_pages * 4,
+        t.present_pages * 4,
+        (t.present_pages - t.managed_pages) * 4,
+        node.min_free_kbytes()
+    );
+}
+
+/// Prints one `/proc` file in Linux's format, under a `$ cat /proc/NAME` header line and
+/// followed by an empty line (the host tests find blocks by that header).
+pub fn print_proc(name: &str, write: impl FnOnce(&mut dyn Write) -> fmt::Result) {
+    kprintln!("$ cat /proc/{name}");
+    let _ = write(&mut Console);
+    kprintln!();
+}
+
+/// Prints `/proc/buddyinfo`, `/proc/zoneinfo` (key lines) and `/proc/meminfo`.
+pub fn print_statistics(when: &str) {
+    kprintln!("---- memory statistics {when} ----");
+    let node = super::node();
+    print_proc("buddyinfo", |w| ::mm::stats::write_buddyinfo(w, node));
+    print_proc("zoneinfo", |w| ::mm::stats::write_zoneinfo(w, node));
+    print_proc("meminfo", |w| ::mm::stats::write_meminfo(w, &meminfo()));
+}
+
+/// The `/proc/meminfo` figures from every layer that exists.
+pub fn meminfo() -> ::mm::stats::MemInfo {
+    ::mm::stats::MemInfo::from_node(super::node(), 0)
+}
+
+/// Says what a faulting address is, for the page-fault report.
+pub fn describe_address(addr: VirtAddr, w: &mut dyn Write) {
+    let a = addr.as_u64();
+    let boot = super::boot_layout();
+    let _ = if a < 4096 {
+        if a == 16 {
+            write!(w, "ZERO_SIZE_PTR: dereference of the result of a zero-size kmalloc (kmalloc(0))")
+        } else {
+            write!(w, "the null page: a NULL pointer dereference")
+        }
+    } else if let Some(pa) = super::page_alloc::virt_to_phys(addr) {
+        describe_direct_map(w, pa.as_u64())
+    } else if (boot.kernel_virt..boot.kernel_virt + boot.kernel_len).contains(&a) {
+        write!(w, "the kernel image, offset {:#x}", a - boot.kernel_virt)
+    } else if (boot.stack_bottom..boot.stack_bottom + boot.stack_len).contains(&a) {
+        write!(w, "the kernel stack, {} bytes above its bottom", a - boot.stack_bottom)
+    } else if (boot.stack_bottom.saturating_sub(4096)..boot.stack_bottom).contains(&a) {
+        write!(w, "the kernel stack's guard page: a stack overflow")
+    } else if (VMALLOC_START..VMALLOC_END).contains(&a) {
+        write!(w, "the vmalloc range [{VMALLOC_START:#x}, {VMALLOC_END:#x}), not inside any vmalloc area")
+    } else if a < 0x0000_8000_0000_0000 {
+        write!(w, "a user-space address (nothing is mapped in the lower half)")
+    } else {
+        write!(w, "an unmapped kernel address")
+    };
+}
+
+fn describe_direct_map(w: &mut dyn Write, pa: u64) -> fmt::Result {
+    write!(w, "the direct map of physical address {pa:#x}")?;
+    match super::node().page(Pfn(pa >> 12)) {
+        Some(page) => match page.state() {
+            PageState::Buddy | PageState::FreeTail => write!(w, ", a FREE page (use after free?)"),
+            state => write!(w, ", page state: {}", state.name()),
+        },
+        None => write!(w, ", outside the RAM the page allocator manages"),
+    }
+}
