@@ -142,3 +142,116 @@ pub fn write_meminfo(w: &mut dyn Write, info: &MemInfo) -> fmt::Result {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::string::String;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::gfp::GfpFlags;
+    use crate::testing::TestMachine;
+
+    #[test]
+    fn buddyinfo_has_linux_format_and_matches_memfree() {
+        let m = TestMachine::standard();
+        let n = &m.node;
+        let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
+        let mut s = String::new();
+        write_buddyinfo(&mut s, n).unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 3);
+        // DMA: boot decomposition of [1, 0x9f) and [0x100, 0x200) (see buddy tests).
+        assert_eq!(
+            lines[0],
+            "Node 0, zone      DMA      2      2      2      2      2      1      1      0      1      0      0 "
+        );
+        assert!(lines[1].starts_with("Node 0, zone    DMA32 "));
+        assert!(lines[2].starts_with("Node 0, zone   Normal "));
+        assert!(s.ends_with(" \n"), "trailing space before the newline, as Linux");
+        // sum(count << order) over all lines == MemFree pages.
+        let pages: u64 = lines
+            .iter()
+            .flat_map(|l| l[22..].split_whitespace().enumerate())
+            .map(|(o, c)| c.parse::<u64>().unwrap() << o)
+            .sum();
+        let t = n.totals();
+        assert_eq!(pages, t.free_pages);
+        assert_eq!(t.buddyinfo_pages, t.free_pages);
+        let info = MemInfo::from_node(n, 0);
+        assert_eq!(info.mem_free_kb, pages * 4);
+        assert_eq!(info.mem_total_kb, t.managed_pages * 4);
+        n.free_pages(p, 0).unwrap();
+    }
+
+    #[test]
+    fn zoneinfo_has_linux_format() {
+        let m = TestMachine::standard();
+        let n = &m.node;
+        let mut s = String::new();
+        write_zoneinfo(&mut s, n).unwrap();
+        let z = n.zone(crate::zone::ZoneType::Dma);
+        let r = z.lowmem_reserve();
+        let expect = std::format!(
+            "Node 0, zone      DMA\n  pages free     {free}\n        boost    0\n        min      {}\n        \
+             low      {}\n        high     {}\n        promo    {}\n        spanned  512\n        \
+             present  415\n        managed  {free}\n        cma      0\n        protection: (0, {}, {}, {})\n      \
+             nr_free_pages {free}\n  node_unreclaimable:  0\n  start_pfn:           0\n",
+            z.min_wmark_pages(),
+            z.low_wmark_pages(),
+            z.high_wmark_pages(),
+            z.promo_wmark_pages(),
+            r[1],
+            r[2],
+            r[3],
+            free = z.managed_pages(),
+        );
+        assert!(s.starts_with(&expect), "got:\n{s}\nexpected prefix:\n{expect}");
+        assert!(s.contains("Node 0, zone    DMA32\n"));
+        assert!(s.contains("Node 0, zone   Normal\n  pages free     "));
+        assert_eq!(s.matches("protection: (").count(), 3);
+    }
+
+    #[test]
+    fn meminfo_lines_are_show_val_kb() {
+        let info = MemInfo {
+            mem_total_kb: 1_012_345,
+            mem_free_kb: 7,
+            mem_available_kb: 123_456_789,
+            slab_kb: Some(2048),
+            sreclaimable_kb: Some(1024),
+            sunreclaim_kb: Some(1024),
+            page_tables_kb: None,
+            vmalloc_total_kb: Some(34_359_738_367),
+            vmalloc_used_kb: Some(0),
+            vmalloc_chunk_kb: Some(0),
+        };
+        let mut s = String::new();
+        write_meminfo(&mut s, &info).unwrap();
+        assert_eq!(
+            s,
+            "MemTotal:        1012345 kB\n\
+             MemFree:               7 kB\n\
+             MemAvailable:   123456789 kB\n\
+             Slab:               2048 kB\n\
+             SReclaimable:       1024 kB\n\
+             SUnreclaim:         1024 kB\n\
+             VmallocTotal:   34359738367 kB\n\
+             VmallocUsed:           0 kB\n\
+             VmallocChunk:          0 kB\n"
+        );
+    }
+
+    #[test]
+    fn mem_available_follows_si_mem_available() {
+        assert_eq!(si_mem_available(1000, 300, 50, 0), 700);
+        // Reclaimable slab counts minus min(half, low watermarks).
+        assert_eq!(si_mem_available(1000, 300, 50, 400), 700 + 400 - 50);
+        assert_eq!(si_mem_available(1000, 300, 500, 400), 700 + 200);
+        assert_eq!(si_mem_available(100, 300, 50, 0), 0, "never negative");
+        let m = TestMachine::standard();
+        let t = m.node.totals();
+        let info = MemInfo::from_node(&m.node, 0);
+        assert_eq!(info.mem_available_kb, (t.free_pages - t.totalreserve_pages) * 4);
+    }
+}
