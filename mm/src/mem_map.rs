@@ -95,7 +95,7 @@ impl MemMap {
         node: u8,
         zone_of: impl Fn(u64) -> u8,
     ) -> Result<MemMap, MemMapError> {
-        if section_bits < PAGE_SHIFT || section_bits > 40 {
+        if !(PAGE_SHIFT..=40).contains(&section_bits) {
             return Err(MemMapError::BadSectionBits { bits: section_bits });
         }
         let section_page_bits = section_bits - PAGE_SHIFT;
@@ -229,7 +229,7 @@ impl MemMap {
     pub fn page_to_index(&self, page: &Page) -> Option<u32> {
         let offset = (page as *const Page as usize).wrapping_sub(self.pages.as_ptr() as usize);
         let index = offset / core::mem::size_of::<Page>();
-        (offset % core::mem::size_of::<Page>() == 0 && index < self.nr_pages).then_some(index as u32)
+        (offset.is_multiple_of(core::mem::size_of::<Page>()) && index < self.nr_pages).then_some(index as u32)
     }
 
     /// The page frame a descriptor of this map stands for.

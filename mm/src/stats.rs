@@ -12,6 +12,8 @@ use core::fmt::{self, Write};
 
 use crate::addr::PAGE_SHIFT;
 use crate::buddy::Node;
+use crate::mem_map::MemMap;
+use crate::memblock::MemBlock;
 
 /// `/proc/buddyinfo`: `"Node %d, zone %8s "`, then `"%6lu "` per order, then `"\n"`.
 pub fn write_buddyinfo(w: &mut dyn Write, node: &Node) -> fmt::Result {
@@ -65,6 +67,44 @@ pub fn write_zoneinfo(w: &mut dyn Write, node: &Node) -> fmt::Result {
         write!(w, "\n  node_unreclaimable:  0\n  start_pfn:           {}\n", zone.zone_start_pfn())?;
     }
     Ok(())
+}
+
+/// Boot report of memblock: every reservation with its label, then the totals, e.g.
+/// `memblock: reserved [0x0000000000000000-0x0000000000000fff]     4 KiB  page 0`.
+pub fn write_memblock(w: &mut dyn Write, mb: &MemBlock) -> fmt::Result {
+    for r in mb.reservations() {
+        writeln!(
+            w,
+            "memblock: reserved [{:#018x}-{:#018x}] {:>8} KiB  {}",
+            r.start,
+            r.end - 1,
+            r.size() >> 10,
+            r.label
+        )?;
+    }
+    writeln!(
+        w,
+        "memblock: {} KiB memory in {} ranges, {} KiB reserved",
+        mb.memory_bytes() >> 10,
+        mb.memory().len(),
+        mb.reserved_bytes() >> 10
+    )
+}
+
+/// Boot report of the page descriptors, e.g. `mem_map: 32768 descriptors x 32 B = 1024 KiB in
+/// 1 of 8 sections (128 MiB each), tables 4 KiB`.
+pub fn write_mem_map(w: &mut dyn Write, mm: &MemMap) -> fmt::Result {
+    writeln!(
+        w,
+        "mem_map: {} descriptors x {} B = {} KiB in {} of {} sections ({} MiB each), tables {} B",
+        mm.nr_pages(),
+        mm.descriptor_size(),
+        mm.descriptor_bytes() >> 10,
+        mm.nr_present_sections(),
+        mm.nr_sections(),
+        (mm.pages_per_section() << PAGE_SHIFT) >> 20,
+        mm.table_bytes()
+    )
 }
 
 /// `/proc/meminfo` values in kB. The first three come from the page allocator
@@ -210,6 +250,21 @@ mod tests {
         assert!(s.contains("Node 0, zone    DMA32\n"));
         assert!(s.contains("Node 0, zone   Normal\n  pages free     "));
         assert_eq!(s.matches("protection: (").count(), 3);
+    }
+
+    #[test]
+    fn boot_reports() {
+        let m = TestMachine::standard();
+        let mut s = String::new();
+        write_memblock(&mut s, &m.memblock).unwrap();
+        write_mem_map(&mut s, m.node.mem_map()).unwrap();
+        assert!(
+            s.contains("memblock: reserved [0x0000000000000000-0x0000000000000fff]        4 KiB  page 0\n")
+        );
+        assert!(s.contains("KiB  test reserved\n"));
+        assert!(s.contains(
+            "mem_map: 3840 descriptors x 32 B = 120 KiB in 15 of 16 sections (1 MiB each), tables 124 B\n"
+        ));
     }
 
     #[test]

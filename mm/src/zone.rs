@@ -255,9 +255,9 @@ pub fn lowmem_reserves(managed: [u64; MAX_NR_ZONES]) -> [[u64; NR_LOWMEM_RESERVE
         let ratio = LOWMEM_RESERVE_RATIO[i];
         let clear = ratio == 0 || managed[i] == 0;
         let mut upper = 0;
-        for j in i + 1..NR_LOWMEM_RESERVE {
+        for (j, reserve) in out[i].iter_mut().enumerate().skip(i + 1) {
             upper += managed_of(j);
-            out[i][j] = if clear { 0 } else { upper / ratio };
+            *reserve = if clear { 0 } else { upper / ratio };
         }
     }
     out

@@ -351,11 +351,11 @@ fn init_errors() {
     // A node retires memblock; a second node over the same memblock is refused.
     // SAFETY: `ram` covers the map and outlives `node`.
     let node = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 20, 0) }.unwrap();
+    assert_eq!(node.totals().free_pages, node.totals().managed_pages);
     // SAFETY: fails before touching memory.
     let r = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 20, 0) };
     assert_eq!(r.err(), Some(NodeInitError::MemBlockRetired));
     assert!(std::format!("{}", NodeInitError::MemBlockRetired).contains("retired"));
-    drop(node);
 }
 
 /// The kernel configuration: 128 MiB sections, x86_64 zone limits, and a whole section missing.
