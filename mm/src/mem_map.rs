@@ -215,6 +215,18 @@ impl MemMap {
         unsafe { &*self.pages.as_ptr().add(index as usize) }
     }
 
+    /// The descriptor at `index` without the bounds check (for the allocator's fast paths,
+    /// whose indices come from its own lists and from [`MemMap::pfn_to_index`]).
+    ///
+    /// # Safety
+    /// `index < self.nr_pages()`.
+    #[inline]
+    pub unsafe fn page_at_unchecked(&self, index: u32) -> &Page {
+        debug_assert!((index as usize) < self.nr_pages);
+        // SAFETY: in bounds (caller's contract); descriptors live as long as `self`.
+        unsafe { &*self.pages.as_ptr().add(index as usize) }
+    }
+
     /// The descriptor of `pfn`, if its section has descriptors (holes inside a present section
     /// have reserved descriptors).
     #[inline]
@@ -248,6 +260,12 @@ impl MemMap {
     }
     pub fn nr_sections(&self) -> usize {
         self.nr_sections
+    }
+
+    /// log2 of the pages per section.
+    #[inline]
+    pub fn section_page_bits(&self) -> u32 {
+        self.section_page_bits
     }
 
     /// Pages per section.

@@ -227,7 +227,7 @@ impl Node {
                 continue;
             }
             let Some(idx) = self.rmqueue(&mut fa, order) else { continue };
-            let page = self.mem_map.page_at(idx);
+            let page = self.desc(idx);
             page.set_order(order);
             page.set_state(PageState::Allocated);
             drop(fa);
@@ -252,7 +252,7 @@ impl Node {
             return Err(FreePagesError::Misaligned { pfn, order });
         }
         let idx = self.mem_map.pfn_to_index(pfn).ok_or(FreePagesError::NotManaged { pfn })?;
-        let page = self.mem_map.page_at(idx);
+        let page = self.desc(idx);
         let zone = &self.zones[page.zone() as usize];
         let mut fa = zone.free_area.lock();
         // Checked under the lock: two CPUs freeing the same block cannot both succeed.
@@ -280,7 +280,7 @@ impl Node {
         while cur > order {
             cur -= 1;
             let half = idx + (1 << cur);
-            let p = self.mem_map.page_at(half);
+            let p = self.desc(half);
             p.set_order(cur);
             p.set_state(PageState::Buddy);
             self.list_add(fa, half, cur);
@@ -293,14 +293,21 @@ impl Node {
     fn free_one_page(&self, fa: &mut FreeArea, mut pfn: Pfn, mut idx: u32, mut order: u32, zone: u8) {
         while order < MAX_PAGE_ORDER {
             let buddy_pfn = Pfn(pfn.0 ^ (1 << order));
-            let Some(bidx) = self.mem_map.pfn_to_index(buddy_pfn) else { break };
-            let buddy = self.mem_map.page_at(bidx);
+            // Within a section (always, with 128 MiB sections) descriptor indices follow pfns,
+            // so the buddy's index is found without the section table.
+            let bidx = if order < self.mem_map.section_page_bits() {
+                idx ^ (1 << order)
+            } else {
+                let Some(bidx) = self.mem_map.pfn_to_index(buddy_pfn) else { break };
+                bidx
+            };
+            let buddy = self.desc(bidx);
             if buddy.state() != PageState::Buddy || buddy.order() != order || buddy.zone() != zone {
                 break;
             }
             self.list_del(fa, bidx, order);
             if buddy_pfn < pfn {
-                self.mem_map.page_at(idx).set_state(PageState::FreeTail);
+                self.desc(idx).set_state(PageState::FreeTail);
                 pfn = buddy_pfn;
                 idx = bidx;
             } else {
@@ -308,10 +315,20 @@ impl Node {
             }
             order += 1;
         }
-        let head = self.mem_map.page_at(idx);
+        let head = self.desc(idx);
         head.set_order(order);
         head.set_state(PageState::Buddy);
         self.list_add(fa, idx, order);
+    }
+
+    /// A descriptor by index, unchecked: every index the allocator handles comes from its
+    /// free lists, from `pfn_to_index`, or from block arithmetic inside a free block.
+    #[inline]
+    fn desc(&self, idx: u32) -> &Page {
+        debug_assert!((idx as usize) < self.mem_map.nr_pages());
+        // SAFETY: indices in the free lists and from `pfn_to_index` are below `nr_pages`; the
+        // halves `expand` computes lie inside a free block, whose pages all have descriptors.
+        unsafe { self.mem_map.page_at_unchecked(idx) }
     }
 
     #[inline]
@@ -321,16 +338,16 @@ impl Node {
 
     #[inline]
     fn list_del(&self, fa: &mut FreeArea, idx: u32, order: u32) {
-        let page = self.mem_map.page_at(idx);
+        let page = self.desc(idx);
         let next = page.next.load(core::sync::atomic::Ordering::Relaxed);
         let prev = page.prev.load(core::sync::atomic::Ordering::Relaxed);
         if prev == NO_PAGE {
             fa.head[order as usize] = next;
         } else {
-            self.mem_map.page_at(prev).next.store(next, core::sync::atomic::Ordering::Relaxed);
+            self.desc(prev).next.store(next, core::sync::atomic::Ordering::Relaxed);
         }
         if next != NO_PAGE {
-            self.mem_map.page_at(next).prev.store(prev, core::sync::atomic::Ordering::Relaxed);
+            self.desc(next).prev.store(prev, core::sync::atomic::Ordering::Relaxed);
         }
         fa.nr_free[order as usize] -= 1;
         fa.free_pages -= 1 << order;
@@ -407,14 +424,20 @@ fn for_each_zone_run(limits: &ZoneLimits, start: u64, end: u64, mut f: impl FnMu
     }
 }
 
+/// Pushes block `idx` on the list of `order`. `idx` and the list's entries must be valid
+/// descriptor indices (they are: they come from `pfn_to_index` and the lists themselves).
+#[inline]
 fn list_add(mm: &MemMap, fa: &mut FreeArea, idx: u32, order: u32) {
     use core::sync::atomic::Ordering::Relaxed;
-    let page = mm.page_at(idx);
+    debug_assert!((idx as usize) < mm.nr_pages());
+    // SAFETY: valid index (see above).
+    let page = unsafe { mm.page_at_unchecked(idx) };
     let head = fa.head[order as usize];
     page.next.store(head, Relaxed);
     page.prev.store(NO_PAGE, Relaxed);
     if head != NO_PAGE {
-        mm.page_at(head).prev.store(idx, Relaxed);
+        // SAFETY: list entries are valid indices.
+        unsafe { mm.page_at_unchecked(head) }.prev.store(idx, Relaxed);
     }
     fa.head[order as usize] = idx;
     fa.nr_free[order as usize] += 1;
