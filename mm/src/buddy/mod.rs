@@ -15,6 +15,22 @@
 //! checking each zone's `min` watermark as `__zone_watermark_ok` does; it splits a larger block
 //! if needed (`expand`). Freeing merges with the buddy (`pfn ^ (1 << order)`) while it is a free
 //! head of the same order in the same zone. Bad frees are detected before anything changes.
+//!
+//! Boot sequence in the kernel (no heap needed; `regions` is a stack array converted from the
+//! bootloader's memory regions, `offset` the bootloader's physical-memory offset):
+//!
+//! ```text
+//! let mut mb = ::mm::memblock::MemBlock::new(&regions)?;      // Usable regions = memory
+//! mb.reserve(start, end, "label")?;                           // anything else to keep
+//! // SAFETY: the bootloader maps all physical memory at `offset`; usable RAM is unused.
+//! let dm = unsafe { ::mm::DirectMap::new(offset as *mut u8) };
+//! // SAFETY: `dm` maps every usable byte and nothing uses memblock's free memory.
+//! let node = unsafe { ::mm::buddy::Node::init(&mut mb, dm, ::mm::zone::ZoneLimits::X86_64) }?;
+//! ::mm::stats::write_memblock(&mut w, &mb)?;                  // boot report
+//! ::mm::stats::write_mem_map(&mut w, node.mem_map())?;
+//! NODE.call_once(|| node);                                    // e.g. a `spin::Once<Node>`
+//! let pfn = NODE.get().unwrap().alloc_pages(GfpFlags::GFP_KERNEL, 0)?;
+//! ```
 
 mod free;
 #[cfg(test)]

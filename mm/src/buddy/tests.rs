@@ -54,6 +54,13 @@ fn pages(bytes: u64) -> u64 {
 }
 
 #[test]
+fn node_is_send_and_sync() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Node>();
+    shareable::<TestMachine>();
+}
+
+#[test]
 fn init_accounts_every_page_of_the_standard_map() {
     let m = TestMachine::standard();
     let n = &m.node;
