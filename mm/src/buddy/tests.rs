@@ -225,7 +225,9 @@ fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks() {
         assert_eq!(z.free_pages(), stop, "{}", z.name());
     }
     // GFP_NOWAIT may not dip into min; __GFP_HIGH may use half; GFP_ATOMIC even more.
-    assert!(n.alloc_pages(GfpFlags::GFP_NOWAIT, 0).is_err());
+    let before = snapshot(n);
+    assert_eq!(n.alloc_pages(GfpFlags::GFP_NOWAIT, 0), Err(AllocError::OutOfMemory { order: 0 }));
+    assert_eq!(snapshot(n), before, "a failed allocation changes nothing");
     let high = drain(n, GfpFlags::GFP_KERNEL | GfpFlags::__GFP_HIGH);
     assert!(!high.is_empty());
     assert!(n.alloc_pages(GfpFlags::GFP_NOWAIT, 0).is_err());
