@@ -12,14 +12,23 @@
 //! - [`stats`]: `/proc`-format reports.
 #![no_std]
 
+#[cfg(any(test, feature = "testing"))]
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
 pub mod addr;
+pub mod buddy;
 pub mod gfp;
+pub mod mem_map;
+pub mod memblock;
 pub mod memmap;
 pub mod page;
+pub mod stats;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod zone;
 
 use core::fmt;
 

@@ -1,0 +1,516 @@
+//! The zoned buddy page allocator (Linux's `mm/page_alloc.c`).
+//!
+//! A [`Node`] owns the page descriptors of its RAM ([`MemMap`]) and its zones. Each zone keeps
+//! one intrusive doubly linked free list per order (`0..=MAX_PAGE_ORDER`), linked through the
+//! descriptors' `next`/`prev` as 32-bit descriptor indices, behind the zone's own
+//! [`IrqSpinLock`]; so `alloc_pages`/`free_pages` take `&self` and `Node` is `Sync`.
+//!
+//! Descriptor states (the invariant everything here relies on):
+//! - the head of a free block is `Buddy` with its order; every other page of it is `FreeTail`;
+//! - the head of an allocated block is `Allocated` (or the state an upper layer set) with its
+//!   order; its other pages keep `FreeTail` (nobody writes tail descriptors on the fast paths);
+//! - pages never handed out (holes, memblock reservations) are `Reserved`.
+//!
+//! Allocation walks the zonelist from the highest zone the GFP flags allow down to DMA,
+//! checking each zone's `min` watermark as `__zone_watermark_ok` does; it splits a larger block
+//! if needed (`expand`). Freeing merges with the buddy (`pfn ^ (1 << order)`) while it is a free
+//! head of the same order in the same zone. Bad frees are detected before anything changes.
+//!
+//! Boot sequence in the kernel (no heap needed; `regions` is a stack array converted from the
+//! bootloader's memory regions, `offset` the bootloader's physical-memory offset):
+//!
+//! ```text
+//! let mut mb = ::mm::memblock::MemBlock::new(&regions)?;      // Usable regions = memory
+//! mb.reserve(start, end, "label")?;                           // anything else to keep
+//! // SAFETY: the bootloader maps all physical memory at `offset`; usable RAM is unused.
+//! let dm = unsafe { ::mm::DirectMap::new(offset as *mut u8) };
+//! // SAFETY: `dm` maps every usable byte and nothing uses memblock's free memory.
+//! let node = unsafe { ::mm::buddy::Node::init(&mut mb, dm, ::mm::zone::ZoneLimits::X86_64) }?;
+//! ::mm::stats::write_memblock(&mut w, &mb)?;                  // boot report
+//! ::mm::stats::write_mem_map(&mut w, node.mem_map())?;
+//! NODE.call_once(|| node);                                    // e.g. a `spin::Once<Node>`
+//! let pfn = NODE.get().unwrap().alloc_pages(GfpFlags::GFP_KERNEL, 0)?;
+//! ```
+
+mod free;
+#[cfg(test)]
+mod tests;
+
+use core::fmt;
+
+use crate::addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
+use crate::gfp::GfpFlags;
+use crate::mem_map::{MemMap, MemMapError, SECTION_SIZE_BITS};
+use crate::memblock::MemBlock;
+use crate::page::{FreePagesError, Page, PageProvider, PageState, MAX_PAGE_ORDER, NO_PAGE};
+use crate::zone::{self, FreeArea, Zone, ZoneLimits, ZoneType, MAX_NR_ZONES};
+use crate::AllocError;
+
+/// Why a node could not be initialised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeInitError {
+    /// memblock was already handed over to a buddy allocator.
+    MemBlockRetired,
+    /// The zone limits are not page aligned or not ordered (`dma_end <= dma32_end`).
+    BadZoneLimits { dma_end: u64, dma32_end: u64 },
+    /// The page descriptors could not be set up.
+    MemMap(MemMapError),
+}
+
+impl fmt::Display for NodeInitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            NodeInitError::MemBlockRetired => f.write_str("buddy: memblock already retired by another node"),
+            NodeInitError::BadZoneLimits { dma_end, dma32_end } => write!(
+                f,
+                "buddy: bad zone limits (DMA end {dma_end:#x}, DMA32 end {dma32_end:#x}): \
+                 must be page aligned with DMA end <= DMA32 end"
+            ),
+            NodeInitError::MemMap(e) => write!(f, "buddy: {e}"),
+        }
+    }
+}
+
+impl From<MemMapError> for NodeInitError {
+    fn from(e: MemMapError) -> Self {
+        NodeInitError::MemMap(e)
+    }
+}
+
+/// Linux's `ALLOC_*` bits that matter here (from `gfp_to_alloc_flags`).
+#[derive(Clone, Copy)]
+struct AllocFlags {
+    /// `ALLOC_MIN_RESERVE`: `__GFP_HIGH` (and `__GFP_NOFAIL`, as Linux's last-resort path gives
+    /// it): may use half of `min`.
+    min_reserve: bool,
+    /// `ALLOC_NON_BLOCK`: cannot reclaim; together with `min_reserve` (GFP_ATOMIC) may use
+    /// another quarter of what is left. Alone (GFP_NOWAIT) it grants nothing.
+    non_block: bool,
+}
+
+impl AllocFlags {
+    #[inline]
+    fn from_gfp(gfp: GfpFlags) -> AllocFlags {
+        AllocFlags {
+            min_reserve: gfp.intersects(GfpFlags::__GFP_HIGH.union(GfpFlags::__GFP_NOFAIL)),
+            non_block: !gfp.allows_blocking(),
+        }
+    }
+}
+
+/// Linux's `gfp_zone`: the highest zone the flags allow.
+#[inline]
+fn gfp_zone(gfp: GfpFlags) -> Result<usize, AllocError> {
+    let dma = gfp.contains(GfpFlags::__GFP_DMA);
+    let dma32 = gfp.contains(GfpFlags::__GFP_DMA32);
+    match (dma, dma32) {
+        (false, false) => Ok(ZoneType::Normal as usize),
+        (false, true) => Ok(ZoneType::Dma32 as usize),
+        (true, false) => Ok(ZoneType::Dma as usize),
+        (true, true) => Err(AllocError::Invalid("__GFP_DMA and __GFP_DMA32 together")),
+    }
+}
+
+/// Memory totals of a node, for consistency checks and reports (in pages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MemTotals {
+    pub spanned_pages: u64,
+    pub present_pages: u64,
+    pub managed_pages: u64,
+    /// Sum of the zones' free page counters (`MemFree`).
+    pub free_pages: u64,
+    /// Sum over zones and orders of `nr_free[order] << order` (what `/proc/buddyinfo` shows).
+    pub buddyinfo_pages: u64,
+    /// Linux's `totalreserve_pages`.
+    pub totalreserve_pages: u64,
+    /// Sum of the zones' low watermarks (used by `MemAvailable`).
+    pub low_wmark_pages: u64,
+}
+
+/// A memory node: its page descriptors and zones. See the module documentation.
+pub struct Node {
+    node_id: u8,
+    mem_map: MemMap,
+    zones: [Zone; MAX_NR_ZONES],
+    dm: DirectMap,
+    limits: ZoneLimits,
+    min_free_kbytes: u64,
+    totalreserve_pages: u64,
+}
+
+impl Node {
+    /// Builds node 0 over memblock's memory: allocates and initialises the page descriptors
+    /// from memblock, gives every unreserved page to the buddy allocator (as the largest aligned
+    /// blocks), retires memblock and sets the watermarks and lowmem reserves.
+    ///
+    /// # Safety
+    /// `dm` must map every usable byte of `mb`'s memory for as long as the node is used; that
+    /// memory, except memblock's reservations, must be unused: the node owns it from now on.
+    pub unsafe fn init(mb: &mut MemBlock, dm: DirectMap, limits: ZoneLimits) -> Result<Node, NodeInitError> {
+        // SAFETY: the caller's contract.
+        unsafe { Node::init_with_sections(mb, dm, limits, SECTION_SIZE_BITS, 0) }
+    }
+
+    /// [`Node::init`] with another section size (host tests use small sections to keep
+    /// emulated RAM small) and node id.
+    ///
+    /// # Safety
+    /// As [`Node::init`].
+    pub unsafe fn init_with_sections(
+        mb: &mut MemBlock,
+        dm: DirectMap,
+        limits: ZoneLimits,
+        section_bits: u32,
+        node_id: u8,
+    ) -> Result<Node, NodeInitError> {
+        if mb.is_retired() {
+            return Err(NodeInitError::MemBlockRetired);
+        }
+        let page_mask = PAGE_SIZE as u64 - 1;
+        if limits.dma_end > limits.dma32_end || (limits.dma_end | limits.dma32_end) & page_mask != 0 {
+            return Err(NodeInitError::BadZoneLimits {
+                dma_end: limits.dma_end,
+                dma32_end: limits.dma32_end,
+            });
+        }
+        // SAFETY: the caller guarantees `dm` maps the memory and memblock's free memory is unused.
+        let mem_map =
+            unsafe { MemMap::new(mb, dm, section_bits, node_id, |pfn| limits.zone_of_pfn(pfn) as u8) }?;
+        let mut zones = ZoneType::ALL.map(|zt| Zone::new(zt, node_id));
+
+        // Spans and present pages from the memory ranges, split at the zone limits.
+        let mut span = [(u64::MAX, 0u64); MAX_NR_ZONES];
+        for r in mb.memory() {
+            for_each_zone_run(&limits, r.start >> PAGE_SHIFT, r.end >> PAGE_SHIFT, |zt, s, e| {
+                let z = zt as usize;
+                zones[z].present_pages += e - s;
+                span[z] = (span[z].0.min(s), span[z].1.max(e));
+            });
+        }
+        for (z, &(s, e)) in zones.iter_mut().zip(span.iter()) {
+            if s < e {
+                z.zone_start_pfn = s;
+                z.spanned_pages = e - s;
+            } else {
+                // Empty zone: Linux reports its start at the zone's lower limit.
+                z.zone_start_pfn = limits.pfn_bounds(z.zone_type).0;
+            }
+        }
+
+        // Hand every free range to the buddy lists.
+        mb.for_each_free_range(|start, end| {
+            for_each_zone_run(&limits, start >> PAGE_SHIFT, end >> PAGE_SHIFT, |zt, s, e| {
+                let zone = &mut zones[zt as usize];
+                zone.managed_pages += e - s;
+                free_range_init(&mem_map, zone.free_area.get_mut(), s, e);
+            });
+        });
+        mb.retire();
+
+        // init_per_zone_wmark_min -> setup_per_zone_wmarks, setup_per_zone_lowmem_reserve.
+        let managed = [0, 1, 2].map(|i| zones[i].managed_pages);
+        let lowmem: u64 = managed.iter().sum();
+        let min_free_kbytes = zone::min_free_kbytes(lowmem);
+        let reserves = zone::lowmem_reserves(managed);
+        for (i, z) in zones.iter_mut().enumerate() {
+            z.watermark = zone::zone_watermarks(min_free_kbytes, z.managed_pages, lowmem);
+            z.lowmem_reserve = reserves[i];
+        }
+        let totalreserve_pages = zone::totalreserve_pages(&zones);
+        Ok(Node { node_id, mem_map, zones, dm, limits, min_free_kbytes, totalreserve_pages })
+    }
+
+    /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`). The head descriptor is
+    /// `Allocated` with the order recorded. Zones are tried Normal -> DMA32 -> DMA from the
+    /// highest the flags allow; a zone is used only above its `min` watermark (reduced for
+    /// `__GFP_HIGH`/`GFP_ATOMIC`) plus its lowmem reserve against that highest zone.
+    pub fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        if order > MAX_PAGE_ORDER {
+            return Err(AllocError::OrderTooLarge { order });
+        }
+        if order > 1 && gfp.contains(GfpFlags::__GFP_NOFAIL) {
+            // Linux WARNs: a non-failing high-order allocation can deadlock the system.
+            return Err(AllocError::Invalid("__GFP_NOFAIL with order > 1"));
+        }
+        let highest = gfp_zone(gfp)?;
+        let flags = AllocFlags::from_gfp(gfp);
+        for zone in self.zones[..=highest].iter().rev() {
+            if zone.managed_pages == 0 {
+                continue;
+            }
+            let mut fa = zone.free_area.lock();
+            if !zone_watermark_ok(zone, &fa, order, highest, flags) {
+                continue;
+            }
+            let Some(idx) = self.rmqueue(&mut fa, order) else { continue };
+            let page = self.desc(idx);
+            page.set_order(order);
+            page.set_state(PageState::Allocated);
+            drop(fa);
+            let pfn = self.mem_map.index_to_pfn(idx);
+            if gfp.contains(GfpFlags::__GFP_ZERO) {
+                // SAFETY: the block was just taken off the free lists, so it is ours alone, and
+                // `dm` maps it (init contract). Zeroed outside the lock to keep it short.
+                unsafe { core::ptr::write_bytes(self.dm.pfn_to_virt(pfn), 0, PAGE_SIZE << order) };
+            }
+            return Ok(pfn);
+        }
+        Err(AllocError::OutOfMemory { order })
+    }
+
+    /// Frees a block from [`Node::alloc_pages`] (Linux's `__free_pages`), merging it with free
+    /// buddies. Every misuse is refused with the allocator unchanged: see [`FreePagesError`].
+    pub fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        if order > MAX_PAGE_ORDER {
+            return Err(FreePagesError::OrderTooLarge { order });
+        }
+        if pfn.0 & ((1 << order) - 1) != 0 {
+            return Err(FreePagesError::Misaligned { pfn, order });
+        }
+        let idx = self.mem_map.pfn_to_index(pfn).ok_or(FreePagesError::NotManaged { pfn })?;
+        let page = self.desc(idx);
+        let zone = &self.zones[page.zone() as usize];
+        let mut fa = zone.free_area.lock();
+        // Checked under the lock: two CPUs freeing the same block cannot both succeed.
+        if page.state() != PageState::Allocated || page.order() != order {
+            return Err(self.classify_bad_free(pfn, page, order));
+        }
+        self.free_one_page(&mut fa, pfn, idx, order, page.zone());
+        Ok(())
+    }
+
+    /// Takes a block of `order` off the lists of a zone, splitting a larger one if needed.
+    #[inline]
+    fn rmqueue(&self, fa: &mut FreeArea, order: u32) -> Option<u32> {
+        let mut cur = order;
+        while fa.head[cur as usize] == NO_PAGE {
+            cur += 1;
+            if cur > MAX_PAGE_ORDER {
+                return None;
+            }
+        }
+        let idx = fa.head[cur as usize];
+        self.list_del(fa, idx, cur);
+        // expand(): give back the upper halves. Indices inside a free block are contiguous:
+        // all its sections are present and present sections get consecutive slots.
+        while cur > order {
+            cur -= 1;
+            let half = idx + (1 << cur);
+            let p = self.desc(half);
+            p.set_order(cur);
+            p.set_state(PageState::Buddy);
+            self.list_add(fa, half, cur);
+        }
+        Some(idx)
+    }
+
+    /// `__free_one_page`: merge with free buddies, then put the result on its list.
+    #[inline]
+    fn free_one_page(&self, fa: &mut FreeArea, mut pfn: Pfn, mut idx: u32, mut order: u32, zone: u8) {
+        while order < MAX_PAGE_ORDER {
+            let buddy_pfn = Pfn(pfn.0 ^ (1 << order));
+            // Within a section (always, with 128 MiB sections) descriptor indices follow pfns,
+            // so the buddy's index is found without the section table.
+            let bidx = if order < self.mem_map.section_page_bits() {
+                idx ^ (1 << order)
+            } else {
+                let Some(bidx) = self.mem_map.pfn_to_index(buddy_pfn) else { break };
+                bidx
+            };
+            let buddy = self.desc(bidx);
+            if buddy.state() != PageState::Buddy || buddy.order() != order || buddy.zone() != zone {
+                break;
+            }
+            self.list_del(fa, bidx, order);
+            if buddy_pfn < pfn {
+                self.desc(idx).set_state(PageState::FreeTail);
+                pfn = buddy_pfn;
+                idx = bidx;
+            } else {
+                buddy.set_state(PageState::FreeTail);
+            }
+            order += 1;
+        }
+        let head = self.desc(idx);
+        head.set_order(order);
+        head.set_state(PageState::Buddy);
+        self.list_add(fa, idx, order);
+    }
+
+    /// A descriptor by index, unchecked: every index the allocator handles comes from its
+    /// free lists, from `pfn_to_index`, or from block arithmetic inside a free block.
+    #[inline]
+    fn desc(&self, idx: u32) -> &Page {
+        debug_assert!((idx as usize) < self.mem_map.nr_pages());
+        // SAFETY: indices in the free lists and from `pfn_to_index` are below `nr_pages`; the
+        // halves `expand` computes lie inside a free block, whose pages all have descriptors.
+        unsafe { self.mem_map.page_at_unchecked(idx) }
+    }
+
+    #[inline]
+    fn list_add(&self, fa: &mut FreeArea, idx: u32, order: u32) {
+        list_add(&self.mem_map, fa, idx, order)
+    }
+
+    #[inline]
+    fn list_del(&self, fa: &mut FreeArea, idx: u32, order: u32) {
+        let page = self.desc(idx);
+        let next = page.next.load(core::sync::atomic::Ordering::Relaxed);
+        let prev = page.prev.load(core::sync::atomic::Ordering::Relaxed);
+        if prev == NO_PAGE {
+            fa.head[order as usize] = next;
+        } else {
+            self.desc(prev).next.store(next, core::sync::atomic::Ordering::Relaxed);
+        }
+        if next != NO_PAGE {
+            self.desc(next).prev.store(prev, core::sync::atomic::Ordering::Relaxed);
+        }
+        fa.nr_free[order as usize] -= 1;
+        fa.free_pages -= 1 << order;
+    }
+
+    pub fn node_id(&self) -> u8 {
+        self.node_id
+    }
+    /// The zones, indexed by `ZoneType as usize` (empty zones included).
+    pub fn zones(&self) -> &[Zone; MAX_NR_ZONES] {
+        &self.zones
+    }
+    pub fn zone(&self, zt: ZoneType) -> &Zone {
+        &self.zones[zt as usize]
+    }
+    pub fn mem_map(&self) -> &MemMap {
+        &self.mem_map
+    }
+    /// The descriptor of `pfn` (`None` outside the sections that have descriptors).
+    #[inline]
+    pub fn page(&self, pfn: Pfn) -> Option<&Page> {
+        self.mem_map.page(pfn)
+    }
+    pub fn direct_map(&self) -> DirectMap {
+        self.dm
+    }
+    pub fn limits(&self) -> ZoneLimits {
+        self.limits
+    }
+    /// `min_free_kbytes` as computed at init.
+    pub fn min_free_kbytes(&self) -> u64 {
+        self.min_free_kbytes
+    }
+    /// Linux's `totalreserve_pages`.
+    pub fn totalreserve_pages(&self) -> u64 {
+        self.totalreserve_pages
+    }
+
+    /// Page totals over the zones (each zone's counters read under its lock).
+    pub fn totals(&self) -> MemTotals {
+        let mut t = MemTotals { totalreserve_pages: self.totalreserve_pages, ..MemTotals::default() };
+        for z in &self.zones {
+            let fa = z.free_area_snapshot();
+            t.spanned_pages += z.spanned_pages;
+            t.present_pages += z.present_pages;
+            t.managed_pages += z.managed_pages;
+            t.free_pages += fa.free_pages;
+            t.buddyinfo_pages += fa.nr_free.iter().enumerate().map(|(o, n)| n << o).sum::<u64>();
+            t.low_wmark_pages += z.low_wmark_pages();
+        }
+        t
+    }
+
+    /// Calls `f(pfn)` for each free block of `order` in zone `zt`, in list order (under the
+    /// zone lock: `f` must not allocate or free).
+    pub fn for_each_free_block(&self, zt: ZoneType, order: u32, mut f: impl FnMut(Pfn)) {
+        let fa = self.zones[zt as usize].free_area.lock();
+        let mut idx = fa.head[order as usize];
+        while idx != NO_PAGE {
+            f(self.mem_map.index_to_pfn(idx));
+            idx = self.mem_map.page_at(idx).next.load(core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Splits `[start, end)` (pfns) at the zone limits.
+fn for_each_zone_run(limits: &ZoneLimits, start: u64, end: u64, mut f: impl FnMut(ZoneType, u64, u64)) {
+    for zt in ZoneType::ALL {
+        let (zs, ze) = limits.pfn_bounds(zt);
+        let (s, e) = (start.max(zs), end.min(ze));
+        if s < e {
+            f(zt, s, e);
+        }
+    }
+}
+
+/// Pushes block `idx` on the list of `order`. `idx` and the list's entries must be valid
+/// descriptor indices (they are: they come from `pfn_to_index` and the lists themselves).
+#[inline]
+fn list_add(mm: &MemMap, fa: &mut FreeArea, idx: u32, order: u32) {
+    use core::sync::atomic::Ordering::Relaxed;
+    debug_assert!((idx as usize) < mm.nr_pages());
+    // SAFETY: valid index (see above).
+    let page = unsafe { mm.page_at_unchecked(idx) };
+    let head = fa.head[order as usize];
+    page.next.store(head, Relaxed);
+    page.prev.store(NO_PAGE, Relaxed);
+    if head != NO_PAGE {
+        // SAFETY: list entries are valid indices.
+        unsafe { mm.page_at_unchecked(head) }.prev.store(idx, Relaxed);
+    }
+    fa.head[order as usize] = idx;
+    fa.nr_free[order as usize] += 1;
+    fa.free_pages += 1 << order;
+}
+
+/// Init: marks the pages of a free range of one zone and frees it as the largest aligned blocks
+/// (the fully coalesced form, so no merging is needed). Ranges of different calls never merge:
+/// they are separated by reservations, holes or zone limits.
+fn free_range_init(mm: &MemMap, fa: &mut FreeArea, start: u64, end: u64) {
+    for pfn in start..end {
+        if let Some(p) = mm.page(Pfn(pfn)) {
+            p.set_state(PageState::FreeTail);
+        }
+    }
+    let mut pfn = start;
+    while pfn < end {
+        let align = if pfn == 0 { MAX_PAGE_ORDER } else { pfn.trailing_zeros().min(MAX_PAGE_ORDER) };
+        let fit = 63 - (end - pfn).leading_zeros();
+        let order = align.min(fit);
+        let idx = mm.pfn_to_index(Pfn(pfn)).expect("free memory has descriptors");
+        let head = mm.page_at(idx);
+        head.set_order(order);
+        head.set_state(PageState::Buddy);
+        list_add(mm, fa, idx, order);
+        pfn += 1 << order;
+    }
+}
+
+/// `__zone_watermark_ok` with the `min` watermark.
+#[inline]
+fn zone_watermark_ok(z: &Zone, fa: &FreeArea, order: u32, highest: usize, flags: AllocFlags) -> bool {
+    let free = fa.free_pages as i64 - ((1i64 << order) - 1);
+    let mut min = z.watermark[0] as i64;
+    if flags.min_reserve {
+        min -= min / 2;
+        if flags.non_block {
+            min -= min / 4;
+        }
+    }
+    if free <= min + z.lowmem_reserve[highest] as i64 {
+        return false;
+    }
+    order == 0 || fa.nr_free[order as usize..].iter().any(|&n| n != 0)
+}
+
+impl PageProvider for Node {
+    fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        Node::alloc_pages(self, gfp, order)
+    }
+    fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        Node::free_pages(self, pfn, order)
+    }
+    fn page(&self, pfn: Pfn) -> Option<&Page> {
+        Node::page(self, pfn)
+    }
+    fn direct_map(&self) -> DirectMap {
+        self.dm
+    }
+}

@@ -1,0 +1,424 @@
+//! Host tests of the buddy allocator over emulated RAM (`crate::testing`).
+
+mod errors;
+mod proptests;
+
+use std::vec::Vec;
+
+use super::*;
+use crate::testing::{EmulatedRam, TestMachine, TEST_LIMITS};
+use crate::zone::ZoneType::{Dma, Dma32, Normal};
+
+const MIB: u64 = 1 << 20;
+
+/// The exact free lists of every zone, in list order, with the counters.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub(super) struct Snapshot {
+    areas: Vec<FreeArea>,
+    lists: Vec<Vec<Vec<u64>>>,
+}
+
+pub(super) fn snapshot(node: &Node) -> Snapshot {
+    let mut lists = Vec::new();
+    for zt in ZoneType::ALL {
+        let mut per_order = Vec::new();
+        for o in 0..=MAX_PAGE_ORDER {
+            let mut v = Vec::new();
+            node.for_each_free_block(zt, o, |p| v.push(p.0));
+            per_order.push(v);
+        }
+        lists.push(per_order);
+    }
+    Snapshot { areas: node.zones().iter().map(|z| z.free_area_snapshot()).collect(), lists }
+}
+
+/// Same free blocks, list order ignored.
+pub(super) fn sorted(mut s: Snapshot) -> Snapshot {
+    for a in &mut s.areas {
+        a.head = [0; crate::page::NR_PAGE_ORDERS];
+    }
+    for z in &mut s.lists {
+        for l in z {
+            l.sort_unstable();
+        }
+    }
+    s
+}
+
+fn zone_of(m: &TestMachine, pfn: Pfn) -> ZoneType {
+    ZoneType::from_index(m.node.page(pfn).unwrap().zone() as usize)
+}
+
+fn pages(bytes: u64) -> u64 {
+    bytes / PAGE_SIZE as u64
+}
+
+#[test]
+fn node_is_send_and_sync() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Node>();
+    shareable::<TestMachine>();
+}
+
+#[test]
+fn init_accounts_every_page_of_the_standard_map() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    // Usable pages per zone of testing::standard_map with TEST_LIMITS (DMA < 2 MiB < DMA32 < 8 MiB).
+    let present = [159 + 256, 256 + 963 + 251, 1792];
+    let spanned = [512, 1536, 1792];
+    let start = [0, 512, 2304];
+    for (i, z) in n.zones().iter().enumerate() {
+        assert_eq!(z.present_pages(), present[i], "{}", z.name());
+        assert_eq!(z.spanned_pages(), spanned[i], "{}", z.name());
+        assert_eq!(z.zone_start_pfn(), start[i], "{}", z.name());
+        assert_eq!(z.free_pages(), z.managed_pages());
+    }
+    // memblock reserved: page 0, the test range, the mem_map (15 sections x 256 x 32 B) and tables.
+    let mm = n.mem_map();
+    assert_eq!(mm.nr_present_sections(), 15);
+    assert_eq!(mm.nr_sections(), 16);
+    assert_eq!(mm.nr_pages(), 15 * 256);
+    assert_eq!(mm.descriptor_size(), 32);
+    assert_eq!(mm.descriptor_bytes(), 15 * 256 * 32);
+    assert_eq!(m.memblock.reserved_bytes_of("mem_map"), mm.descriptor_bytes());
+    assert_eq!(m.memblock.reserved_bytes_of("mem_map tables"), PAGE_SIZE as u64);
+    assert_eq!(m.memblock.reserved_bytes_of("page 0"), PAGE_SIZE as u64);
+    let t = n.totals();
+    assert_eq!(t.present_pages, present.iter().sum::<u64>());
+    assert_eq!(t.managed_pages, t.present_pages - pages(m.memblock.reserved_bytes()));
+    assert_eq!(t.managed_pages, t.present_pages - 1 - 16 - 30 - 1);
+    assert_eq!((t.free_pages, t.buddyinfo_pages), (t.managed_pages, t.managed_pages));
+    n.check_free_lists().unwrap();
+    assert!(m.memblock.is_retired());
+
+    // Descriptors: page 0, holes and reservations are reserved; section 8 has none.
+    assert_eq!(n.page(Pfn(0)).unwrap().state(), PageState::Reserved);
+    assert_eq!(n.page(Pfn(0x9f)).unwrap().state(), PageState::Reserved);
+    assert_eq!(n.page(Pfn(0x300)).unwrap().state(), PageState::Reserved);
+    assert_eq!(n.page(Pfn(10 * 256 + 3)).unwrap().state(), PageState::Reserved);
+    assert!(n.page(Pfn(8 * 256 + 5)).is_none());
+    assert!(n.page(Pfn(16 * 256)).is_none());
+    // Index <-> pfn round trip across the missing section.
+    for pfn in [0u64, 255, 256, 7 * 256 + 255, 9 * 256, 16 * 256 - 1] {
+        let p = n.page(Pfn(pfn)).unwrap();
+        assert_eq!(mm.page_to_pfn(p), Some(Pfn(pfn)));
+        assert_eq!(mm.index_to_pfn(mm.pfn_to_index(Pfn(pfn)).unwrap()), Pfn(pfn));
+    }
+    // Zones are tagged in the descriptors.
+    assert_eq!(zone_of(&m, Pfn(511)), Dma);
+    assert_eq!(zone_of(&m, Pfn(512)), Dma32);
+    assert_eq!(zone_of(&m, Pfn(9 * 256)), Normal);
+}
+
+#[test]
+fn watermarks_and_reserves_follow_linux_formulas() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let managed = n.zones().each_ref().map(|z| z.managed_pages());
+    let lowmem: u64 = managed.iter().sum();
+    let mfk = zone::int_sqrt(lowmem * 4 * 16).clamp(128, 262144);
+    assert_eq!(n.min_free_kbytes(), mfk);
+    let mut reserve = 0;
+    for (i, z) in n.zones().iter().enumerate() {
+        let min = (mfk / 4) * managed[i] / lowmem;
+        let tmp = (min / 4).max(managed[i] * 10 / 10000);
+        assert_eq!(z.min_wmark_pages(), min);
+        assert_eq!(z.low_wmark_pages(), min + tmp);
+        assert_eq!(z.high_wmark_pages(), min + 2 * tmp);
+        let upper: u64 = managed[i + 1..].iter().sum();
+        let ratio = [256, 256, 32][i];
+        for j in 0..4 {
+            let expect = if j <= i { 0 } else { managed[i + 1..(j + 1).min(3)].iter().sum::<u64>() / ratio };
+            assert_eq!(z.lowmem_reserve()[j], expect, "zone {i} reserve {j}");
+        }
+        if i < 2 {
+            assert_eq!(z.lowmem_reserve()[3], upper / ratio);
+        }
+        let max = z.lowmem_reserve()[i..].iter().copied().max().unwrap();
+        reserve += (max + z.high_wmark_pages()).min(z.managed_pages());
+    }
+    assert_eq!(n.totalreserve_pages(), reserve);
+}
+
+#[test]
+fn zonelists_and_gfp_zone_modifiers() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let initial = snapshot(n);
+    let k = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
+    assert_eq!(zone_of(&m, k), Normal);
+    let d32 = n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_DMA32, 1).unwrap();
+    assert_eq!(zone_of(&m, d32), Dma32);
+    let d = n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, 2).unwrap();
+    assert_eq!(zone_of(&m, d), Dma);
+    for (p, o) in [(k, 0), (d32, 1), (d, 2)] {
+        let page = n.page(p).unwrap();
+        assert_eq!((page.state(), page.order()), (PageState::Allocated, o));
+        assert_eq!(p.0 % (1 << o), 0);
+    }
+    n.check_free_lists().unwrap();
+    for (p, o) in [(k, 0), (d32, 1), (d, 2)] {
+        n.free_pages(p, o).unwrap();
+    }
+    assert_eq!(sorted(snapshot(n)), sorted(initial));
+    n.check_free_lists().unwrap();
+}
+
+#[test]
+fn alloc_argument_errors() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let initial = snapshot(n);
+    assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL, 11), Err(AllocError::OrderTooLarge { order: 11 }));
+    let nofail = GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL;
+    assert_eq!(n.alloc_pages(nofail, 2), Err(AllocError::Invalid("__GFP_NOFAIL with order > 1")));
+    let both = GfpFlags::GFP_KERNEL | GfpFlags::__GFP_DMA | GfpFlags::__GFP_DMA32;
+    assert_eq!(n.alloc_pages(both, 0), Err(AllocError::Invalid("__GFP_DMA and __GFP_DMA32 together")));
+    assert_eq!(snapshot(n), initial);
+    let p = n.alloc_pages(nofail, 1).unwrap();
+    n.free_pages(p, 1).unwrap();
+    assert!(std::format!("{}", AllocError::OrderTooLarge { order: 11 }).contains("MAX_PAGE_ORDER"));
+}
+
+#[test]
+fn gfp_zero_zeroes_the_whole_block() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 2).unwrap();
+    let dm = n.direct_map();
+    // SAFETY: we own the 4 allocated pages.
+    unsafe { core::ptr::write_bytes(dm.pfn_to_virt(p), 0xa5, 4 * PAGE_SIZE) };
+    n.free_pages(p, 2).unwrap();
+    let q = n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_ZERO, 2).unwrap();
+    assert_eq!(q, p, "the same block comes back (lowest part of the same free block)");
+    // SAFETY: we own the 4 allocated pages.
+    let bytes = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(q), 4 * PAGE_SIZE) };
+    assert!(bytes.iter().all(|&b| b == 0));
+    n.free_pages(q, 2).unwrap();
+}
+
+/// Allocates order-0 pages with `gfp` until it fails; returns them.
+fn drain(n: &Node, gfp: GfpFlags) -> Vec<Pfn> {
+    let mut v = Vec::new();
+    while let Ok(p) = n.alloc_pages(gfp, 0) {
+        v.push(p);
+    }
+    v
+}
+
+#[test]
+fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let initial = snapshot(n);
+
+    let kernel = drain(n, GfpFlags::GFP_KERNEL);
+    assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL, 0), Err(AllocError::OutOfMemory { order: 0 }));
+    // Zones used in zonelist order: all Normal, then DMA32, then DMA.
+    let zones: Vec<ZoneType> = kernel.iter().map(|&p| zone_of(&m, p)).collect();
+    assert!(zones.windows(2).all(|w| w[0] >= w[1]), "fallback order Normal -> DMA32 -> DMA");
+    assert_eq!((zones[0], *zones.last().unwrap()), (Normal, Dma));
+    // Each zone stopped exactly at min + lowmem_reserve[Normal].
+    for z in n.zones() {
+        let stop = z.min_wmark_pages() + z.lowmem_reserve()[Normal as usize];
+        assert_eq!(z.free_pages(), stop, "{}", z.name());
+    }
+    // GFP_NOWAIT may not dip into min; __GFP_HIGH may use half; GFP_ATOMIC even more.
+    let before = snapshot(n);
+    assert_eq!(n.alloc_pages(GfpFlags::GFP_NOWAIT, 0), Err(AllocError::OutOfMemory { order: 0 }));
+    assert_eq!(snapshot(n), before, "a failed allocation changes nothing");
+    let high = drain(n, GfpFlags::GFP_KERNEL | GfpFlags::__GFP_HIGH);
+    assert!(!high.is_empty());
+    assert!(n.alloc_pages(GfpFlags::GFP_NOWAIT, 0).is_err());
+    let atomic = drain(n, GfpFlags::GFP_ATOMIC);
+    assert!(!atomic.is_empty(), "GFP_ATOMIC succeeds where GFP_NOWAIT fails");
+    let normal = n.zone(Normal);
+    let min = normal.min_wmark_pages() as i64;
+    let atomic_min = min - min / 2 - (min - min / 2) / 4;
+    assert_eq!(normal.free_pages() as i64, atomic_min, "ATOMIC stops at min - min/2 - rest/4");
+    // DMA stopped at its atomic limit plus its lowmem reserve against Normal requests; a
+    // GFP_DMA request has no reserve to respect in DMA and gets exactly those reserve pages.
+    let dma = n.zone(Dma);
+    let dma_stop = {
+        let min = dma.min_wmark_pages() as i64;
+        min - min / 2 - (min - min / 2) / 4 + dma.lowmem_reserve()[Normal as usize] as i64
+    };
+    assert_eq!(dma.free_pages() as i64, dma_stop);
+    let dma_only = drain(n, GfpFlags::GFP_ATOMIC | GfpFlags::GFP_DMA);
+    assert_eq!(dma_only.len() as u64, dma.lowmem_reserve()[Normal as usize]);
+    assert!(dma_only.iter().all(|&p| zone_of(&m, p) == Dma));
+    assert!(n.alloc_pages(GfpFlags::GFP_ATOMIC, 1).is_err());
+
+    n.check_free_lists().unwrap();
+    for p in kernel.into_iter().chain(high).chain(atomic).chain(dma_only) {
+        n.free_pages(p, 0).unwrap();
+    }
+    assert_eq!(sorted(snapshot(n)), sorted(initial), "full recovery: everything coalesced back");
+}
+
+#[test]
+fn dma_exhaustion_leaves_other_zones_alone() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let before_dma32 = n.zone(Dma32).free_pages();
+    let before_normal = n.zone(Normal).free_pages();
+    let mut got = Vec::new();
+    for order in [3, 0] {
+        while let Ok(p) = n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, order) {
+            assert_eq!(zone_of(&m, p), Dma);
+            got.push((p, order));
+        }
+    }
+    assert_eq!(n.zone(Dma).free_pages(), n.zone(Dma).min_wmark_pages());
+    assert_eq!(n.zone(Dma32).free_pages(), before_dma32);
+    assert_eq!(n.zone(Normal).free_pages(), before_normal);
+    for (p, o) in got {
+        n.free_pages(p, o).unwrap();
+    }
+    assert_eq!(n.zone(Dma).free_pages(), n.zone(Dma).managed_pages());
+}
+
+#[test]
+fn high_orders_split_and_coalesce() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let initial = snapshot(n);
+    let mut got = Vec::new();
+    for order in (0..=MAX_PAGE_ORDER).rev() {
+        if let Ok(p) = n.alloc_pages(GfpFlags::GFP_KERNEL, order) {
+            assert_eq!(p.0 % (1 << order), 0);
+            got.push((p, order));
+        }
+    }
+    assert!(got.iter().any(|&(_, o)| o >= 8), "large blocks exist at boot");
+    n.check_free_lists().unwrap();
+    for (p, o) in got.into_iter().rev() {
+        n.free_pages(p, o).unwrap();
+    }
+    assert_eq!(sorted(snapshot(n)), sorted(initial));
+}
+
+#[test]
+fn threads_allocate_disjoint_pages() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let (threads, rounds) = if cfg!(miri) { (2, 10) } else { (4, 500) };
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let dm = n.direct_map();
+                let mut mine = Vec::new();
+                for i in 0..rounds {
+                    let order = (i % 3) as u32;
+                    if let Ok(p) = n.alloc_pages(GfpFlags::GFP_KERNEL, order) {
+                        // SAFETY: we own the block; mark it with the thread id.
+                        unsafe { core::ptr::write_bytes(dm.pfn_to_virt(p), t as u8, PAGE_SIZE << order) };
+                        mine.push((p, order));
+                    }
+                    if i % 4 == 3 {
+                        let (p, o) = mine.swap_remove(0);
+                        // SAFETY: still ours until freed below.
+                        let b = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << o) };
+                        assert!(b.iter().all(|&x| x == t as u8), "another thread wrote our block");
+                        n.free_pages(p, o).unwrap();
+                    }
+                }
+                for (p, o) in mine {
+                    n.free_pages(p, o).unwrap();
+                }
+            });
+        }
+    });
+    n.check_free_lists().unwrap();
+    let t = n.totals();
+    assert_eq!(t.free_pages, t.managed_pages);
+}
+
+#[test]
+fn init_errors() {
+    let map = crate::testing::standard_map();
+    let ram = EmulatedRam::new(16 * MIB as usize);
+    let mut mb = MemBlock::new(&map).unwrap();
+    let bad = ZoneLimits { dma_end: 8 * MIB, dma32_end: 2 * MIB };
+    // SAFETY: fails before touching memory.
+    let r = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), bad, 20, 0) };
+    assert_eq!(r.err(), Some(NodeInitError::BadZoneLimits { dma_end: 8 * MIB, dma32_end: 2 * MIB }));
+    // SAFETY: fails before touching memory.
+    let r = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 5, 0) };
+    assert_eq!(r.err(), Some(NodeInitError::MemMap(MemMapError::BadSectionBits { bits: 5 })));
+    let mut empty = MemBlock::new(&[]).unwrap();
+    // SAFETY: fails before touching memory.
+    let r = unsafe { Node::init_with_sections(&mut empty, ram.direct_map(), TEST_LIMITS, 20, 0) };
+    assert_eq!(r.err(), Some(NodeInitError::MemMap(MemMapError::NoMemory)));
+    // memblock too full for the descriptors: reserve everything above 1 MiB first.
+    let mut full = MemBlock::new(&map).unwrap();
+    while full.alloc(PAGE_SIZE as u64, PAGE_SIZE as u64, "filler").is_some() {}
+    // SAFETY: fails before writing anything (the table allocation fails).
+    let r = unsafe { Node::init_with_sections(&mut full, ram.direct_map(), TEST_LIMITS, 20, 0) };
+    assert!(matches!(r.err(), Some(NodeInitError::MemMap(MemMapError::MemBlockExhausted { .. }))));
+    // A node retires memblock; a second node over the same memblock is refused.
+    // SAFETY: `ram` covers the map and outlives `node`.
+    let node = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 20, 0) }.unwrap();
+    assert_eq!(node.totals().free_pages, node.totals().managed_pages);
+    // SAFETY: fails before touching memory.
+    let r = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 20, 0) };
+    assert_eq!(r.err(), Some(NodeInitError::MemBlockRetired));
+    assert!(std::format!("{}", NodeInitError::MemBlockRetired).contains("retired"));
+}
+
+/// The kernel configuration: 128 MiB sections, x86_64 zone limits, and a whole section missing.
+/// Emulated RAM of 512 MiB is mapped lazily by the host, so only descriptors are touched.
+#[test]
+#[cfg_attr(miri, ignore = "512 MiB of emulated RAM")]
+fn real_sections_and_x86_64_limits() {
+    use crate::memmap::{MemRegion, RegionKind::*};
+    let map = [
+        MemRegion::new(0, 0x9f000, Usable),
+        MemRegion::new(0x9f000, MIB, Firmware(2)),
+        MemRegion::new(MIB, 250 * MIB, Usable),
+        MemRegion::new(400 * MIB, 500 * MIB, Usable),
+    ];
+    let m = TestMachine::new(&map, &[], ZoneLimits::X86_64, SECTION_SIZE_BITS);
+    let n = &m.node;
+    let mm = n.mem_map();
+    assert_eq!(mm.pages_per_section(), 32768);
+    assert_eq!((mm.nr_sections(), mm.nr_present_sections()), (4, 3));
+    assert_eq!(mm.descriptor_bytes(), 3 * 32768 * 32);
+    assert!(n.page(Pfn::from_phys(x86_64::PhysAddr::new(300 * MIB))).is_none());
+    assert!(n.page(Pfn::from_phys(x86_64::PhysAddr::new(450 * MIB))).is_some());
+    assert_eq!(n.zone(Dma).spanned_pages(), 4096);
+    assert_eq!(n.zone(Dma).present_pages(), 159 + 3840);
+    assert!(!n.zone(Normal).is_populated());
+    let p = n.alloc_pages(GfpFlags::GFP_KERNEL, MAX_PAGE_ORDER).unwrap();
+    assert_eq!(zone_of(&m, p), Dma32);
+    let d = n.alloc_pages(GfpFlags::GFP_DMA, 0).unwrap();
+    assert!(d.0 < 4096);
+    n.free_pages(p, MAX_PAGE_ORDER).unwrap();
+    n.free_pages(d, 0).unwrap();
+    n.check_free_lists().unwrap();
+    let t = n.totals();
+    assert_eq!(t.free_pages, t.managed_pages);
+}
+
+/// Fast-path cost probe. Run the release test binary under valgrind twice and divide the
+/// difference of instruction counts by the difference of pairs:
+/// `BUDDY_PAIRS=N BUDDY_SPLIT=0|1 valgrind --tool=callgrind <mm test binary> --ignored fast_path_probe`.
+/// `BUDDY_SPLIT=1` holds the lone order-0 block first, so each alloc splits an order-4 block and
+/// each free merges it back (4 levels).
+#[test]
+#[ignore = "instruction-count probe, run under valgrind"]
+fn fast_path_probe() {
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (pairs, split) = (env("BUDDY_PAIRS", 1000), env("BUDDY_SPLIT", 0));
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let held = (split == 1).then(|| n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap());
+    for _ in 0..pairs {
+        let p = n.alloc_pages(core::hint::black_box(GfpFlags::GFP_KERNEL), core::hint::black_box(0)).unwrap();
+        n.free_pages(core::hint::black_box(p), 0).unwrap();
+    }
+    if let Some(p) = held {
+        n.free_pages(p, 0).unwrap();
+    }
+}

@@ -1,0 +1,126 @@
+//! Property test: random alloc/free sequences against a model (the set of live blocks).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { gfp: usize, order: u32 },
+    Free { which: usize },
+}
+
+const GFPS: [(GfpFlags, ZoneType); 5] = [
+    (GfpFlags::GFP_KERNEL, Normal),
+    (GfpFlags::GFP_KERNEL.union(GfpFlags::__GFP_DMA32), Dma32),
+    (GfpFlags::GFP_KERNEL.union(GfpFlags::__GFP_DMA), Dma),
+    (GfpFlags::GFP_ATOMIC, Normal),
+    (GfpFlags::GFP_NOWAIT.union(GfpFlags::__GFP_ZERO), Normal),
+];
+
+fn op() -> impl Strategy<Value = Op> {
+    let order = prop_oneof![6 => 0u32..=2, 3 => 3u32..=6, 1 => 7u32..=10];
+    prop_oneof![
+        3 => (0..GFPS.len(), order).prop_map(|(gfp, order)| Op::Alloc { gfp, order }),
+        2 => any::<usize>().prop_map(|which| Op::Free { which }),
+    ]
+}
+
+/// Every page of every zone span is exactly one of: in a free block, in a live block, reserved
+/// (or without descriptor). No two blocks overlap.
+fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
+    let mut blocks: Vec<(u64, u64, bool)> = live.iter().map(|(&p, &o)| (p, p + (1 << o), false)).collect();
+    for zt in ZoneType::ALL {
+        for o in 0..=MAX_PAGE_ORDER {
+            n.for_each_free_block(zt, o, |p| blocks.push((p.0, p.0 + (1 << o), true)));
+        }
+    }
+    blocks.sort_unstable();
+    for w in blocks.windows(2) {
+        assert!(w[0].1 <= w[1].0, "blocks overlap: {:?} and {:?}", w[0], w[1]);
+    }
+    for z in n.zones() {
+        let (s, e) = (z.zone_start_pfn(), z.zone_start_pfn() + z.spanned_pages());
+        let reserved = (s..e)
+            .filter(|&p| n.page(Pfn(p)).is_none_or(|pg| pg.state() == PageState::Reserved))
+            .count() as u64;
+        let in_zone = |b: &&(u64, u64, bool)| b.0 >= s && b.0 < e;
+        let free: u64 = blocks.iter().filter(in_zone).filter(|b| b.2).map(|b| b.1 - b.0).sum();
+        let used: u64 = blocks.iter().filter(in_zone).filter(|b| !b.2).map(|b| b.1 - b.0).sum();
+        assert_eq!(free, z.free_pages(), "{}", z.name());
+        assert_eq!(free + used + reserved, z.spanned_pages(), "{}: every page counted once", z.name());
+        assert_eq!(free + used, z.managed_pages(), "{}", z.name());
+    }
+    n.check_free_lists().unwrap();
+}
+
+fn run(ops: Vec<Op>) {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let initial = sorted(snapshot(n));
+    let mut live: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut order_of_live: Vec<u64> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Alloc { gfp, order } => {
+                let (flags, highest) = GFPS[gfp];
+                let Ok(p) = n.alloc_pages(flags, order) else { continue };
+                assert_eq!(p.0 % (1 << order), 0, "aligned to its order");
+                assert!(zone_of(&m, p) <= highest, "zone allowed by the flags");
+                let page = n.page(p).unwrap();
+                assert_eq!((page.state(), page.order()), (PageState::Allocated, order));
+                if let Some((&q, &qo)) = live.range(..p.0 + (1 << order)).next_back() {
+                    assert!(q + (1 << qo) <= p.0, "new block {p:?}/{order} overlaps live {q:#x}/{qo}");
+                }
+                let dm = n.direct_map();
+                if flags.contains(GfpFlags::__GFP_ZERO) {
+                    // SAFETY: the block is ours.
+                    let b = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << order) };
+                    assert!(b.iter().all(|&x| x == 0));
+                }
+                // Dirty the first byte of each page: __GFP_ZERO must clean up after us.
+                for i in 0..1u64 << order {
+                    // SAFETY: the block is ours.
+                    unsafe { dm.pfn_to_virt(p.add(i)).write(0x5a) };
+                }
+                live.insert(p.0, order);
+                order_of_live.push(p.0);
+            }
+            Op::Free { which } => {
+                if order_of_live.is_empty() {
+                    continue;
+                }
+                let p = order_of_live.swap_remove(which % order_of_live.len());
+                let o = live.remove(&p).unwrap();
+                n.free_pages(Pfn(p), o).unwrap();
+                assert_eq!(
+                    n.free_pages(Pfn(p), o).map_err(|e| matches!(e, FreePagesError::DoubleFree { .. })),
+                    Err(true)
+                );
+            }
+        }
+    }
+    check_accounting(n, &live);
+    for (&p, &o) in &live {
+        n.free_pages(Pfn(p), o).unwrap();
+    }
+    assert_eq!(sorted(snapshot(n)), initial, "freeing everything coalesces back to the boot free lists");
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: if cfg!(miri) { 3 } else { 48 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+    #[test]
+    fn random_alloc_free_matches_model(ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..400 })) {
+        run(ops);
+    }
+}

@@ -1,0 +1,127 @@
+//! Emulated physical memory for host tests (this crate's and, with the `testing` feature, other
+//! crates'): a zeroed heap buffer stands for RAM from physical address 0, a memory map with holes
+//! and reserved ranges describes it, and a [`TestMachine`] boots a buddy [`Node`] over it the way
+//! the kernel does (memblock -> mem_map -> buddy).
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use alloc::vec::Vec;
+
+use crate::addr::{DirectMap, PAGE_SIZE};
+use crate::buddy::Node;
+use crate::memblock::MemBlock;
+use crate::memmap::{MemRegion, RegionKind};
+use crate::zone::ZoneLimits;
+
+const MIB: u64 = 1 << 20;
+
+/// A zeroed, page-aligned heap buffer standing for physical memory `[0, size)`.
+pub struct EmulatedRam {
+    base: *mut u8,
+    layout: Layout,
+}
+
+// SAFETY: `EmulatedRam` only owns the buffer; all access goes through `DirectMap` pointers whose
+// users must own what they touch (the allocators' locks decide that), as with real RAM.
+unsafe impl Send for EmulatedRam {}
+// SAFETY: as above; `&EmulatedRam` only gives out the direct map.
+unsafe impl Sync for EmulatedRam {}
+
+impl EmulatedRam {
+    /// On Linux hosts large buffers are mapped lazily, so untouched emulated RAM costs nothing.
+    pub fn new(size: usize) -> EmulatedRam {
+        let layout = Layout::from_size_align(size, PAGE_SIZE).expect("emulated RAM layout");
+        // SAFETY: `layout` has non-zero size (callers pass at least a page).
+        let base = unsafe { alloc_zeroed(layout) };
+        assert!(!base.is_null(), "cannot allocate {size} bytes of emulated RAM");
+        EmulatedRam { base, layout }
+    }
+
+    pub fn size(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// The direct map of this RAM: physical address `pa` is `base + pa`.
+    pub fn direct_map(&self) -> DirectMap {
+        // SAFETY: every physical address below `size` maps into the buffer, which lives until
+        // `self` is dropped; users (TestMachine) drop the allocator first.
+        unsafe { DirectMap::new(self.base) }
+    }
+}
+
+impl Drop for EmulatedRam {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.base, self.layout) }
+    }
+}
+
+/// Small zone limits for tests: DMA below 2 MiB, DMA32 below 8 MiB, Normal above.
+pub const TEST_LIMITS: ZoneLimits = ZoneLimits { dma_end: 2 * MIB, dma32_end: 8 * MIB };
+/// 1 MiB sections (256 pages), so that 16 MiB of emulated RAM has several present sections and
+/// a missing one.
+pub const TEST_SECTION_BITS: u32 = 20;
+
+/// A PC-like map of 16 MiB with holes, a bootloader range and firmware ranges in all three
+/// zones of [`TEST_LIMITS`]. Section 8 (`[8, 9)` MiB) has no RAM at all.
+pub fn standard_map() -> Vec<MemRegion> {
+    use RegionKind::*;
+    alloc::vec![
+        MemRegion::new(0, 0x9f000, Usable),
+        MemRegion::new(0x9f000, MIB, Firmware(2)),
+        MemRegion::new(MIB, 3 * MIB, Usable),
+        MemRegion::new(3 * MIB, 3 * MIB + 0x40000, Bootloader),
+        MemRegion::new(3 * MIB + 0x40000, 7 * MIB + 0x3000, Usable),
+        MemRegion::new(7 * MIB + 0x3000, 7 * MIB + 0x5000, Firmware(3)),
+        MemRegion::new(7 * MIB + 0x5000, 8 * MIB, Usable),
+        // [8, 9) MiB: nothing (a hole the size of a whole test section).
+        MemRegion::new(9 * MIB, 16 * MIB, Usable),
+    ]
+}
+
+/// A booted buddy allocator over emulated RAM.
+pub struct TestMachine {
+    // Field order matters: the node (which points into `ram`) is dropped first.
+    pub node: Node,
+    pub regions: Vec<MemRegion>,
+    /// memblock as the node left it (retired): its reservations, for reports.
+    pub memblock: MemBlock,
+    ram: EmulatedRam,
+}
+
+impl TestMachine {
+    /// Boots over `regions`, reserving `reserve` (start, end, label) in memblock first.
+    pub fn new(
+        regions: &[MemRegion],
+        reserve: &[(u64, u64, &'static str)],
+        limits: ZoneLimits,
+        section_bits: u32,
+    ) -> TestMachine {
+        let end = regions.iter().map(|r| r.end).max().expect("a memory map");
+        let ram = EmulatedRam::new(end.next_multiple_of(PAGE_SIZE as u64) as usize);
+        let mut memblock = MemBlock::new(regions).expect("memblock");
+        for &(s, e, label) in reserve {
+            memblock.reserve(s, e, label).expect("test reservation");
+        }
+        // SAFETY: `ram` covers every address of the map, is unused, and outlives `node` (field
+        // order in `TestMachine`).
+        let node =
+            unsafe { Node::init_with_sections(&mut memblock, ram.direct_map(), limits, section_bits, 0) }
+                .expect("node init");
+        TestMachine { node, regions: regions.into(), memblock, ram }
+    }
+
+    /// [`standard_map`] with a 64 KiB reservation at 10 MiB (`"test reserved"`), three zones and
+    /// 1 MiB sections.
+    pub fn standard() -> TestMachine {
+        TestMachine::new(
+            &standard_map(),
+            &[(10 * MIB, 10 * MIB + 0x10000, "test reserved")],
+            TEST_LIMITS,
+            TEST_SECTION_BITS,
+        )
+    }
+
+    pub fn ram(&self) -> &EmulatedRam {
+        &self.ram
+    }
+}
