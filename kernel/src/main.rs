@@ -2,9 +2,14 @@
 //! in-kernel test suite or the benchmarks, as its command line asks.
 #![no_std]
 #![no_main]
+// Exception handlers (`arch::exceptions`) and test registration in a linker section (`ktest`).
+#![feature(abi_x86_interrupt)]
+#![feature(used_with_arg)]
 
 mod arch;
 mod cmdline;
+#[macro_use]
+mod ktest;
 #[macro_use]
 mod log;
 mod mm;
@@ -32,5 +37,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let cmdline = cmdline::init(boot_info);
     log::set_level(cmdline.log_level);
     info!("memkernel booting (cmdline: \"{}\")", cmdline.raw);
-    arch::qemu::exit(arch::qemu::ExitCode::Success)
+    arch::init(boot_info);
+    match cmdline.mode {
+        cmdline::Mode::Test { filter } => ktest::run(filter),
+        cmdline::Mode::Fault(name) => ktest::run_fault(name),
+        cmdline::Mode::Demo | cmdline::Mode::Bench => arch::qemu::exit(arch::qemu::ExitCode::Success),
+    }
 }
