@@ -113,7 +113,13 @@ fn main() -> ExitCode {
         if opts.cmdline.is_empty() { String::new() } else { format!(", cmdline \"{}\"", opts.cmdline) },
     );
     if opts.gdb {
-        eprintln!("runner: waiting for gdb on localhost:1234 (see README: Debugging)");
+        eprintln!(
+            "runner: QEMU waits for gdb on localhost:1234 (see README: Debugging). In another terminal:\n  {}\n\
+             runner: the kernel is a static PIE linked at 0; if its boot line `arch: gdb: add-symbol-file ... -o X` \
+             shows another offset than {:#x}, use that one",
+            memkernel::gdb_command_line(),
+            memkernel::KERNEL_LOAD_OFFSET
+        );
     }
     match boot(&opts) {
         Ok(outcome) => {
