@@ -39,7 +39,7 @@ fn parse_args(args: &[String]) -> Result<BootOptions, String> {
                 let m = value(&mut it, arg)?;
                 let bytes =
                     parse_memory(&m).ok_or_else(|| format!("--memory {m}: not a size like 512M or 2G"))?;
-                if bytes < (64 << 20) || bytes > (16 << 30) {
+                if !((64 << 20)..=(16 << 30)).contains(&bytes) {
                     eprintln!("runner: warning: --memory {m} is outside the supported 64M..16G");
                 }
                 opts.memory = m;
