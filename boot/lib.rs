@@ -6,6 +6,8 @@
 //! `kernel/src/cmdline.rs`). That one kernel binary can then boot as the demo, the in-kernel test
 //! suite (`test`, `test=NAME`), the benchmark (`bench`) or a fault scenario (`fault=NAME`).
 
+pub mod procfs;
+
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -200,8 +202,26 @@ fn qemu_command(opts: &BootOptions, image: &Path) -> Result<Command, RunnerError
     Ok(cmd)
 }
 
+/// Where the bootloader loads the kernel (a static PIE linked at 0): the first slot of its dynamic
+/// range (`kernel/src/main.rs`: `BOOTLOADER_CONFIG`, `mm::layout::DYNAMIC_START`), as long as
+/// ASLR stays off. The kernel prints the real value at boot (`arch: gdb: add-symbol-file ...`).
+pub const KERNEL_LOAD_OFFSET: u64 = 0xffff_8000_0000_0000;
+
+/// The gdb command line that attaches to a `--gdb` boot with the kernel's symbols.
+pub fn gdb_command_line() -> String {
+    format!(
+        "gdb -ex 'set confirm off' -ex 'add-symbol-file {KERNEL_BIN} -o {KERNEL_LOAD_OFFSET:#x}' \
+         -ex 'target remote :1234' -ex 'break kernel::kernel_main' -ex continue"
+    )
+}
+
 /// Boots the kernel once and returns how it ended and what it printed.
 pub fn boot(opts: &BootOptions) -> Result<Outcome, RunnerError> {
+    // Fail before the (slower) image build if QEMU or the firmware is missing.
+    qemu_binary()?;
+    if opts.uefi {
+        ovmf()?;
+    }
     let image = build_image(&opts.cmdline, opts.uefi)?;
     let result = run_qemu(opts, &image);
     if std::env::var_os("MEMKERNEL_KEEP_IMAGES").is_none() {
@@ -254,7 +274,8 @@ fn run_qemu(opts: &BootOptions, image: &Path) -> Result<Outcome, RunnerError> {
             None => std::thread::sleep(Duration::from_millis(10)),
         }
     };
-    let serial = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    // The kernel's console sends CR LF; tests and parsers see plain LF.
+    let serial = String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace("\r\n", "\n");
     Ok(Outcome { status, serial })
 }
 

@@ -39,7 +39,7 @@ fn parse_args(args: &[String]) -> Result<BootOptions, String> {
                 let m = value(&mut it, arg)?;
                 let bytes =
                     parse_memory(&m).ok_or_else(|| format!("--memory {m}: not a size like 512M or 2G"))?;
-                if bytes < (64 << 20) || bytes > (16 << 30) {
+                if !((64 << 20)..=(16 << 30)).contains(&bytes) {
                     eprintln!("runner: warning: --memory {m} is outside the supported 64M..16G");
                 }
                 opts.memory = m;
@@ -113,7 +113,13 @@ fn main() -> ExitCode {
         if opts.cmdline.is_empty() { String::new() } else { format!(", cmdline \"{}\"", opts.cmdline) },
     );
     if opts.gdb {
-        eprintln!("runner: waiting for gdb on localhost:1234 (see README: Debugging)");
+        eprintln!(
+            "runner: QEMU waits for gdb on localhost:1234 (see README: Debugging). In another terminal:\n  {}\n\
+             runner: the kernel is a static PIE linked at 0; if its boot line `arch: gdb: add-symbol-file ... -o X` \
+             shows another offset than {:#x}, use that one",
+            memkernel::gdb_command_line(),
+            memkernel::KERNEL_LOAD_OFFSET
+        );
     }
     match boot(&opts) {
         Ok(outcome) => {

@@ -67,6 +67,10 @@ fn page_allocator(tpk: u64) {
             let frame = alloc_pages(GfpFlags::GFP_KERNEL, order).expect("bench allocation");
             __free_pages(frame, order).expect("bench free");
         });
-        kprintln!("  {order:>5}  {:>10}   {per:>17}{}", crate::mm::memory_map::Size(4096 << order), if order == 0 { "   (goal: < 150; Linux pcp fast path ~160-240 cycles)" } else { "" });
+        kprintln!(
+            "  {order:>5}  {:>10}   {per:>17}{}",
+            crate::mm::memory_map::Size(4096 << order),
+            if order == 0 { "   (goal: < 150; Linux pcp fast path ~160-240 cycles)" } else { "" }
+        );
     }
 }

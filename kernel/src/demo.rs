@@ -3,7 +3,7 @@
 
 use ::mm::GfpFlags;
 
-use crate::mm::page_alloc::{alloc_pages, Pages, __free_pages};
+use crate::mm::page_alloc::{__free_pages, alloc_pages, Pages};
 use crate::mm::report::print_statistics;
 use crate::{info, kprintln};
 
@@ -28,7 +28,11 @@ fn page_allocator_demo() {
         *slot = Some(pages);
     }
     // Zone-restricted allocations.
-    for (name, gfp) in [("GFP_KERNEL | GFP_DMA", GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA), ("GFP_KERNEL | GFP_DMA32", GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA32), ("GFP_ATOMIC", GfpFlags::GFP_ATOMIC)] {
+    for (name, gfp) in [
+        ("GFP_KERNEL | GFP_DMA", GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA),
+        ("GFP_KERNEL | GFP_DMA32", GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA32),
+        ("GFP_ATOMIC", GfpFlags::GFP_ATOMIC),
+    ] {
         match alloc_pages(gfp, 0) {
             Ok(frame) => {
                 info!("alloc_pages({name}, order 0) -> phys {:#012x}", frame.start_address().as_u64());
@@ -44,6 +48,6 @@ fn page_allocator_demo() {
 
 fn zone_name(pages: &Pages) -> &'static str {
     crate::mm::page_alloc::frame_to_page(pages.frame())
-        .map(|p| ::mm::zone::ZoneType::from_index(p.zone()).name())
+        .map(|p| ::mm::zone::ZoneType::from_index(p.zone() as usize).name())
         .unwrap_or("?")
 }

@@ -2,11 +2,16 @@
 //! in-kernel test suite or the benchmarks, as its command line asks.
 #![no_std]
 #![no_main]
+// Exception handlers (`arch::exceptions`) and test registration in a linker section (`ktest`).
+#![feature(abi_x86_interrupt)]
+#![feature(used_with_arg)]
 
 mod arch;
 mod bench;
 mod cmdline;
 mod demo;
+#[macro_use]
+mod ktest;
 #[macro_use]
 mod log;
 mod mm;
@@ -34,7 +39,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let cmdline = cmdline::init(boot_info);
     log::set_level(cmdline.log_level);
     info!("memkernel booting (cmdline: \"{}\")", cmdline.raw);
-    arch::init();
+    arch::init(boot_info);
     mm::init(boot_info);
     match cmdline.mode {
         cmdline::Mode::Demo => {

@@ -1,10 +1,8 @@
 //! The firmware's memory map as the bootloader hands it over, converted to `::mm` regions and
 //! printed the way Linux prints the e820 map at boot.
 
-use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
 use ::mm::memmap::{MemRegion, RegionKind};
-
-use crate::kprintln;
+use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
 
 /// Most regions kept. QEMU's maps have ~10 entries; UEFI firmware maps a few dozen after merging.
 pub const MAX_REGIONS: usize = 256;
@@ -34,7 +32,9 @@ impl MemoryMap {
         map.regions[..map.len].sort_unstable_by_key(|r| r.start);
         map.merge_adjacent();
         if dropped > 0 {
-            crate::warn!("memory map: {dropped} regions beyond the first {MAX_REGIONS} ignored (treated as reserved)");
+            crate::warn!(
+                "memory map: {dropped} regions beyond the first {MAX_REGIONS} ignored (treated as reserved)"
+            );
         }
         map
     }
@@ -60,6 +60,19 @@ impl MemoryMap {
             }
         }
         self.len = out;
+    }
+
+    /// The same map with the bootloader's ranges counted as usable RAM (for memblock, which then
+    /// reserves them), merged with their usable neighbours.
+    pub fn with_bootloader_as_usable(&self) -> MemoryMap {
+        let mut map = MemoryMap { regions: self.regions, len: self.len };
+        for r in &mut map.regions[..map.len] {
+            if r.kind == RegionKind::Bootloader {
+                r.kind = RegionKind::Usable;
+            }
+        }
+        map.merge_adjacent();
+        map
     }
 
     pub fn regions(&self) -> &[MemRegion] {

@@ -8,6 +8,7 @@ pub mod layout;
 pub mod memory_map;
 pub mod page_alloc;
 pub mod report;
+mod tests;
 
 use ::mm::addr::DirectMap;
 use ::mm::buddy::Node;
@@ -95,8 +96,16 @@ pub fn init(boot_info: &'static BootInfo) {
     BOOT.call_once(|| layout);
 
     let start = crate::arch::rdtsc();
-    let mut memblock = MemBlock::new(map.regions())
+    // RAM the bootloader used (kernel image, stack, boot page tables, boot info) is memory that is
+    // present but reserved, as the kernel image is on Linux: it counts in `present`, not `managed`.
+    let ram = map.with_bootloader_as_usable();
+    let mut memblock = MemBlock::new(ram.regions())
         .unwrap_or_else(|e| panic!("memblock cannot take the firmware memory map: {e}"));
+    for r in map.regions().iter().filter(|r| r.kind == ::mm::memmap::RegionKind::Bootloader) {
+        memblock
+            .reserve(r.start, r.end, "bootloader: kernel image, stack, page tables, boot info")
+            .unwrap_or_else(|e| panic!("memblock cannot reserve the bootloader's memory: {e}"));
+    }
     // SAFETY: the direct map covers every usable range of the memory map, and memblock only
     // hands out usable memory nobody else uses (the bootloader's own memory is `Bootloader`).
     let node = unsafe { Node::init(&mut memblock, direct_map(), ZoneLimits::X86_64) }

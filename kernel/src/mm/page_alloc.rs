@@ -4,7 +4,7 @@
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use ::mm::page::{FreePagesError, Page, PageProvider, MAX_PAGE_ORDER};
+use ::mm::page::{FreePagesError, Page, MAX_PAGE_ORDER};
 use ::mm::{AllocError, GfpFlags, Pfn};
 use x86_64::structures::paging::PhysFrame;
 use x86_64::{PhysAddr, VirtAddr};
@@ -127,7 +127,12 @@ pub fn __get_free_pages(gfp: GfpFlags, order: u32) -> Result<VirtAddr, AllocErro
 pub fn free_pages(addr: VirtAddr, order: u32) -> Result<(), FreePagesError> {
     let Some(phys) = virt_to_phys(addr) else {
         let loc = core::panic::Location::caller();
-        crate::warn!("free_pages refused at {}:{}: {:#x} is not a direct-map address", loc.file(), loc.line(), addr);
+        crate::warn!(
+            "free_pages refused at {}:{}: {:#x} is not a direct-map address",
+            loc.file(),
+            loc.line(),
+            addr
+        );
         return Err(FreePagesError::NotManaged { pfn: Pfn(u64::MAX) });
     };
     if !phys.is_aligned(4096u64) {

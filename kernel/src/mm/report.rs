@@ -3,8 +3,8 @@
 
 use core::fmt::{self, Write};
 
-use ::mm::memblock::MemBlock;
 use ::mm::buddy::Node;
+use ::mm::memblock::MemBlock;
 use ::mm::page::PageState;
 use ::mm::Pfn;
 use x86_64::VirtAddr;
@@ -58,7 +58,7 @@ pub fn print_boot_summary(memblock: &MemBlock, node: &Node) {
     }
     let t = node.totals();
     kprintln!(
-        "Memory: {}K/{}K available ({}K reserved: firmware holes excluded), min_free_kbytes {}",
+        "Memory: {}K/{}K available ({}K reserved), min_free_kbytes {}",
         t.managed_pages * 4,
         t.present_pages * 4,
         (t.present_pages - t.managed_pages) * 4,

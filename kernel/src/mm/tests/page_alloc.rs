@@ -12,7 +12,7 @@ use crate::mm::page_alloc::*;
 
 const NOWARN: GfpFlags = GfpFlags::__GFP_NOWARN;
 
-/// Free-list counts of every zone: equal snapshots mean the allocator state is unchanged.
+// Free-list counts of every zone: equal snapshots mean the allocator state is unchanged.
 fn snapshot() -> [[u64; 11]; 3] {
     let mut s = [[0; 11]; 3];
     for (i, zone) in node().zones().iter().enumerate() {
@@ -29,8 +29,8 @@ fn zone_of(frame: PhysFrame) -> ZoneType {
     ZoneType::from_index(frame_to_page(frame).expect("managed").zone() as usize)
 }
 
-/// Blocks held by a test, chained through their own first bytes so that holding the whole of
-/// memory needs no other memory. Freed (and checked) on drop.
+// Blocks held by a test, chained through their own first bytes so that holding the whole of
+// memory needs no other memory. Freed (and checked) on drop.
 struct Chain {
     head: Option<(PhysFrame, u32)>,
     blocks: u64,
@@ -43,7 +43,8 @@ impl Chain {
     }
     fn push(&mut self, frame: PhysFrame, order: u32) {
         let link = phys_to_virt(frame.start_address()).as_mut_ptr::<u64>();
-        let (prev, prev_order) = self.head.map(|(f, o)| (f.start_address().as_u64(), o as u64)).unwrap_or((u64::MAX, 0));
+        let (prev, prev_order) =
+            self.head.map(|(f, o)| (f.start_address().as_u64(), o as u64)).unwrap_or((u64::MAX, 0));
         // SAFETY: `frame` is a block this test just allocated (owned, at least 4 KiB, mapped by the
         // direct map); the two words hold the link to the previous block.
         unsafe {
@@ -70,7 +71,8 @@ impl Chain {
             // SAFETY: written by `push` for a block the chain still owns.
             let (prev, prev_order) = unsafe { (link.read(), link.add(1).read()) };
             f(frame, order);
-            cur = (prev != u64::MAX).then(|| (PhysFrame::containing_address(PhysAddr::new(prev)), prev_order as u32));
+            cur = (prev != u64::MAX)
+                .then(|| (PhysFrame::containing_address(PhysAddr::new(prev)), prev_order as u32));
         }
     }
 }
@@ -83,12 +85,13 @@ impl Drop for Chain {
             // SAFETY: written by `push` for a block the chain owns; read before the block is freed.
             let (prev, prev_order) = unsafe { (link.read(), link.add(1).read()) };
             __free_pages(frame, order).expect("freeing a block held by the test");
-            cur = (prev != u64::MAX).then(|| (PhysFrame::containing_address(PhysAddr::new(prev)), prev_order as u32));
+            cur = (prev != u64::MAX)
+                .then(|| (PhysFrame::containing_address(PhysAddr::new(prev)), prev_order as u32));
         }
     }
 }
 
-/// Fills a zonelist completely: largest blocks first, then smaller ones, down to order 0.
+// Fills a zonelist completely: largest blocks first, then smaller ones, down to order 0.
 fn exhaust(gfp: GfpFlags) -> Chain {
     let mut chain = Chain::new();
     for order in (0..=MAX_PAGE_ORDER).rev() {
@@ -97,207 +100,246 @@ fn exhaust(gfp: GfpFlags) -> Chain {
     chain
 }
 
-pub fn alloc_each_order_is_aligned_and_recorded() {
-    let before = snapshot();
-    for order in 0..=MAX_PAGE_ORDER {
-        let frame = alloc_pages(GfpFlags::GFP_KERNEL, order).expect("alloc_pages");
-        assert_eq!(pfn(frame).0 % (1 << order), 0, "order-{order} block not aligned to its order");
-        let page = frame_to_page(frame).expect("descriptor");
-        assert_eq!(page.state(), PageState::Allocated);
-        assert_eq!(page.order(), order);
-        // The whole block is usable memory.
+ktest!(
+    fn alloc_each_order_is_aligned_and_recorded() {
+        let before = snapshot();
+        for order in 0..=MAX_PAGE_ORDER {
+            let frame = alloc_pages(GfpFlags::GFP_KERNEL, order).expect("alloc_pages");
+            assert_eq!(pfn(frame).0 % (1 << order), 0, "order-{order} block not aligned to its order");
+            let page = frame_to_page(frame).expect("descriptor");
+            assert_eq!(page.state(), PageState::Allocated);
+            assert_eq!(page.order(), order);
+            // The whole block is usable memory.
+            let va = phys_to_virt(frame.start_address());
+            // SAFETY: the block is ours: 4096 << order bytes through the direct map.
+            unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0x5a, 4096 << order) };
+            __free_pages(frame, order).expect("__free_pages");
+        }
+        assert_eq!(snapshot(), before, "alloc+free of every order must leave the free lists as they were");
+    }
+);
+
+ktest!(
+    fn gfp_zero_and_get_zeroed_page_return_zeroed_memory() {
+        // Dirty blocks, free them, and ask for zeroed ones: LIFO free lists hand the same ones back.
+        for order in [0u32, 3] {
+            let dirty = __get_free_pages(GfpFlags::GFP_KERNEL, order).expect("alloc");
+            // SAFETY: the block is ours until freed just below.
+            unsafe { core::ptr::write_bytes(dirty.as_mut_ptr::<u8>(), 0xff, 4096 << order) };
+            free_pages(dirty, order).expect("free");
+            let zeroed =
+                __get_free_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_ZERO, order).expect("alloc zeroed");
+            // SAFETY: the block is ours until freed just below.
+            let bytes = unsafe { core::slice::from_raw_parts(zeroed.as_ptr::<u8>(), 4096 << order) };
+            assert!(bytes.iter().all(|&b| b == 0), "__GFP_ZERO block of order {order} not zeroed");
+            free_pages(zeroed, order).expect("free");
+        }
+        let page = get_zeroed_page(GfpFlags::GFP_KERNEL).expect("get_zeroed_page");
+        // SAFETY: one page, ours until free_page.
+        let bytes = unsafe { core::slice::from_raw_parts(page.as_ptr::<u8>(), 4096) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        free_page(page).expect("free_page");
+    }
+);
+
+ktest!(
+    fn address_conversions_round_trip() {
+        let frame = alloc_pages(GfpFlags::GFP_KERNEL, 2).expect("alloc");
         let va = phys_to_virt(frame.start_address());
-        // SAFETY: the block is ours: 4096 << order bytes through the direct map.
-        unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0x5a, 4096 << order) };
-        __free_pages(frame, order).expect("__free_pages");
+        assert_eq!(virt_to_phys(va), Some(frame.start_address()));
+        assert_eq!(virt_to_phys(va + 4097u64), Some(frame.start_address() + 4097u64));
+        let page = virt_to_page(va).expect("virt_to_page");
+        assert!(core::ptr::eq(page, frame_to_page(frame).unwrap()));
+        assert_eq!(node().mem_map().page_to_pfn(page), Some(pfn(frame)));
+        // Addresses outside the direct map have no physical address through it.
+        assert_eq!(virt_to_phys(x86_64::VirtAddr::new(crate::mm::layout::VMALLOC_START)), None);
+        __free_pages(frame, 2).unwrap();
     }
-    assert_eq!(snapshot(), before, "alloc+free of every order must leave the free lists as they were");
-}
+);
 
-pub fn gfp_zero_and_get_zeroed_page_return_zeroed_memory() {
-    // Dirty blocks, free them, and ask for zeroed ones: LIFO free lists hand the same ones back.
-    for order in [0u32, 3] {
-        let dirty = __get_free_pages(GfpFlags::GFP_KERNEL, order).expect("alloc");
-        // SAFETY: the block is ours until freed just below.
-        unsafe { core::ptr::write_bytes(dirty.as_mut_ptr::<u8>(), 0xff, 4096 << order) };
-        free_pages(dirty, order).expect("free");
-        let zeroed = __get_free_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_ZERO, order).expect("alloc zeroed");
-        // SAFETY: the block is ours until freed just below.
-        let bytes = unsafe { core::slice::from_raw_parts(zeroed.as_ptr::<u8>(), 4096 << order) };
-        assert!(bytes.iter().all(|&b| b == 0), "__GFP_ZERO block of order {order} not zeroed");
-        free_pages(zeroed, order).expect("free");
-    }
-    let page = get_zeroed_page(GfpFlags::GFP_KERNEL).expect("get_zeroed_page");
-    // SAFETY: one page, ours until free_page.
-    let bytes = unsafe { core::slice::from_raw_parts(page.as_ptr::<u8>(), 4096) };
-    assert!(bytes.iter().all(|&b| b == 0));
-    free_page(page).expect("free_page");
-}
-
-pub fn address_conversions_round_trip() {
-    let frame = alloc_pages(GfpFlags::GFP_KERNEL, 2).expect("alloc");
-    let va = phys_to_virt(frame.start_address());
-    assert_eq!(virt_to_phys(va), Some(frame.start_address()));
-    assert_eq!(virt_to_phys(va + 4097u64), Some(frame.start_address() + 4097u64));
-    let page = virt_to_page(va).expect("virt_to_page");
-    assert!(core::ptr::eq(page, frame_to_page(frame).unwrap()));
-    assert_eq!(node().mem_map().page_to_pfn(page), Some(pfn(frame)));
-    // Addresses outside the direct map have no physical address through it.
-    assert_eq!(virt_to_phys(x86_64::VirtAddr::new(crate::mm::layout::VMALLOC_START)), None);
-    __free_pages(frame, 2).unwrap();
-}
-
-pub fn order_above_max_is_refused() {
-    let before = snapshot();
-    assert_eq!(alloc_pages(GfpFlags::GFP_KERNEL | NOWARN, 11), Err(AllocError::OrderTooLarge { order: 11 }));
-    let frame = alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
-    assert_eq!(__free_pages(frame, 11), Err(FreePagesError::OrderTooLarge { order: 11 }));
-    __free_pages(frame, 0).unwrap();
-    assert_eq!(snapshot(), before);
-}
-
-pub fn double_free_is_refused_and_changes_nothing() {
-    let frame = alloc_pages(GfpFlags::GFP_KERNEL, 1).unwrap();
-    __free_pages(frame, 1).unwrap();
-    let before = snapshot();
-    match __free_pages(frame, 1) {
-        Err(FreePagesError::DoubleFree { pfn: p, .. }) => assert_eq!(p, pfn(frame)),
-        other => panic!("double free not detected: {other:?}"),
-    }
-    assert_eq!(snapshot(), before, "a refused double free changed the free lists");
-}
-
-pub fn wrong_order_and_interior_pointer_are_refused() {
-    let frame = alloc_pages(GfpFlags::GFP_KERNEL, 2).unwrap();
-    let before = snapshot();
-    assert_eq!(__free_pages(frame, 1), Err(FreePagesError::WrongOrder { pfn: pfn(frame), allocated: 2, given: 1 }));
-    let interior = PhysFrame::containing_address(frame.start_address() + 4096u64);
-    assert!(matches!(__free_pages(interior, 0), Err(FreePagesError::NotBlockHead { .. })));
-    // A direct-map address that is not page aligned.
-    let va = phys_to_virt(frame.start_address()) + 8u64;
-    assert!(matches!(free_pages(va, 2), Err(FreePagesError::Misaligned { .. })));
-    assert_eq!(snapshot(), before);
-    __free_pages(frame, 2).unwrap();
-}
-
-pub fn free_outside_managed_ram_or_reserved_is_refused() {
-    let before = snapshot();
-    // Far above the end of RAM.
-    let beyond = PhysFrame::containing_address(PhysAddr::new(crate::mm::direct_map_size() + (1 << 30)));
-    assert!(matches!(__free_pages(beyond, 0), Err(FreePagesError::NotManaged { .. })));
-    // The kernel image is reserved memory.
-    let kernel = PhysFrame::containing_address(PhysAddr::new(crate::mm::boot_layout().kernel_phys));
-    assert!(matches!(
-        __free_pages(kernel, 0),
-        Err(FreePagesError::Reserved { .. } | FreePagesError::NotManaged { .. })
-    ));
-    // A virtual address outside the direct map.
-    assert!(free_pages(x86_64::VirtAddr::new(crate::mm::layout::VMALLOC_START), 0).is_err());
-    assert_eq!(snapshot(), before);
-}
-
-pub fn zone_modifiers_select_zones() {
-    let dma = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, 0).expect("GFP_DMA");
-    assert!(dma.start_address().as_u64() < 16 << 20);
-    assert_eq!(zone_of(dma), ZoneType::Dma);
-    let dma32 = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA32, 0).expect("GFP_DMA32");
-    assert!(dma32.start_address().as_u64() < 4 << 30);
-    let normal = alloc_pages(GfpFlags::GFP_KERNEL, 0).expect("GFP_KERNEL");
-    // Normal allocations prefer the highest populated zone.
-    let highest = ZoneType::ALL.iter().rev().find(|&&z| node().zone(z).is_populated()).copied().unwrap();
-    assert_eq!(zone_of(normal), highest);
-    for f in [dma, dma32, normal] {
-        __free_pages(f, 0).unwrap();
-    }
-}
-
-/// Exhausts the DMA zone with `GFP_DMA`: every block must come from below 16 MiB, the last
-/// request must fail with OutOfMemory, and freeing restores the zone exactly.
-pub fn dma_zone_exhaustion_and_recovery() {
-    let before = snapshot();
-    {
-        let chain = exhaust(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA);
-        assert!(chain.pages > 0, "no DMA pages at all");
-        chain.for_each(|f, _| assert_eq!(zone_of(f), ZoneType::Dma));
+ktest!(
+    fn order_above_max_is_refused() {
+        let before = snapshot();
         assert_eq!(
-            alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA | NOWARN, 0),
-            Err(AllocError::OutOfMemory { order: 0 })
+            alloc_pages(GfpFlags::GFP_KERNEL | NOWARN, 11),
+            Err(AllocError::OrderTooLarge { order: 11 })
         );
-        // The other zones are untouched by DMA exhaustion.
-        let other = alloc_pages(GfpFlags::GFP_KERNEL, 0).expect("normal allocation while DMA is exhausted");
-        __free_pages(other, 0).unwrap();
+        let frame = alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
+        assert_eq!(__free_pages(frame, 11), Err(FreePagesError::OrderTooLarge { order: 11 }));
+        __free_pages(frame, 0).unwrap();
+        assert_eq!(snapshot(), before);
     }
-    assert_eq!(snapshot(), before, "DMA zone not fully recovered");
-}
+);
 
-/// Exhausts everything GFP_DMA32 may use (DMA32, then DMA by fallback).
-pub fn dma32_exhaustion_falls_back_to_dma_and_recovers() {
-    let before = snapshot();
-    {
-        let chain = exhaust(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA32);
-        let mut zones = [0u64; 3];
-        chain.for_each(|f, o| zones[zone_of(f) as usize] += 1 << o);
-        assert!(zones[ZoneType::Dma32 as usize] > 0);
-        assert!(zones[ZoneType::Dma as usize] > 0, "GFP_DMA32 did not fall back to DMA");
-        assert_eq!(zones[ZoneType::Normal as usize], 0, "GFP_DMA32 got Normal memory");
+ktest!(
+    fn double_free_is_refused_and_changes_nothing() {
+        let frame = alloc_pages(GfpFlags::GFP_KERNEL, 1).unwrap();
+        __free_pages(frame, 1).unwrap();
+        let before = snapshot();
+        match __free_pages(frame, 1) {
+            Err(FreePagesError::DoubleFree { pfn: p, .. }) => assert_eq!(p, pfn(frame)),
+            other => panic!("double free not detected: {other:?}"),
+        }
+        assert_eq!(snapshot(), before, "a refused double free changed the free lists");
     }
-    assert_eq!(snapshot(), before);
-}
+);
 
-/// Exhausts all memory with GFP_KERNEL (Normal -> DMA32 -> DMA), checks the failure and
-/// recovery: afterwards an order-10 block is available again and the free lists are as before.
-pub fn total_exhaustion_and_full_recovery() {
-    let before = snapshot();
-    let free_before = node().totals().free_pages;
-    {
-        let chain = exhaust(GfpFlags::GFP_KERNEL);
+ktest!(
+    fn wrong_order_and_interior_pointer_are_refused() {
+        let frame = alloc_pages(GfpFlags::GFP_KERNEL, 2).unwrap();
+        let before = snapshot();
+        assert_eq!(
+            __free_pages(frame, 1),
+            Err(FreePagesError::WrongOrder { pfn: pfn(frame), allocated: 2, given: 1 })
+        );
+        let interior = PhysFrame::containing_address(frame.start_address() + 4096u64);
+        assert!(matches!(__free_pages(interior, 0), Err(FreePagesError::NotBlockHead { .. })));
+        // A direct-map address that is not page aligned.
+        let va = phys_to_virt(frame.start_address()) + 8u64;
+        assert!(matches!(free_pages(va, 2), Err(FreePagesError::Misaligned { .. })));
+        assert_eq!(snapshot(), before);
+        __free_pages(frame, 2).unwrap();
+    }
+);
+
+ktest!(
+    fn free_outside_managed_ram_or_reserved_is_refused() {
+        let before = snapshot();
+        // Far above the end of RAM.
+        let beyond = PhysFrame::containing_address(PhysAddr::new(crate::mm::direct_map_size() + (1 << 30)));
+        assert!(matches!(__free_pages(beyond, 0), Err(FreePagesError::NotManaged { .. })));
+        // The kernel image is reserved memory.
+        let kernel = PhysFrame::containing_address(PhysAddr::new(crate::mm::boot_layout().kernel_phys));
+        assert!(matches!(
+            __free_pages(kernel, 0),
+            Err(FreePagesError::Reserved { .. } | FreePagesError::NotManaged { .. })
+        ));
+        // A virtual address outside the direct map.
+        assert!(free_pages(x86_64::VirtAddr::new(crate::mm::layout::VMALLOC_START), 0).is_err());
+        assert_eq!(snapshot(), before);
+    }
+);
+
+ktest!(
+    fn zone_modifiers_select_zones() {
+        let dma = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, 0).expect("GFP_DMA");
+        assert!(dma.start_address().as_u64() < 16 << 20);
+        assert_eq!(zone_of(dma), ZoneType::Dma);
+        let dma32 = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA32, 0).expect("GFP_DMA32");
+        assert!(dma32.start_address().as_u64() < 4 << 30);
+        let normal = alloc_pages(GfpFlags::GFP_KERNEL, 0).expect("GFP_KERNEL");
+        // Normal allocations prefer the highest populated zone.
+        let highest = ZoneType::ALL.iter().rev().find(|&&z| node().zone(z).is_populated()).copied().unwrap();
+        assert_eq!(zone_of(normal), highest);
+        for f in [dma, dma32, normal] {
+            __free_pages(f, 0).unwrap();
+        }
+    }
+);
+
+// Exhausts the DMA zone with `GFP_DMA`: every block must come from below 16 MiB, the last
+// request must fail with OutOfMemory, and freeing restores the zone exactly.
+ktest!(
+    fn dma_zone_exhaustion_and_recovery() {
+        let before = snapshot();
+        {
+            let chain = exhaust(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA);
+            assert!(chain.pages > 0, "no DMA pages at all");
+            chain.for_each(|f, _| assert_eq!(zone_of(f), ZoneType::Dma));
+            assert_eq!(
+                alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA | NOWARN, 0),
+                Err(AllocError::OutOfMemory { order: 0 })
+            );
+            // The other zones are untouched by DMA exhaustion.
+            let other =
+                alloc_pages(GfpFlags::GFP_KERNEL, 0).expect("normal allocation while DMA is exhausted");
+            __free_pages(other, 0).unwrap();
+        }
+        assert_eq!(snapshot(), before, "DMA zone not fully recovered");
+    }
+);
+
+// Exhausts everything GFP_DMA32 may use (DMA32, then DMA by fallback).
+ktest!(
+    fn dma32_exhaustion_falls_back_to_dma_and_recovers() {
+        let before = snapshot();
+        {
+            let chain = exhaust(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA32);
+            let mut zones = [0u64; 3];
+            chain.for_each(|f, o| zones[zone_of(f) as usize] += 1 << o);
+            assert!(zones[ZoneType::Dma32 as usize] > 0);
+            assert!(zones[ZoneType::Dma as usize] > 0, "GFP_DMA32 did not fall back to DMA");
+            assert_eq!(zones[ZoneType::Normal as usize], 0, "GFP_DMA32 got Normal memory");
+        }
+        assert_eq!(snapshot(), before);
+    }
+);
+
+// Exhausts all memory with GFP_KERNEL (Normal -> DMA32 -> DMA), checks the failure and
+// recovery: afterwards an order-10 block is available again and the free lists are as before.
+ktest!(
+    fn total_exhaustion_and_full_recovery() {
+        let before = snapshot();
+        let free_before = node().totals().free_pages;
+        {
+            let chain = exhaust(GfpFlags::GFP_KERNEL);
+            assert!(alloc_pages(GfpFlags::GFP_KERNEL | NOWARN, 0).is_err());
+            // What remains free is the reserve kept by the watermarks, which GFP_KERNEL may not use.
+            let left = node().totals().free_pages;
+            assert!(left < free_before / 10, "exhaustion left {left} of {free_before} pages free");
+            assert_eq!(chain.pages + left, free_before);
+        }
+        assert_eq!(snapshot(), before, "free lists differ after freeing everything");
+        let big = alloc_pages(GfpFlags::GFP_KERNEL, MAX_PAGE_ORDER).expect("order 10 after recovery");
+        __free_pages(big, MAX_PAGE_ORDER).unwrap();
+    }
+);
+
+// `GFP_NOWAIT` stops at the min watermark; `GFP_ATOMIC` may dip below it into the reserve.
+ktest!(
+    fn atomic_dips_into_reserves_nowait_does_not() {
+        let before = snapshot();
+        {
+            let _chain = exhaust(GfpFlags::GFP_NOWAIT);
+            assert!(alloc_pages(GfpFlags::GFP_NOWAIT | NOWARN, 0).is_err());
+            let atomic =
+                alloc_pages(GfpFlags::GFP_ATOMIC | NOWARN, 0).expect("GFP_ATOMIC must use the reserve");
+            __free_pages(atomic, 0).unwrap();
+        }
+        assert_eq!(snapshot(), before);
+    }
+);
+
+ktest!(
+    fn oom_failure_counts_and_nofail_order_limit() {
+        let failures = ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed);
+        let _chain = exhaust(GfpFlags::GFP_KERNEL);
         assert!(alloc_pages(GfpFlags::GFP_KERNEL | NOWARN, 0).is_err());
-        // What remains free is the reserve kept by the watermarks, which GFP_KERNEL may not use.
-        let left = node().totals().free_pages;
-        assert!(left < free_before / 10, "exhaustion left {left} of {free_before} pages free");
-        assert_eq!(chain.pages + left, free_before);
+        assert!(ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed) > failures);
+        // __GFP_NOFAIL above order 1 is refused rather than looping forever.
+        assert!(alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL | NOWARN, 2).is_err());
     }
-    assert_eq!(snapshot(), before, "free lists differ after freeing everything");
-    let big = alloc_pages(GfpFlags::GFP_KERNEL, MAX_PAGE_ORDER).expect("order 10 after recovery");
-    __free_pages(big, MAX_PAGE_ORDER).unwrap();
-}
+);
 
-/// `GFP_NOWAIT` stops at the min watermark; `GFP_ATOMIC` may dip below it into the reserve.
-pub fn atomic_dips_into_reserves_nowait_does_not() {
-    let before = snapshot();
-    {
-        let _chain = exhaust(GfpFlags::GFP_NOWAIT);
-        assert!(alloc_pages(GfpFlags::GFP_NOWAIT | NOWARN, 0).is_err());
-        let atomic = alloc_pages(GfpFlags::GFP_ATOMIC | NOWARN, 0).expect("GFP_ATOMIC must use the reserve");
-        __free_pages(atomic, 0).unwrap();
+ktest!(
+    fn pages_owner_frees_on_drop() {
+        let before = snapshot();
+        {
+            let mut pages = Pages::alloc(GfpFlags::GFP_KERNEL, 3).unwrap();
+            pages.as_mut_slice().fill(0xab);
+            assert_eq!(pages.len(), 32768);
+        }
+        assert_eq!(snapshot(), before);
     }
-    assert_eq!(snapshot(), before);
-}
+);
 
-pub fn oom_failure_counts_and_nofail_order_limit() {
-    let failures = ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed);
-    let _chain = exhaust(GfpFlags::GFP_KERNEL);
-    assert!(alloc_pages(GfpFlags::GFP_KERNEL | NOWARN, 0).is_err());
-    assert!(ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed) > failures);
-    // __GFP_NOFAIL above order 1 is refused rather than looping forever.
-    assert!(alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL | NOWARN, 2).is_err());
-}
-
-pub fn pages_owner_frees_on_drop() {
-    let before = snapshot();
-    {
-        let mut pages = Pages::alloc(GfpFlags::GFP_KERNEL, 3).unwrap();
-        pages.as_mut_slice().fill(0xab);
-        assert_eq!(pages.len(), 32768);
+ktest!(
+    fn statistics_are_consistent() {
+        let t = node().totals();
+        assert_eq!(t.buddyinfo_pages, t.free_pages, "buddyinfo total differs from MemFree");
+        let info = crate::mm::report::meminfo();
+        assert_eq!(info.mem_total_kb, t.managed_pages * 4);
+        assert_eq!(info.mem_free_kb, t.free_pages * 4);
+        assert!(info.mem_available_kb <= info.mem_free_kb);
     }
-    assert_eq!(snapshot(), before);
-}
-
-pub fn statistics_are_consistent() {
-    let t = node().totals();
-    assert_eq!(t.buddyinfo_pages, t.free_pages, "buddyinfo total differs from MemFree");
-    let info = crate::mm::report::meminfo();
-    assert_eq!(info.mem_total_kb, t.managed_pages * 4);
-    assert_eq!(info.mem_free_kb, t.free_pages * 4);
-    assert!(info.mem_available_kb <= info.mem_free_kb);
-}
+);

@@ -1,0 +1,113 @@
+//! The harness's own tests. The `#[explicit]` ones fail on purpose and run only with
+//! `test=harness_selftest_fail` (the host test `tests/ktest.rs` boots that and checks that each
+//! is reported FAILED by name and that the harness kept going).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::arch;
+use crate::ktest;
+
+ktest!(
+    fn harness_selftest_pass() {
+        assert_eq!(core::hint::black_box(2) + 2, 4);
+    }
+);
+
+ktest!(
+    fn names_drop_the_crate_prefix() {
+        let me = ktest::tests()
+            .iter()
+            .find(|t| t.fn_name() == "names_drop_the_crate_prefix")
+            .expect("this test is registered");
+        assert_eq!(me.name(), "ktest::selftest::names_drop_the_crate_prefix");
+        assert_eq!(ktest::current_test(), Some(me.name()));
+    }
+);
+
+ktest!(
+    fn filters_select_as_documented() {
+        let find = |n: &str| ktest::tests().iter().find(|t| t.fn_name() == n).expect("registered");
+        let pass = find("harness_selftest_pass");
+        let fail = find("harness_selftest_fail_panic");
+        assert!(
+            pass.selected_by(None) && pass.selected_by(Some("selftest_pa")) && !pass.selected_by(Some("zzz"))
+        );
+        assert!(fail.explicit && !fail.selected_by(None) && !fail.selected_by(Some("")));
+        assert!(!fail.selected_by(Some("fail_panic")), "explicit tests need a prefix of their name");
+        assert!(
+            fail.selected_by(Some("harness_selftest_fail")) && fail.selected_by(Some("ktest::selftest::"))
+        );
+    }
+);
+
+ktest!(
+    fn fault_scenarios_are_registered() {
+        for name in ["null_deref", "stack_overflow"] {
+            assert!(ktest::faults().iter().any(|f| f.name == name), "scenario {name} missing");
+        }
+    }
+);
+
+ktest!(
+    #[explicit]
+    fn harness_selftest_fail_panic() {
+        panic!("deliberate panic from the harness self-test");
+    }
+);
+
+ktest!(
+    #[explicit]
+    fn harness_selftest_fail_assert() {
+        assert_eq!(core::hint::black_box(2) + 2, 5, "deliberately wrong arithmetic");
+    }
+);
+
+ktest!(
+    #[explicit]
+    fn harness_selftest_fail_page_fault() {
+        // SAFETY: not safe at all, on purpose: reads the unmapped null page to raise #PF; the
+        // harness abandons the test from the page fault handler.
+        unsafe { core::arch::asm!("mov rax, [{}]", in(reg) 0x18u64, out("rax") _, options(nostack)) };
+    }
+);
+
+ktest!(
+    #[explicit]
+    fn harness_selftest_fail_in_timer_irq() {
+        // A panic inside an interrupt handler: recovery must EOI the PIC and reset the nesting
+        // count, which `harness_selftest_fail_then_pass` (sorted after this one) checks.
+        fn panicking_tick() {
+            panic!("deliberate panic in the timer interrupt handler");
+        }
+        arch::interrupts::set_timer_handler(Some(panicking_tick));
+        arch::interrupts::start_timer(1000).expect("1000 Hz is a valid rate");
+        let deadline = arch::rdtsc() + 20_000_000_000;
+        while arch::rdtsc() < deadline {
+            core::hint::spin_loop();
+        }
+        panic!("the timer never fired");
+    }
+);
+
+ktest!(
+    #[explicit]
+    fn harness_selftest_fail_then_pass() {
+        // Runs after the failing self-tests: the harness must have put interrupt state back.
+        assert!(!arch::in_interrupt(), "interrupt nesting count not reset after an abandoned test");
+        assert!(x86_64::instructions::interrupts::are_enabled(), "interrupts not re-enabled");
+        assert!(arch::interrupts::timer_handler().is_none(), "timer handler of a failed test left installed");
+        static TICKED: AtomicU64 = AtomicU64::new(0);
+        fn tick() {
+            TICKED.fetch_add(1, Ordering::Relaxed);
+        }
+        arch::interrupts::set_timer_handler(Some(tick));
+        arch::interrupts::start_timer(1000).expect("valid rate");
+        let deadline = arch::rdtsc() + 20_000_000_000;
+        while TICKED.load(Ordering::Relaxed) < 3 && arch::rdtsc() < deadline {
+            core::hint::spin_loop();
+        }
+        arch::interrupts::stop_timer();
+        arch::interrupts::set_timer_handler(None);
+        assert!(TICKED.load(Ordering::Relaxed) >= 3, "timer interrupts blocked after an abandoned handler");
+    }
+);

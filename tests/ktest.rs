@@ -1,0 +1,67 @@
+//! Boots the in-kernel test harness (`test`, `test=NAME`) and checks its report.
+
+mod common;
+
+use common::{boot_with, expect_line, expect_status};
+use memkernel::Status;
+
+/// The closing `N passed, M failed` line (the last one in the log).
+fn summary(serial: &str) -> Option<(u32, u32)> {
+    serial.lines().rev().find_map(|l| {
+        let (p, f) = l.trim().split_once(" passed, ")?;
+        Some((p.parse().ok()?, f.strip_suffix(" failed")?.parse().ok()?))
+    })
+}
+
+#[test]
+fn in_kernel_suite_passes() {
+    let out = boot_with("test", "1G", false);
+    expect_status(&out, Status::Success, "in-kernel test suite");
+    let (passed, failed) = summary(&out.serial).unwrap_or_else(|| panic!("no summary line:\n{}", out.serial));
+    assert!(passed > 0 && failed == 0, "summary {passed} passed, {failed} failed:\n{}", out.serial);
+    let ok_lines = out.serial.lines().filter(|l| l.starts_with("test ") && l.ends_with(" ... ok")).count();
+    assert_eq!(ok_lines as u32, passed, "`... ok` lines do not match the summary:\n{}", out.serial);
+    assert!(!out.serial.contains("... FAILED"), "a test failed:\n{}", out.serial);
+    // The deliberately failing self-tests stay out of the normal suite.
+    assert!(!out.serial.contains("harness_selftest_fail"), "explicit tests ran:\n{}", out.serial);
+}
+
+#[test]
+fn filter_selects_tests_by_name() {
+    let out = boot_with("test=arch::tests::rdtsc", "64M", false);
+    expect_status(&out, Status::Success, "filtered suite");
+    expect_line(&out, "test arch::tests::rdtsc_advances ... ok", "filtered suite");
+    assert_eq!(summary(&out.serial), Some((1, 0)), "{}", out.serial);
+    // Filtered counts go on a line of their own, never on the summary line.
+    assert!(
+        out.serial.lines().any(|l| l.trim().ends_with(" filtered out") && !l.contains("passed")),
+        "no `N filtered out` line:\n{}",
+        out.serial
+    );
+}
+
+#[test]
+fn failing_tests_are_reported_and_the_harness_goes_on() {
+    let out = boot_with("test=harness_selftest_fail", "1G", false);
+    expect_status(&out, Status::KernelFailure, "harness self-test failures");
+    for (name, why) in [
+        ("panic", "deliberate panic from the harness self-test"),
+        ("assert", "deliberately wrong arithmetic"),
+        ("page_fault", "EXCEPTION: PAGE FAULT (#PF, vector 14)"),
+        ("in_timer_irq", "deliberate panic in the timer interrupt handler"),
+    ] {
+        let full = format!("ktest::selftest::harness_selftest_fail_{name}");
+        expect_line(&out, &format!("test {full} ... FAILED"), "failing self-test");
+        expect_line(&out, &format!("    {full}\n"), "failures list");
+        expect_line(&out, why, "failure reason");
+    }
+    expect_line(
+        &out,
+        "[PANIC] kernel panic in test ktest::selftest::harness_selftest_fail_panic at kernel/src/ktest/selftest.rs:",
+        "panic message with test name and location",
+    );
+    expect_line(&out, "[FAULT]   in test ktest::selftest::harness_selftest_fail_page_fault", "fault report");
+    // Sorted last, it runs after every failure and checks the harness restored interrupt state.
+    expect_line(&out, "test ktest::selftest::harness_selftest_fail_then_pass ... ok", "recovery");
+    assert_eq!(summary(&out.serial), Some((1, 4)), "{}", out.serial);
+}
