@@ -20,6 +20,7 @@ pub mod gfp;
 pub mod memmap;
 pub mod page;
 pub mod sync;
+pub mod vmalloc;
 
 use core::fmt;
 
