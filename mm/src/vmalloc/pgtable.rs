@@ -172,7 +172,10 @@ impl VmallocPageTables {
         start: VirtAddr,
         end: VirtAddr,
     ) -> Result<Self, PgTableError> {
-        if start >= end || start.as_u64() % P4_ENTRY_SPAN != 0 || end.as_u64() % P4_ENTRY_SPAN != 0 {
+        if start >= end
+            || !start.as_u64().is_multiple_of(P4_ENTRY_SPAN)
+            || !end.as_u64().is_multiple_of(P4_ENTRY_SPAN)
+        {
             return Err(PgTableError::BadRange { start, end });
         }
         let pml4 = dm.virt(pml4) as *mut PageTable;

@@ -232,7 +232,7 @@ pub struct VmapAreas {
 impl VmapAreas {
     /// Manages `[start, end)`; both page aligned, `start < end`.
     pub fn new(start: usize, end: usize) -> Result<Self, VmapError> {
-        if start >= end || start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
+        if start >= end || !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
             return Err(VmapError::BadRange { start, end });
         }
         let mut free = Tree::new();
