@@ -79,6 +79,11 @@ impl<V: Copy> Tree<V> {
         Ok(())
     }
 
+    /// Makes sure the tree can hold `total` nodes without heap allocation.
+    pub fn reserve_total(&mut self, total: usize) -> Result<(), TryReserveError> {
+        self.nodes.try_reserve(total.saturating_sub(self.nodes.len()))
+    }
+
     /// Inserts `[start, start + size)`. The key must be absent; call [`Tree::reserve`] first.
     pub fn insert(&mut self, start: usize, size: usize, value: V) {
         let node = Node { start, size, max: size, left: NIL, right: NIL, height: 1, value };
@@ -91,6 +96,7 @@ impl<V: Copy> Tree<V> {
         } else {
             // Capacity was reserved by the caller, so this push does not allocate.
             debug_assert!(self.nodes.len() < self.nodes.capacity(), "insert without reserve");
+
             self.nodes.push(node);
             (self.nodes.len() - 1) as u32
         };

@@ -12,8 +12,9 @@
 //! mapped, so running off the end of a vmalloc buffer faults instead of corrupting the next one.
 //!
 //! Memory: the nodes of both trees are arenas (`Vec`s) that grow only when no freed slot is
-//! left; the growth is attempted with `try_reserve` before anything changes, so a failed heap
-//! allocation is reported as [`VmapError::NoMemory`] with the allocator unchanged. In the kernel
+//! left, and only in `alloc_area`; the growth is attempted with `try_reserve` before anything
+//! changes, so a failed heap allocation is reported as [`VmapError::NoMemory`] with the
+//! allocator unchanged, and `free` never allocates. In the kernel
 //! this object is behind the vmap lock and the heap (kmalloc/slab) is called under it; the heap
 //! never takes the vmap lock (it does not use vmalloc), so this cannot self-deadlock.
 
@@ -147,7 +148,7 @@ pub enum VmapError {
     /// No free range is large enough (with alignment) right now: the range is exhausted or
     /// fragmented.
     NoSpace { size: usize, align: usize, largest_free: usize },
-    /// The heap could not grow the tree node storage.
+    /// The heap could not grow the tree node storage (only `alloc` can report this).
     NoMemory,
     /// `VmapAreas::new` got a range that is empty or not page aligned.
     BadRange { start: usize, end: usize },
@@ -277,9 +278,10 @@ impl VmapAreas {
         // what keeps the walk free of backtracking.
         let length = if req.align <= PAGE_SIZE { Some(total) } else { total.checked_add(req.align - 1) };
         let length = length.ok_or(no_space)?;
-        // Carving may split a free range (one more free node); the area needs a busy node.
-        // Reserve both before changing anything.
-        self.free.reserve(1).map_err(|_| VmapError::NoMemory)?;
+        // The area needs a busy node. There are never more free ranges than busy areas + 1, so
+        // room for `busy + 2` free nodes covers a split now and any later free: `free` then
+        // never allocates and cannot fail for want of memory. Reserve before changing anything.
+        self.free.reserve_total(self.busy.len() + 2).map_err(|_| VmapError::NoMemory)?;
         self.busy.reserve(1).map_err(|_| VmapError::NoMemory)?;
 
         let (range, addr) = self
@@ -329,8 +331,7 @@ impl VmapAreas {
         let Some(entry) = self.busy.get(addr) else {
             return Err(self.classify_bad_free(addr));
         };
-        // A free without neighbours to merge with needs one more free node.
-        self.free.reserve(1).map_err(|_| VmapError::NoMemory)?;
+        // No allocation here: `alloc_area` reserved the free node this may need.
         self.busy.remove(addr);
         let area = to_area(entry);
         if area.kind == AreaKind::Vmalloc {

@@ -8,6 +8,7 @@ mod pgtable;
 mod props;
 mod ram;
 mod scenarios;
+mod space;
 
 /// A small deterministic PRNG (xorshift64*) so the scenarios are reproducible.
 pub struct Rng(u64);
