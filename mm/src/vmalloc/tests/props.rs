@@ -6,7 +6,7 @@ use std::vec::Vec;
 use proptest::prelude::*;
 
 use crate::addr::PAGE_SIZE;
-use crate::vmalloc::{VmapAreas, VmapError};
+use crate::vmalloc::{AddrPlace, VmapAreas, VmapError};
 
 const P: usize = PAGE_SIZE;
 const START: usize = 0xffff_c900_0000_0000;
@@ -85,6 +85,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             let in_gap = g.iter().any(|&(s, len)| s <= x.start && x.end() <= s + len);
                             prop_assert!(in_gap);
                         }
+                        prop_assert_eq!(a.find_vmap_area(x.start), Some(x));
+                        let last = a.lookup(x.end() - 1);
+                        let place = if guard {
+                            AddrPlace::Guard { offset: P - 1 }
+                        } else {
+                            AddrPlace::Inside { offset: x.size - 1 }
+                        };
+                        prop_assert_eq!(last, Some((x, place)));
                         model.insert(x.start, x.size);
                     }
                     Err(VmapError::NoSpace { size, align: al, largest_free }) => {
