@@ -9,7 +9,7 @@
 //!   address space shares the kernel's PML4 entries, so they must be stable
 //!   ([`VmallocPageTables::preallocate`] fills them all at boot like `preallocate_vmalloc_pages`).
 //! - No privileged instruction runs here: TLB flushes are reported as a [`TlbFlushRange`] and the
-//!   kernel performs them (`invlpg` or a CR3 reload).
+//!   kernel performs them (`invlpg`, or a CR4.PGE toggle: the mappings are global).
 //! - A map that fails half way (no page-table page) unmaps what it mapped and frees the tables
 //!   that became empty, so it leaves the page tables as they were.
 
@@ -41,6 +41,10 @@ pub const PAGE_KERNEL: PageTableFlags = PageTableFlags::PRESENT
 const TABLE_FLAGS: PageTableFlags = PageTableFlags::PRESENT.union(PageTableFlags::WRITABLE);
 
 /// Pages whose translation the kernel must flush from the TLB: `[start, start + nr_pages * 4 KiB)`.
+///
+/// vmalloc mappings are GLOBAL, and a CR3 reload does not drop global entries: flush with
+/// `invlpg` per page, or for large ranges by toggling CR4.PGE (Linux's `flush_tlb_kernel_range`
+/// falls back to a full flush above 33 pages).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TlbFlushRange {
     pub start: VirtAddr,
