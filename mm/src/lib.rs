@@ -8,7 +8,7 @@
 //! - [`page`], [`mem_map`]: page descriptors, sparse over the memory map;
 //! - [`zone`], [`buddy`]: zones with watermarks and the buddy page allocator;
 //! - [`slab`], [`kmalloc`]: slab caches and the kmalloc family;
-//! - [`vmap_area`]: the virtual area allocator behind vmalloc;
+//! - [`vmalloc`]: the virtual area allocator, page-table mapping and `/proc` formats behind vmalloc;
 //! - [`stats`]: `/proc`-format reports.
 #![no_std]
 
@@ -28,6 +28,7 @@ pub mod stats;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod vmalloc;
 pub mod zone;
 
 use core::fmt;

@@ -1,0 +1,26 @@
+//! The logic behind vmalloc: virtually contiguous kernel memory built from scattered frames.
+//!
+//! - [`vmap_area`]: the virtual area allocator over `[VMALLOC_START, VMALLOC_END)` (Linux's
+//!   `vmap_area` with the `free_vmap_area_root` augmented tree and the busy tree), O(log n);
+//! - [`pgtable`]: mapping frames at consecutive pages of the kernel page tables and unmapping
+//!   them, with page-table pages taken from and given back to a [`PageProvider`](crate::page::PageProvider);
+//! - [`space`]: vmalloc/vfree/vmap/vunmap combining the two: take an area, allocate the pages,
+//!   map them; on `vfree` unmap, free the pages, have the kernel flush the TLB, free the area;
+//! - [`info`]: `/proc/vmallocinfo` lines and the `Vmalloc*` lines of `/proc/meminfo`.
+//!
+//! The kernel (`kernel/src/mm/vmalloc.rs`) supplies the page provider (buddy), the lock, the TLB
+//! flush and the real page tables.
+
+mod avl;
+pub mod info;
+pub mod pgtable;
+pub mod space;
+pub mod vmap_area;
+
+#[cfg(test)]
+mod tests;
+
+pub use info::{VmallocInfoLine, VmallocMeminfo};
+pub use pgtable::{PgTableError, TlbFlushRange, VmallocPageTables, PAGE_KERNEL};
+pub use space::{VmallocError, VmallocSpace};
+pub use vmap_area::{AddrPlace, AreaKind, VmFlags, VmapArea, VmapAreaRequest, VmapAreas, VmapError};

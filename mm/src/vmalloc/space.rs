@@ -1,0 +1,254 @@
+//! vmalloc / vfree / vmap / vunmap over the area allocator and the page tables together
+//! (Linux's `__vmalloc_node_range`, `vfree`, `vmap`, `vunmap`), host-testable.
+//!
+//! The kernel keeps one [`VmallocSpace`] behind one lock. Page allocation happens under that
+//! lock; the page allocator never takes it, so that cannot deadlock. The kernel supplies what is
+//! not logic: the page provider (the buddy allocator) and the TLB flush (a callback).
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use x86_64::VirtAddr;
+
+use super::pgtable::{PgTableError, TlbFlushRange, VmallocPageTables};
+use super::vmap_area::{AreaKind, VmapArea, VmapAreaRequest, VmapAreas, VmapError};
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::gfp::GfpFlags;
+use crate::page::{PageProvider, PageState};
+use crate::AllocError;
+
+/// Why a vmalloc-level operation failed. Nothing was leaked and nothing stays half done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmallocError {
+    /// The virtual area could not be allocated or the address is not a live area.
+    Area(VmapError),
+    /// Mapping failed (out of page-table pages, ...).
+    PageTable(PgTableError),
+    /// The page allocator refused page `index` of `nr_pages`.
+    Pages { index: usize, nr_pages: usize, err: AllocError },
+    /// The heap could not hold the page list.
+    NoMemory,
+    /// `vfree` of a vmap area or `vunmap` of a vmalloc area.
+    WrongKind { addr: usize, kind: AreaKind },
+    /// `vmap` of no pages.
+    NoPages,
+}
+
+impl fmt::Display for VmallocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            VmallocError::Area(e) => e.fmt(f),
+            VmallocError::PageTable(e) => e.fmt(f),
+            VmallocError::Pages { index, nr_pages, err } => {
+                write!(f, "allocating page {index} of {nr_pages} failed: {err}")
+            }
+            VmallocError::NoMemory => write!(f, "out of heap memory for the vmalloc page list"),
+            VmallocError::WrongKind { addr, kind: AreaKind::Vmap } => {
+                write!(f, "{addr:#x} is a vmap area: release it with vunmap, not vfree")
+            }
+            VmallocError::WrongKind { addr, kind: AreaKind::Vmalloc } => {
+                write!(f, "{addr:#x} is a vmalloc area: release it with vfree, not vunmap")
+            }
+            VmallocError::NoPages => write!(f, "vmap of an empty page list"),
+        }
+    }
+}
+
+impl From<VmapError> for VmallocError {
+    fn from(e: VmapError) -> Self {
+        VmallocError::Area(e)
+    }
+}
+
+impl From<PgTableError> for VmallocError {
+    fn from(e: PgTableError) -> Self {
+        VmallocError::PageTable(e)
+    }
+}
+
+/// The vmalloc range: its areas and its page tables.
+pub struct VmallocSpace {
+    pub areas: VmapAreas,
+    pub tables: VmallocPageTables,
+}
+
+/// The bits of a vmalloc `gfp` that apply to page-table pages: how hard to try, not where from
+/// or whether zeroed (the table code zeroes tables itself).
+fn table_gfp(gfp: GfpFlags) -> GfpFlags {
+    gfp.difference(
+        GfpFlags::__GFP_ZERO
+            | GfpFlags::__GFP_DMA
+            | GfpFlags::__GFP_DMA32
+            | GfpFlags::__GFP_HIGHMEM
+            | GfpFlags::__GFP_MOVABLE
+            | GfpFlags::__GFP_COMP,
+    )
+}
+
+/// Gives a vmalloc page back to the page allocator.
+fn free_vmalloc_page<P: PageProvider + ?Sized>(provider: &P, pfn: Pfn) {
+    if let Some(page) = provider.page(pfn) {
+        page.private.store(0, core::sync::atomic::Ordering::Relaxed);
+        // The provider takes blocks back in the state it handed them out in.
+        page.set_state(PageState::Allocated);
+    }
+    let freed = provider.free_pages(pfn, 0);
+    // We allocated it with order 0 and own it; a refusal means the provider is corrupt, and
+    // leaking the page is the only safe answer.
+    debug_assert!(freed.is_ok(), "provider refused a vmalloc page: {freed:?}");
+}
+
+impl VmallocSpace {
+    pub fn new(areas: VmapAreas, tables: VmallocPageTables) -> Self {
+        VmallocSpace { areas, tables }
+    }
+
+    /// Allocates an area for `req` (its `kind` is forced to vmalloc), fills it with order-0
+    /// pages from `provider` allocated with `gfp` (`__GFP_ZERO` zeroes them), and maps them.
+    /// Each page's descriptor is marked [`PageState::Vmalloc`] with `private` = the area start.
+    /// On failure everything is given back; `flush` is then called with the area's range
+    /// (pages may have been mapped for a moment) before the range is freed.
+    pub fn vmalloc<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        gfp: GfpFlags,
+        req: VmapAreaRequest,
+        flush: impl FnOnce(TlbFlushRange),
+    ) -> Result<VmapArea, VmallocError> {
+        let area = self.areas.alloc_area(VmapAreaRequest { kind: AreaKind::Vmalloc, ..req })?;
+        let mut pages: Vec<Pfn> = Vec::new();
+        if pages.try_reserve_exact(area.nr_pages).is_err() {
+            self.free_area_unmapped(area.start);
+            return Err(VmallocError::NoMemory);
+        }
+        for index in 0..area.nr_pages {
+            match provider.alloc_pages(gfp, 0) {
+                Ok(pfn) => {
+                    if let Some(page) = provider.page(pfn) {
+                        page.set_state(PageState::Vmalloc);
+                        page.private.store(area.start, core::sync::atomic::Ordering::Relaxed);
+                    }
+                    pages.push(pfn);
+                }
+                Err(err) => {
+                    for &pfn in &pages {
+                        free_vmalloc_page(provider, pfn);
+                    }
+                    self.free_area_unmapped(area.start);
+                    return Err(VmallocError::Pages { index, nr_pages: area.nr_pages, err });
+                }
+            }
+        }
+        // SAFETY: the pages were just allocated for this area and stay allocated while mapped
+        // (vfree unmaps before freeing them); the area is ours.
+        let mapped = unsafe {
+            self.tables.map_pages(provider, table_gfp(gfp), VirtAddr::new(area.start as u64), &pages)
+        };
+        if let Err(e) = mapped {
+            for &pfn in &pages {
+                free_vmalloc_page(provider, pfn);
+            }
+            flush(TlbFlushRange { start: VirtAddr::new(area.start as u64), nr_pages: area.nr_pages });
+            self.free_area_unmapped(area.start);
+            return Err(e.into());
+        }
+        Ok(area)
+    }
+
+    /// Frees the vmalloc area starting at `addr`: unmaps it, frees its pages and page tables
+    /// that became empty, calls `flush` with the unmapped range, and only then releases the
+    /// virtual range, so it cannot be reused while stale translations may exist. Any other
+    /// address is refused with the reason and nothing changes.
+    pub fn vfree<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        addr: usize,
+        flush: impl FnOnce(TlbFlushRange),
+    ) -> Result<VmapArea, VmallocError> {
+        self.release(provider, addr, AreaKind::Vmalloc, flush)
+    }
+
+    /// Maps the caller's `frames` into a new area (with a guard page) and returns it. The frames
+    /// stay the caller's: their descriptors are not touched and [`vunmap`](Self::vunmap) does not
+    /// free them.
+    ///
+    /// # Safety
+    /// The caller owns the frames and must not free them before `vunmap`.
+    pub unsafe fn vmap<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        gfp: GfpFlags,
+        frames: &[Pfn],
+        caller: &'static core::panic::Location<'static>,
+        flush: impl FnOnce(TlbFlushRange),
+    ) -> Result<VmapArea, VmallocError> {
+        if frames.is_empty() {
+            return Err(VmallocError::NoPages);
+        }
+        let size = frames.len().checked_mul(PAGE_SIZE).ok_or(VmallocError::Area(VmapError::TooLarge {
+            size: usize::MAX,
+            max: self.areas.range().1 - self.areas.range().0,
+        }))?;
+        let req = VmapAreaRequest { size, align: PAGE_SIZE, guard: true, kind: AreaKind::Vmap, caller };
+        let area = self.areas.alloc_area(req)?;
+        // SAFETY: the caller owns the frames (contract of this function); the area is ours.
+        let mapped = unsafe {
+            self.tables.map_pages(provider, table_gfp(gfp), VirtAddr::new(area.start as u64), frames)
+        };
+        if let Err(e) = mapped {
+            flush(TlbFlushRange { start: VirtAddr::new(area.start as u64), nr_pages: area.nr_pages });
+            self.free_area_unmapped(area.start);
+            return Err(e.into());
+        }
+        Ok(area)
+    }
+
+    /// Unmaps the vmap area starting at `addr` (its frames stay the caller's), calls `flush`,
+    /// then releases the range.
+    pub fn vunmap<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        addr: usize,
+        flush: impl FnOnce(TlbFlushRange),
+    ) -> Result<VmapArea, VmallocError> {
+        self.release(provider, addr, AreaKind::Vmap, flush)
+    }
+
+    fn release<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        addr: usize,
+        kind: AreaKind,
+        flush: impl FnOnce(TlbFlushRange),
+    ) -> Result<VmapArea, VmallocError> {
+        let Some(area) = self.areas.find_vmap_area(addr) else {
+            // Let the area allocator name the problem (interior, guard, double free, ...).
+            return Err(self.areas.free(addr).expect_err("no live area starts at addr").into());
+        };
+        if area.kind != kind {
+            return Err(VmallocError::WrongKind { addr, kind: area.kind });
+        }
+        let start = VirtAddr::new(area.start as u64);
+        let range = self.tables.unmap_pages(provider, start, area.nr_pages, |pfn| {
+            // Freeing before the flush is safe: the virtual range is not reused until after the
+            // flush below, and only a use-after-vfree could go through a stale translation
+            // (Linux's lazy purge has the same window).
+            if kind == AreaKind::Vmalloc {
+                free_vmalloc_page(provider, pfn);
+            }
+        })?;
+        flush(range);
+        self.free_area_unmapped(area.start);
+        Ok(area)
+    }
+
+    /// Releases the virtual range of an area that has nothing mapped.
+    fn free_area_unmapped(&mut self, start: usize) {
+        let freed = self.areas.free(start);
+        // A free can only fail for want of a tree node when nothing merges; the range then
+        // stays reserved (leaked virtual space, never a double use).
+        debug_assert!(freed.is_ok(), "freeing our own area failed: {freed:?}");
+    }
+}

@@ -1,0 +1,178 @@
+//! vmalloc/vfree/vmap/vunmap over emulated RAM.
+
+use core::cell::Cell;
+use core::panic::Location;
+use core::sync::atomic::Ordering::Relaxed;
+use std::vec::Vec;
+
+use x86_64::VirtAddr;
+
+use super::ram::TestRam;
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::gfp::GfpFlags;
+use crate::page::{PageProvider, PageState};
+use crate::vmalloc::pgtable::P4_ENTRY_SPAN;
+use crate::vmalloc::{
+    AreaKind, PgTableError, TlbFlushRange, VmallocError, VmallocPageTables, VmallocSpace, VmapAreaRequest,
+    VmapAreas, VmapError,
+};
+use crate::AllocError;
+
+const START: usize = 0xffff_c900_0000_0000;
+const P: usize = PAGE_SIZE;
+
+fn setup(frames: usize) -> (TestRam, VmallocSpace) {
+    let ram = TestRam::new(frames);
+    let pml4 = ram.take();
+    let end = START + P4_ENTRY_SPAN as usize;
+    // SAFETY: a zeroed PML4 in `ram`, reached through its direct map; nothing else touches it.
+    let tables = unsafe {
+        VmallocPageTables::new(
+            pml4.phys(),
+            ram.direct_map(),
+            VirtAddr::new(START as u64),
+            VirtAddr::new(end as u64),
+        )
+    }
+    .unwrap();
+    let mut space = VmallocSpace::new(VmapAreas::new(START, end).unwrap(), tables);
+    space.tables.preallocate(&ram, GfpFlags::GFP_KERNEL).unwrap();
+    (ram, space)
+}
+
+fn no_flush(r: TlbFlushRange) {
+    panic!("unexpected flush {r:?}");
+}
+
+#[test]
+fn vmalloc_maps_zeroed_pages_and_vfree_gives_everything_back() {
+    let (ram, mut s) = setup(128);
+    let free = ram.nr_free();
+    let gfp = GfpFlags::GFP_KERNEL | GfpFlags::__GFP_ZERO;
+    let a = s.vmalloc(&ram, gfp, VmapAreaRequest::new(5 * P), no_flush).unwrap();
+    assert_eq!((a.start, a.size, a.nr_pages, a.kind), (START, 6 * P, 5, AreaKind::Vmalloc));
+    // 5 pages + a PD and a PT.
+    assert_eq!(ram.nr_free(), free - 7);
+    let dm = ram.direct_map();
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let pfn = s.tables.vmalloc_to_pfn(VirtAddr::new((a.start + i * P) as u64)).unwrap();
+        let page = ram.page(pfn).unwrap();
+        assert_eq!(page.state(), PageState::Vmalloc);
+        assert_eq!(page.private.load(Relaxed), a.start);
+        // SAFETY: the frame is mapped by this area, which the test owns.
+        let bytes = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(pfn), P) };
+        assert!(bytes.iter().all(|&b| b == 0), "__GFP_ZERO honoured");
+        seen.push(pfn);
+    }
+    // The guard page is not mapped.
+    assert_eq!(s.tables.vmalloc_to_pfn(VirtAddr::new((a.start + 5 * P) as u64)), None);
+
+    let flushed = Cell::new(None);
+    let freed = s.vfree(&ram, a.start, |r| flushed.set(Some(r))).unwrap();
+    assert_eq!(freed, a);
+    assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(a.start as u64), nr_pages: 5 }));
+    assert_eq!(ram.nr_free(), free);
+    for pfn in seen {
+        assert_eq!(ram.page(pfn).unwrap().state(), PageState::Buddy);
+    }
+    assert_eq!(s.areas.nr_areas(), 0);
+    assert_eq!(s.areas.vmalloc_pages(), 0);
+    s.areas.check().unwrap();
+}
+
+#[test]
+fn vmalloc_failures_leave_nothing_behind() {
+    // Budget k: pages run out at page k (k < 4), or the page tables do (k = 4, 5).
+    for budget in 0..6 {
+        let (ram, mut s) = setup(128);
+        let free = ram.nr_free();
+        ram.set_budget(budget);
+        let flushed = Cell::new(None);
+        let err = s
+            .vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(4 * P), |r| flushed.set(Some(r)))
+            .unwrap_err();
+        ram.set_budget(usize::MAX);
+        if budget < 4 {
+            assert_eq!(
+                err,
+                VmallocError::Pages { index: budget, nr_pages: 4, err: AllocError::OutOfMemory { order: 0 } }
+            );
+            assert_eq!(flushed.get(), None, "nothing was mapped");
+        } else {
+            assert_eq!(
+                err,
+                VmallocError::PageTable(PgTableError::NoMemory { addr: VirtAddr::new(START as u64) })
+            );
+            assert_eq!(
+                flushed.get(),
+                Some(TlbFlushRange { start: VirtAddr::new(START as u64), nr_pages: 4 })
+            );
+        }
+        assert_eq!(ram.nr_free(), free, "budget {budget}");
+        assert_eq!(s.areas.nr_areas(), 0);
+        assert_eq!(s.areas.vmalloc_pages(), 0);
+        s.areas.check().unwrap();
+        // The space works afterwards.
+        let a = s.vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(4 * P), no_flush).unwrap();
+        assert_eq!(a.start, START);
+    }
+}
+
+#[test]
+fn vfree_and_vunmap_refuse_wrong_addresses_and_kinds() {
+    let (ram, mut s) = setup(128);
+    let a = s.vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(2 * P), no_flush).unwrap();
+    let frames: Vec<Pfn> = (0..3).map(|_| ram.take()).collect();
+    // SAFETY: the frames belong to the test and outlive the mapping.
+    let v = unsafe { s.vmap(&ram, GfpFlags::GFP_KERNEL, &frames, Location::caller(), no_flush) }.unwrap();
+    assert_eq!((v.start, v.nr_pages, v.kind), (a.end(), 3, AreaKind::Vmap));
+    assert_eq!(s.areas.vmalloc_pages(), 2);
+    let free = ram.nr_free();
+
+    assert_eq!(
+        s.vfree(&ram, v.start, no_flush),
+        Err(VmallocError::WrongKind { addr: v.start, kind: AreaKind::Vmap })
+    );
+    assert_eq!(
+        s.vunmap(&ram, a.start, no_flush),
+        Err(VmallocError::WrongKind { addr: a.start, kind: AreaKind::Vmalloc })
+    );
+    assert_eq!(
+        s.vfree(&ram, a.start + P, no_flush),
+        Err(VmallocError::Area(VmapError::Interior {
+            addr: a.start + P,
+            area_start: a.start,
+            area_end: a.end()
+        }))
+    );
+    assert!(matches!(
+        s.vfree(&ram, a.start + 2 * P, no_flush),
+        Err(VmallocError::Area(VmapError::InGuard { .. }))
+    ));
+    assert!(matches!(
+        s.vfree(&ram, v.end(), no_flush),
+        Err(VmallocError::Area(VmapError::NotAllocated { .. }))
+    ));
+    // SAFETY: as above.
+    let empty = unsafe { s.vmap(&ram, GfpFlags::GFP_KERNEL, &[], Location::caller(), no_flush) };
+    assert_eq!(empty, Err(VmallocError::NoPages));
+    assert_eq!(ram.nr_free(), free);
+    assert_eq!(s.areas.nr_areas(), 2);
+
+    // vunmap leaves the caller's frames alone.
+    let flushed = Cell::new(None);
+    s.vunmap(&ram, v.start, |r| flushed.set(Some(r))).unwrap();
+    assert_eq!(flushed.get().map(|r| r.nr_pages), Some(3));
+    for f in &frames {
+        assert_eq!(ram.page(*f).unwrap().state(), PageState::Allocated);
+    }
+    s.vfree(&ram, a.start, |_| {}).unwrap();
+    // Double free after the real one.
+    assert!(matches!(
+        s.vfree(&ram, a.start, no_flush),
+        Err(VmallocError::Area(VmapError::NotAllocated { .. }))
+    ));
+    s.areas.check().unwrap();
+    assert_eq!(s.tables.nr_pagetable_pages(), 1, "only the preallocated PDPT is left");
+}

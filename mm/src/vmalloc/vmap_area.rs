@@ -1,0 +1,482 @@
+//! The virtual area allocator behind vmalloc and vmap (Linux's `vmap_area`, `mm/vmalloc.c`).
+//!
+//! The managed range `[start, end)` is tiled by free ranges and busy areas:
+//! - free ranges sit in a tree keyed by address and augmented with the largest free size of each
+//!   subtree (Linux's `free_vmap_area_root` with `subtree_max_size`), so the lowest-addressed range
+//!   that fits is found in O(log n) (`find_vmap_lowest_match`); adjacent free ranges are always
+//!   merged (`merge_or_add_vmap_area`);
+//! - busy areas sit in a second tree keyed by start, for `find_vmap_area(addr)` and for "which
+//!   area contains this address" (the page-fault describer) in O(log n).
+//!
+//! Every area except `guard == false` ones ends with one guard page that is reserved but never
+//! mapped, so running off the end of a vmalloc buffer faults instead of corrupting the next one.
+//!
+//! Memory: the nodes of both trees are arenas (`Vec`s) that grow only when no freed slot is
+//! left, and only in `alloc_area`; the growth is attempted with `try_reserve` before anything
+//! changes, so a failed heap allocation is reported as [`VmapError::NoMemory`] with the
+//! allocator unchanged, and `free` never allocates. In the kernel
+//! this object is behind the vmap lock and the heap (kmalloc/slab) is called under it; the heap
+//! never takes the vmap lock (it does not use vmalloc), so this cannot self-deadlock.
+
+use core::fmt;
+use core::panic::Location;
+
+use bitflags::bitflags;
+
+use super::avl::{Entry, Tree};
+use crate::addr::PAGE_SIZE;
+
+bitflags! {
+    /// Area flags with Linux's values (`include/linux/vmalloc.h`), for the ones used here.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct VmFlags: u32 {
+        /// `VM_ALLOC`: pages allocated and mapped by vmalloc (freed by vfree).
+        const VM_ALLOC = 0x2;
+        /// `VM_MAP`: caller-provided pages mapped by vmap (vunmap does not free them).
+        const VM_MAP = 0x4;
+        /// `VM_NO_GUARD`: no guard page after the area.
+        const VM_NO_GUARD = 0x40;
+    }
+}
+
+/// Who populated an area and owns its pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AreaKind {
+    /// vmalloc: the pages belong to the area.
+    Vmalloc,
+    /// vmap: the caller's pages, mapped; they stay the caller's.
+    Vmap,
+}
+
+impl AreaKind {
+    fn flag(self) -> VmFlags {
+        match self {
+            AreaKind::Vmalloc => VmFlags::VM_ALLOC,
+            AreaKind::Vmap => VmFlags::VM_MAP,
+        }
+    }
+}
+
+/// A busy area (Linux's `vmap_area` + `vm_struct`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmapArea {
+    /// First address, aligned as requested.
+    pub start: usize,
+    /// Size in bytes including the guard page (as `/proc/vmallocinfo` shows it).
+    pub size: usize,
+    /// Pages to be mapped: the size without the guard, in pages.
+    pub nr_pages: usize,
+    pub kind: AreaKind,
+    pub flags: VmFlags,
+    /// Where the allocation was requested (printed in `/proc/vmallocinfo`).
+    pub caller: &'static Location<'static>,
+}
+
+impl VmapArea {
+    /// End of the area including its guard page (exclusive).
+    #[inline]
+    pub fn end(&self) -> usize {
+        self.start + self.size
+    }
+    /// Bytes of guard after the mapped part: one page, or 0 with `VM_NO_GUARD`.
+    #[inline]
+    pub fn guard_size(&self) -> usize {
+        if self.flags.contains(VmFlags::VM_NO_GUARD) {
+            0
+        } else {
+            PAGE_SIZE
+        }
+    }
+    /// Size of the mappable part (Linux's `get_vm_area_size`).
+    #[inline]
+    pub fn usable_size(&self) -> usize {
+        self.size - self.guard_size()
+    }
+    /// End of the mappable part (exclusive); the guard page starts here.
+    #[inline]
+    pub fn mapped_end(&self) -> usize {
+        self.start + self.usable_size()
+    }
+}
+
+/// Where an address lies relative to the busy area containing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrPlace {
+    /// In the mappable part, `offset` bytes from the start.
+    Inside { offset: usize },
+    /// In the guard page, `offset` bytes past the mappable end: an overrun.
+    Guard { offset: usize },
+}
+
+/// What to allocate. Build with [`VmapAreaRequest::new`] and adjust the fields.
+#[derive(Clone, Copy, Debug)]
+pub struct VmapAreaRequest {
+    /// Bytes to map; rounded up to whole pages.
+    pub size: usize,
+    /// Alignment of the start: a power of two, at least `PAGE_SIZE`.
+    pub align: usize,
+    /// Reserve a guard page after the area.
+    pub guard: bool,
+    pub kind: AreaKind,
+    pub caller: &'static Location<'static>,
+}
+
+impl VmapAreaRequest {
+    /// A page-aligned vmalloc area with a guard page, attributed to the caller of this function
+    /// (or of the `#[track_caller]` chain leading to it).
+    #[track_caller]
+    pub fn new(size: usize) -> Self {
+        VmapAreaRequest {
+            size,
+            align: PAGE_SIZE,
+            guard: true,
+            kind: AreaKind::Vmalloc,
+            caller: Location::caller(),
+        }
+    }
+}
+
+/// Why a vmap-area operation failed. The allocator is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmapError {
+    /// A zero-sized area was requested.
+    ZeroSize,
+    /// The alignment is not a power of two or is below `PAGE_SIZE`.
+    BadAlign { align: usize },
+    /// The size (plus guard) exceeds the whole managed range: it can never succeed.
+    TooLarge { size: usize, max: usize },
+    /// No free range is large enough (with alignment) right now: the range is exhausted or
+    /// fragmented.
+    NoSpace { size: usize, align: usize, largest_free: usize },
+    /// The heap could not grow the tree node storage (only `alloc` can report this).
+    NoMemory,
+    /// `VmapAreas::new` got a range that is empty or not page aligned.
+    BadRange { start: usize, end: usize },
+    /// The address is outside the managed range.
+    OutOfRange { addr: usize, start: usize, end: usize },
+    /// The address is in a free range: it was already freed (double free) or never allocated.
+    NotAllocated { addr: usize, free_start: usize, free_end: usize },
+    /// The address is inside a live area but is not its start.
+    Interior { addr: usize, area_start: usize, area_end: usize },
+    /// The address is in the guard page of a live area.
+    InGuard { addr: usize, area_start: usize },
+}
+
+impl fmt::Display for VmapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use VmapError::*;
+        match *self {
+            ZeroSize => write!(f, "vmap area of size 0 requested"),
+            BadAlign { align } => {
+                write!(f, "alignment {align:#x} is not a power of two of at least {PAGE_SIZE:#x}")
+            }
+            TooLarge { size, max } => {
+                write!(f, "size {size:#x} is larger than the whole vmalloc range (at most {max:#x} bytes)")
+            }
+            NoSpace { size, align, largest_free } => write!(
+                f,
+                "no free vmalloc range fits {size:#x} bytes aligned to {align:#x} (largest free range {largest_free:#x})"
+            ),
+            NoMemory => write!(f, "out of heap memory for vmap area bookkeeping"),
+            BadRange { start, end } => {
+                write!(f, "vmap range {start:#x}-{end:#x} is empty or not page aligned")
+            }
+            OutOfRange { addr, start, end } => {
+                write!(f, "{addr:#x} is outside the vmalloc range {start:#x}-{end:#x}")
+            }
+            NotAllocated { addr, free_start, free_end } => write!(
+                f,
+                "{addr:#x} is not a live vmap area (free range {free_start:#x}-{free_end:#x}): double free or never allocated"
+            ),
+            Interior { addr, area_start, area_end } => write!(
+                f,
+                "{addr:#x} is inside the vmap area {area_start:#x}-{area_end:#x}, not its start"
+            ),
+            InGuard { addr, area_start } => {
+                write!(f, "{addr:#x} is in the guard page of the vmap area at {area_start:#x}")
+            }
+        }
+    }
+}
+
+/// What the busy tree stores per area besides start and size.
+#[derive(Clone, Copy)]
+struct AreaData {
+    nr_pages: usize,
+    kind: AreaKind,
+    flags: VmFlags,
+    caller: &'static Location<'static>,
+}
+
+fn to_area(e: Entry<AreaData>) -> VmapArea {
+    VmapArea {
+        start: e.start,
+        size: e.size,
+        nr_pages: e.value.nr_pages,
+        kind: e.value.kind,
+        flags: e.value.flags,
+        caller: e.value.caller,
+    }
+}
+
+/// The vmap area allocator over one virtual range.
+pub struct VmapAreas {
+    start: usize,
+    end: usize,
+    free: Tree<()>,
+    busy: Tree<AreaData>,
+    free_bytes: usize,
+    /// Pages of live `Vmalloc` areas (Linux's `nr_vmalloc_pages`, for `VmallocUsed`).
+    vmalloc_pages: usize,
+}
+
+impl VmapAreas {
+    /// Manages `[start, end)`; both page aligned, `start < end`.
+    pub fn new(start: usize, end: usize) -> Result<Self, VmapError> {
+        if start >= end || !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
+            return Err(VmapError::BadRange { start, end });
+        }
+        let mut free = Tree::new();
+        free.reserve(1).map_err(|_| VmapError::NoMemory)?;
+        free.insert(start, end - start, ());
+        Ok(VmapAreas { start, end, free, busy: Tree::new(), free_bytes: end - start, vmalloc_pages: 0 })
+    }
+
+    /// The managed range `[start, end)`.
+    pub fn range(&self) -> (usize, usize) {
+        (self.start, self.end)
+    }
+
+    /// A page-aligned or more strictly aligned vmalloc area of `size` bytes, attributed to the
+    /// caller.
+    #[track_caller]
+    pub fn alloc(&mut self, size: usize, align: usize, guard: bool) -> Result<VmapArea, VmapError> {
+        self.alloc_area(VmapAreaRequest { align, guard, ..VmapAreaRequest::new(size) })
+    }
+
+    /// Allocates an area for `req` at the lowest address where it fits (Linux's
+    /// `alloc_vmap_area`). O(log n).
+    pub fn alloc_area(&mut self, req: VmapAreaRequest) -> Result<VmapArea, VmapError> {
+        if req.size == 0 {
+            return Err(VmapError::ZeroSize);
+        }
+        if !req.align.is_power_of_two() || req.align < PAGE_SIZE {
+            return Err(VmapError::BadAlign { align: req.align });
+        }
+        let guard = if req.guard { PAGE_SIZE } else { 0 };
+        let capacity = self.end - self.start;
+        let too_large = VmapError::TooLarge { size: req.size, max: capacity - guard };
+        let mapped = req.size.checked_next_multiple_of(PAGE_SIZE).ok_or(too_large)?;
+        let total = mapped.checked_add(guard).ok_or(too_large)?;
+        if total > capacity {
+            return Err(too_large);
+        }
+        let no_space =
+            VmapError::NoSpace { size: total, align: req.align, largest_free: self.free.max_size() };
+        // Linux's adjust_search_size: with a stricter alignment than a page, only a range of
+        // size + align - 1 is sure to hold an aligned block, and searching with that length is
+        // what keeps the walk free of backtracking.
+        let length = if req.align <= PAGE_SIZE { Some(total) } else { total.checked_add(req.align - 1) };
+        let length = length.ok_or(no_space)?;
+        // The area needs a busy node. There are never more free ranges than busy areas + 1, so
+        // room for `busy + 2` free nodes covers a split now and any later free: `free` then
+        // never allocates and cannot fail for want of memory. Reserve before changing anything.
+        self.free.reserve_total(self.busy.len() + 2).map_err(|_| VmapError::NoMemory)?;
+        self.busy.reserve(1).map_err(|_| VmapError::NoMemory)?;
+
+        let (range, addr) = self
+            .free
+            .lowest_fit(length, |start, size| {
+                let addr = start.checked_next_multiple_of(req.align)?;
+                (addr.checked_add(total)? <= start + size).then_some(addr)
+            })
+            .ok_or(no_space)?;
+
+        // Linux's adjust_va_to_fit_type: FL (full), LE (left edge), RE (right edge), NE (no edge).
+        let (left, right) = (addr - range.start, range.end() - (addr + total));
+        match (left, right) {
+            (0, 0) => {
+                self.free.remove(range.start);
+            }
+            (0, _) => {
+                self.free.update(range.start, addr + total, right);
+            }
+            (_, 0) => {
+                self.free.update(range.start, range.start, left);
+            }
+            (_, _) => {
+                self.free.update(range.start, range.start, left);
+                self.free.insert(addr + total, right, ());
+            }
+        }
+        self.free_bytes -= total;
+
+        let mut flags = req.kind.flag();
+        if !req.guard {
+            flags |= VmFlags::VM_NO_GUARD;
+        }
+        let data = AreaData { nr_pages: mapped / PAGE_SIZE, kind: req.kind, flags, caller: req.caller };
+        self.busy.insert(addr, total, data);
+        if req.kind == AreaKind::Vmalloc {
+            self.vmalloc_pages += data.nr_pages;
+        }
+        Ok(to_area(Entry { start: addr, size: total, value: data }))
+    }
+
+    /// Frees the area starting at `addr`, merging its range with free neighbours (Linux's
+    /// `free_vmap_area` / `merge_or_add_vmap_area`). Returns the area so the caller can unmap and
+    /// free its pages. O(log n). Any address that is not the start of a live area is refused
+    /// with the reason, and nothing changes.
+    pub fn free(&mut self, addr: usize) -> Result<VmapArea, VmapError> {
+        let Some(entry) = self.busy.get(addr) else {
+            return Err(self.classify_bad_free(addr));
+        };
+        // No allocation here: `alloc_area` reserved the free node this may need.
+        self.busy.remove(addr);
+        let area = to_area(entry);
+        if area.kind == AreaKind::Vmalloc {
+            self.vmalloc_pages -= area.nr_pages;
+        }
+        self.insert_free(area.start, area.size);
+        Ok(area)
+    }
+
+    fn insert_free(&mut self, start: usize, size: usize) {
+        let end = start + size;
+        let prev = self.free.floor(start).filter(|p| p.end() == start);
+        let next = self.free.ceil(end).filter(|n| n.start == end);
+        match (prev, next) {
+            (Some(p), Some(n)) => {
+                self.free.remove(n.start);
+                self.free.update(p.start, p.start, p.size + size + n.size);
+            }
+            (Some(p), None) => {
+                self.free.update(p.start, p.start, p.size + size);
+            }
+            (None, Some(n)) => {
+                // The new start is still above the previous free range, so the order holds.
+                self.free.update(n.start, start, size + n.size);
+            }
+            (None, None) => self.free.insert(start, size, ()),
+        }
+        self.free_bytes += size;
+    }
+
+    fn classify_bad_free(&self, addr: usize) -> VmapError {
+        if addr < self.start || addr >= self.end {
+            return VmapError::OutOfRange { addr, start: self.start, end: self.end };
+        }
+        match self.lookup(addr) {
+            Some((area, AddrPlace::Inside { .. })) => {
+                VmapError::Interior { addr, area_start: area.start, area_end: area.end() }
+            }
+            Some((area, AddrPlace::Guard { .. })) => VmapError::InGuard { addr, area_start: area.start },
+            None => {
+                // The range is tiled by busy and free ranges, so a free range holds addr.
+                let f = self.free.floor(addr).filter(|f| addr < f.end());
+                debug_assert!(f.is_some(), "address in neither a busy nor a free range");
+                let (free_start, free_end) = f.map_or((addr, addr), |f| (f.start, f.end()));
+                VmapError::NotAllocated { addr, free_start, free_end }
+            }
+        }
+    }
+
+    /// The live area starting exactly at `addr` (Linux's `find_vmap_area`). O(log n).
+    pub fn find_vmap_area(&self, addr: usize) -> Option<VmapArea> {
+        self.busy.get(addr).map(to_area)
+    }
+
+    /// The live area whose range (guard included) contains `addr`, and where in it `addr` lies.
+    /// For the page-fault describer. O(log n).
+    pub fn lookup(&self, addr: usize) -> Option<(VmapArea, AddrPlace)> {
+        let e = self.busy.floor(addr).filter(|e| addr < e.end())?;
+        let area = to_area(e);
+        let place = if addr < area.mapped_end() {
+            AddrPlace::Inside { offset: addr - area.start }
+        } else {
+            AddrPlace::Guard { offset: addr - area.mapped_end() }
+        };
+        Some((area, place))
+    }
+
+    /// Live areas in address order.
+    pub fn areas(&self) -> impl Iterator<Item = VmapArea> + '_ {
+        self.busy.iter().map(to_area)
+    }
+
+    /// Free ranges `(start, size)` in address order.
+    pub fn free_ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.free.iter().map(|e| (e.start, e.size))
+    }
+
+    /// Number of live areas.
+    pub fn nr_areas(&self) -> usize {
+        self.busy.len()
+    }
+
+    /// Pages of live vmalloc areas (not vmap ones), as Linux counts `VmallocUsed`.
+    pub fn vmalloc_pages(&self) -> usize {
+        self.vmalloc_pages
+    }
+
+    /// Total free bytes (guard pages of live areas are not free).
+    pub fn free_bytes(&self) -> usize {
+        self.free_bytes
+    }
+
+    /// Size of the largest free range. O(1).
+    pub fn largest_free(&self) -> usize {
+        self.free.max_size()
+    }
+
+    /// Checks every invariant: both trees are valid, free and busy ranges tile the managed range
+    /// exactly, no two free ranges touch (they would have been merged), the counters agree.
+    /// O(n); for tests and the kernel's self-tests.
+    pub fn check(&self) -> Result<(), &'static str> {
+        self.free.check()?;
+        self.busy.check()?;
+        let mut free = self.free.iter().peekable();
+        let mut busy = self.busy.iter().peekable();
+        let (mut at, mut prev_free, mut free_bytes, mut pages) = (self.start, false, 0, 0);
+        loop {
+            let take_free = match (free.peek(), busy.peek()) {
+                (Some(f), Some(b)) => f.start < b.start,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (start, end) = if take_free {
+                let f = free.next().unwrap();
+                if prev_free {
+                    return Err("two adjacent free ranges were not merged");
+                }
+                free_bytes += f.size;
+                (f.start, f.end())
+            } else {
+                let b = busy.next().unwrap();
+                if b.value.kind == AreaKind::Vmalloc {
+                    pages += b.value.nr_pages;
+                }
+                (b.start, b.end())
+            };
+            if start != at {
+                return Err("ranges do not tile the managed range (gap or overlap)");
+            }
+            if start == end {
+                return Err("empty range in a tree");
+            }
+            prev_free = take_free;
+            at = end;
+        }
+        if at != self.end {
+            return Err("ranges do not reach the end of the managed range");
+        }
+        if free_bytes != self.free_bytes {
+            return Err("free byte count is wrong");
+        }
+        if pages != self.vmalloc_pages {
+            return Err("vmalloc page count is wrong");
+        }
+        Ok(())
+    }
+}
