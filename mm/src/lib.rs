@@ -17,8 +17,10 @@ extern crate std;
 
 pub mod addr;
 pub mod gfp;
+pub mod kmalloc;
 pub mod memmap;
 pub mod page;
+pub mod slab;
 pub mod sync;
 
 use core::fmt;

@@ -1,0 +1,733 @@
+//! `KmemCache`: one cache of equal-sized objects, its slabs and their free lists.
+//!
+//! A slab is one buddy block of `2^order` pages. Its head page descriptor holds:
+//! - `state` = [`PageState::Slab`], `order` = the block order (set by the provider);
+//! - `private` = address of the owning `KmemCache`;
+//! - `freelist` = address of the first free object XOR the cache's random value (0 objects free =
+//!   `random`), so descriptors do not show raw object addresses;
+//! - `counters` = objects in use (low 16 bits) | objects in the slab (high 16 bits);
+//! - `next`/`prev` = links of the partial/full/empty list the slab is on, as **pfns truncated to
+//!   32 bits** ([`NO_PAGE`] = none; pfns above 2^32 - 1 (16 TiB) are refused when the slab is made).
+//!
+//! Each free object stores the next free object's address encoded as SLAB_FREELIST_HARDENED does:
+//! `next ^ random ^ swab(address where it is stored)`.
+//!
+//! The cache keeps one active slab (SLUB's "cpu slab", on no list) from which the fast path pops
+//! and to which it pushes, plus partial, full and empty lists. The active slab is a field of
+//! [`CacheState`], shaped so a per-CPU array indexed by CPU id can replace it later. Empty slabs
+//! beyond `min_partial` go back to the provider at once.
+
+use core::panic::Location;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crate::addr::{DirectMap, Pfn};
+use crate::gfp::GfpFlags;
+use crate::page::{Page, PageProvider, PageState, NO_PAGE};
+use crate::sync::IrqSpinLock;
+use crate::AllocError;
+
+use super::debug::{self, SlabDebugConfig, RED_ACTIVE, RED_INACTIVE};
+use super::layout::CacheGeom;
+use super::{Corruption, CorruptionKind, SlabError, SlabFlags};
+
+/// A doubly linked list of slabs through `Page::next/prev` (pfns).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlabList {
+    pub head: u32,
+    pub len: u32,
+}
+
+impl SlabList {
+    const EMPTY: SlabList = SlabList { head: NO_PAGE, len: 0 };
+}
+
+/// The active slab (Linux `kmem_cache_cpu`): one now; an array indexed by CPU id later.
+pub(crate) struct CpuSlab<'p> {
+    pub page: Option<&'p Page>,
+    pub pfn: u32,
+    /// Address of the slab's first byte.
+    pub start: usize,
+}
+
+/// Everything guarded by the cache lock.
+pub(crate) struct CacheState<'p> {
+    pub cpu: CpuSlab<'p>,
+    pub partial: SlabList,
+    pub full: SlabList,
+    pub empty: SlabList,
+    pub nr_slabs: u64,
+    pub total_objects: u64,
+    pub inuse: u64,
+    /// Objects taken out of use because a debug check found them corrupted at allocation.
+    pub quarantined: u64,
+}
+
+/// Which list a slab is on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Which {
+    Partial,
+    Full,
+    Empty,
+}
+
+/// A slab cache. Created by [`SlabAllocator::kmem_cache_create`](super::SlabAllocator), which
+/// places it in an object of the bootstrap `kmem_cache` cache; all methods take `&self`.
+pub struct KmemCache<'p, P: PageProvider> {
+    pub(crate) name: &'static str,
+    pub(crate) geom: CacheGeom,
+    pub(crate) ctor: Option<fn(*mut u8)>,
+    /// Added to every slab allocation (`__GFP_DMA` for DMA caches, `__GFP_RECLAIMABLE`).
+    pub(crate) gfp: GfpFlags,
+    pub(crate) random: usize,
+    pub(crate) min_partial: u32,
+    pub(crate) provider: &'p P,
+    pub(crate) dm: DirectMap,
+    /// The bootstrap cache: owns the list of caches and the debug configuration.
+    pub(crate) root: *const KmemCache<'p, P>,
+    /// Next cache in the root's list (guarded by the root's `registry` lock).
+    pub(crate) next: AtomicPtr<KmemCache<'p, P>>,
+    /// Root only: guards the `next` links of all caches.
+    pub(crate) registry: IrqSpinLock<()>,
+    /// Root only: the `slab_debug=` configuration.
+    pub(crate) debug_cfg: SlabDebugConfig,
+    pub(crate) state: IrqSpinLock<CacheState<'p>>,
+    /// The last debug report found at allocation or by the fast-path free-pointer check.
+    pub(crate) last_report: IrqSpinLock<Option<Corruption>>,
+    pub(crate) reports: AtomicU32,
+    pub(crate) allocs: AtomicU64,
+    pub(crate) frees: AtomicU64,
+}
+
+// SAFETY: the raw pointers (`root`, `next`, the direct map) point at caches and slab memory that
+// outlive the cache; all mutable state is behind `IrqSpinLock`s or atomics.
+unsafe impl<P: PageProvider> Sync for KmemCache<'_, P> {}
+// SAFETY: as above; nothing is tied to a thread.
+unsafe impl<P: PageProvider> Send for KmemCache<'_, P> {}
+
+impl<'p, P: PageProvider> KmemCache<'p, P> {
+    pub(crate) fn new_value(
+        name: &'static str,
+        geom: CacheGeom,
+        ctor: Option<fn(*mut u8)>,
+        provider: &'p P,
+        random: usize,
+        root: *const KmemCache<'p, P>,
+        debug_cfg: SlabDebugConfig,
+    ) -> Self {
+        let mut gfp = GfpFlags::empty();
+        if geom.flags.contains(SlabFlags::SLAB_CACHE_DMA) {
+            gfp |= GfpFlags::__GFP_DMA;
+        }
+        if geom.flags.contains(SlabFlags::SLAB_RECLAIM_ACCOUNT) {
+            gfp |= GfpFlags::__GFP_RECLAIMABLE;
+        }
+        // Linux: min(MAX_PARTIAL, max(MIN_PARTIAL, ilog2(size) / 2)).
+        let min_partial = (geom.size.ilog2() / 2).clamp(5, 10);
+        KmemCache {
+            name,
+            geom,
+            ctor,
+            gfp,
+            random,
+            min_partial,
+            provider,
+            dm: provider.direct_map(),
+            root,
+            next: AtomicPtr::new(core::ptr::null_mut()),
+            registry: IrqSpinLock::new(()),
+            debug_cfg,
+            state: IrqSpinLock::new(CacheState {
+                cpu: CpuSlab { page: None, pfn: NO_PAGE, start: 0 },
+                partial: SlabList::EMPTY,
+                full: SlabList::EMPTY,
+                empty: SlabList::EMPTY,
+                nr_slabs: 0,
+                total_objects: 0,
+                inuse: 0,
+                quarantined: 0,
+            }),
+            last_report: IrqSpinLock::new(None),
+            reports: AtomicU32::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    /// The size callers asked for.
+    pub fn object_size(&self) -> usize {
+        self.geom.object_size as usize
+    }
+    /// The slot stride, metadata included (`/proc/slabinfo`'s objsize).
+    pub fn size(&self) -> usize {
+        self.geom.size as usize
+    }
+    pub fn align(&self) -> usize {
+        self.geom.align as usize
+    }
+    pub fn order(&self) -> u32 {
+        self.geom.order
+    }
+    pub fn objects_per_slab(&self) -> u32 {
+        self.geom.objects
+    }
+    pub fn flags(&self) -> SlabFlags {
+        self.geom.flags
+    }
+    pub fn min_partial(&self) -> u32 {
+        self.min_partial
+    }
+    /// Objects currently allocated (quarantined ones excluded).
+    pub fn live_objects(&self) -> u64 {
+        let st = self.state.lock();
+        st.inuse - st.quarantined
+    }
+    /// The last corruption found while allocating (poison/red zone of a free object, bad free
+    /// pointer), and how many were found in total. Such objects are quarantined, never handed out.
+    pub fn last_report(&self) -> (Option<Corruption>, u32) {
+        (*self.last_report.lock(), self.reports.load(Relaxed))
+    }
+
+    fn record(&self, c: Corruption) {
+        *self.last_report.lock() = Some(c);
+        self.reports.fetch_add(1, Relaxed);
+    }
+
+    // ---- addresses and encoding ----
+
+    /// A pointer with the direct map's provenance for address `addr`.
+    #[inline]
+    pub(crate) fn ptr(&self, addr: usize) -> *mut u8 {
+        let base = self.dm.pfn_to_virt(Pfn(0));
+        base.wrapping_add(addr.wrapping_sub(base as usize))
+    }
+
+    #[inline]
+    pub(crate) fn slab_start(&self, pfn: u32) -> usize {
+        self.dm.pfn_to_virt(Pfn(pfn as u64)) as usize
+    }
+
+    #[inline]
+    fn encode_fp(&self, next: usize, stored_at: usize) -> usize {
+        next ^ self.random ^ stored_at.swap_bytes()
+    }
+
+    /// Reads the decoded next-free pointer stored in free object `obj`.
+    ///
+    /// # Safety
+    /// `obj` is a free object of a slab of this cache; the lock is held.
+    #[inline]
+    pub(crate) unsafe fn get_fp(&self, obj: usize) -> usize {
+        let at = obj + self.geom.offset as usize;
+        // SAFETY: the free pointer word is inside the slot of a free object we own.
+        let raw = unsafe { self.ptr(at).cast::<usize>().read_unaligned() };
+        self.encode_fp(raw, at)
+    }
+
+    /// # Safety
+    /// As [`Self::get_fp`].
+    #[inline]
+    unsafe fn set_fp(&self, obj: usize, next: usize) {
+        let at = obj + self.geom.offset as usize;
+        // SAFETY: as in `get_fp`.
+        unsafe { self.ptr(at).cast::<usize>().write_unaligned(self.encode_fp(next, at)) }
+    }
+
+    #[inline]
+    pub(crate) fn freelist_head(&self, page: &Page) -> usize {
+        page.freelist.load(Relaxed) ^ self.random
+    }
+
+    #[inline]
+    fn set_freelist_head(&self, page: &Page, head: usize) {
+        page.freelist.store(head ^ self.random, Relaxed)
+    }
+
+    /// Is `addr` the start of an object of the slab at `start` (exact, no division)?
+    #[inline]
+    pub(crate) fn object_index(&self, start: usize, addr: usize) -> Option<usize> {
+        let off = addr.wrapping_sub(start).wrapping_sub(self.geom.red_left_pad as usize);
+        if off >= self.geom.objects as usize * self.geom.size as usize {
+            return None;
+        }
+        let idx = self.geom.slot_index(off);
+        (idx * self.geom.size as usize == off).then_some(idx)
+    }
+
+    // ---- slab lists ----
+
+    fn page_of(&self, pfn: u32) -> &'p Page {
+        self.provider.page(Pfn(pfn as u64)).expect("slab pfn is managed by the provider")
+    }
+
+    pub(crate) fn list_mut<'s>(st: &'s mut CacheState<'p>, which: Which) -> &'s mut SlabList {
+        match which {
+            Which::Partial => &mut st.partial,
+            Which::Full => &mut st.full,
+            Which::Empty => &mut st.empty,
+        }
+    }
+
+    fn list_push(&self, st: &mut CacheState<'p>, which: Which, pfn: u32, page: &Page) {
+        let list = Self::list_mut(st, which);
+        page.prev.store(NO_PAGE, Relaxed);
+        page.next.store(list.head, Relaxed);
+        if list.head != NO_PAGE {
+            self.page_of(list.head).prev.store(pfn, Relaxed);
+        }
+        list.head = pfn;
+        list.len += 1;
+    }
+
+    fn list_remove(&self, st: &mut CacheState<'p>, which: Which, pfn: u32, page: &Page) {
+        let (next, prev) = (page.next.load(Relaxed), page.prev.load(Relaxed));
+        let list = Self::list_mut(st, which);
+        if prev == NO_PAGE {
+            debug_assert_eq!(list.head, pfn, "{}: slab {pfn:#x} is not on the {which:?} list", self.name);
+            list.head = next;
+        } else {
+            self.page_of(prev).next.store(next, Relaxed);
+        }
+        if next != NO_PAGE {
+            self.page_of(next).prev.store(prev, Relaxed);
+        }
+        list.len -= 1;
+        page.next.store(NO_PAGE, Relaxed);
+        page.prev.store(NO_PAGE, Relaxed);
+    }
+
+    fn list_pop(&self, st: &mut CacheState<'p>, which: Which) -> Option<(u32, &'p Page)> {
+        let head = Self::list_mut(st, which).head;
+        if head == NO_PAGE {
+            return None;
+        }
+        let page = self.page_of(head);
+        self.list_remove(st, which, head, page);
+        Some((head, page))
+    }
+
+    #[inline]
+    pub(crate) fn counters(page: &Page) -> (u32, u32) {
+        let c = page.counters.load(Relaxed);
+        (c & 0xffff, c >> 16)
+    }
+
+    #[inline]
+    fn set_inuse(page: &Page, inuse: u32) {
+        page.counters.store(inuse | (page.counters.load(Relaxed) & 0xffff_0000), Relaxed);
+    }
+
+    fn which_for(&self, inuse: u32) -> Which {
+        if inuse == 0 {
+            Which::Empty
+        } else if inuse == self.geom.objects {
+            Which::Full
+        } else {
+            Which::Partial
+        }
+    }
+
+    /// Puts the active slab back on the list its fill level says.
+    fn deactivate(&self, st: &mut CacheState<'p>) {
+        if let Some(page) = st.cpu.page.take() {
+            let pfn = st.cpu.pfn;
+            st.cpu.pfn = NO_PAGE;
+            let (inuse, _) = Self::counters(page);
+            self.list_push(st, self.which_for(inuse), pfn, page);
+        }
+    }
+
+    fn activate(&self, st: &mut CacheState<'p>, pfn: u32, page: &'p Page) {
+        st.cpu = CpuSlab { page: Some(page), pfn, start: self.slab_start(pfn) };
+    }
+
+    // ---- slab creation and release ----
+
+    /// Allocates and initialises a slab: every object free (debug-initialised, constructed), in
+    /// address order on the free list. On pressure with a blocking `gfp`, shrinks every cache and
+    /// retries once. Takes no lock of this cache.
+    pub(crate) fn new_slab(&self, gfp: GfpFlags) -> Result<(u32, &'p Page), AllocError> {
+        let gfp = (gfp - GfpFlags::__GFP_ZERO) | self.gfp;
+        let pfn = match self.provider.alloc_pages(gfp, self.geom.order) {
+            Ok(pfn) => pfn,
+            Err(AllocError::OutOfMemory { .. }) if gfp.allows_blocking() && !self.root.is_null() => {
+                // SAFETY: `root` is the bootstrap cache, which is never freed.
+                unsafe { &*self.root }.shrink_all();
+                self.provider.alloc_pages(gfp, self.geom.order)?
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(page) = self.provider.page(pfn).filter(|_| pfn.0 < NO_PAGE as u64) else {
+            // Unusable frame for a slab (not described, or beyond 32-bit list links).
+            let _ = self.provider.free_pages(pfn, self.geom.order);
+            return Err(AllocError::OutOfMemory { order: self.geom.order });
+        };
+        let pfn32 = pfn.0 as u32;
+        let start = self.slab_start(pfn32);
+        let g = &self.geom;
+        let debug_init = g.flags.intersects(SlabFlags::SLAB_RED_ZONE | SlabFlags::SLAB_POISON);
+        for i in 0..g.objects as usize {
+            let obj = start + i * g.size as usize + g.red_left_pad as usize;
+            let next = if i + 1 < g.objects as usize { obj + g.size as usize } else { 0 };
+            // SAFETY: the slab block was just allocated for us; every slot is inside it.
+            unsafe {
+                if debug_init {
+                    debug::init_object(g, self.ctor.is_some(), self.ptr(obj), RED_INACTIVE);
+                }
+                debug::clear_track(g, self.ptr(obj));
+                if let Some(ctor) = self.ctor {
+                    ctor(self.ptr(obj));
+                }
+                self.set_fp(obj, next);
+            }
+        }
+        self.set_freelist_head(page, start + g.red_left_pad as usize);
+        page.counters.store(g.objects << 16, Relaxed);
+        page.next.store(NO_PAGE, Relaxed);
+        page.prev.store(NO_PAGE, Relaxed);
+        page.private.store(self as *const Self as usize, Relaxed);
+        page.set_state(PageState::Slab);
+        Ok((pfn32, page))
+    }
+
+    /// Accounts a fresh slab; it goes on the empty list, from which `refill` takes it.
+    pub(crate) fn add_slab(&self, st: &mut CacheState<'p>, pfn: u32, page: &'p Page) {
+        st.nr_slabs += 1;
+        st.total_objects += self.geom.objects as u64;
+        self.list_push(st, Which::Empty, pfn, page);
+    }
+
+    /// Unaccounts a slab already off every list; the caller frees it with [`Self::release`]
+    /// after dropping the lock.
+    fn forget_slab(&self, st: &mut CacheState<'p>) {
+        st.nr_slabs -= 1;
+        st.total_objects -= self.geom.objects as u64;
+    }
+
+    /// Takes slab `pfn` off the active slot or its list and unaccounts it (cache destruction).
+    pub(crate) fn detach(&self, st: &mut CacheState<'p>, pfn: u32, page: &'p Page) {
+        let (inuse, _) = Self::counters(page);
+        if st.cpu.pfn == pfn {
+            st.cpu = CpuSlab { page: None, pfn: NO_PAGE, start: 0 };
+        } else {
+            self.list_remove(st, self.which_for(inuse), pfn, page);
+        }
+        st.inuse -= inuse as u64;
+        self.forget_slab(st);
+    }
+
+    /// Returns a detached slab to the provider.
+    pub(crate) fn release(&self, pfn: u32, page: &Page) {
+        page.counters.store(0, Relaxed);
+        page.private.store(0, Relaxed);
+        page.freelist.store(0, Relaxed);
+        page.set_state(PageState::Allocated);
+        let r = self.provider.free_pages(Pfn(pfn as u64), self.geom.order);
+        debug_assert!(r.is_ok(), "{}: provider refused a slab back: {r:?}", self.name);
+    }
+
+    // ---- allocation ----
+
+    /// Pops an object from the active slab; `None` if it has none.
+    #[inline]
+    fn pop(&self, st: &mut CacheState<'p>) -> Option<usize> {
+        let page = st.cpu.page?;
+        let obj = self.freelist_head(page);
+        if obj == 0 {
+            return None;
+        }
+        // SAFETY: `obj` is the head of the active slab's free list, a free object of this cache.
+        let next = unsafe { self.get_fp(obj) };
+        let start = st.cpu.start;
+        if next != 0 && next.wrapping_sub(start) >= self.geom.slab_bytes() {
+            // The stored pointer was overwritten: keep `obj`, lose the rest of the list rather
+            // than follow a wild pointer. The lost objects stay counted in use (quarantined).
+            let (inuse, objects) = Self::counters(page);
+            let lost = objects - inuse - 1;
+            let at = obj + self.geom.offset as usize;
+            self.record(Corruption {
+                cache: self.name,
+                kind: CorruptionKind::FreePointer,
+                object: obj,
+                bad_addr: at,
+                offset: self.geom.offset as isize,
+                found: next as u64,
+                expected: 0,
+                alloc_at: None,
+                free_at: None,
+            });
+            self.set_freelist_head(page, 0);
+            Self::set_inuse(page, objects);
+            st.inuse += 1 + lost as u64;
+            st.quarantined += lost as u64;
+            return Some(obj);
+        }
+        self.set_freelist_head(page, next);
+        let (inuse, _) = Self::counters(page);
+        Self::set_inuse(page, inuse + 1);
+        st.inuse += 1;
+        Some(obj)
+    }
+
+    /// Finds a slab with free objects for the active slot: partial first, then empty.
+    fn refill(&self, st: &mut CacheState<'p>) -> bool {
+        self.deactivate(st);
+        match self.list_pop(st, Which::Partial).or_else(|| self.list_pop(st, Which::Empty)) {
+            Some((pfn, page)) => {
+                self.activate(st, pfn, page);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `kmem_cache_alloc`: an object of `object_size` bytes, aligned to `align()`.
+    #[track_caller]
+    pub fn alloc(&self, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
+        self.alloc_traced(gfp, self.geom.object_size, Location::caller())
+    }
+
+    /// `kmem_cache_zalloc`: as `alloc`, zeroed.
+    #[track_caller]
+    pub fn zalloc(&self, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
+        self.alloc_traced(gfp | GfpFlags::__GFP_ZERO, self.geom.object_size, Location::caller())
+    }
+
+    /// The allocation path. `orig` is the size the caller asked for (kmalloc red zone tail).
+    pub(crate) fn alloc_traced(
+        &self,
+        gfp: GfpFlags,
+        orig: u32,
+        loc: &'static Location<'static>,
+    ) -> Result<NonNull<u8>, AllocError> {
+        loop {
+            let mut st = self.state.lock();
+            let obj = match self.pop(&mut st) {
+                Some(obj) => obj,
+                None if self.refill(&mut st) => continue,
+                None => {
+                    // No lock of ours while the provider works (it may shrink this very cache).
+                    drop(st);
+                    let (pfn, page) = self.new_slab(gfp)?;
+                    let mut st = self.state.lock();
+                    self.add_slab(&mut st, pfn, page);
+                    continue;
+                }
+            };
+            drop(st);
+            // The object is ours now: debug checks and initialisation need no lock.
+            let p = self.ptr(obj);
+            let g = &self.geom;
+            if g.flags.intersects(SlabFlags::SLAB_RED_ZONE | SlabFlags::SLAB_POISON) {
+                // SAFETY: `obj` was just taken off the free list; its slot is ours.
+                if let Err(c) =
+                    unsafe { debug::check_object(g, self.ctor.is_some(), self.name, p, RED_INACTIVE) }
+                {
+                    // Never hand out a damaged object: report it and keep it out of use.
+                    self.record(c);
+                    self.state.lock().quarantined += 1;
+                    continue;
+                }
+                // SAFETY: as above.
+                unsafe {
+                    debug::set_orig_size(g, p, orig);
+                    debug::init_object(g, self.ctor.is_some(), p, RED_ACTIVE);
+                }
+            }
+            // SAFETY: as above.
+            unsafe { debug::set_track(g, p, false, loc) };
+            if gfp.contains(GfpFlags::__GFP_ZERO) {
+                // SAFETY: the first `orig` bytes are the caller's part of the object.
+                unsafe { p.write_bytes(0, orig as usize) };
+            }
+            self.allocs.fetch_add(1, Relaxed);
+            // SAFETY: objects are inside the direct map, never at address 0.
+            return Ok(unsafe { NonNull::new_unchecked(p) });
+        }
+    }
+
+    // ---- free ----
+
+    /// `kmem_cache_free`. Refuses (state unchanged) pointers this cache does not own, interior
+    /// pointers, double frees, and (with debug flags) objects whose red zones were overwritten.
+    #[track_caller]
+    pub fn free(&self, obj: NonNull<u8>) -> Result<(), SlabError> {
+        let addr = obj.as_ptr() as usize;
+        let (pfn, page) = super::root::find_block(self.provider, &self.dm, addr)
+            .filter(|(_, p)| p.state() == PageState::Slab)
+            .ok_or(SlabError::NotOwned { addr })?;
+        let owner = page.private.load(Relaxed) as *const KmemCache<'p, P>;
+        if owner != self as *const Self {
+            // SAFETY: a `Slab` page's `private` is its live cache (cleared before release).
+            let owner = unsafe { &*owner }.name;
+            return Err(SlabError::WrongCache { cache: self.name, owner, addr });
+        }
+        self.free_in_slab(pfn.0 as u32, page, addr, false, Location::caller())
+    }
+
+    /// Frees `addr` into its slab (`page` is a `Slab` head owned by this cache).
+    pub(crate) fn free_in_slab(
+        &self,
+        pfn: u32,
+        page: &'p Page,
+        addr: usize,
+        zero: bool,
+        loc: &'static Location<'static>,
+    ) -> Result<(), SlabError> {
+        let start = self.slab_start(pfn);
+        if self.object_index(start, addr).is_none() {
+            let off = addr.wrapping_sub(start);
+            let idx = self.geom.slot_index(off).min(self.geom.objects as usize - 1);
+            let object = start + idx * self.geom.size as usize + self.geom.red_left_pad as usize;
+            return Err(SlabError::Interior { cache: self.name, addr, object });
+        }
+        let mut released = None;
+        {
+            let mut st = self.state.lock();
+            let head = self.freelist_head(page);
+            if head == addr {
+                return Err(SlabError::DoubleFree { cache: self.name, addr });
+            }
+            let g = &self.geom;
+            let p = self.ptr(addr);
+            if g.flags.intersects(SlabFlags::DEBUG) {
+                // Full check: walk the slab's free list (SLUB `on_freelist`).
+                let (inuse, objects) = Self::counters(page);
+                let mut cur = head;
+                for _ in 0..objects - inuse {
+                    if cur == 0 || self.object_index(start, cur).is_none() {
+                        break;
+                    }
+                    if cur == addr {
+                        return Err(SlabError::DoubleFree { cache: self.name, addr });
+                    }
+                    // SAFETY: `cur` is a free object of this slab (checked just above).
+                    cur = unsafe { self.get_fp(cur) };
+                }
+                if g.flags.intersects(SlabFlags::SLAB_RED_ZONE) {
+                    // SAFETY: `addr` is an allocated object of this slab; the lock is held.
+                    unsafe { debug::check_object(g, self.ctor.is_some(), self.name, p, RED_ACTIVE) }
+                        .map_err(SlabError::Corrupted)?;
+                }
+            }
+            if zero {
+                // kfree_sensitive: clear what the caller could have written, after the checks.
+                // SAFETY: the object is allocated and being freed by its owner; the lock is held.
+                unsafe { p.write_bytes(0, debug::orig_size(g, p) as usize) };
+                core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+            }
+            if g.flags.intersects(SlabFlags::DEBUG) {
+                // SAFETY: as above; from here on the object is free.
+                unsafe {
+                    debug::init_object(g, self.ctor.is_some(), p, RED_INACTIVE);
+                    debug::set_track(g, p, true, loc);
+                }
+            }
+            // SAFETY: the object is now free and ours; the lock is held.
+            unsafe { self.set_fp(addr, head) };
+            self.set_freelist_head(page, addr);
+            let (inuse, objects) = Self::counters(page);
+            Self::set_inuse(page, inuse - 1);
+            st.inuse -= 1;
+            if st.cpu.pfn != pfn {
+                // Move between lists when the fill level changes class.
+                let from = if inuse == objects { Which::Full } else { Which::Partial };
+                let to = self.which_for(inuse - 1);
+                if from != to {
+                    self.list_remove(&mut st, from, pfn, page);
+                    if to == Which::Empty && st.empty.len >= self.min_partial {
+                        self.forget_slab(&mut st);
+                        released = Some((pfn, page));
+                    } else {
+                        self.list_push(&mut st, to, pfn, page);
+                    }
+                }
+            }
+        }
+        self.frees.fetch_add(1, Relaxed);
+        if let Some((pfn, page)) = released {
+            self.release(pfn, page);
+        }
+        Ok(())
+    }
+
+    // ---- shrink ----
+
+    /// `kmem_cache_shrink`: returns every empty slab (the active one too, if empty) to the
+    /// provider. Returns the number of pages freed.
+    pub fn shrink(&self) -> usize {
+        let mut freed = 0;
+        loop {
+            let slab = {
+                let mut st = self.state.lock();
+                if st.cpu.page.is_some_and(|p| Self::counters(p).0 == 0) {
+                    self.deactivate(&mut st);
+                }
+                let s = self.list_pop(&mut st, Which::Empty);
+                if s.is_some() {
+                    self.forget_slab(&mut st);
+                }
+                s
+            };
+            match slab {
+                Some((pfn, page)) => {
+                    self.release(pfn, page);
+                    freed += 1 << self.geom.order;
+                }
+                None => return freed,
+            }
+        }
+    }
+
+    /// Pages held by this cache's slabs.
+    pub fn pages(&self) -> u64 {
+        self.state.lock().nr_slabs << self.geom.order
+    }
+
+    pub(crate) fn slab_pfns(&self, st: &CacheState<'p>, mut f: impl FnMut(u32, &'p Page, Option<Which>)) {
+        if let Some(p) = st.cpu.page {
+            f(st.cpu.pfn, p, None);
+        }
+        for which in [Which::Partial, Which::Full, Which::Empty] {
+            let list = match which {
+                Which::Partial => st.partial,
+                Which::Full => st.full,
+                Which::Empty => st.empty,
+            };
+            let mut cur = list.head;
+            while cur != NO_PAGE {
+                let p = self.page_of(cur);
+                f(cur, p, Some(which));
+                cur = p.next.load(Relaxed);
+            }
+        }
+    }
+}
+
+impl<P: PageProvider> KmemCache<'_, P> {
+    /// The bytes of allocated object `addr` its owner may use: the kmalloc requested size when
+    /// tracked (kmalloc + red zone), else the object size.
+    pub(crate) fn user_size(&self, addr: usize) -> usize {
+        let _st = self.state.lock();
+        // SAFETY: `addr` is an allocated object of this cache (checked by the caller).
+        unsafe { debug::orig_size(&self.geom, self.ptr(addr)) as usize }
+    }
+
+    /// krealloc in place: records the new requested size and red-zones the tail beyond it.
+    pub(crate) fn resize_in_place(&self, addr: usize, new: usize) {
+        if self.geom.orig_size_offset == 0 {
+            return;
+        }
+        let _st = self.state.lock();
+        let p = self.ptr(addr);
+        // SAFETY: `addr` is an allocated object of this cache and `new <= object_size`; the
+        // metadata is only touched under the lock.
+        unsafe {
+            debug::set_orig_size(&self.geom, p, new as u32);
+            p.add(new).write_bytes(RED_ACTIVE, self.geom.object_size as usize - new);
+        }
+    }
+}
