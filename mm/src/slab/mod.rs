@@ -20,6 +20,10 @@ pub mod validate;
 
 #[cfg(test)]
 pub(crate) mod testprov;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_debug;
 
 use core::fmt;
 use core::panic::Location;

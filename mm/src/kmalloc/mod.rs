@@ -325,3 +325,6 @@ enum Owner<'a, 'p, P: PageProvider> {
     Slab { cache: &'a KmemCache<'p, P>, pfn: u32, page: &'p crate::page::Page },
     Large { pfn: Pfn, order: u32, page: &'p crate::page::Page },
 }
+
+#[cfg(test)]
+mod tests;
