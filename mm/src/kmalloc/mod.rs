@@ -100,9 +100,9 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
                 let align = 1 << size.trailing_zeros();
                 let handle: CacheHandle<'p, P> =
                     slab.kmem_cache_create(names[i], size, align, flags, None)?;
+                // kmalloc caches live forever: keep the cache, drop the owner handle (dropping a
+                // handle never destroys; only `destroy` does).
                 caches[dma][i] = handle.as_ptr();
-                // kmalloc caches live forever: keep the cache, drop the owner handle.
-                core::mem::forget(handle);
             }
         }
         Ok(Kmalloc { slab, caches })
@@ -129,6 +129,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         self.kmalloc_traced(size, gfp, Location::caller())
     }
 
+    #[inline]
     fn kmalloc_traced(
         &self,
         size: usize,
@@ -209,20 +210,12 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             PageState::Slab => {
                 // SAFETY: a `Slab` head's `private` is its live cache.
                 let cache = unsafe {
-                    &*(page.private.load(core::sync::atomic::Ordering::Relaxed) as *const KmemCache<'p, P>)
+                    &*core::ptr::with_exposed_provenance::<KmemCache<'p, P>>(
+                        page.private.load(core::sync::atomic::Ordering::Relaxed),
+                    )
                 };
-                let start = cache.slab_start(pfn.0 as u32);
-                if cache.object_index(start, addr).is_none() {
-                    let off = addr.wrapping_sub(start);
-                    let g = cache.size();
-                    let idx = (off / g).min(cache.objects_per_slab() as usize - 1);
-                    let red = cache.geom.red_left_pad as usize;
-                    return Err(SlabError::Interior {
-                        cache: cache.name(),
-                        addr,
-                        object: start + idx * g + red,
-                    });
-                }
+                // The object-start check is left to the caller: `free_in_slab` does it anyway,
+                // so the kfree fast path computes it once.
                 Ok(Owner::Slab { cache, pfn: pfn.0 as u32, page })
             }
             _ => {
@@ -279,7 +272,10 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             return Ok(0);
         }
         Ok(match self.lookup(ptr)? {
-            Owner::Slab { cache, .. } => cache.object_size(),
+            Owner::Slab { cache, pfn, .. } => {
+                cache.check_object_start(pfn, ptr as usize)?;
+                cache.object_size()
+            }
             Owner::Large { order, .. } => PAGE_SIZE << order,
         })
     }
@@ -288,12 +284,18 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
     /// kmalloc red zone), else allocates, copies and frees. `new_size == 0` frees and returns
     /// `ZERO_SIZE_PTR`. On failure the old block stays valid and unchanged.
     #[track_caller]
+    // `ptr` is only read after `lookup` proved it is the start of a live block this allocator
+    // owns, inside memory the allocator manages.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
     pub fn krealloc(&self, ptr: *const u8, new_size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, SlabError> {
         let loc = Location::caller();
         if Self::is_zero_or_null(ptr) {
             return Ok(self.kmalloc_traced(new_size, gfp, loc)?);
         }
         let owner = self.lookup(ptr)?;
+        if let Owner::Slab { cache, pfn, .. } = &owner {
+            cache.check_object_start(*pfn, ptr as usize)?;
+        }
         if new_size == 0 {
             self.kfree_inner(ptr, false, loc)?;
             return self.kmalloc_traced(0, gfp, loc).map_err(SlabError::Alloc);

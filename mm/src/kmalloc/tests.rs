@@ -280,3 +280,21 @@ fn exhaustion_then_recovery() {
         prov.unlimited();
     });
 }
+
+/// Steady-state cost of a kmalloc(64)+kfree pair, for instruction counting:
+/// `KMALLOC_BENCH_N=1000000 cargo test -p mm --release -- --ignored kmalloc_pair_bench` under
+/// `valgrind --tool=callgrind` (or `perf stat -e instructions:u`) with two values of N; the
+/// difference divided by the difference of N is the per-pair cost.
+#[test]
+#[ignore]
+fn kmalloc_pair_bench() {
+    let n: usize = std::env::var("KMALLOC_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    with_kmalloc(PAGES, "", |_, km| {
+        let warm = km.kmalloc(64, GFP).unwrap();
+        for _ in 0..n {
+            let p = km.kmalloc(core::hint::black_box(64), GFP).unwrap();
+            km.kfree(core::hint::black_box(p.as_ptr())).unwrap();
+        }
+        km.kfree(warm.as_ptr()).unwrap();
+    });
+}

@@ -19,7 +19,7 @@
 
 use core::panic::Location;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
 
 use crate::addr::{DirectMap, Pfn};
 use crate::gfp::GfpFlags;
@@ -95,8 +95,6 @@ pub struct KmemCache<'p, P: PageProvider> {
     /// The last debug report found at allocation or by the fast-path free-pointer check.
     pub(crate) last_report: IrqSpinLock<Option<Corruption>>,
     pub(crate) reports: AtomicU32,
-    pub(crate) allocs: AtomicU64,
-    pub(crate) frees: AtomicU64,
 }
 
 // SAFETY: the raw pointers (`root`, `next`, the direct map) point at caches and slab memory that
@@ -149,8 +147,6 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             }),
             last_report: IrqSpinLock::new(None),
             reports: AtomicU32::new(0),
-            allocs: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
         }
     }
 
@@ -388,7 +384,9 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         page.counters.store(g.objects << 16, Relaxed);
         page.next.store(NO_PAGE, Relaxed);
         page.prev.store(NO_PAGE, Relaxed);
-        page.private.store(self as *const Self as usize, Relaxed);
+        // Exposed: the pointer is stored as an integer in the shared descriptor and recovered
+        // with `with_exposed_provenance` on free.
+        page.private.store((self as *const Self).expose_provenance(), Relaxed);
         page.set_state(PageState::Slab);
         Ok((pfn32, page))
     }
@@ -497,6 +495,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     }
 
     /// The allocation path. `orig` is the size the caller asked for (kmalloc red zone tail).
+    #[inline]
     pub(crate) fn alloc_traced(
         &self,
         gfp: GfpFlags,
@@ -543,7 +542,6 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                 // SAFETY: the first `orig` bytes are the caller's part of the object.
                 unsafe { p.write_bytes(0, orig as usize) };
             }
-            self.allocs.fetch_add(1, Relaxed);
             // SAFETY: objects are inside the direct map, never at address 0.
             return Ok(unsafe { NonNull::new_unchecked(p) });
         }
@@ -559,13 +557,26 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         let (pfn, page) = super::root::find_block(self.provider, &self.dm, addr)
             .filter(|(_, p)| p.state() == PageState::Slab)
             .ok_or(SlabError::NotOwned { addr })?;
-        let owner = page.private.load(Relaxed) as *const KmemCache<'p, P>;
-        if owner != self as *const Self {
+        let owner = core::ptr::with_exposed_provenance::<KmemCache<'p, P>>(page.private.load(Relaxed));
+        if !core::ptr::eq(owner, self) {
             // SAFETY: a `Slab` page's `private` is its live cache (cleared before release).
             let owner = unsafe { &*owner }.name;
             return Err(SlabError::WrongCache { cache: self.name, owner, addr });
         }
         self.free_in_slab(pfn.0 as u32, page, addr, false, Location::caller())
+    }
+
+    /// Checks that `addr` starts an object of slab `pfn`; returns the slab's start address.
+    #[inline]
+    pub(crate) fn check_object_start(&self, pfn: u32, addr: usize) -> Result<usize, SlabError> {
+        let start = self.slab_start(pfn);
+        if self.object_index(start, addr).is_none() {
+            let off = addr.wrapping_sub(start);
+            let idx = self.geom.slot_index(off).min(self.geom.objects as usize - 1);
+            let object = start + idx * self.geom.size as usize + self.geom.red_left_pad as usize;
+            return Err(SlabError::Interior { cache: self.name, addr, object });
+        }
+        Ok(start)
     }
 
     /// Frees `addr` into its slab (`page` is a `Slab` head owned by this cache).
@@ -577,13 +588,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         zero: bool,
         loc: &'static Location<'static>,
     ) -> Result<(), SlabError> {
-        let start = self.slab_start(pfn);
-        if self.object_index(start, addr).is_none() {
-            let off = addr.wrapping_sub(start);
-            let idx = self.geom.slot_index(off).min(self.geom.objects as usize - 1);
-            let object = start + idx * self.geom.size as usize + self.geom.red_left_pad as usize;
-            return Err(SlabError::Interior { cache: self.name, addr, object });
-        }
+        let start = self.check_object_start(pfn, addr)?;
         let mut released = None;
         {
             let mut st = self.state.lock();
@@ -647,7 +652,6 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                 }
             }
         }
-        self.frees.fetch_add(1, Relaxed);
         if let Some((pfn, page)) = released {
             self.release(pfn, page);
         }

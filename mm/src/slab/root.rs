@@ -87,7 +87,7 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
         // no pointer to itself (slabs are linked by pfn).
         unsafe { root.as_ptr().write(value) };
         // The slab's owner pointer still names the stack copy: point it at the moved struct.
-        page.private.store(root.as_ptr() as usize, Relaxed);
+        page.private.store(root.as_ptr().expose_provenance(), Relaxed);
         // SAFETY: just initialised; lives in a slab never freed.
         let r = unsafe { root.as_ref() };
         r.next.store(core::ptr::null_mut(), Relaxed);
@@ -197,6 +197,8 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
 
 /// Owner of a cache created by [`SlabAllocator::kmem_cache_create`]. Dereferences to the cache;
 /// [`CacheHandle::destroy`] consumes it, so no reference to the cache survives destruction.
+/// Dropping a handle without `destroy` leaves the cache alive for good (a deliberate choice for
+/// caches that live forever, like the kmalloc ones; not a leak of its objects).
 pub struct CacheHandle<'p, P: PageProvider> {
     cache: NonNull<KmemCache<'p, P>>,
 }

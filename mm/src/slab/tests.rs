@@ -28,7 +28,10 @@ fn owner_name(prov: &TestProvider, p: NonNull<u8>) -> Option<&'static str> {
     let (_, page) = root::find_block(prov, &prov.direct_map(), p.as_ptr() as usize)?;
     (page.state() == PageState::Slab).then(|| {
         // SAFETY: a Slab page's private is its cache.
-        unsafe { &*(page.private.load(Relaxed) as *const KmemCache<'_, TestProvider>) }.name()
+        unsafe {
+            &*core::ptr::with_exposed_provenance::<KmemCache<'_, TestProvider>>(page.private.load(Relaxed))
+        }
+        .name()
     })
 }
 
