@@ -201,6 +201,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
     }
 
     /// Where `ptr` lives: a slab object (its cache, slab pfn) or a large block (its order).
+    #[inline]
     fn lookup(&self, ptr: *const u8) -> Result<Owner<'_, 'p, P>, SlabError> {
         let addr = ptr as usize;
         let provider = self.slab.provider();
@@ -241,6 +242,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         self.kfree_inner(ptr, true, Location::caller())
     }
 
+    #[inline]
     fn kfree_inner(
         &self,
         ptr: *const u8,

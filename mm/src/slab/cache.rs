@@ -503,20 +503,21 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         loc: &'static Location<'static>,
     ) -> Result<NonNull<u8>, AllocError> {
         loop {
-            let mut st = self.state.lock();
-            let obj = match self.pop(&mut st) {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            let obj = match self.pop(st) {
                 Some(obj) => obj,
-                None if self.refill(&mut st) => continue,
+                None if self.refill(st) => continue,
                 None => {
                     // No lock of ours while the provider works (it may shrink this very cache).
-                    drop(st);
+                    drop(guard);
                     let (pfn, page) = self.new_slab(gfp)?;
                     let mut st = self.state.lock();
                     self.add_slab(&mut st, pfn, page);
                     continue;
                 }
             };
-            drop(st);
+            drop(guard);
             // The object is ours now: debug checks and initialisation need no lock.
             let p = self.ptr(obj);
             let g = &self.geom;
@@ -580,6 +581,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     }
 
     /// Frees `addr` into its slab (`page` is a `Slab` head owned by this cache).
+    #[inline]
     pub(crate) fn free_in_slab(
         &self,
         pfn: u32,
@@ -591,7 +593,9 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         let start = self.check_object_start(pfn, addr)?;
         let mut released = None;
         {
-            let mut st = self.state.lock();
+            let mut guard = self.state.lock();
+            // One deref of the guard for the whole critical section.
+            let st = &mut *guard;
             let head = self.freelist_head(page);
             if head == addr {
                 return Err(SlabError::DoubleFree { cache: self.name, addr });
@@ -642,12 +646,12 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                 let from = if inuse == objects { Which::Full } else { Which::Partial };
                 let to = self.which_for(inuse - 1);
                 if from != to {
-                    self.list_remove(&mut st, from, pfn, page);
+                    self.list_remove(st, from, pfn, page);
                     if to == Which::Empty && st.empty.len >= self.min_partial {
-                        self.forget_slab(&mut st);
+                        self.forget_slab(st);
                         released = Some((pfn, page));
                     } else {
-                        self.list_push(&mut st, to, pfn, page);
+                        self.list_push(st, to, pfn, page);
                     }
                 }
             }
