@@ -9,7 +9,7 @@ use crate::slab::SlabDebugConfig;
 const GFP: GfpFlags = GfpFlags::GFP_KERNEL;
 const SEED: usize = 0x1234_5678_9abc_def0;
 /// 4096 pages: the normal zone (3/4) holds an order-10 block for the 4 MiB boundary.
-const PAGES: usize = 4096;
+const PAGES: usize = if cfg!(miri) { 1024 } else { 4096 };
 
 fn with_kmalloc(
     pages: usize,
