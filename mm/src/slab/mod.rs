@@ -14,6 +14,7 @@ pub mod cache;
 pub mod debug;
 pub mod layout;
 pub mod root;
+pub mod slabs;
 pub mod stats;
 pub mod typed;
 pub mod validate;
