@@ -401,7 +401,12 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 3 } else { 64 }, ..ProptestConfig::default() })]
+    // Under Miri: few cases, and no failure persistence (it needs the file system).
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 3 } else { 64 },
+        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        ..ProptestConfig::default()
+    })]
 
     /// Against a model of live objects: no two overlap, each lies in a slab of its cache, sizes
     /// and alignment hold; freeing everything and shrinking returns every page.
