@@ -20,10 +20,12 @@ extern crate std;
 pub mod addr;
 pub mod buddy;
 pub mod gfp;
+pub mod kmalloc;
 pub mod mem_map;
 pub mod memblock;
 pub mod memmap;
 pub mod page;
+pub mod slab;
 pub mod stats;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]

@@ -1,0 +1,300 @@
+//! Host tests of the kmalloc family.
+
+use core::ptr::NonNull;
+
+use super::*;
+use crate::slab::testprov::TestProvider;
+use crate::slab::SlabDebugConfig;
+
+const GFP: GfpFlags = GfpFlags::GFP_KERNEL;
+const SEED: usize = 0x1234_5678_9abc_def0;
+/// 4096 pages: the normal zone (3/4) holds an order-10 block for the 4 MiB boundary.
+const PAGES: usize = if cfg!(miri) { 1024 } else { 4096 };
+
+fn with_kmalloc(
+    pages: usize,
+    debug: &'static str,
+    f: impl FnOnce(&TestProvider, &Kmalloc<'_, TestProvider>),
+) {
+    let prov = TestProvider::new(pages);
+    let cfg =
+        if debug.is_empty() { SlabDebugConfig::NONE } else { crate::slab::parse_slab_debug(debug).unwrap() };
+    let slab = SlabAllocator::new(&prov, SEED, cfg).unwrap();
+    let km = Kmalloc::new(slab).unwrap();
+    f(&prov, &km);
+}
+
+#[test]
+fn size_classes_match_linux() {
+    let expect = [
+        (1, 8),
+        (8, 8),
+        (9, 16),
+        (17, 32),
+        (33, 64),
+        (64, 64),
+        (65, 96),
+        (96, 96),
+        (97, 128),
+        (128, 128),
+        (129, 192),
+        (192, 192),
+        (193, 256),
+        (257, 512),
+        (1000, 1024),
+        (1025, 2048),
+        (4096, 4096),
+        (4097, 8192),
+        (8192, 8192),
+    ];
+    for (size, class) in expect {
+        assert_eq!(KMALLOC_SIZES[kmalloc_index(size)], class, "size {size}");
+    }
+}
+
+#[test]
+fn boundaries_alignment_and_ksize() {
+    let sizes: &[usize] = if cfg!(miri) {
+        &[1, 8, 9, 96, 97, 192, 193, 8192, 8193]
+    } else {
+        &[1, 8, 9, 96, 97, 192, 193, 8192, 8193, KMALLOC_MAX_SIZE]
+    };
+    with_kmalloc(PAGES, "", |prov, km| {
+        for &size in sizes {
+            let p = km.kmalloc(size, GFP).unwrap();
+            let ks = km.ksize(p.as_ptr()).unwrap();
+            let expected =
+                if size <= 8192 { KMALLOC_SIZES[kmalloc_index(size)] } else { get_order(size) as usize };
+            if size <= 8192 {
+                assert_eq!(ks, expected, "size {size}");
+                assert_eq!(km.kmalloc_slab(size, GFP).unwrap().object_size(), ks);
+            } else {
+                assert_eq!(ks, PAGE_SIZE << expected, "size {size}");
+                assert_eq!(p.as_ptr() as usize % PAGE_SIZE, 0);
+            }
+            assert_eq!(p.as_ptr() as usize % 8, 0);
+            if ks.is_power_of_two() {
+                assert_eq!(p.as_ptr() as usize % ks.min(PAGE_SIZE), 0, "size {size} naturally aligned");
+            }
+            // The whole requested size is usable.
+            // SAFETY: a live block of at least `size` bytes.
+            unsafe { p.as_ptr().write_bytes(0xab, size) };
+            km.kfree(p.as_ptr()).unwrap();
+        }
+        assert_eq!(
+            km.kmalloc(KMALLOC_MAX_SIZE + 1, GFP),
+            Err(AllocError::TooLarge { size: KMALLOC_MAX_SIZE + 1, max: KMALLOC_MAX_SIZE })
+        );
+        let _ = prov;
+    });
+}
+
+#[test]
+fn power_of_two_sizes_stay_naturally_aligned_with_debug() {
+    with_kmalloc(PAGES, "FZPU", |_, km| {
+        for size in [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096] {
+            let p = km.kmalloc(size, GFP).unwrap();
+            assert_eq!(p.as_ptr() as usize % size, 0, "kmalloc-{size} with red zones");
+            km.kfree(p.as_ptr()).unwrap();
+        }
+        let p = km.kmalloc(96, GFP).unwrap();
+        assert_eq!(p.as_ptr() as usize % 32, 0);
+        km.kfree(p.as_ptr()).unwrap();
+    });
+}
+
+#[test]
+fn zero_size_and_null() {
+    with_kmalloc(PAGES, "", |_, km| {
+        let z = km.kmalloc(0, GFP).unwrap();
+        assert_eq!(z.as_ptr() as usize, ZERO_SIZE_PTR);
+        assert_eq!(km.ksize(z.as_ptr()), Ok(0));
+        km.kfree(z.as_ptr()).unwrap();
+        km.kfree(core::ptr::null()).unwrap();
+        // krealloc from ZERO_SIZE_PTR allocates, to 0 frees.
+        let p = km.krealloc(z.as_ptr(), 40, GFP).unwrap();
+        assert_eq!(km.ksize(p.as_ptr()), Ok(64));
+        assert_eq!(km.krealloc(p.as_ptr(), 0, GFP).unwrap().as_ptr() as usize, ZERO_SIZE_PTR);
+        assert!(matches!(km.kfree(p.as_ptr()), Err(SlabError::DoubleFree { cache: "kmalloc-64", .. })));
+    });
+}
+
+#[test]
+fn kzalloc_kcalloc_kmalloc_array() {
+    with_kmalloc(PAGES, "", |_, km| {
+        let p = km.kmalloc(100, GFP).unwrap();
+        // SAFETY: a live 100-byte block.
+        unsafe { p.as_ptr().write_bytes(0xff, 100) };
+        km.kfree(p.as_ptr()).unwrap();
+        let z = km.kzalloc(100, GFP).unwrap();
+        assert_eq!(z, p);
+        // SAFETY: as above.
+        assert!(unsafe { core::slice::from_raw_parts(z.as_ptr(), 100) }.iter().all(|&b| b == 0));
+        km.kfree(z.as_ptr()).unwrap();
+        let c = km.kcalloc(10, 30, GFP).unwrap();
+        assert_eq!(km.ksize(c.as_ptr()), Ok(512));
+        // SAFETY: a live 300-byte block.
+        assert!(unsafe { core::slice::from_raw_parts(c.as_ptr(), 300) }.iter().all(|&b| b == 0));
+        km.kfree(c.as_ptr()).unwrap();
+        let a = km.kmalloc_array(3, 5, GFP).unwrap();
+        assert_eq!(km.ksize(a.as_ptr()), Ok(16));
+        km.kfree(a.as_ptr()).unwrap();
+        assert!(matches!(km.kmalloc_array(usize::MAX / 2, 3, GFP), Err(AllocError::Invalid(_))));
+        assert!(matches!(km.kcalloc(1 << 40, 1 << 30, GFP), Err(AllocError::Invalid(_))));
+        // A large zeroed block.
+        let l = km.kzalloc(20000, GFP).unwrap();
+        // SAFETY: a live block of 20000 bytes.
+        assert!(unsafe { core::slice::from_raw_parts(l.as_ptr(), 20000) }.iter().all(|&b| b == 0));
+        km.kfree(l.as_ptr()).unwrap();
+    });
+}
+
+#[test]
+fn krealloc_keeps_contents_and_in_place_when_it_fits() {
+    with_kmalloc(PAGES, "", |prov, km| {
+        let p = km.kmalloc(20, GFP).unwrap();
+        for i in 0..20 {
+            // SAFETY: a live 20-byte block.
+            unsafe { p.as_ptr().add(i).write(i as u8) };
+        }
+        // Fits ksize (32): same pointer.
+        assert_eq!(km.krealloc(p.as_ptr(), 32, GFP).unwrap(), p);
+        // Grows: new block in kmalloc-64 with the contents.
+        let q = km.krealloc(p.as_ptr(), 50, GFP).unwrap();
+        assert_ne!(q, p);
+        // SAFETY: a live block of 50 bytes.
+        let b = unsafe { core::slice::from_raw_parts(q.as_ptr(), 20) };
+        assert!(b.iter().enumerate().all(|(i, &v)| v == i as u8));
+        assert!(matches!(km.kfree(p.as_ptr()), Err(SlabError::DoubleFree { .. })), "old block was freed");
+        // Failure leaves the old block valid.
+        prov.set_limit(0);
+        assert!(km.krealloc(q.as_ptr(), 100_000, GFP).is_err());
+        prov.unlimited();
+        // SAFETY: still live.
+        let b = unsafe { core::slice::from_raw_parts(q.as_ptr(), 20) };
+        assert!(b.iter().enumerate().all(|(i, &v)| v == i as u8));
+        // To a large block and back.
+        let l = km.krealloc(q.as_ptr(), 10_000, GFP).unwrap();
+        assert_eq!(km.ksize(l.as_ptr()), Ok(16384));
+        assert_eq!(km.krealloc(l.as_ptr(), 16000, GFP).unwrap(), l);
+        let s = km.krealloc(l.as_ptr(), 100_000, GFP).unwrap();
+        // SAFETY: a live block of 100000 bytes.
+        let b = unsafe { core::slice::from_raw_parts(s.as_ptr(), 20) };
+        assert!(b.iter().enumerate().all(|(i, &v)| v == i as u8));
+        km.kfree(s.as_ptr()).unwrap();
+    });
+}
+
+#[test]
+fn kfree_sensitive_zeroes() {
+    with_kmalloc(PAGES, "", |_, km| {
+        let p = km.kmalloc(64, GFP).unwrap();
+        // SAFETY: a live 64-byte block.
+        unsafe { p.as_ptr().write_bytes(0xee, 64) };
+        km.kfree_sensitive(p.as_ptr()).unwrap();
+        // SAFETY: the freed object is still emulated RAM; only the free pointer (offset 32) is set.
+        let b = unsafe { core::slice::from_raw_parts(p.as_ptr(), 64) };
+        assert!(b[..32].iter().chain(&b[40..]).all(|&v| v == 0));
+        let l = km.kmalloc(9000, GFP).unwrap();
+        // SAFETY: a live block.
+        unsafe { l.as_ptr().write_bytes(0xee, 9000) };
+        km.kfree_sensitive(l.as_ptr()).unwrap();
+        // SAFETY: the pages went back to the provider but remain emulated RAM.
+        assert!(unsafe { core::slice::from_raw_parts(l.as_ptr(), 9000) }.iter().all(|&v| v == 0));
+    });
+}
+
+#[test]
+fn dma_requests_use_dma_caches_and_dma_pages() {
+    with_kmalloc(PAGES, "", |prov, km| {
+        let gfp = GFP | GfpFlags::__GFP_DMA;
+        assert_eq!(km.kmalloc_slab(64, gfp).unwrap().name(), "dma-kmalloc-64");
+        let p = km.kmalloc(64, gfp).unwrap();
+        let q = km.kmalloc(64, GFP).unwrap();
+        let dm = prov.direct_map();
+        let pfn = |p: NonNull<u8>| crate::addr::Pfn::from_phys(dm.phys(p.as_ptr()));
+        assert!(prov.is_dma(pfn(p)));
+        assert!(!prov.is_dma(pfn(q)));
+        km.kfree(p.as_ptr()).unwrap();
+        km.kfree(q.as_ptr()).unwrap();
+    });
+}
+
+#[test]
+fn kfree_misuse_is_refused() {
+    with_kmalloc(PAGES, "", |prov, km| {
+        let p = km.kmalloc(100, GFP).unwrap();
+        let inner = p.as_ptr().wrapping_add(4);
+        assert_eq!(
+            km.kfree(inner),
+            Err(SlabError::Interior {
+                cache: "kmalloc-128",
+                addr: inner as usize,
+                object: p.as_ptr() as usize
+            })
+        );
+        let l = km.kmalloc(20000, GFP).unwrap();
+        let li = l.as_ptr().wrapping_add(PAGE_SIZE + 8);
+        assert_eq!(
+            km.kfree(li),
+            Err(SlabError::InteriorLarge { addr: li as usize, block: l.as_ptr() as usize })
+        );
+        let x = 5u64;
+        assert!(matches!(km.kfree(&x as *const u64 as *const u8), Err(SlabError::NotOwned { .. })));
+        km.kfree(l.as_ptr()).unwrap();
+        assert!(matches!(km.kfree(l.as_ptr()), Err(SlabError::NotOwned { .. })), "large double free");
+        km.kfree(p.as_ptr()).unwrap();
+        assert_eq!(
+            km.kfree(p.as_ptr()),
+            Err(SlabError::DoubleFree { cache: "kmalloc-128", addr: p.as_ptr() as usize })
+        );
+        let msg = std::format!("{}", km.kfree(p.as_ptr()).unwrap_err());
+        assert!(msg.starts_with("kmalloc-128: double free of 0x"), "{msg}");
+        km.slab().for_each_cache(|c| {
+            c.validate().unwrap();
+        });
+        let _ = prov;
+    });
+}
+
+#[test]
+fn exhaustion_then_recovery() {
+    with_kmalloc(PAGES, "", |prov, km| {
+        prov.set_limit(4);
+        let mut v = std::vec::Vec::new();
+        let err = loop {
+            match km.kmalloc(1024, GfpFlags::GFP_KERNEL) {
+                Ok(p) => v.push(p),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err, AllocError::OutOfMemory { order: 1 });
+        assert_eq!(km.kmalloc(20000, GFP), Err(AllocError::OutOfMemory { order: 3 }));
+        for p in v.drain(..) {
+            km.kfree(p.as_ptr()).unwrap();
+        }
+        // The kmalloc-1k slabs are empty but kept; an atomic large request cannot reclaim them,
+        // a GFP_KERNEL one does (4 pages).
+        assert_eq!(km.kmalloc(16000, GfpFlags::GFP_ATOMIC), Err(AllocError::OutOfMemory { order: 2 }));
+        assert!(km.kmalloc(16000, GFP).is_ok_and(|p| km.kfree(p.as_ptr()).is_ok()));
+        prov.unlimited();
+    });
+}
+
+/// Steady-state cost of a kmalloc(64)+kfree pair, for instruction counting:
+/// `KMALLOC_BENCH_N=1000000 cargo test -p mm --release -- --ignored kmalloc_pair_bench` under
+/// `valgrind --tool=callgrind` (or `perf stat -e instructions:u`) with two values of N; the
+/// difference divided by the difference of N is the per-pair cost.
+#[test]
+#[ignore]
+fn kmalloc_pair_bench() {
+    let n: usize = std::env::var("KMALLOC_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    with_kmalloc(PAGES, "", |_, km| {
+        let warm = km.kmalloc(64, GFP).unwrap();
+        for _ in 0..n {
+            let p = km.kmalloc(core::hint::black_box(64), GFP).unwrap();
+            km.kfree(core::hint::black_box(p.as_ptr())).unwrap();
+        }
+        km.kfree(warm.as_ptr()).unwrap();
+    });
+}

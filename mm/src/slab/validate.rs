@@ -1,0 +1,166 @@
+//! `KmemCache::validate`: a full consistency check of every slab (SLUB `validate_slab_cache`).
+
+use crate::page::{Page, PageProvider, PageState};
+
+use super::cache::{KmemCache, Which};
+use super::debug::{self, RED_ACTIVE, RED_INACTIVE};
+use super::{Corruption, CorruptionKind, SlabError, SlabFlags};
+
+/// What `validate` counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Validation {
+    pub slabs: u64,
+    pub objects: u64,
+    pub inuse: u64,
+    pub free: u64,
+}
+
+/// Objects per slab fit 15 bits: a bitmap of 32768 bits marks the free ones.
+const BITMAP_WORDS: usize = 32768 / 64;
+
+impl<'p, P: PageProvider> KmemCache<'p, P> {
+    /// Checks every slab: descriptor state and owner, list placement, every free pointer (inside
+    /// the slab, on an object boundary, no cycle), counters against the free list; with red zone
+    /// or poison, every object's red zones and every free object's poison. Takes the cache lock.
+    pub fn validate(&self) -> Result<Validation, SlabError> {
+        let st = self.state.lock();
+        let mut v = Validation::default();
+        let mut err = None;
+        self.slab_pfns(&st, |pfn, page, which| {
+            if err.is_none() {
+                match self.validate_slab(pfn, page, which) {
+                    Ok(free) => {
+                        v.slabs += 1;
+                        v.objects += self.geom.objects as u64;
+                        v.free += free as u64;
+                    }
+                    Err(e) => err = Some(e),
+                }
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        v.inuse = v.objects - v.free;
+        let counted = |found: u64, expected: u64| {
+            (found != expected).then_some(SlabError::Corrupted(Corruption {
+                cache: self.name,
+                kind: CorruptionKind::SlabCounters,
+                object: 0,
+                bad_addr: 0,
+                offset: 0,
+                found,
+                expected,
+                alloc_at: None,
+                free_at: None,
+            }))
+        };
+        if let Some(e) = counted(v.slabs, st.nr_slabs).or(counted(v.inuse, st.inuse)) {
+            return Err(e);
+        }
+        Ok(v)
+    }
+
+    fn validate_slab(&self, pfn: u32, page: &'p Page, which: Option<Which>) -> Result<u32, SlabError> {
+        let start = self.slab_start(pfn);
+        let corrupt = |kind, object: usize, bad_addr: usize, found: u64, expected: u64| {
+            SlabError::Corrupted(Corruption {
+                cache: self.name,
+                kind,
+                object,
+                bad_addr,
+                offset: bad_addr as isize - object as isize,
+                found,
+                expected,
+                alloc_at: None,
+                free_at: None,
+            })
+        };
+        if page.state() != PageState::Slab
+            || page.private.load(core::sync::atomic::Ordering::Relaxed) != self as *const Self as usize
+        {
+            return Err(corrupt(
+                CorruptionKind::SlabCounters,
+                start,
+                start,
+                page.state() as u64,
+                PageState::Slab as u64,
+            ));
+        }
+        let (inuse, objects) = Self::counters(page);
+        if objects != self.geom.objects || inuse > objects {
+            return Err(corrupt(
+                CorruptionKind::SlabCounters,
+                start,
+                start,
+                objects as u64,
+                self.geom.objects as u64,
+            ));
+        }
+        if let Some(which) = which {
+            let expected = if inuse == 0 {
+                Which::Empty
+            } else if inuse == objects {
+                Which::Full
+            } else {
+                Which::Partial
+            };
+            if which != expected {
+                return Err(corrupt(
+                    CorruptionKind::SlabCounters,
+                    start,
+                    start,
+                    inuse as u64,
+                    objects as u64,
+                ));
+            }
+        }
+        let mut free_map = [0u64; BITMAP_WORDS];
+        let mut cur = self.freelist_head(page);
+        let mut prev = 0usize;
+        let mut free = 0u32;
+        while cur != 0 {
+            let Some(idx) = self.object_index(start, cur) else {
+                let at = if prev == 0 { start } else { prev + self.geom.offset as usize };
+                return Err(corrupt(CorruptionKind::FreePointer, prev, at, cur as u64, 0));
+            };
+            if free_map[idx / 64] & (1 << (idx % 64)) != 0 || free == objects {
+                // A cycle: the free list reaches an object twice.
+                return Err(corrupt(
+                    CorruptionKind::FreePointer,
+                    prev,
+                    prev + self.geom.offset as usize,
+                    cur as u64,
+                    0,
+                ));
+            }
+            free_map[idx / 64] |= 1 << (idx % 64);
+            free += 1;
+            prev = cur;
+            // SAFETY: `cur` is a free object of this slab (checked above); the lock is held.
+            cur = unsafe { self.get_fp(cur) };
+        }
+        if free != objects - inuse {
+            return Err(corrupt(
+                CorruptionKind::SlabCounters,
+                start,
+                start,
+                free as u64,
+                (objects - inuse) as u64,
+            ));
+        }
+        if self.geom.flags.intersects(SlabFlags::SLAB_RED_ZONE | SlabFlags::SLAB_POISON) {
+            for idx in 0..objects as usize {
+                let obj = start + idx * self.geom.size as usize + self.geom.red_left_pad as usize;
+                let is_free = free_map[idx / 64] & (1 << (idx % 64)) != 0;
+                let val = if is_free { RED_INACTIVE } else { RED_ACTIVE };
+                // SAFETY: every slot of the slab belongs to this cache; the lock is held.
+                unsafe {
+                    debug::check_object(&self.geom, self.ctor.is_some(), self.name, self.ptr(obj), val)
+                }
+                .map_err(SlabError::Corrupted)?;
+            }
+        }
+        Ok(free)
+    }
+}
