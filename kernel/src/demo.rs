@@ -10,6 +10,7 @@ use crate::{info, kprintln};
 pub fn run() {
     print_statistics("after boot");
     page_allocator_demo();
+    kmalloc_demo();
     print_statistics("after the demo workload");
 }
 
@@ -50,4 +51,45 @@ fn zone_name(pages: &Pages) -> &'static str {
     crate::mm::page_alloc::frame_to_page(pages.frame())
         .map(|p| ::mm::zone::ZoneType::from_index(p.zone() as usize).name())
         .unwrap_or("?")
+}
+
+fn kmalloc_demo() {
+    use crate::mm::heap::{KBox, KVec};
+    use crate::mm::slab::{kfree, kmalloc, ksize};
+    kprintln!("---- demo: kmalloc and slab caches ----");
+    for size in [1usize, 8, 9, 96, 97, 192, 193, 1000, 8192, 8193, 100_000] {
+        let p = kmalloc(size, GfpFlags::GFP_KERNEL).expect("demo kmalloc");
+        let phys = crate::mm::page_alloc::virt_to_phys(x86_64::VirtAddr::from_ptr(p.as_ptr()))
+            .expect("kmalloc memory is in the direct map");
+        info!(
+            "kmalloc({size:>6}, GFP_KERNEL) -> {:p} (phys {:#x}), ksize {:>6}, from {}",
+            p.as_ptr(),
+            phys.as_u64(),
+            ksize(p.as_ptr()).unwrap_or(0),
+            crate::mm::slab::kmalloc_instance()
+                .kmalloc_slab(size, GfpFlags::GFP_KERNEL)
+                .map_or("the page allocator (kmalloc-large)", |c| c.name())
+        );
+        kfree(p.as_ptr()).expect("demo kfree");
+    }
+    // Rust's heap and the GFP-flagged owners all come from the same caches.
+    let boxed = alloc::boxed::Box::new([0u64; 8]);
+    let mut v: KVec<u32> = KVec::new();
+    for i in 0..1000 {
+        v.push(i, GfpFlags::GFP_KERNEL).expect("demo KVec push");
+    }
+    let kb = KBox::new(42u64, GfpFlags::GFP_KERNEL).expect("demo KBox");
+    let mut map = alloc::collections::BTreeMap::new();
+    for i in 0..200u32 {
+        map.insert(i, alloc::format!("value {i}"));
+    }
+    info!(
+        "Box<[u64; 8]> at {:p}, KVec of {} u32 (capacity {}), KBox = {}, BTreeMap of {} Strings: all on kmalloc",
+        &*boxed,
+        v.len(),
+        v.capacity(),
+        *kb,
+        map.len()
+    );
+    crate::mm::report::print_proc("slabinfo", |w| crate::mm::slab::slab().slabinfo(w));
 }

@@ -6,6 +6,8 @@
 #![feature(abi_x86_interrupt)]
 #![feature(used_with_arg)]
 
+extern crate alloc;
+
 mod arch;
 mod bench;
 mod cmdline;
@@ -40,7 +42,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     log::set_level(cmdline.log_level);
     info!("memkernel booting (cmdline: \"{}\")", cmdline.raw);
     arch::init(boot_info);
-    mm::init(boot_info);
+    mm::init(boot_info, &cmdline);
     match cmdline.mode {
         cmdline::Mode::Demo => {
             demo::run();

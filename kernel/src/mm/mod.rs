@@ -4,10 +4,12 @@
 //! Bring-up order, as on Linux: firmware memory map -> memblock (early allocator) -> page
 //! descriptors and zones -> buddy allocator -> (later) slab caches -> vmalloc.
 
+pub mod heap;
 pub mod layout;
 pub mod memory_map;
 pub mod page_alloc;
 pub mod report;
+pub mod slab;
 mod tests;
 
 use ::mm::addr::DirectMap;
@@ -77,7 +79,7 @@ pub fn direct_map() -> DirectMap {
 
 /// Brings up physical memory management: prints the memory map, sets up memblock, the page
 /// descriptors, the zones and the buddy allocator, and reports what it built.
-pub fn init(boot_info: &'static BootInfo) {
+pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
     let Some(offset) = boot_info.physical_memory_offset.into_option() else {
         panic!("the bootloader did not map physical memory (BOOTLOADER_CONFIG.mappings.physical_memory)");
     };
@@ -116,4 +118,6 @@ pub fn init(boot_info: &'static BootInfo) {
 
     report::print_boot_summary(&memblock, node);
     crate::arch::fault::set_address_describer(report::describe_address);
+
+    slab::init(cmdline.get("slab_debug"));
 }

@@ -11,7 +11,6 @@ use x86_64::VirtAddr;
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::memory_map::Size;
-use crate::kprintln;
 use crate::log::Console;
 
 /// Prints what bring-up built: memblock reservations, zones, page descriptors, totals.
@@ -80,12 +79,18 @@ pub fn print_statistics(when: &str) {
     let node = super::node();
     print_proc("buddyinfo", |w| ::mm::stats::write_buddyinfo(w, node));
     print_proc("zoneinfo", |w| ::mm::stats::write_zoneinfo(w, node));
+    print_proc("slabinfo", |w| super::slab::slab().slabinfo(w));
     print_proc("meminfo", |w| ::mm::stats::write_meminfo(w, &meminfo()));
 }
 
 /// The `/proc/meminfo` figures from every layer that exists.
 pub fn meminfo() -> ::mm::stats::MemInfo {
-    ::mm::stats::MemInfo::from_node(super::node(), 0)
+    let slab = super::slab::slab().totals();
+    let mut info = ::mm::stats::MemInfo::from_node(super::node(), slab.reclaimable_pages);
+    info.slab_kb = Some(slab.slab_kb());
+    info.sreclaimable_kb = Some(slab.sreclaimable_kb());
+    info.sunreclaim_kb = Some(slab.sunreclaim_kb());
+    info
 }
 
 /// Says what a faulting address is, for the page-fault report.

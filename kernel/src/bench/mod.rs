@@ -3,13 +3,12 @@
 //! instructions and every figure here repeats exactly from run to run. Figures are measured and
 //! printed, never asserted; goals are quoted beside them.
 
-use core::arch::asm;
+mod page_alloc;
 
-use ::mm::GfpFlags;
+use core::arch::asm;
 
 use crate::arch::rdtsc;
 use crate::kprintln;
-use crate::mm::page_alloc::{__free_pages, alloc_pages};
 
 /// TSC ticks per 1000 guest instructions, measured on a loop of known length.
 fn calibrate() -> u64 {
@@ -42,35 +41,7 @@ pub fn run() -> ! {
     if !(900..=1100).contains(&tpk) {
         crate::warn!("bench: the TSC does not count instructions here (not booted with --bench / -icount?); figures are TSC ticks scaled by the calibration");
     }
-    page_allocator(tpk);
+    // One line per benchmark module; each prints its own table.
+    page_alloc::run(tpk);
     crate::arch::qemu::exit(crate::arch::qemu::ExitCode::Success)
-}
-
-fn page_allocator(tpk: u64) {
-    kprintln!();
-    kprintln!("== page allocator ==");
-    if let Some(cost) = crate::mm::init_cost() {
-        let instr = cost.ticks * 1000 / tpk.max(1);
-        let pages = cost.managed_pages.max(1);
-        kprintln!(
-            "init (memblock + page descriptors + buddy free lists): {} instructions for {} pages = {} instructions/page, {} instructions/GiB   (goal: < 40/page)",
-            instr,
-            pages,
-            instr / pages,
-            instr * 262_144 / pages
-        );
-    }
-    kprintln!("alloc_pages + __free_pages pair, GFP_KERNEL, steady state (block freed and reallocated):");
-    kprintln!("  order  block size   instructions/pair");
-    for (order, iters) in [(0u32, 100_000u64), (3, 50_000), (10, 5_000)] {
-        let per = measure(tpk, iters, || {
-            let frame = alloc_pages(GfpFlags::GFP_KERNEL, order).expect("bench allocation");
-            __free_pages(frame, order).expect("bench free");
-        });
-        kprintln!(
-            "  {order:>5}  {:>10}   {per:>17}{}",
-            crate::mm::memory_map::Size(4096 << order),
-            if order == 0 { "   (goal: < 150; Linux pcp fast path ~160-240 cycles)" } else { "" }
-        );
-    }
 }

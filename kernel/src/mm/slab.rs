@@ -1,0 +1,202 @@
+//! The kernel's slab allocator and kmalloc family: the `mm` crate's SLUB-like caches over the
+//! buddy allocator of node 0, with the kernel-only parts added here — `might_sleep` checks, the
+//! allocation-failure warning, the report of a refused free, the `slab_debug=` boot option and the
+//! hardening seed.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+use ::mm::buddy::Node;
+use ::mm::kmalloc::{Kmalloc, KMALLOC_MAX_SIZE};
+use ::mm::slab::{CacheHandle, SlabAllocator, SlabError, SlabFlags};
+use ::mm::{AllocError, GfpFlags, PAGE_SIZE};
+
+use super::page_alloc::{might_sleep_if, register_shrinker};
+
+/// A slab cache created by [`kmem_cache_create`].
+pub type KmemCache = CacheHandle<'static, Node>;
+
+static KMALLOC: spin::Once<Kmalloc<'static, Node>> = spin::Once::new();
+
+/// The kmalloc instance (and through it the slab allocator). Panics before [`init`].
+#[inline]
+pub fn kmalloc_instance() -> &'static Kmalloc<'static, Node> {
+    KMALLOC.get().expect("kmalloc used before mm::slab::init")
+}
+
+/// Whether [`init`] has run (the global allocator refuses before it).
+pub fn is_ready() -> bool {
+    KMALLOC.get().is_some()
+}
+
+/// The slab allocator: `kmem_cache_create`, the cache list, `slab_debug`.
+pub fn slab() -> &'static SlabAllocator<'static, Node> {
+    kmalloc_instance().slab()
+}
+
+/// Bootstraps the slab allocator and the kmalloc caches. `slab_debug` is the boot option's value
+/// (Linux syntax: `FZPU` for all caches, `FZ,kmalloc-64` for some).
+pub fn init(slab_debug: Option<&'static str>) {
+    let debug = match slab_debug.map(::mm::slab::debug::parse_slab_debug) {
+        None => ::mm::slab::debug::SlabDebugConfig::NONE,
+        Some(Ok(cfg)) => {
+            crate::info!(
+                "slab: slab_debug={} (debug checks on the caches it names)",
+                slab_debug.unwrap_or("")
+            );
+            cfg
+        }
+        Some(Err(e)) => {
+            crate::warn!("slab: ignoring slab_debug={}: {e}", slab_debug.unwrap_or(""));
+            ::mm::slab::debug::SlabDebugConfig::NONE
+        }
+    };
+    let slab_allocator = SlabAllocator::new(super::node(), hardening_seed(), debug)
+        .unwrap_or_else(|e| panic!("cannot bootstrap the slab allocator: {e}"));
+    let kmalloc =
+        Kmalloc::new(slab_allocator).unwrap_or_else(|e| panic!("cannot create the kmalloc caches: {e}"));
+    KMALLOC.call_once(|| kmalloc);
+    register_shrinker(shrink_all);
+}
+
+/// Returns every empty slab of every cache to the buddy allocator (the page allocator's
+/// reclaim hook); returns the pages freed.
+pub fn shrink_all() -> usize {
+    slab().shrink_all()
+}
+
+/// The per-boot random value that free pointers are encoded with (`SLAB_FREELIST_HARDENED`):
+/// RDRAND when the CPU has it, else the TSC mixed.
+fn hardening_seed() -> usize {
+    let mut v: u64 = 0;
+    // SAFETY: CPUID leaf 1 is always available on x86_64; bit 30 of ECX says RDRAND exists, and
+    // RDRAND only writes its output register and the carry flag.
+    let ok = unsafe {
+        let has_rdrand = core::arch::x86_64::__cpuid(1).ecx & (1 << 30) != 0;
+        has_rdrand && core::arch::x86_64::_rdrand64_step(&mut v) == 1
+    };
+    if !ok {
+        v = crate::arch::rdtsc().wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+    v as usize | 1
+}
+
+/// Linux's `warn_alloc` for kmalloc: one line unless `__GFP_NOWARN`.
+#[track_caller]
+fn warn_failure(what: &str, size: usize, gfp: GfpFlags, e: AllocError) -> AllocError {
+    super::page_alloc::ALLOC_FAILURES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if !gfp.contains(GfpFlags::__GFP_NOWARN) {
+        let loc = core::panic::Location::caller();
+        crate::warn!(
+            "{what}({size}) failure: mode:{:#x}({gfp:?}) at {}:{}: {e}",
+            gfp.bits(),
+            loc.file(),
+            loc.line()
+        );
+    }
+    e
+}
+
+/// A refused free is a bug in the caller (Linux BUGs or warns); report it, keep running.
+#[track_caller]
+fn report_bad_free(what: &str, e: &SlabError) {
+    let loc = core::panic::Location::caller();
+    crate::error!("{what} refused at {}:{}: {e}", loc.file(), loc.line());
+}
+
+/// `kmalloc(size, gfp)`: `size` bytes, physically contiguous, in the direct map.
+#[track_caller]
+pub fn kmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
+    might_sleep_if(gfp);
+    kmalloc_instance().kmalloc(size, gfp).map_err(|e| warn_failure("kmalloc", size, gfp, e))
+}
+
+/// `kzalloc`: zeroed `kmalloc`.
+#[track_caller]
+pub fn kzalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
+    might_sleep_if(gfp);
+    kmalloc_instance().kzalloc(size, gfp).map_err(|e| warn_failure("kzalloc", size, gfp, e))
+}
+
+/// `kmalloc_array`: `n * size` bytes; an overflowing product is an error, not a wrap.
+#[track_caller]
+pub fn kmalloc_array(n: usize, size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
+    might_sleep_if(gfp);
+    kmalloc_instance()
+        .kmalloc_array(n, size, gfp)
+        .map_err(|e| warn_failure("kmalloc_array", n.wrapping_mul(size), gfp, e))
+}
+
+/// `kcalloc`: zeroed `kmalloc_array`.
+#[track_caller]
+pub fn kcalloc(n: usize, size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
+    might_sleep_if(gfp);
+    kmalloc_instance()
+        .kcalloc(n, size, gfp)
+        .map_err(|e| warn_failure("kcalloc", n.wrapping_mul(size), gfp, e))
+}
+
+/// `krealloc`: the same block while `new_size` fits it, else a new one with the contents copied;
+/// on failure the old block stays valid.
+#[track_caller]
+pub fn krealloc(ptr: *const u8, new_size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, SlabError> {
+    might_sleep_if(gfp);
+    kmalloc_instance().krealloc(ptr, new_size, gfp).inspect_err(|e| match e {
+        SlabError::Alloc(a) => {
+            warn_failure("krealloc", new_size, gfp, *a);
+        }
+        other => report_bad_free("krealloc", other),
+    })
+}
+
+/// `ksize`: the usable size of a kmalloc block.
+pub fn ksize(ptr: *const u8) -> Result<usize, SlabError> {
+    kmalloc_instance().ksize(ptr)
+}
+
+/// `kfree`. Null and `ZERO_SIZE_PTR` are fine; a pointer kmalloc does not own, an interior
+/// pointer or a double free is refused, reported and changes nothing.
+#[track_caller]
+pub fn kfree(ptr: *const u8) -> Result<(), SlabError> {
+    kmalloc_instance().kfree(ptr).inspect_err(|e| report_bad_free("kfree", e))
+}
+
+/// `kfree_sensitive`: zeroes the block before freeing it.
+#[track_caller]
+pub fn kfree_sensitive(ptr: *const u8) -> Result<(), SlabError> {
+    kmalloc_instance().kfree_sensitive(ptr).inspect_err(|e| report_bad_free("kfree_sensitive", e))
+}
+
+/// `kmem_cache_create(name, size, align, flags, ctor)`.
+#[track_caller]
+pub fn kmem_cache_create(
+    name: &'static str,
+    size: usize,
+    align: usize,
+    flags: SlabFlags,
+    ctor: Option<fn(*mut u8)>,
+) -> Result<KmemCache, SlabError> {
+    slab().kmem_cache_create(name, size, align, flags, ctor)
+}
+
+/// The kmalloc request that satisfies `layout`: kmalloc aligns power-of-two sizes naturally (up
+/// to 4 MiB, since large blocks are buddy blocks aligned to their order) and everything to 8, so
+/// a stricter alignment is met by asking for a power of two at least as large as it.
+pub fn kmalloc_size_for(layout: Layout) -> Option<usize> {
+    let size = layout.size().max(1);
+    let size =
+        if layout.align() <= 8 { size } else { size.max(layout.align()).checked_next_power_of_two()? };
+    (size <= KMALLOC_MAX_SIZE).then_some(size)
+}
+
+/// GFP flags for allocations that carry none (the global allocator): never sleep in interrupt
+/// context.
+pub fn implicit_gfp() -> GfpFlags {
+    if crate::arch::in_interrupt() {
+        GfpFlags::GFP_ATOMIC
+    } else {
+        GfpFlags::GFP_KERNEL
+    }
+}
+
+const _: () = assert!(PAGE_SIZE == 4096);
