@@ -23,14 +23,21 @@ pub fn run(tpk: u64) {
         );
     }
     kprintln!("alloc_pages + __free_pages pair, GFP_KERNEL, steady state (block freed and reallocated):");
-    kprintln!("  order  block size   instructions/pair");
+    kprintln!(
+        "  order  block size   instructions/pair   of which buddy core (Node::alloc_pages + free_pages)"
+    );
+    let node = crate::mm::node();
     for (order, iters) in [(0u32, 100_000u64), (3, 50_000), (10, 5_000)] {
         let per = measure(tpk, iters, || {
             let frame = alloc_pages(GfpFlags::GFP_KERNEL, order).expect("bench allocation");
             __free_pages(frame, order).expect("bench free");
         });
+        let core = measure(tpk, iters, || {
+            let pfn = node.alloc_pages(GfpFlags::GFP_KERNEL, order).expect("bench allocation");
+            node.free_pages(pfn, order).expect("bench free");
+        });
         kprintln!(
-            "  {order:>5}  {:>10}   {per:>17}{}",
+            "  {order:>5}  {:>10}   {per:>17}   {core:>10}{}",
             Size(4096 << order),
             if order == 0 { "   (goal: < 150; Linux pcp fast path ~160-240 cycles)" } else { "" }
         );
