@@ -56,8 +56,8 @@ fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
     n.check_free_lists().unwrap();
 }
 
-fn run(ops: Vec<Op>) {
-    let m = TestMachine::standard();
+fn run(small: bool, ops: Vec<Op>) {
+    let m = if small { TestMachine::small() } else { TestMachine::standard() };
     let n = &m.node;
     let initial = sorted(snapshot(n));
     let mut live: BTreeMap<u64, u32> = BTreeMap::new();
@@ -120,7 +120,7 @@ fn config() -> ProptestConfig {
 proptest! {
     #![proptest_config(config())]
     #[test]
-    fn random_alloc_free_matches_model(ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..400 })) {
-        run(ops);
+    fn random_alloc_free_matches_model(small in any::<bool>().prop_map(|b| b || cfg!(miri)), ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..400 })) {
+        run(small, ops);
     }
 }
