@@ -78,6 +78,27 @@ pub fn standard_map() -> Vec<MemRegion> {
     ]
 }
 
+/// Zone limits of [`small_map`]: DMA below 512 KiB, DMA32 below 1 MiB, Normal above.
+pub const SMALL_LIMITS: ZoneLimits = ZoneLimits { dma_end: 0x80000, dma32_end: MIB };
+/// 256 KiB sections (64 pages) for [`small_map`].
+pub const SMALL_SECTION_BITS: u32 = 18;
+
+/// A 2 MiB map (about 400 pages) with holes in all three zones of [`SMALL_LIMITS`] and a missing
+/// section (`[0x140000, 0x180000)`): small enough for Miri.
+pub fn small_map() -> Vec<MemRegion> {
+    use RegionKind::*;
+    alloc::vec![
+        MemRegion::new(0, 0x60000, Usable),
+        MemRegion::new(0x60000, 0x80000, Firmware(2)),
+        MemRegion::new(0x80000, 0xf0000, Usable),
+        MemRegion::new(0xf0000, MIB, Firmware(2)),
+        MemRegion::new(MIB, 0x140000, Usable),
+        MemRegion::new(0x180000, 0x1c0000, Usable),
+        MemRegion::new(0x1c0000, 0x1c8000, Bootloader),
+        MemRegion::new(0x1c8000, 2 * MIB, Usable),
+    ]
+}
+
 /// A booted buddy allocator over emulated RAM.
 pub struct TestMachine {
     // Field order matters: the node (which points into `ram`) is dropped first.
@@ -119,6 +140,21 @@ impl TestMachine {
             TEST_LIMITS,
             TEST_SECTION_BITS,
         )
+    }
+
+    /// [`small_map`] with [`SMALL_LIMITS`] and [`SMALL_SECTION_BITS`].
+    pub fn small() -> TestMachine {
+        TestMachine::new(&small_map(), &[], SMALL_LIMITS, SMALL_SECTION_BITS)
+    }
+
+    /// Machines for tests whose cost grows with the number of pages: both natively, only
+    /// [`TestMachine::small`] under Miri.
+    pub fn for_heavy_tests() -> Vec<TestMachine> {
+        if cfg!(miri) {
+            alloc::vec![TestMachine::small()]
+        } else {
+            alloc::vec![TestMachine::standard(), TestMachine::small()]
+        }
     }
 
     pub fn ram(&self) -> &EmulatedRam {

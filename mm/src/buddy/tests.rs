@@ -54,6 +54,19 @@ fn pages(bytes: u64) -> u64 {
 }
 
 #[test]
+fn small_machine_has_three_zones_and_a_missing_section() {
+    let m = &TestMachine::small();
+    let n = &m.node;
+    assert!(n.zones().iter().all(|z| z.is_populated() && z.managed_pages() > 0));
+    assert_eq!(n.zone(Dma).present_pages(), 96);
+    assert_eq!(n.zone(Dma32).present_pages(), 112);
+    assert_eq!(n.zone(Normal).present_pages(), 64 + 64 + 56);
+    assert_eq!((n.mem_map().nr_sections(), n.mem_map().nr_present_sections()), (8, 7));
+    assert!(n.page(Pfn(0x150)).is_none());
+    n.check_free_lists().unwrap();
+}
+
+#[test]
 fn node_is_send_and_sync() {
     fn shareable<T: Send + Sync>() {}
     shareable::<Node>();
@@ -62,7 +75,7 @@ fn node_is_send_and_sync() {
 
 #[test]
 fn init_accounts_every_page_of_the_standard_map() {
-    let m = TestMachine::standard();
+    let m = &TestMachine::standard();
     let n = &m.node;
     // Usable pages per zone of testing::standard_map with TEST_LIMITS (DMA < 2 MiB < DMA32 < 8 MiB).
     let present = [159 + 256, 256 + 963 + 251, 1792];
@@ -106,14 +119,14 @@ fn init_accounts_every_page_of_the_standard_map() {
         assert_eq!(mm.index_to_pfn(mm.pfn_to_index(Pfn(pfn)).unwrap()), Pfn(pfn));
     }
     // Zones are tagged in the descriptors.
-    assert_eq!(zone_of(&m, Pfn(511)), Dma);
-    assert_eq!(zone_of(&m, Pfn(512)), Dma32);
-    assert_eq!(zone_of(&m, Pfn(9 * 256)), Normal);
+    assert_eq!(zone_of(m, Pfn(511)), Dma);
+    assert_eq!(zone_of(m, Pfn(512)), Dma32);
+    assert_eq!(zone_of(m, Pfn(9 * 256)), Normal);
 }
 
 #[test]
 fn watermarks_and_reserves_follow_linux_formulas() {
-    let m = TestMachine::standard();
+    let m = &TestMachine::standard();
     let n = &m.node;
     let managed = n.zones().each_ref().map(|z| z.managed_pages());
     let lowmem: u64 = managed.iter().sum();
@@ -143,15 +156,15 @@ fn watermarks_and_reserves_follow_linux_formulas() {
 
 #[test]
 fn zonelists_and_gfp_zone_modifiers() {
-    let m = TestMachine::standard();
+    let m = &TestMachine::standard();
     let n = &m.node;
     let initial = snapshot(n);
     let k = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
-    assert_eq!(zone_of(&m, k), Normal);
+    assert_eq!(zone_of(m, k), Normal);
     let d32 = n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_DMA32, 1).unwrap();
-    assert_eq!(zone_of(&m, d32), Dma32);
+    assert_eq!(zone_of(m, d32), Dma32);
     let d = n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, 2).unwrap();
-    assert_eq!(zone_of(&m, d), Dma);
+    assert_eq!(zone_of(m, d), Dma);
     for (p, o) in [(k, 0), (d32, 1), (d, 2)] {
         let page = n.page(p).unwrap();
         assert_eq!((page.state(), page.order()), (PageState::Allocated, o));
@@ -167,7 +180,7 @@ fn zonelists_and_gfp_zone_modifiers() {
 
 #[test]
 fn alloc_argument_errors() {
-    let m = TestMachine::standard();
+    let m = &TestMachine::standard();
     let n = &m.node;
     let initial = snapshot(n);
     assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL, 11), Err(AllocError::OrderTooLarge { order: 11 }));
@@ -183,7 +196,7 @@ fn alloc_argument_errors() {
 
 #[test]
 fn gfp_zero_zeroes_the_whole_block() {
-    let m = TestMachine::standard();
+    let m = &TestMachine::standard();
     let n = &m.node;
     let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 2).unwrap();
     let dm = n.direct_map();
@@ -209,14 +222,19 @@ fn drain(n: &Node, gfp: GfpFlags) -> Vec<Pfn> {
 
 #[test]
 fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks() {
-    let m = TestMachine::standard();
+    for m in TestMachine::for_heavy_tests() {
+        exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks_on(&m);
+    }
+}
+
+fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks_on(m: &TestMachine) {
     let n = &m.node;
     let initial = snapshot(n);
 
     let kernel = drain(n, GfpFlags::GFP_KERNEL);
     assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL, 0), Err(AllocError::OutOfMemory { order: 0 }));
     // Zones used in zonelist order: all Normal, then DMA32, then DMA.
-    let zones: Vec<ZoneType> = kernel.iter().map(|&p| zone_of(&m, p)).collect();
+    let zones: Vec<ZoneType> = kernel.iter().map(|&p| zone_of(m, p)).collect();
     assert!(zones.windows(2).all(|w| w[0] >= w[1]), "fallback order Normal -> DMA32 -> DMA");
     assert_eq!((zones[0], *zones.last().unwrap()), (Normal, Dma));
     // Each zone stopped exactly at min + lowmem_reserve[Normal].
@@ -247,7 +265,7 @@ fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks() {
     assert_eq!(dma.free_pages() as i64, dma_stop);
     let dma_only = drain(n, GfpFlags::GFP_ATOMIC | GfpFlags::GFP_DMA);
     assert_eq!(dma_only.len() as u64, dma.lowmem_reserve()[Normal as usize]);
-    assert!(dma_only.iter().all(|&p| zone_of(&m, p) == Dma));
+    assert!(dma_only.iter().all(|&p| zone_of(m, p) == Dma));
     assert!(n.alloc_pages(GfpFlags::GFP_ATOMIC, 1).is_err());
 
     n.check_free_lists().unwrap();
@@ -259,14 +277,19 @@ fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks() {
 
 #[test]
 fn dma_exhaustion_leaves_other_zones_alone() {
-    let m = TestMachine::standard();
+    for m in TestMachine::for_heavy_tests() {
+        dma_exhaustion_leaves_other_zones_alone_on(&m);
+    }
+}
+
+fn dma_exhaustion_leaves_other_zones_alone_on(m: &TestMachine) {
     let n = &m.node;
     let before_dma32 = n.zone(Dma32).free_pages();
     let before_normal = n.zone(Normal).free_pages();
     let mut got = Vec::new();
     for order in [3, 0] {
         while let Ok(p) = n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, order) {
-            assert_eq!(zone_of(&m, p), Dma);
+            assert_eq!(zone_of(m, p), Dma);
             got.push((p, order));
         }
     }
@@ -281,7 +304,7 @@ fn dma_exhaustion_leaves_other_zones_alone() {
 
 #[test]
 fn high_orders_split_and_coalesce() {
-    let m = TestMachine::standard();
+    let m = &TestMachine::standard();
     let n = &m.node;
     let initial = snapshot(n);
     let mut got = Vec::new();
@@ -301,7 +324,12 @@ fn high_orders_split_and_coalesce() {
 
 #[test]
 fn threads_allocate_disjoint_pages() {
-    let m = TestMachine::standard();
+    for m in TestMachine::for_heavy_tests() {
+        threads_allocate_disjoint_pages_on(&m);
+    }
+}
+
+fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
     let n = &m.node;
     let (threads, rounds) = if cfg!(miri) { (2, 10) } else { (4, 500) };
     std::thread::scope(|s| {
@@ -316,7 +344,7 @@ fn threads_allocate_disjoint_pages() {
                         unsafe { core::ptr::write_bytes(dm.pfn_to_virt(p), t as u8, PAGE_SIZE << order) };
                         mine.push((p, order));
                     }
-                    if i % 4 == 3 {
+                    if i % 4 == 3 && !mine.is_empty() {
                         let (p, o) = mine.swap_remove(0);
                         // SAFETY: still ours until freed below.
                         let b = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << o) };
@@ -379,7 +407,7 @@ fn real_sections_and_x86_64_limits() {
         MemRegion::new(MIB, 250 * MIB, Usable),
         MemRegion::new(400 * MIB, 500 * MIB, Usable),
     ];
-    let m = TestMachine::new(&map, &[], ZoneLimits::X86_64, SECTION_SIZE_BITS);
+    let m = &TestMachine::new(&map, &[], ZoneLimits::X86_64, SECTION_SIZE_BITS);
     let n = &m.node;
     let mm = n.mem_map();
     assert_eq!(mm.pages_per_section(), 32768);
@@ -391,7 +419,7 @@ fn real_sections_and_x86_64_limits() {
     assert_eq!(n.zone(Dma).present_pages(), 159 + 3840);
     assert!(!n.zone(Normal).is_populated());
     let p = n.alloc_pages(GfpFlags::GFP_KERNEL, MAX_PAGE_ORDER).unwrap();
-    assert_eq!(zone_of(&m, p), Dma32);
+    assert_eq!(zone_of(m, p), Dma32);
     let d = n.alloc_pages(GfpFlags::GFP_DMA, 0).unwrap();
     assert!(d.0 < 4096);
     n.free_pages(p, MAX_PAGE_ORDER).unwrap();
@@ -411,7 +439,7 @@ fn real_sections_and_x86_64_limits() {
 fn fast_path_probe() {
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let (pairs, split) = (env("BUDDY_PAIRS", 1000), env("BUDDY_SPLIT", 0));
-    let m = TestMachine::standard();
+    let m = &TestMachine::standard();
     let n = &m.node;
     let held = (split == 1).then(|| n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap());
     for _ in 0..pairs {
