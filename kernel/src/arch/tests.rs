@@ -69,6 +69,8 @@ crate::ktest!(
 
 crate::ktest!(
     fn percpu_reaches_this_cpu() {
+        assert!(!interrupts::irqs_disabled(), "tests run with interrupts enabled");
+        x86_64::instructions::interrupts::without_interrupts(|| assert!(interrupts::irqs_disabled()));
         assert_eq!(percpu::cpu_id(), 0);
         assert!(!percpu::in_interrupt(), "thread context counted as interrupt context");
         assert_eq!(percpu::this().irq_depth(), 0);
