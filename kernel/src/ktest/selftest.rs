@@ -73,6 +73,23 @@ ktest!(
 
 ktest!(
     #[explicit]
+    fn harness_selftest_fail_stack_overflow() {
+        // A double fault on the IST stack: the harness must get back to the boot stack, which
+        // the overflow never wrote below its guard page.
+        #[inline(never)]
+        fn recurse(depth: u64) -> u64 {
+            let frame = core::hint::black_box([depth; 64]);
+            if core::hint::black_box(depth) == u64::MAX {
+                return frame[0];
+            }
+            recurse(depth + 1) + frame[63]
+        }
+        core::hint::black_box(recurse(0));
+    }
+);
+
+ktest!(
+    #[explicit]
     fn harness_selftest_fail_in_timer_irq() {
         // A panic inside an interrupt handler: recovery must EOI the PIC and reset the nesting
         // count, which `harness_selftest_fail_then_pass` (sorted after this one) checks.
