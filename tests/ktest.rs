@@ -49,6 +49,7 @@ fn failing_tests_are_reported_and_the_harness_goes_on() {
         ("assert", "deliberately wrong arithmetic"),
         ("page_fault", "EXCEPTION: PAGE FAULT (#PF, vector 14)"),
         ("in_timer_irq", "deliberate panic in the timer interrupt handler"),
+        ("stack_overflow", "EXCEPTION: DOUBLE FAULT (#DF, vector 8)"),
     ] {
         let full = format!("ktest::selftest::harness_selftest_fail_{name}");
         expect_line(&out, &format!("test {full} ... FAILED"), "failing self-test");
@@ -63,5 +64,5 @@ fn failing_tests_are_reported_and_the_harness_goes_on() {
     expect_line(&out, "[FAULT]   in test ktest::selftest::harness_selftest_fail_page_fault", "fault report");
     // Sorted last, it runs after every failure and checks the harness restored interrupt state.
     expect_line(&out, "test ktest::selftest::harness_selftest_fail_then_pass ... ok", "recovery");
-    assert_eq!(summary(&out.serial), Some((1, 4)), "{}", out.serial);
+    assert_eq!(summary(&out.serial), Some((1, 5)), "{}", out.serial);
 }

@@ -49,6 +49,13 @@ impl core::fmt::Display for TimerError {
     }
 }
 
+/// True when this CPU has interrupts disabled (Linux's `irqs_disabled()`): with
+/// [`in_interrupt`](super::in_interrupt), what a `might_sleep` check looks at.
+#[inline]
+pub fn irqs_disabled() -> bool {
+    !x86_64::instructions::interrupts::are_enabled()
+}
+
 /// Remaps and masks the PIC. Called by `arch::init` before interrupts are enabled.
 pub fn init() {
     pic::init();

@@ -69,6 +69,8 @@ crate::ktest!(
 
 crate::ktest!(
     fn percpu_reaches_this_cpu() {
+        assert!(!interrupts::irqs_disabled(), "tests run with interrupts enabled");
+        x86_64::instructions::interrupts::without_interrupts(|| assert!(interrupts::irqs_disabled()));
         assert_eq!(percpu::cpu_id(), 0);
         assert!(!percpu::in_interrupt(), "thread context counted as interrupt context");
         assert_eq!(percpu::this().irq_depth(), 0);
@@ -89,10 +91,11 @@ crate::ktest!(
 
 crate::ktest!(
     fn timer_rates_are_checked() {
+        let hz_before = interrupts::timer_hz();
         assert_eq!(interrupts::start_timer(0), Err(TimerError::TooSlow(0)));
         assert_eq!(interrupts::start_timer(18), Err(TimerError::TooSlow(18)));
         assert_eq!(interrupts::start_timer(1_000_000), Err(TimerError::TooFast(1_000_000)));
-        assert_eq!(interrupts::timer_hz(), 0, "a refused rate started the timer");
+        assert_eq!(interrupts::timer_hz(), hz_before, "a refused rate changed the timer");
     }
 );
 
@@ -106,6 +109,8 @@ crate::ktest!(
             }
             TICKS.fetch_add(1, Ordering::Relaxed);
         }
+        // The timer is shared: put back whatever ran before (the boot may run one).
+        let saved = interrupts::timer_state();
         interrupts::set_timer_handler(Some(tick));
         let before = interrupts::ticks();
         let hz = interrupts::start_timer(2000).expect("2000 Hz is valid");
@@ -129,6 +134,7 @@ crate::ktest!(
             core::hint::spin_loop();
         }
         assert!(interrupts::ticks() - after <= 1, "ticks keep arriving after stop_timer");
+        interrupts::restore_timer_state(saved);
     }
 );
 

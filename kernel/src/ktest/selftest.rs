@@ -73,12 +73,30 @@ ktest!(
 
 ktest!(
     #[explicit]
+    fn harness_selftest_fail_stack_overflow() {
+        // A double fault on the IST stack: the harness must get back to the boot stack, which
+        // the overflow never wrote below its guard page.
+        #[inline(never)]
+        fn recurse(depth: u64) -> u64 {
+            let frame = core::hint::black_box([depth; 64]);
+            if core::hint::black_box(depth) == u64::MAX {
+                return frame[0];
+            }
+            recurse(depth + 1) + frame[63]
+        }
+        core::hint::black_box(recurse(0));
+    }
+);
+
+fn panicking_tick() {
+    panic!("deliberate panic in the timer interrupt handler");
+}
+
+ktest!(
+    #[explicit]
     fn harness_selftest_fail_in_timer_irq() {
         // A panic inside an interrupt handler: recovery must EOI the PIC and reset the nesting
         // count, which `harness_selftest_fail_then_pass` (sorted after this one) checks.
-        fn panicking_tick() {
-            panic!("deliberate panic in the timer interrupt handler");
-        }
         arch::interrupts::set_timer_handler(Some(panicking_tick));
         arch::interrupts::start_timer(1000).expect("1000 Hz is a valid rate");
         let deadline = arch::rdtsc() + 20_000_000_000;
@@ -95,7 +113,12 @@ ktest!(
         // Runs after the failing self-tests: the harness must have put interrupt state back.
         assert!(!arch::in_interrupt(), "interrupt nesting count not reset after an abandoned test");
         assert!(x86_64::instructions::interrupts::are_enabled(), "interrupts not re-enabled");
-        assert!(arch::interrupts::timer_handler().is_none(), "timer handler of a failed test left installed");
+        let handler = arch::interrupts::timer_handler().map(|f| f as usize);
+        assert!(
+            handler != Some(panicking_tick as fn() as usize),
+            "timer handler of a failed test left installed"
+        );
+        let saved = arch::interrupts::timer_state();
         static TICKED: AtomicU64 = AtomicU64::new(0);
         fn tick() {
             TICKED.fetch_add(1, Ordering::Relaxed);
@@ -106,8 +129,7 @@ ktest!(
         while TICKED.load(Ordering::Relaxed) < 3 && arch::rdtsc() < deadline {
             core::hint::spin_loop();
         }
-        arch::interrupts::stop_timer();
-        arch::interrupts::set_timer_handler(None);
+        arch::interrupts::restore_timer_state(saved);
         assert!(TICKED.load(Ordering::Relaxed) >= 3, "timer interrupts blocked after an abandoned handler");
     }
 );
