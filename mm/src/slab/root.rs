@@ -29,8 +29,9 @@ pub(crate) fn find_block<'p, P: PageProvider>(
     dm: &DirectMap,
     addr: usize,
 ) -> Option<(Pfn, &'p Page)> {
+    // `DirectMap::phys` of an address, without making a pointer out of an integer.
     let base = dm.pfn_to_virt(Pfn(0)) as usize;
-    let pfn = Pfn::from_phys(dm.phys((base.wrapping_add(addr.wrapping_sub(base))) as *const u8));
+    let pfn = Pfn((addr.wrapping_sub(base) as u64) >> crate::addr::PAGE_SHIFT);
     for order in 0..=MAX_PAGE_ORDER {
         let head = Pfn(pfn.0 & !((1u64 << order) - 1));
         let Some(page) = provider.page(head) else { continue };
