@@ -30,11 +30,8 @@ pub struct BootLayout {
     pub direct_map_base: u64,
     /// Bytes of physical address space the direct map covers (up to the end of RAM).
     pub direct_map_size: u64,
+    /// Physical address of the kernel image (reserved memory).
     pub kernel_phys: u64,
-    pub kernel_len: u64,
-    pub kernel_virt: u64,
-    pub stack_bottom: u64,
-    pub stack_len: u64,
 }
 
 /// What bringing up the page allocator cost, for the benchmark report.
@@ -90,10 +87,6 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
         direct_map_base: offset,
         direct_map_size: map.max_ram_end(),
         kernel_phys: boot_info.kernel_addr,
-        kernel_len: boot_info.kernel_len,
-        kernel_virt: boot_info.kernel_image_offset,
-        stack_bottom: boot_info.kernel_stack_bottom,
-        stack_len: boot_info.kernel_stack_len,
     };
     BOOT.call_once(|| layout);
 

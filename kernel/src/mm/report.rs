@@ -9,7 +9,6 @@ use ::mm::page::PageState;
 use ::mm::Pfn;
 use x86_64::VirtAddr;
 
-use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::memory_map::Size;
 use crate::log::Console;
 
@@ -93,35 +92,24 @@ pub fn meminfo() -> ::mm::stats::MemInfo {
     info
 }
 
-/// Says what a faulting address is, for the page-fault report.
+/// Says what a faulting address is, for the page-fault report: what the memory layer knows
+/// (kmalloc's ZERO_SIZE_PTR, the page state behind a direct-map address), else the arch layer's
+/// description from the boot layout. Runs inside exception handlers: reads page descriptors
+/// (atomics) only, takes no lock and allocates nothing.
 pub fn describe_address(addr: VirtAddr, w: &mut dyn Write) {
     let a = addr.as_u64();
-    let boot = super::boot_layout();
-    let _ = if a < 4096 {
-        if a == 16 {
-            write!(w, "ZERO_SIZE_PTR: dereference of the result of a zero-size kmalloc (kmalloc(0))")
-        } else {
-            write!(w, "the null page: a NULL pointer dereference")
-        }
+    let _ = if (::mm::kmalloc::ZERO_SIZE_PTR as u64..::mm::kmalloc::ZERO_SIZE_PTR as u64 + 16).contains(&a) {
+        write!(w, "ZERO_SIZE_PTR: dereference of the result of a zero-size kmalloc (kmalloc(0))")
     } else if let Some(pa) = super::page_alloc::virt_to_phys(addr) {
         describe_direct_map(w, pa.as_u64())
-    } else if (boot.kernel_virt..boot.kernel_virt + boot.kernel_len).contains(&a) {
-        write!(w, "the kernel image, offset {:#x}", a - boot.kernel_virt)
-    } else if (boot.stack_bottom..boot.stack_bottom + boot.stack_len).contains(&a) {
-        write!(w, "the kernel stack, {} bytes above its bottom", a - boot.stack_bottom)
-    } else if (boot.stack_bottom.saturating_sub(4096)..boot.stack_bottom).contains(&a) {
-        write!(w, "the kernel stack's guard page: a stack overflow")
-    } else if (VMALLOC_START..VMALLOC_END).contains(&a) {
-        write!(w, "the vmalloc range [{VMALLOC_START:#x}, {VMALLOC_END:#x}), not inside any vmalloc area")
-    } else if a < 0x0000_8000_0000_0000 {
-        write!(w, "a user-space address (nothing is mapped in the lower half)")
     } else {
-        write!(w, "an unmapped kernel address")
+        crate::arch::fault::describe_default(addr, w);
+        Ok(())
     };
 }
 
 fn describe_direct_map(w: &mut dyn Write, pa: u64) -> fmt::Result {
-    write!(w, "the direct map of physical address {pa:#x}")?;
+    write!(w, "direct map of phys {pa:#x}")?;
     match super::node().page(Pfn(pa >> 12)) {
         Some(page) => match page.state() {
             PageState::Buddy | PageState::FreeTail => write!(w, ", a FREE page (use after free?)"),
