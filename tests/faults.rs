@@ -70,3 +70,14 @@ fn invalid_opcode_is_reported() {
 fn unknown_scenario_lists_the_registered_ones() {
     fault("no_such_scenario", &["fault scenario `no_such_scenario` does not exist", "    null_deref\n"]);
 }
+
+#[test]
+fn panic_outside_tests_fails_the_boot_with_its_location() {
+    fault(
+        "panic",
+        &[
+            "[PANIC] kernel panic at kernel/src/arch/fault_scenarios.rs:",
+            ": deliberate panic from a fault scenario",
+        ],
+    );
+}
