@@ -26,6 +26,21 @@ fn in_kernel_suite_passes() {
     assert!(!out.serial.contains("harness_selftest_fail"), "explicit tests ran:\n{}", out.serial);
 }
 
+/// The page allocator tests again above 4 GiB (so ZONE_NORMAL exists and is exhausted too) and
+/// through UEFI firmware, whose memory map differs from the BIOS one.
+#[test]
+fn page_allocator_suite_passes_with_zone_normal_under_uefi() {
+    let out = boot_with("test=mm::tests::page_alloc", "5G", true);
+    expect_status(&out, Status::Success, "page allocator tests, 5G UEFI");
+    let (passed, failed) = summary(&out.serial).unwrap_or_else(|| panic!("no summary line:\n{}", out.serial));
+    assert!(passed >= 10 && failed == 0, "summary {passed} passed, {failed} failed:\n{}", out.serial);
+    assert!(
+        out.serial.contains("  Normal   [mem 0x0000000100000000-"),
+        "no ZONE_NORMAL above 4 GiB:\n{}",
+        out.serial
+    );
+}
+
 #[test]
 fn filter_selects_tests_by_name() {
     let out = boot_with("test=arch::tests::rdtsc", "64M", false);
