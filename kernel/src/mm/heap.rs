@@ -20,23 +20,11 @@ static HEAP: KernelHeap = KernelHeap;
 // `kmalloc_size_for`) or null; `dealloc` returns them to kmalloc exactly once (Rust's contract).
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match kmalloc_size_for(layout) {
-            Some(size) if is_ready() => {
-                let gfp = implicit_gfp() | GfpFlags::__GFP_NOWARN;
-                kmalloc_instance().kmalloc(size, gfp).map_or(core::ptr::null_mut(), |p| p.as_ptr())
-            }
-            _ => core::ptr::null_mut(),
-        }
+        heap_alloc(layout, false)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match kmalloc_size_for(layout) {
-            Some(size) if is_ready() => {
-                let gfp = implicit_gfp() | GfpFlags::__GFP_NOWARN;
-                kmalloc_instance().kzalloc(size, gfp).map_or(core::ptr::null_mut(), |p| p.as_ptr())
-            }
-            _ => core::ptr::null_mut(),
-        }
+        heap_alloc(layout, true)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
@@ -66,6 +54,17 @@ unsafe impl GlobalAlloc for KernelHeap {
             new
         }
     }
+}
+
+/// The global allocator's kmalloc call: no flags from the caller, so `GFP_KERNEL` (or
+/// `GFP_ATOMIC` in interrupt context), and no warning line (Rust reports the failure itself).
+fn heap_alloc(layout: Layout, zero: bool) -> *mut u8 {
+    let Some(size) = kmalloc_size_for(layout).filter(|_| is_ready()) else {
+        return core::ptr::null_mut();
+    };
+    let gfp =
+        implicit_gfp() | GfpFlags::__GFP_NOWARN | if zero { GfpFlags::__GFP_ZERO } else { GfpFlags::empty() };
+    kmalloc_instance().kmalloc(size, gfp).map_or(core::ptr::null_mut(), |p| p.as_ptr())
 }
 
 /// Memory for `layout` from kmalloc with explicit flags (dangling for zero-sized layouts).
