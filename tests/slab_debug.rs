@@ -47,6 +47,9 @@ fn invalid_slab_debug_is_reported_and_ignored() {
     expect_status(&out, Status::Success, what);
     expect_line(&out, "slab: ignoring slab_debug=FQ: ", what);
     expect_line(&out, "test mm::tests::kmalloc::size_class_boundaries ... ok", what);
+    // The kmalloc failure warning names the caller, not the kmalloc wrapper.
+    expect_line(&out, "kmalloc(4194305) failure: mode:0xcc0(", what);
+    expect_line(&out, ") at kernel/src/mm/tests/kmalloc.rs:", what);
 }
 
 #[test]
