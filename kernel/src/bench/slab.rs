@@ -220,6 +220,81 @@ fn cell<A: BenchAlloc>(
     out
 }
 
+/// Mixed sizes (8 B to 2 KiB, uniformly among the 9 powers of two), random frees: the workload
+/// that fragments a first-fit heap. `warm` unmeasured steps first let the fragmentation build up.
+/// Returns instructions per pair (loop not subtracted).
+fn mixed_cell<A: BenchAlloc>(
+    a: &mut A,
+    live: usize,
+    warm: usize,
+    ops: usize,
+    tpk: u64,
+    free_all: bool,
+) -> u64 {
+    let mut rng = 0x0ddb_a11c_0ffe_e123u64;
+    let mut size = |rng: &mut u64| SIZES[(next_random(rng) % 9) as usize];
+    let mut slots: Vec<(*mut u8, usize)> = Vec::with_capacity(live);
+    for _ in 0..live {
+        let s = size(&mut rng);
+        slots.push((a.alloc(s), s));
+    }
+    let mut run = |a: &mut A, n: usize, rng: &mut u64| {
+        let start = rdtsc();
+        for _ in 0..n {
+            let idx = (next_random(rng) % live as u64) as usize;
+            let (p, old) = slots[idx];
+            a.free(p, old);
+            let s = size(rng);
+            slots[idx] = (a.alloc(s), s);
+        }
+        rdtsc() - start
+    };
+    run(a, warm, &mut rng);
+    let ticks = run(a, ops, &mut rng);
+    if free_all {
+        for &(p, s) in &slots {
+            a.free(p, s);
+        }
+    }
+    ticks * 1000 / tpk.max(1) / ops as u64
+}
+
+/// The mixed-size rows of the table.
+fn mixed_rows(tpk: u64) {
+    // Warm-up: as many steps as live objects at 10k (steady state); 20k at 100k, where first fit
+    // is too slow for more (its fragmentation is still growing there).
+    for (live, warm, ll_ops) in [(10_000usize, 10_000usize, 2_000usize), (100_000, 20_000, 200)] {
+        let slab_ops = 20_000;
+        let overhead = mixed_cell(&mut Null, live, warm, slab_ops, tpk, false);
+        let k = mixed_cell(&mut Kmalloc, live, warm, slab_ops, tpk, true).saturating_sub(overhead);
+        shrink_all();
+        // Room for the live set (455 bytes on average) twice over: first fit fragments.
+        let heap_bytes = live * 455 * 2 + (1 << 20);
+        let l = Region::new(heap_bytes).map(|region| {
+            // SAFETY: as in `run`: RAM owned by `region`, which outlives the heap.
+            let heap = unsafe { Heap::new(region.start(), region.len()) };
+            let l = mixed_cell(&mut LinkedList { heap }, live, warm, ll_ops, tpk, false);
+            drop(region);
+            l.saturating_sub(mixed_cell(&mut Null, live, warm, ll_ops, tpk, false))
+        });
+        match l {
+            Some(l) => {
+                let ratio10 = l * 10 / k.max(1);
+                kprintln!(
+                    "  8-2048  {live:>7}  random  {k:>9}  {l:>11}  {:>5}.{}x   ({slab_ops} / {ll_ops}, after {warm} warm-up){}",
+                    ratio10 / 10,
+                    ratio10 % 10,
+                    if live == 10_000 { "   <- goal: >= 100x" } else { "" }
+                );
+            }
+            None => kprintln!(
+                "  8-2048  {live:>7}  random  {k:>9}  (no contiguous {} MiB for the heap)",
+                heap_bytes >> 20
+            ),
+        }
+    }
+}
+
 fn per_pair_minus(raw: u64, overhead: u64) -> u64 {
     raw.saturating_sub(overhead)
 }
@@ -232,6 +307,7 @@ pub fn run(tpk: u64) {
     kprintln!(
         "goals: 64-byte pair <= 50 instructions; >= 100x fewer than linked_list_allocator at 10k live."
     );
+    building_blocks(tpk);
     let overhead = cell(&mut Null, 64, 100, 20_000, tpk, false);
     let cache =
         crate::mm::slab::kmalloc_instance().kmalloc_slab(64, GfpFlags::GFP_KERNEL).expect("kmalloc-64");
@@ -301,4 +377,58 @@ pub fn run(tpk: u64) {
             }
         }
     }
+    kprintln!("mixed sizes (uniform over 8, 16, ..., 2048 bytes), random frees: the fragmenting workload");
+    mixed_rows(tpk);
+}
+
+/// What the pieces of a kmalloc + kfree pair cost, to see where the instructions go.
+fn building_blocks(tpk: u64) {
+    use super::measure;
+    const N: u64 = 20_000;
+    let node = crate::mm::node();
+    let kmalloc = crate::mm::slab::kmalloc_instance();
+    let gfp = GfpFlags::GFP_KERNEL;
+    let lock = ::mm::sync::IrqSpinLock::new(0u64);
+    let cache = kmalloc.kmalloc_slab(64, gfp).expect("kmalloc-64");
+    let obj = cache.alloc(gfp).expect("bench object");
+    let empty = measure(tpk, N, || {
+        core::hint::black_box(0);
+    });
+    let rows: [(&str, u64); 5] = [
+        (
+            "arch::in_interrupt() (might_sleep check)",
+            measure(tpk, N, || {
+                core::hint::black_box(crate::arch::in_interrupt());
+            }),
+        ),
+        (
+            "IrqSpinLock lock + unlock (cli/sti + spin::Mutex)",
+            measure(tpk, N, || {
+                *lock.lock() += 1;
+            }),
+        ),
+        (
+            "Node::page(pfn) (descriptor lookup, done per free)",
+            measure(tpk, N, || {
+                core::hint::black_box(node.page(core::hint::black_box(::mm::Pfn(0x2000))));
+            }),
+        ),
+        (
+            "kmalloc_slab(64) (size class lookup)",
+            measure(tpk, N, || {
+                core::hint::black_box(kmalloc.kmalloc_slab(core::hint::black_box(64), gfp));
+            }),
+        ),
+        (
+            "ksize(obj) (the free path's owner lookup: find_block + object check)",
+            measure(tpk, N, || {
+                let _ = core::hint::black_box(crate::mm::slab::ksize(core::hint::black_box(obj.as_ptr())));
+            }),
+        ),
+    ];
+    kprintln!("building blocks, instructions per call (call loop overhead of {empty} subtracted):");
+    for (what, cost) in rows {
+        kprintln!("  {:>5}  {what}", cost.saturating_sub(empty));
+    }
+    cache.free(obj).expect("bench object free");
 }
