@@ -232,7 +232,7 @@ fn mixed_cell<A: BenchAlloc>(
     free_all: bool,
 ) -> u64 {
     let mut rng = 0x0ddb_a11c_0ffe_e123u64;
-    let mut size = |rng: &mut u64| SIZES[(next_random(rng) % 9) as usize];
+    let size = |rng: &mut u64| SIZES[(next_random(rng) % 9) as usize];
     let mut slots: Vec<(*mut u8, usize)> = Vec::with_capacity(live);
     for _ in 0..live {
         let s = size(&mut rng);
