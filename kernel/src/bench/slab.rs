@@ -326,7 +326,7 @@ pub fn run(tpk: u64) {
             if live * size > MAX_LIVE_BYTES {
                 kprintln!(
                     "  {size:>5}  {live:>7}  (skipped: a live set of {} MiB per allocator does not fit the 1 GiB bench boot)",
-                    live * size >> 20
+                    (live * size) >> 20
                 );
                 continue;
             }
@@ -347,9 +347,8 @@ pub fn run(tpk: u64) {
                     // SAFETY: the region is RAM this function owns (allocated above, freed when
                     // `region` drops after the heap is no longer used), mapped by the direct map.
                     let heap = unsafe { Heap::new(region.start(), region.len()) };
-                    let mut ll = LinkedList { heap };
-                    let l = cell(&mut ll, size, live, ll_ops, tpk, false);
-                    drop(ll);
+                    let l = cell(&mut LinkedList { heap }, size, live, ll_ops, tpk, false);
+                    // The heap is gone; only now is its memory given back.
                     drop(region);
                     Some(l)
                 }
