@@ -81,12 +81,17 @@ fn hardening_seed() -> usize {
     v as usize | 1
 }
 
-/// Linux's `warn_alloc` for kmalloc: one line unless `__GFP_NOWARN`.
-#[track_caller]
-fn warn_failure(what: &str, size: usize, gfp: GfpFlags, e: AllocError) -> AllocError {
+/// Linux's `warn_alloc` for kmalloc: one line unless `__GFP_NOWARN`. `loc` is the caller of the
+/// kmalloc entry point (taken there: inside a `map_err` closure it would be this file).
+fn warn_failure(
+    what: &str,
+    size: usize,
+    gfp: GfpFlags,
+    e: AllocError,
+    loc: &core::panic::Location<'_>,
+) -> AllocError {
     super::page_alloc::ALLOC_FAILURES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     if !gfp.contains(GfpFlags::__GFP_NOWARN) {
-        let loc = core::panic::Location::caller();
         crate::warn!(
             "{what}({size}) failure: mode:{:#x}({gfp:?}) at {}:{}: {e}",
             gfp.bits(),
@@ -97,10 +102,10 @@ fn warn_failure(what: &str, size: usize, gfp: GfpFlags, e: AllocError) -> AllocE
     e
 }
 
-/// A refused free is a bug in the caller (Linux BUGs or warns); report it, keep running.
-#[track_caller]
-fn report_bad_free(what: &str, e: &SlabError) {
-    let loc = core::panic::Location::caller();
+/// A refused free is a bug in the caller (Linux BUGs or warns); report it, keep running. `loc` is
+/// taken by the `#[track_caller]` entry point itself: inside the `inspect_err` closures the
+/// caller location would be this file.
+fn report_bad_free(what: &str, e: &SlabError, loc: &core::panic::Location<'_>) {
     crate::error!("{what} refused at {}:{}: {e}", loc.file(), loc.line());
 }
 
@@ -108,32 +113,36 @@ fn report_bad_free(what: &str, e: &SlabError) {
 #[track_caller]
 pub fn kmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
     might_sleep_if(gfp);
-    kmalloc_instance().kmalloc(size, gfp).map_err(|e| warn_failure("kmalloc", size, gfp, e))
+    let loc = core::panic::Location::caller();
+    kmalloc_instance().kmalloc(size, gfp).map_err(|e| warn_failure("kmalloc", size, gfp, e, loc))
 }
 
 /// `kzalloc`: zeroed `kmalloc`.
 #[track_caller]
 pub fn kzalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
     might_sleep_if(gfp);
-    kmalloc_instance().kzalloc(size, gfp).map_err(|e| warn_failure("kzalloc", size, gfp, e))
+    let loc = core::panic::Location::caller();
+    kmalloc_instance().kzalloc(size, gfp).map_err(|e| warn_failure("kzalloc", size, gfp, e, loc))
 }
 
 /// `kmalloc_array`: `n * size` bytes; an overflowing product is an error, not a wrap.
 #[track_caller]
 pub fn kmalloc_array(n: usize, size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
     might_sleep_if(gfp);
+    let loc = core::panic::Location::caller();
     kmalloc_instance()
         .kmalloc_array(n, size, gfp)
-        .map_err(|e| warn_failure("kmalloc_array", n.wrapping_mul(size), gfp, e))
+        .map_err(|e| warn_failure("kmalloc_array", n.wrapping_mul(size), gfp, e, loc))
 }
 
 /// `kcalloc`: zeroed `kmalloc_array`.
 #[track_caller]
 pub fn kcalloc(n: usize, size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
     might_sleep_if(gfp);
+    let loc = core::panic::Location::caller();
     kmalloc_instance()
         .kcalloc(n, size, gfp)
-        .map_err(|e| warn_failure("kcalloc", n.wrapping_mul(size), gfp, e))
+        .map_err(|e| warn_failure("kcalloc", n.wrapping_mul(size), gfp, e, loc))
 }
 
 /// `krealloc`: the same block while `new_size` fits it, else a new one with the contents copied;
@@ -141,11 +150,12 @@ pub fn kcalloc(n: usize, size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, Allo
 #[track_caller]
 pub fn krealloc(ptr: *const u8, new_size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, SlabError> {
     might_sleep_if(gfp);
+    let loc = core::panic::Location::caller();
     kmalloc_instance().krealloc(ptr, new_size, gfp).inspect_err(|e| match e {
         SlabError::Alloc(a) => {
-            warn_failure("krealloc", new_size, gfp, *a);
+            warn_failure("krealloc", new_size, gfp, *a, loc);
         }
-        other => report_bad_free("krealloc", other),
+        other => report_bad_free("krealloc", other, loc),
     })
 }
 
@@ -158,13 +168,15 @@ pub fn ksize(ptr: *const u8) -> Result<usize, SlabError> {
 /// pointer or a double free is refused, reported and changes nothing.
 #[track_caller]
 pub fn kfree(ptr: *const u8) -> Result<(), SlabError> {
-    kmalloc_instance().kfree(ptr).inspect_err(|e| report_bad_free("kfree", e))
+    let loc = core::panic::Location::caller();
+    kmalloc_instance().kfree(ptr).inspect_err(|e| report_bad_free("kfree", e, loc))
 }
 
 /// `kfree_sensitive`: zeroes the block before freeing it.
 #[track_caller]
 pub fn kfree_sensitive(ptr: *const u8) -> Result<(), SlabError> {
-    kmalloc_instance().kfree_sensitive(ptr).inspect_err(|e| report_bad_free("kfree_sensitive", e))
+    let loc = core::panic::Location::caller();
+    kmalloc_instance().kfree_sensitive(ptr).inspect_err(|e| report_bad_free("kfree_sensitive", e, loc))
 }
 
 /// `kmem_cache_create(name, size, align, flags, ctor)`.
