@@ -80,6 +80,7 @@ pub fn print_statistics(when: &str) {
     print_proc("buddyinfo", |w| ::mm::stats::write_buddyinfo(w, node));
     print_proc("zoneinfo", |w| ::mm::stats::write_zoneinfo(w, node));
     print_proc("slabinfo", |w| super::slab::slab().slabinfo(w));
+    print_proc("vmallocinfo", |w| super::vmalloc::write_vmallocinfo(w));
     print_proc("meminfo", |w| ::mm::stats::write_meminfo(w, &meminfo()));
 }
 
@@ -90,6 +91,9 @@ pub fn meminfo() -> ::mm::stats::MemInfo {
     info.slab_kb = Some(slab.slab_kb());
     info.sreclaimable_kb = Some(slab.sreclaimable_kb());
     info.sunreclaim_kb = Some(slab.sunreclaim_kb());
+    if super::vmalloc::is_ready() {
+        super::vmalloc::fill_meminfo(&mut info);
+    }
     info
 }
 
@@ -112,7 +116,7 @@ pub fn describe_address(addr: VirtAddr, w: &mut dyn Write) {
     } else if (boot.stack_bottom.saturating_sub(4096)..boot.stack_bottom).contains(&a) {
         write!(w, "the kernel stack's guard page: a stack overflow")
     } else if (VMALLOC_START..VMALLOC_END).contains(&a) {
-        write!(w, "the vmalloc range [{VMALLOC_START:#x}, {VMALLOC_END:#x}), not inside any vmalloc area")
+        super::vmalloc::describe(a, w)
     } else if a < 0x0000_8000_0000_0000 {
         write!(w, "a user-space address (nothing is mapped in the lower half)")
     } else {
