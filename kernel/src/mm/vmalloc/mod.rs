@@ -30,7 +30,7 @@ use ::mm::{AllocError, GfpFlags, Pfn, PAGE_SIZE};
 use x86_64::registers::control::Cr3;
 use x86_64::VirtAddr;
 
-pub use deferred::{vfree_atomic, vfree_drain};
+pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
 pub use owners::{KVBox, KVVec, VBox, VVec};
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
