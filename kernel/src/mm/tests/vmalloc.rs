@@ -324,6 +324,8 @@ ktest!(
         let before = state();
         // Take everything as single pages, then give back every page whose buddy stays held:
         // no two free pages can merge, so no free block above order 0 remains.
+        // Empty slabs first: reclaim would otherwise hand their (multi-page) blocks back later.
+        crate::mm::slab::shrink_all();
         let mut all = take_all_pages();
         let mut held = PageList::new();
         let mut freed = 0u64;
