@@ -4,6 +4,7 @@
 //! printed, never asserted; goals are quoted beside them.
 
 mod page_alloc;
+mod vmalloc;
 
 use core::arch::asm;
 
@@ -43,5 +44,6 @@ pub fn run() -> ! {
     }
     // One line per benchmark module; each prints its own table.
     page_alloc::run(tpk);
+    vmalloc::run(tpk);
     crate::arch::qemu::exit(crate::arch::qemu::ExitCode::Success)
 }
