@@ -37,6 +37,10 @@ use super::layout::{VMALLOC_END, VMALLOC_START};
 
 static VMAP: spin::Once<IrqSpinLock<VmallocSpace>> = spin::Once::new();
 
+/// Managed pages (Linux's `totalram_pages`), fixed at boot: the cheap bound vmalloc checks
+/// sizes against before allocating anything.
+static TOTALRAM_PAGES: AtomicUsize = AtomicUsize::new(0);
+
 /// Times vmalloc or vmap was called in interrupt context (tests read it).
 pub static VMALLOC_IN_INTERRUPT: AtomicUsize = AtomicUsize::new(0);
 
@@ -147,6 +151,7 @@ pub fn init() {
         .tables
         .preallocate(&VmallocPages, GfpFlags::GFP_KERNEL)
         .unwrap_or_else(|e| panic!("vmalloc: cannot preallocate the top-level page tables: {e}"));
+    TOTALRAM_PAGES.store(super::node().totals().managed_pages as usize, Relaxed);
     VMAP.call_once(|| IrqSpinLock::new(space));
     crate::info!(
         "vmalloc: [{VMALLOC_START:#x}, {VMALLOC_END:#x}) {} TiB, {n} PDPT pages preallocated under its PML4 entries; TLB: invlpg up to {} pages, global flush above",
@@ -218,7 +223,7 @@ pub fn __vmalloc_node(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNul
 
 #[track_caller]
 fn vmalloc_locked(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
-    let totalram = super::node().totals().managed_pages as usize;
+    let totalram = TOTALRAM_PAGES.load(Relaxed);
     let nr_pages = size.div_ceil(PAGE_SIZE);
     if nr_pages > totalram {
         return Err(VmError::MoreThanRam { nr_pages, totalram_pages: totalram });
