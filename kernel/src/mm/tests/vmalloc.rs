@@ -321,11 +321,11 @@ ktest!(
         warm_up(&[16 << 20, 16 << 10]);
         let k = crate::mm::slab::kmalloc(16 << 10, GfpFlags::GFP_KERNEL).expect("kmalloc before fragmenting");
         crate::mm::slab::kfree(k.as_ptr()).unwrap();
+        // Empty slabs first: reclaim would otherwise hand their (multi-page) blocks back later.
+        crate::mm::slab::shrink_all();
         let before = state();
         // Take everything as single pages, then give back every page whose buddy stays held:
         // no two free pages can merge, so no free block above order 0 remains.
-        // Empty slabs first: reclaim would otherwise hand their (multi-page) blocks back later.
-        crate::mm::slab::shrink_all();
         let mut all = take_all_pages();
         let mut held = PageList::new();
         let mut freed = 0u64;
@@ -572,6 +572,7 @@ ktest!(
                 v.push(i, GfpFlags::GFP_KERNEL).unwrap();
             }
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+            assert!(v.len() == 100_000 && !v.is_empty() && v.capacity() >= v.len());
             assert!(is_vmalloc_addr(v.as_ptr().unwrap().cast()));
             let mut kv: KVVec<u64> = KVVec::with_capacity(4, GfpFlags::GFP_KERNEL).unwrap();
             for i in 0..1_000_000u64 {
@@ -595,6 +596,10 @@ ktest!(
             "{}",
             inside.as_str()
         );
+        assert!(matches!(
+            find_vm_area((a + 2 * P + 5) as *const u8),
+            Some((area, ::mm::vmalloc::AddrPlace::Guard { offset: 5 })) if area.start == a
+        ));
         let guard = describe(a + 2 * P);
         assert!(guard.as_str().starts_with("vmalloc guard page: 0 bytes past the end"), "{}", guard.as_str());
         assert!(
