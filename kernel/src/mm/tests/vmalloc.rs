@@ -295,7 +295,7 @@ ktest!(
         let mut held = take_all_pages();
         let mut spare = PageList::new();
         for _ in 0..100 {
-            spare.push(held.pop().expect("memory").into());
+            spare.push(held.pop().expect("memory"));
         }
         drop(spare);
         let during = state();
@@ -410,7 +410,7 @@ ktest!(
         assert!(during.pagetable_pages >= before.counts.pagetable_pages + nr / 512);
         crate::info!(
             "large vmalloc: {} MiB in {} pages with {} page-table pages, {} pages left free",
-            nr * P >> 20,
+            (nr * P) >> 20,
             nr,
             during.pagetable_pages - before.counts.pagetable_pages,
             free_pages()
