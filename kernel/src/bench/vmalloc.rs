@@ -66,6 +66,17 @@ pub fn run(tpk: u64) {
         );
     }
     kprintln!("  (busy-list goal: within 2x of empty)");
+    let pair = measure(tpk, 20_000, || {
+        let f = crate::mm::page_alloc::alloc_pages(GfpFlags::GFP_KERNEL, 0).expect("bench page");
+        crate::mm::page_alloc::__free_pages(f, 0).expect("bench page free");
+    });
+    let last = SIZES.len() - 1;
+    kprintln!(
+        "  of the {} per page at {} pages, {pair} are the page allocator's order-0 alloc+free pair; vmalloc's own share (map, unmap, flush, bookkeeping) is {}",
+        empty[last] / SIZES[last] as u64,
+        SIZES[last],
+        (empty[last] / SIZES[last] as u64).saturating_sub(pair)
+    );
 
     // The flush strategies alone, on an unmapped vmalloc range (invlpg of an absent
     // translation costs the same instruction).
