@@ -11,6 +11,7 @@ pub fn run() {
     print_statistics("after boot");
     page_allocator_demo();
     kmalloc_demo();
+    vmalloc_demo();
     print_statistics("after the demo workload");
 }
 
@@ -21,7 +22,8 @@ fn page_allocator_demo() {
     for (order, slot) in held.iter_mut().enumerate() {
         let pages = Pages::alloc(GfpFlags::GFP_KERNEL, order as u32).expect("demo allocation");
         info!(
-            "alloc_pages(GFP_KERNEL, order {order:>2}) -> phys {:#012x} ({}, zone {})",
+            "alloc_pages(GFP_KERNEL, order {:>2}) -> phys {:#012x} ({}, zone {})",
+            pages.order(),
             pages.frame().start_address().as_u64(),
             crate::mm::memory_map::Size(pages.len() as u64),
             zone_name(&pages)
@@ -92,4 +94,50 @@ fn kmalloc_demo() {
         map.len()
     );
     crate::mm::report::print_proc("slabinfo", |w| crate::mm::slab::slab().slabinfo(w));
+}
+
+/// The area the vmalloc demo keeps, so the final `/proc/vmallocinfo` shows a live area and its
+/// caller (it stays allocated until QEMU exits, like a module's long-lived table).
+static DEMO_TABLE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+fn vmalloc_demo() {
+    use crate::mm::vmalloc::{vfree, vmalloc, vmalloc_to_pfn, vmap, vunmap, vzalloc};
+    kprintln!("---- demo: vmalloc and vmap ----");
+    let mut freed = [core::ptr::null(); 2];
+    for (i, size) in [5000usize, 64 << 10].into_iter().enumerate() {
+        let p = vmalloc(size).expect("demo vmalloc");
+        let pfns: [u64; 2] =
+            [0, 1].map(|pg| vmalloc_to_pfn(p.as_ptr().wrapping_add(pg * 4096)).map_or(0, |f| f.0));
+        info!(
+            "vmalloc({size:>6}) -> {:p}; first pages at pfn {:#x}, {:#x} (separate frames)",
+            p.as_ptr(),
+            pfns[0],
+            pfns[1]
+        );
+        freed[i] = p.as_ptr();
+    }
+    let table = vzalloc(1 << 20).expect("demo vzalloc");
+    DEMO_TABLE.store(table.as_ptr() as usize, core::sync::atomic::Ordering::Relaxed);
+    info!("vzalloc(1 MiB) -> {:p}: kept live across the final statistics", table.as_ptr());
+    // vmap: four scattered pages seen as one contiguous buffer.
+    let pages: [Pages; 4] =
+        core::array::from_fn(|_| Pages::alloc(GfpFlags::GFP_KERNEL, 0).expect("demo page"));
+    let pfns = pages.each_ref().map(|p| ::mm::Pfn::from_phys(p.frame().start_address()));
+    // SAFETY: the frames belong to `pages`, which lives until after the vunmap below.
+    let v = unsafe { vmap(&pfns, ::mm::vmalloc::VmFlags::VM_MAP) }.expect("demo vmap");
+    info!(
+        "vmap of pages at phys {:#x}, {:#x}, {:#x}, {:#x} -> {:p} (16 KiB contiguous)",
+        pfns[0].0 << 12,
+        pfns[1].0 << 12,
+        pfns[2].0 << 12,
+        pfns[3].0 << 12,
+        v.as_ptr()
+    );
+    crate::mm::report::print_proc("vmallocinfo", |w| crate::mm::vmalloc::write_vmallocinfo(w));
+    vunmap(v.as_ptr()).expect("demo vunmap");
+    drop(pages);
+    for p in freed {
+        vfree(p).expect("demo vfree");
+    }
+    info!("vunmap'ed the vmap area and vfree'd the two vmalloc areas");
 }

@@ -5,6 +5,7 @@
 
 mod page_alloc;
 mod slab;
+mod vmalloc;
 
 use core::arch::asm;
 
@@ -45,5 +46,6 @@ pub fn run() -> ! {
     // One line per benchmark module; each prints its own table.
     page_alloc::run(tpk);
     slab::run(tpk);
+    vmalloc::run(tpk);
     crate::arch::qemu::exit(crate::arch::qemu::ExitCode::Success)
 }

@@ -21,5 +21,3 @@ pub const DYNAMIC_END: u64 = 0xffff_c800_0000_0000;
 pub const VMALLOC_START: u64 = 0xffff_c900_0000_0000;
 /// End (exclusive) of the vmalloc range: 32 TiB.
 pub const VMALLOC_END: u64 = VMALLOC_START + (32 << 40);
-/// Size of the vmalloc range in bytes.
-pub const VMALLOC_SIZE: u64 = VMALLOC_END - VMALLOC_START;

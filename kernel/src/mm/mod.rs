@@ -11,6 +11,7 @@ pub mod page_alloc;
 pub mod report;
 pub mod slab;
 mod tests;
+pub mod vmalloc;
 
 use ::mm::addr::DirectMap;
 use ::mm::buddy::Node;
@@ -113,4 +114,6 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
     crate::arch::fault::set_address_describer(report::describe_address);
 
     slab::init(cmdline.get("slab_debug"));
+    // After kmalloc: the area trees live on the heap.
+    vmalloc::init();
 }

@@ -9,6 +9,7 @@ use ::mm::page::PageState;
 use ::mm::Pfn;
 use x86_64::VirtAddr;
 
+use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::memory_map::Size;
 use crate::log::Console;
 
@@ -79,6 +80,7 @@ pub fn print_statistics(when: &str) {
     print_proc("buddyinfo", |w| ::mm::stats::write_buddyinfo(w, node));
     print_proc("zoneinfo", |w| ::mm::stats::write_zoneinfo(w, node));
     print_proc("slabinfo", |w| super::slab::slab().slabinfo(w));
+    print_proc("vmallocinfo", |w| super::vmalloc::write_vmallocinfo(w));
     print_proc("meminfo", |w| ::mm::stats::write_meminfo(w, &meminfo()));
 }
 
@@ -89,6 +91,9 @@ pub fn meminfo() -> ::mm::stats::MemInfo {
     info.slab_kb = Some(slab.slab_kb());
     info.sreclaimable_kb = Some(slab.sreclaimable_kb());
     info.sunreclaim_kb = Some(slab.sunreclaim_kb());
+    if super::vmalloc::is_ready() {
+        super::vmalloc::fill_meminfo(&mut info);
+    }
     info
 }
 
@@ -102,6 +107,8 @@ pub fn describe_address(addr: VirtAddr, w: &mut dyn Write) {
         write!(w, "ZERO_SIZE_PTR: dereference of the result of a zero-size kmalloc (kmalloc(0))")
     } else if let Some(pa) = super::page_alloc::virt_to_phys(addr) {
         describe_direct_map(w, pa.as_u64())
+    } else if (VMALLOC_START..VMALLOC_END).contains(&a) {
+        super::vmalloc::describe(a, w)
     } else {
         crate::arch::fault::describe_default(addr, w);
         Ok(())

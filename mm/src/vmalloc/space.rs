@@ -5,9 +5,6 @@
 //! lock; the page allocator never takes it, so that cannot deadlock. The kernel supplies what is
 //! not logic: the page provider (the buddy allocator) and the TLB flush (a callback).
 
-extern crate alloc;
-
-use alloc::vec::Vec;
 use core::fmt;
 
 use x86_64::VirtAddr;
@@ -28,8 +25,6 @@ pub enum VmallocError {
     PageTable(PgTableError),
     /// The page allocator refused page `index` of `nr_pages`.
     Pages { index: usize, nr_pages: usize, err: AllocError },
-    /// The heap could not hold the page list.
-    NoMemory,
     /// `vfree` of a vmap area or `vunmap` of a vmalloc area.
     WrongKind { addr: usize, kind: AreaKind },
     /// `vmap` of no pages.
@@ -44,7 +39,6 @@ impl fmt::Display for VmallocError {
             VmallocError::Pages { index, nr_pages, err } => {
                 write!(f, "allocating page {index} of {nr_pages} failed: {err}")
             }
-            VmallocError::NoMemory => write!(f, "out of heap memory for the vmalloc page list"),
             VmallocError::WrongKind { addr, kind: AreaKind::Vmap } => {
                 write!(f, "{addr:#x} is a vmap area: release it with vunmap, not vfree")
             }
@@ -67,6 +61,9 @@ impl From<PgTableError> for VmallocError {
         VmallocError::PageTable(e)
     }
 }
+
+/// Pages vmalloc allocates and maps per step (512 bytes of frame numbers on the stack).
+pub const VMALLOC_CHUNK: usize = 64;
 
 /// The vmalloc range: its areas and its page tables.
 pub struct VmallocSpace {
@@ -118,41 +115,46 @@ impl VmallocSpace {
         flush: impl FnOnce(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         let area = self.areas.alloc_area(VmapAreaRequest { kind: AreaKind::Vmalloc, ..req })?;
-        let mut pages: Vec<Pfn> = Vec::new();
-        if pages.try_reserve_exact(area.nr_pages).is_err() {
-            self.free_area_unmapped(area.start);
-            return Err(VmallocError::NoMemory);
-        }
-        for index in 0..area.nr_pages {
-            match provider.alloc_pages(gfp, 0) {
-                Ok(pfn) => {
-                    if let Some(page) = provider.page(pfn) {
-                        page.set_state(PageState::Vmalloc);
-                        page.private.store(area.start, core::sync::atomic::Ordering::Relaxed);
+        let start = VirtAddr::new(area.start as u64);
+        // Pages are allocated and mapped a chunk at a time through a buffer on the stack, not
+        // through a page list on the heap: a list for a large area would need a physically
+        // contiguous heap block, exactly what vmalloc exists to avoid (a 16 MiB area needs 32 KiB
+        // of list, which fails when memory is fragmented to single pages).
+        let mut chunk = [Pfn(0); VMALLOC_CHUNK];
+        let mut mapped = 0;
+        while mapped < area.nr_pages {
+            let n = VMALLOC_CHUNK.min(area.nr_pages - mapped);
+            for i in 0..n {
+                match provider.alloc_pages(gfp, 0) {
+                    Ok(pfn) => {
+                        if let Some(page) = provider.page(pfn) {
+                            page.set_state(PageState::Vmalloc);
+                            page.private.store(area.start, core::sync::atomic::Ordering::Relaxed);
+                        }
+                        chunk[i] = pfn;
                     }
-                    pages.push(pfn);
-                }
-                Err(err) => {
-                    for &pfn in &pages {
-                        free_vmalloc_page(provider, pfn);
+                    Err(err) => {
+                        for &pfn in &chunk[..i] {
+                            free_vmalloc_page(provider, pfn);
+                        }
+                        self.unwind_vmalloc(provider, &area, mapped, mapped > 0, flush);
+                        return Err(VmallocError::Pages { index: mapped + i, nr_pages: area.nr_pages, err });
                     }
-                    self.free_area_unmapped(area.start);
-                    return Err(VmallocError::Pages { index, nr_pages: area.nr_pages, err });
                 }
             }
-        }
-        // SAFETY: the pages were just allocated for this area and stay allocated while mapped
-        // (vfree unmaps before freeing them); the area is ours.
-        let mapped = unsafe {
-            self.tables.map_pages(provider, table_gfp(gfp), VirtAddr::new(area.start as u64), &pages)
-        };
-        if let Err(e) = mapped {
-            for &pfn in &pages {
-                free_vmalloc_page(provider, pfn);
+            let at = start + (mapped * PAGE_SIZE) as u64;
+            // SAFETY: the pages were just allocated for this area and stay allocated while mapped
+            // (vfree unmaps before freeing them); the area is ours.
+            let result = unsafe { self.tables.map_pages(provider, table_gfp(gfp), at, &chunk[..n]) };
+            if let Err(e) = result {
+                for &pfn in &chunk[..n] {
+                    free_vmalloc_page(provider, pfn);
+                }
+                // The failed call mapped some of the chunk for a while: always flush.
+                self.unwind_vmalloc(provider, &area, mapped, true, flush);
+                return Err(e.into());
             }
-            flush(TlbFlushRange { start: VirtAddr::new(area.start as u64), nr_pages: area.nr_pages });
-            self.free_area_unmapped(area.start);
-            return Err(e.into());
+            mapped += n;
         }
         Ok(area)
     }
@@ -242,6 +244,30 @@ impl VmallocSpace {
         flush(range);
         self.free_area_unmapped(area.start);
         Ok(area)
+    }
+
+    /// Undoes a vmalloc that failed after mapping its first `mapped` pages: unmaps them, frees
+    /// them and the page tables that became empty, flushes the whole area if anything was ever
+    /// present in it (`was_mapped`) and releases the range.
+    fn unwind_vmalloc<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        area: &VmapArea,
+        mapped: usize,
+        was_mapped: bool,
+        flush: impl FnOnce(TlbFlushRange),
+    ) {
+        let start = VirtAddr::new(area.start as u64);
+        if mapped > 0 {
+            let unmapped =
+                self.tables.unmap_pages(provider, start, mapped, |pfn| free_vmalloc_page(provider, pfn));
+            // Those pages were mapped by this call a moment ago; only corrupt tables fail here.
+            debug_assert!(unmapped.is_ok(), "unwinding a partial vmalloc: {unmapped:?}");
+        }
+        if was_mapped {
+            flush(TlbFlushRange { start, nr_pages: area.nr_pages });
+        }
+        self.free_area_unmapped(area.start);
     }
 
     /// Releases the virtual range of an area that has nothing mapped.

@@ -381,6 +381,13 @@ impl VmapAreas {
         }
     }
 
+    /// What [`free`](Self::free) would say about `addr`, without freeing: the live area starting
+    /// there, or the reason it cannot be freed. For callers that must validate before they may
+    /// change anything (the kernel's deferred vfree).
+    pub fn check_free(&self, addr: usize) -> Result<VmapArea, VmapError> {
+        self.busy.get(addr).map(to_area).ok_or_else(|| self.classify_bad_free(addr))
+    }
+
     /// The live area starting exactly at `addr` (Linux's `find_vmap_area`). O(log n).
     pub fn find_vmap_area(&self, addr: usize) -> Option<VmapArea> {
         self.busy.get(addr).map(to_area)

@@ -4,3 +4,4 @@ mod kmalloc;
 mod kmalloc_irq;
 mod page_alloc;
 mod slab;
+mod vmalloc;

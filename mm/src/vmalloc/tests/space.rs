@@ -120,6 +120,38 @@ fn vmalloc_failures_leave_nothing_behind() {
 }
 
 #[test]
+fn vmalloc_failure_in_a_later_chunk_unwinds_the_mapped_chunks() {
+    use crate::vmalloc::space::VMALLOC_CHUNK;
+    let nr = VMALLOC_CHUNK * 2 + 5;
+    // Budgets that run out in the second chunk's pages, in the third chunk's pages and, with the
+    // PD and PT taken by the first chunk, never in the tables: everything must come back.
+    for fail_at in [VMALLOC_CHUNK + 3, 2 * VMALLOC_CHUNK + 1] {
+        let (ram, mut s) = setup(nr + 64);
+        let free = ram.nr_free();
+        // Page `fail_at` fails: `fail_at` data pages plus the PD and PT of the first chunk.
+        ram.set_budget(fail_at + 2);
+        let flushed = Cell::new(None);
+        let err = s
+            .vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(nr * P), |r| flushed.set(Some(r)))
+            .unwrap_err();
+        ram.set_budget(usize::MAX);
+        assert_eq!(
+            err,
+            VmallocError::Pages { index: fail_at, nr_pages: nr, err: AllocError::OutOfMemory { order: 0 } }
+        );
+        assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(START as u64), nr_pages: nr }));
+        assert_eq!(ram.nr_free(), free, "fail_at {fail_at}");
+        assert_eq!(s.tables.nr_pagetable_pages(), 1, "only the preallocated PDPT is left");
+        assert_eq!(s.areas.nr_areas(), 0);
+        s.areas.check().unwrap();
+        let a = s.vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(nr * P), no_flush).unwrap();
+        for i in 0..nr {
+            assert!(s.tables.vmalloc_to_pfn(VirtAddr::new((a.start + i * P) as u64)).is_some());
+        }
+    }
+}
+
+#[test]
 fn vfree_and_vunmap_refuse_wrong_addresses_and_kinds() {
     let (ram, mut s) = setup(128);
     let a = s.vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(2 * P), no_flush).unwrap();
