@@ -11,6 +11,9 @@
 //!   order; its other pages keep `FreeTail` (nobody writes tail descriptors on the fast paths);
 //! - pages never handed out (holes, memblock reservations) are `Reserved`.
 //!
+//! Order-0 pages go through per-CPU lists first (see [`pcp`]): a steady alloc/free pair
+//! neither splits nor merges. Pages on those lists are `PcpFree` and not counted as free.
+//!
 //! Allocation walks the zonelist from the highest zone the GFP flags allow down to DMA,
 //! checking each zone's `min` watermark as `__zone_watermark_ok` does; it splits a larger block
 //! if needed (`expand`). Freeing merges with the buddy (`pfn ^ (1 << order)`) while it is a free
@@ -33,6 +36,7 @@
 //! ```
 
 mod free;
+pub mod pcp;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +49,31 @@ use crate::memblock::MemBlock;
 use crate::page::{FreePagesError, Page, PageProvider, PageState, MAX_PAGE_ORDER, NO_PAGE};
 use crate::zone::{self, FreeArea, Zone, ZoneLimits, ZoneType, MAX_NR_ZONES};
 use crate::AllocError;
+use pcp::NR_CPUS;
+
+/// A CPU slot of the per-CPU page lists: always below [`NR_CPUS`], so no list lookup can fail.
+/// The kernel runs on one CPU for now and uses [`CpuId::BOOT`] (what [`Node::alloc_pages`] and
+/// [`Node::free_pages`] pass); an SMP kernel would pass the current CPU's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuId(usize);
+
+impl CpuId {
+    /// CPU 0.
+    pub const BOOT: CpuId = CpuId(0);
+
+    /// `None` if `cpu >= NR_CPUS`.
+    pub const fn new(cpu: usize) -> Option<CpuId> {
+        if cpu < NR_CPUS {
+            Some(CpuId(cpu))
+        } else {
+            None
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// Why a node could not be initialised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +150,9 @@ pub struct MemTotals {
     pub free_pages: u64,
     /// Sum over zones and orders of `nr_free[order] << order` (what `/proc/buddyinfo` shows).
     pub buddyinfo_pages: u64,
+    /// Pages on the per-CPU lists: free, but in neither `free_pages` nor `buddyinfo_pages`
+    /// (as on Linux, where they are in neither `MemFree` nor `/proc/buddyinfo`).
+    pub pcp_pages: u64,
     /// Linux's `totalreserve_pages`.
     pub totalreserve_pages: u64,
     /// Sum of the zones' low watermarks (used by `MemAvailable`).
@@ -215,16 +247,34 @@ impl Node {
         for (i, z) in zones.iter_mut().enumerate() {
             z.watermark = zone::zone_watermarks(min_free_kbytes, z.managed_pages, lowmem);
             z.lowmem_reserve = reserves[i];
+            // The per-CPU lists (zone_pcp_init / pageset_set_batch).
+            let batch = pcp::zone_batchsize(z.managed_pages);
+            for slot in z.pcp.iter_mut() {
+                let p = slot.get_mut();
+                (p.batch, p.high) = (batch, pcp::pcp_high(batch));
+            }
+            let free = z.free_area.get_mut().free_pages;
+            *z.nr_free_pages.get_mut() = free;
         }
         let totalreserve_pages = zone::totalreserve_pages(&zones);
         Ok(Node { node_id, mem_map, zones, dm, limits, min_free_kbytes, totalreserve_pages })
     }
 
-    /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`). The head descriptor is
-    /// `Allocated` with the order recorded. Zones are tried Normal -> DMA32 -> DMA from the
-    /// highest the flags allow; a zone is used only above its `min` watermark (reduced for
-    /// `__GFP_HIGH`/`GFP_ATOMIC`) plus its lowmem reserve against that highest zone.
+    /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`) on CPU 0's per-CPU lists
+    /// (see [`CpuId`]). The head descriptor is `Allocated` with the order recorded. Zones are
+    /// tried Normal -> DMA32 -> DMA from the highest the flags allow; a zone is used only above
+    /// its `min` watermark (reduced for `__GFP_HIGH`/`GFP_ATOMIC`) plus its lowmem reserve
+    /// against that highest zone. Order 0 is served from the per-CPU lists.
+    #[inline]
     pub fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        self.alloc_pages_cpu(CpuId::BOOT, gfp, order)
+    }
+
+    /// [`Node::alloc_pages`] using the per-CPU lists of `cpu`.
+    ///
+    /// When every zone fails, the per-CPU lists are drained (`drain_all_pages`) and the
+    /// zonelist is tried once more, so pages sitting on lists never cause an `OutOfMemory`.
+    pub fn alloc_pages_cpu(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
         if order > MAX_PAGE_ORDER {
             return Err(AllocError::OrderTooLarge { order });
         }
@@ -234,33 +284,110 @@ impl Node {
         }
         let highest = gfp_zone(gfp)?;
         let flags = AllocFlags::from_gfp(gfp);
+        let idx = match self.get_page_from_freelist(cpu, order, highest, flags) {
+            Some(idx) => idx,
+            None => {
+                if self.drain_pages() == 0 {
+                    return Err(AllocError::OutOfMemory { order });
+                }
+                self.get_page_from_freelist(cpu, order, highest, flags)
+                    .ok_or(AllocError::OutOfMemory { order })?
+            }
+        };
+        let pfn = self.mem_map.index_to_pfn(idx);
+        if gfp.contains(GfpFlags::__GFP_ZERO) {
+            // SAFETY: the block was just taken off the free lists, so it is ours alone, and
+            // `dm` maps it (init contract). Zeroed outside the locks to keep them short.
+            unsafe { core::ptr::write_bytes(self.dm.pfn_to_virt(pfn), 0, PAGE_SIZE << order) };
+        }
+        Ok(pfn)
+    }
+
+    /// One pass over the zonelist; the index of the `Allocated` head taken, if any.
+    #[inline]
+    fn get_page_from_freelist(
+        &self,
+        cpu: CpuId,
+        order: u32,
+        highest: usize,
+        flags: AllocFlags,
+    ) -> Option<u32> {
         for zone in self.zones[..=highest].iter().rev() {
             if zone.managed_pages == 0 {
                 continue;
             }
-            let mut fa = zone.free_area.lock();
-            if !zone_watermark_ok(zone, &fa, order, highest, flags) {
-                continue;
+            let idx = if order == 0 {
+                self.rmqueue_pcplist(zone, cpu, highest, flags)
+            } else {
+                self.rmqueue_buddy(zone, order, highest, flags)
+            };
+            if let Some(idx) = idx {
+                return Some(idx);
             }
-            let Some(idx) = self.rmqueue(&mut fa, order) else { continue };
-            let page = self.desc(idx);
-            page.set_order(order);
-            page.set_state(PageState::Allocated);
-            drop(fa);
-            let pfn = self.mem_map.index_to_pfn(idx);
-            if gfp.contains(GfpFlags::__GFP_ZERO) {
-                // SAFETY: the block was just taken off the free lists, so it is ours alone, and
-                // `dm` maps it (init contract). Zeroed outside the lock to keep it short.
-                unsafe { core::ptr::write_bytes(self.dm.pfn_to_virt(pfn), 0, PAGE_SIZE << order) };
-            }
-            return Ok(pfn);
         }
-        Err(AllocError::OutOfMemory { order })
+        None
     }
 
-    /// Frees a block from [`Node::alloc_pages`] (Linux's `__free_pages`), merging it with free
-    /// buddies. Every misuse is refused with the allocator unchanged: see [`FreePagesError`].
+    /// Order 0 from the per-CPU list of `cpu` (`rmqueue_pcplist`), refilled from the buddy
+    /// lists when empty. The watermark is checked first on the lock-free free counter
+    /// (`zone_watermark_fast`).
+    ///
+    /// If the zone is below its watermark but has pages on per-CPU lists, they are given back
+    /// and the check repeated before falling back to a lower zone: otherwise up to
+    /// `high` pages per CPU of a higher zone would push allocations into lower zones early,
+    /// and lower zones are the scarcer ones. (Linux leaves this to the slow path's
+    /// `drain_all_pages`; here it keeps the zonelist order exact. It runs only at the watermark.)
+    #[inline]
+    fn rmqueue_pcplist(&self, zone: &Zone, cpu: CpuId, highest: usize, flags: AllocFlags) -> Option<u32> {
+        if !zone_watermark_ok(zone, zone.free_pages(), 0, highest, flags)
+            && (self.drain_zone(zone) == 0 || !zone_watermark_ok(zone, zone.free_pages(), 0, highest, flags))
+        {
+            return None;
+        }
+        let mut pcp = zone.pcp[cpu.0].lock();
+        let idx = match pcp.pop_head(&self.mem_map) {
+            Some(idx) => idx,
+            None => {
+                if self.pcp_refill(zone, &mut pcp) == 0 {
+                    return None;
+                }
+                pcp.pop_head(&self.mem_map)?
+            }
+        };
+        drop(pcp);
+        // Ours now: not on any list. Its order is already 0.
+        self.desc(idx).set_state(PageState::Allocated);
+        Some(idx)
+    }
+
+    /// Orders above 0, straight from the buddy lists under the zone lock.
+    #[inline]
+    fn rmqueue_buddy(&self, zone: &Zone, order: u32, highest: usize, flags: AllocFlags) -> Option<u32> {
+        let mut fa = zone.free_area.lock();
+        if !zone_watermark_ok(zone, fa.free_pages, order, highest, flags)
+            || fa.nr_free[order as usize..].iter().all(|&n| n == 0)
+        {
+            return None;
+        }
+        let idx = self.rmqueue(&mut fa, order)?;
+        let page = self.desc(idx);
+        page.set_order(order);
+        page.set_state(PageState::Allocated);
+        zone.publish_free(&fa);
+        Some(idx)
+    }
+
+    /// Frees a block from [`Node::alloc_pages`] (Linux's `__free_pages`): order 0 onto CPU 0's
+    /// per-CPU list, larger blocks merged with free buddies. Every misuse is refused with the
+    /// allocator unchanged: see [`FreePagesError`].
+    #[inline]
     pub fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        self.free_pages_cpu(CpuId::BOOT, pfn, order)
+    }
+
+    /// [`Node::free_pages`] onto the per-CPU list of `cpu` (which need not be the CPU that
+    /// allocated the page, as on Linux). A list above `high` gives `batch` pages back.
+    pub fn free_pages_cpu(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         if order > MAX_PAGE_ORDER {
             return Err(FreePagesError::OrderTooLarge { order });
         }
@@ -270,18 +397,36 @@ impl Node {
         let idx = self.mem_map.pfn_to_index(pfn).ok_or(FreePagesError::NotManaged { pfn })?;
         let page = self.desc(idx);
         let zone = &self.zones[page.zone() as usize];
+        if order == 0 {
+            // The order of an `Allocated` head is stable until it is freed, and claiming it is
+            // one atomic transition: two CPUs freeing the same page cannot both succeed, even
+            // onto different lists.
+            if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
+                let mut pcp = zone.pcp[cpu.0].lock();
+                pcp.push_head(&self.mem_map, idx);
+                if pcp.count > pcp.high {
+                    let batch = pcp.batch;
+                    self.pcp_spill(zone, &mut pcp, batch);
+                }
+                return Ok(());
+            }
+            // Classified under the zone lock so that no block is split or merged meanwhile.
+            let _fa = zone.free_area.lock();
+            return Err(self.classify_bad_free(pfn, page, order));
+        }
         let mut fa = zone.free_area.lock();
         // Checked under the lock: two CPUs freeing the same block cannot both succeed.
         if page.state() != PageState::Allocated || page.order() != order {
             return Err(self.classify_bad_free(pfn, page, order));
         }
         self.free_one_page(&mut fa, pfn, idx, order, page.zone());
+        zone.publish_free(&fa);
         Ok(())
     }
 
     /// Takes a block of `order` off the lists of a zone, splitting a larger one if needed.
     #[inline]
-    fn rmqueue(&self, fa: &mut FreeArea, order: u32) -> Option<u32> {
+    pub(super) fn rmqueue(&self, fa: &mut FreeArea, order: u32) -> Option<u32> {
         let mut cur = order;
         while fa.head[cur as usize] == NO_PAGE {
             cur += 1;
@@ -306,7 +451,14 @@ impl Node {
 
     /// `__free_one_page`: merge with free buddies, then put the result on its list.
     #[inline]
-    fn free_one_page(&self, fa: &mut FreeArea, mut pfn: Pfn, mut idx: u32, mut order: u32, zone: u8) {
+    pub(super) fn free_one_page(
+        &self,
+        fa: &mut FreeArea,
+        mut pfn: Pfn,
+        mut idx: u32,
+        mut order: u32,
+        zone: u8,
+    ) {
         while order < MAX_PAGE_ORDER {
             let buddy_pfn = Pfn(pfn.0 ^ (1 << order));
             // Within a section (always, with 128 MiB sections) descriptor indices follow pfns,
@@ -340,7 +492,7 @@ impl Node {
     /// A descriptor by index, unchecked: every index the allocator handles comes from its
     /// free lists, from `pfn_to_index`, or from block arithmetic inside a free block.
     #[inline]
-    fn desc(&self, idx: u32) -> &Page {
+    pub(super) fn desc(&self, idx: u32) -> &Page {
         debug_assert!((idx as usize) < self.mem_map.nr_pages());
         // SAFETY: indices in the free lists and from `pfn_to_index` are below `nr_pages`; the
         // halves `expand` computes lie inside a free block, whose pages all have descriptors.
@@ -412,6 +564,7 @@ impl Node {
             t.managed_pages += z.managed_pages;
             t.free_pages += fa.free_pages;
             t.buddyinfo_pages += fa.nr_free.iter().enumerate().map(|(o, n)| n << o).sum::<u64>();
+            t.pcp_pages += self.pcp_pages(z.zone_type);
             t.low_wmark_pages += z.low_wmark_pages();
         }
         t
@@ -483,10 +636,12 @@ fn free_range_init(mm: &MemMap, fa: &mut FreeArea, start: u64, end: u64) {
     }
 }
 
-/// `__zone_watermark_ok` with the `min` watermark.
+/// The free-page part of `__zone_watermark_ok` with the `min` watermark, given the zone's free
+/// pages (per-CPU list pages excluded, as on Linux). Callers with `order > 0` also check that a
+/// block of that order exists.
 #[inline]
-fn zone_watermark_ok(z: &Zone, fa: &FreeArea, order: u32, highest: usize, flags: AllocFlags) -> bool {
-    let free = fa.free_pages as i64 - ((1i64 << order) - 1);
+fn zone_watermark_ok(z: &Zone, free_pages: u64, order: u32, highest: usize, flags: AllocFlags) -> bool {
+    let free = free_pages as i64 - ((1i64 << order) - 1);
     let mut min = z.watermark[0] as i64;
     if flags.min_reserve {
         min -= min / 2;
@@ -494,10 +649,7 @@ fn zone_watermark_ok(z: &Zone, fa: &FreeArea, order: u32, highest: usize, flags:
             min -= min / 4;
         }
     }
-    if free <= min + z.lowmem_reserve[highest] as i64 {
-        return false;
-    }
-    order == 0 || fa.nr_free[order as usize..].iter().any(|&n| n != 0)
+    free > min + z.lowmem_reserve[highest] as i64
 }
 
 impl PageProvider for Node {

@@ -11,7 +11,8 @@ use crate::zone::ZoneType::{Dma, Dma32, Normal};
 
 const MIB: u64 = 1 << 20;
 
-/// The exact free lists of every zone, in list order, with the counters.
+/// The exact free lists of every zone, in list order, with the counters, after draining the
+/// per-CPU lists (Linux's `drain_all_pages`: what the free lists hold without them).
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub(super) struct Snapshot {
     areas: Vec<FreeArea>,
@@ -19,6 +20,7 @@ pub(super) struct Snapshot {
 }
 
 pub(super) fn snapshot(node: &Node) -> Snapshot {
+    node.drain_pages();
     let mut lists = Vec::new();
     for zt in ZoneType::ALL {
         let mut per_order = Vec::new();
@@ -299,6 +301,7 @@ fn dma_exhaustion_leaves_other_zones_alone_on(m: &TestMachine) {
     for (p, o) in got {
         n.free_pages(p, o).unwrap();
     }
+    n.drain_pages();
     assert_eq!(n.zone(Dma).free_pages(), n.zone(Dma).managed_pages());
 }
 
@@ -335,11 +338,15 @@ fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
     std::thread::scope(|s| {
         for t in 0..threads {
             s.spawn(move || {
+                // Each thread plays a CPU and frees onto the next CPU's lists (pages move
+                // between lists, as on Linux when a page is freed on another CPU).
+                let cpu = CpuId::new(t % pcp::NR_CPUS).unwrap();
+                let other = CpuId::new((t + 1) % pcp::NR_CPUS).unwrap();
                 let dm = n.direct_map();
                 let mut mine = Vec::new();
                 for i in 0..rounds {
                     let order = (i % 3) as u32;
-                    if let Ok(p) = n.alloc_pages(GfpFlags::GFP_KERNEL, order) {
+                    if let Ok(p) = n.alloc_pages_cpu(cpu, GfpFlags::GFP_KERNEL, order) {
                         // SAFETY: we own the block; mark it with the thread id.
                         unsafe { core::ptr::write_bytes(dm.pfn_to_virt(p), t as u8, PAGE_SIZE << order) };
                         mine.push((p, order));
@@ -349,7 +356,7 @@ fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
                         // SAFETY: still ours until freed below.
                         let b = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << o) };
                         assert!(b.iter().all(|&x| x == t as u8), "another thread wrote our block");
-                        n.free_pages(p, o).unwrap();
+                        n.free_pages_cpu(other, p, o).unwrap();
                     }
                 }
                 for (p, o) in mine {
@@ -360,7 +367,9 @@ fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
     });
     n.check_free_lists().unwrap();
     let t = n.totals();
-    assert_eq!(t.free_pages, t.managed_pages);
+    assert_eq!(t.free_pages + t.pcp_pages, t.managed_pages);
+    n.drain_pages();
+    assert_eq!(n.totals().free_pages, t.managed_pages);
 }
 
 #[test]
@@ -426,7 +435,7 @@ fn real_sections_and_x86_64_limits() {
     n.free_pages(d, 0).unwrap();
     n.check_free_lists().unwrap();
     let t = n.totals();
-    assert_eq!(t.free_pages, t.managed_pages);
+    assert_eq!(t.free_pages + t.pcp_pages, t.managed_pages);
 }
 
 /// Fast-path cost probe. Run the release test binary under valgrind twice and divide the

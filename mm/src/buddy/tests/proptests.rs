@@ -28,14 +28,24 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Every page of every zone span is exactly one of: in a free block, in a live block, reserved
-/// (or without descriptor). No two blocks overlap.
+/// Where a page is.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Kind {
+    Buddy,
+    Pcp,
+    Live,
+}
+
+/// Every page of every zone span is exactly one of: in a free block, on a per-CPU list, in a
+/// live block, reserved (or without descriptor). No two blocks overlap.
 fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
-    let mut blocks: Vec<(u64, u64, bool)> = live.iter().map(|(&p, &o)| (p, p + (1 << o), false)).collect();
+    let mut blocks: Vec<(u64, u64, Kind)> =
+        live.iter().map(|(&p, &o)| (p, p + (1 << o), Kind::Live)).collect();
     for zt in ZoneType::ALL {
         for o in 0..=MAX_PAGE_ORDER {
-            n.for_each_free_block(zt, o, |p| blocks.push((p.0, p.0 + (1 << o), true)));
+            n.for_each_free_block(zt, o, |p| blocks.push((p.0, p.0 + (1 << o), Kind::Buddy)));
         }
+        n.for_each_pcp_page(zt, |_, p| blocks.push((p.0, p.0 + 1, Kind::Pcp)));
     }
     blocks.sort_unstable();
     for w in blocks.windows(2) {
@@ -46,12 +56,18 @@ fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
         let reserved = (s..e)
             .filter(|&p| n.page(Pfn(p)).is_none_or(|pg| pg.state() == PageState::Reserved))
             .count() as u64;
-        let in_zone = |b: &&(u64, u64, bool)| b.0 >= s && b.0 < e;
-        let free: u64 = blocks.iter().filter(in_zone).filter(|b| b.2).map(|b| b.1 - b.0).sum();
-        let used: u64 = blocks.iter().filter(in_zone).filter(|b| !b.2).map(|b| b.1 - b.0).sum();
-        assert_eq!(free, z.free_pages(), "{}", z.name());
-        assert_eq!(free + used + reserved, z.spanned_pages(), "{}: every page counted once", z.name());
-        assert_eq!(free + used, z.managed_pages(), "{}", z.name());
+        let pages = |k: Kind| -> u64 {
+            blocks.iter().filter(|b| b.0 >= s && b.0 < e && b.2 == k).map(|b| b.1 - b.0).sum()
+        };
+        let (free, pcp, used) = (pages(Kind::Buddy), pages(Kind::Pcp), pages(Kind::Live));
+        assert_eq!(free, z.free_pages(), "{}: pcp pages are not counted as free", z.name());
+        assert_eq!(pcp, n.pcp_pages(z.zone_type()), "{}", z.name());
+        assert_eq!(free + pcp + used + reserved, z.spanned_pages(), "{}: every page counted once", z.name());
+        assert_eq!(free + pcp + used, z.managed_pages(), "{}", z.name());
+        for cpu in 0..pcp::NR_CPUS {
+            let info = n.pcp_info(z.zone_type(), cpu).unwrap();
+            assert!(info.count <= info.high, "{}: pcp count above high", z.name());
+        }
     }
     n.check_free_lists().unwrap();
 }
