@@ -1,6 +1,7 @@
 //! Host tests of the buddy allocator over emulated RAM (`crate::testing`).
 
 mod errors;
+mod pcp_lists;
 mod proptests;
 
 use std::vec::Vec;
@@ -340,8 +341,8 @@ fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
             s.spawn(move || {
                 // Each thread plays a CPU and frees onto the next CPU's lists (pages move
                 // between lists, as on Linux when a page is freed on another CPU).
-                let cpu = CpuId::new(t % pcp::NR_CPUS).unwrap();
-                let other = CpuId::new((t + 1) % pcp::NR_CPUS).unwrap();
+                let cpu = CpuId::new(t % crate::buddy::pcp::NR_CPUS).unwrap();
+                let other = CpuId::new((t + 1) % crate::buddy::pcp::NR_CPUS).unwrap();
                 let dm = n.direct_map();
                 let mut mine = Vec::new();
                 for i in 0..rounds {

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::buddy::pcp::NR_CPUS;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { gfp: usize, order: u32 },
-    Free { which: usize },
+    Alloc { gfp: usize, order: u32, cpu: usize },
+    Free { which: usize, cpu: usize },
 }
 
 const GFPS: [(GfpFlags, ZoneType); 5] = [
@@ -23,8 +24,8 @@ const GFPS: [(GfpFlags, ZoneType); 5] = [
 fn op() -> impl Strategy<Value = Op> {
     let order = prop_oneof![6 => 0u32..=2, 3 => 3u32..=6, 1 => 7u32..=10];
     prop_oneof![
-        3 => (0..GFPS.len(), order).prop_map(|(gfp, order)| Op::Alloc { gfp, order }),
-        2 => any::<usize>().prop_map(|which| Op::Free { which }),
+        3 => (0..GFPS.len(), order, 0..NR_CPUS).prop_map(|(gfp, order, cpu)| Op::Alloc { gfp, order, cpu }),
+        2 => (any::<usize>(), 0..NR_CPUS).prop_map(|(which, cpu)| Op::Free { which, cpu }),
     ]
 }
 
@@ -64,7 +65,7 @@ fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
         assert_eq!(pcp, n.pcp_pages(z.zone_type()), "{}", z.name());
         assert_eq!(free + pcp + used + reserved, z.spanned_pages(), "{}: every page counted once", z.name());
         assert_eq!(free + pcp + used, z.managed_pages(), "{}", z.name());
-        for cpu in 0..pcp::NR_CPUS {
+        for cpu in 0..NR_CPUS {
             let info = n.pcp_info(z.zone_type(), cpu).unwrap();
             assert!(info.count <= info.high, "{}: pcp count above high", z.name());
         }
@@ -72,17 +73,23 @@ fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
     n.check_free_lists().unwrap();
 }
 
-fn run(small: bool, ops: Vec<Op>) {
+/// `pcp`: `None` keeps the boot batch/high, `Some((batch, high))` sets them in every zone.
+fn run(small: bool, pcp: Option<(u32, u32)>, ops: Vec<Op>) {
     let m = if small { TestMachine::small() } else { TestMachine::standard() };
     let n = &m.node;
+    if let Some((batch, high)) = pcp {
+        for zt in ZoneType::ALL {
+            n.set_pcp_batch(zt, batch, high).unwrap();
+        }
+    }
     let initial = sorted(snapshot(n));
     let mut live: BTreeMap<u64, u32> = BTreeMap::new();
     let mut order_of_live: Vec<u64> = Vec::new();
     for op in ops {
         match op {
-            Op::Alloc { gfp, order } => {
+            Op::Alloc { gfp, order, cpu } => {
                 let (flags, highest) = GFPS[gfp];
-                let Ok(p) = n.alloc_pages(flags, order) else { continue };
+                let Ok(p) = n.alloc_pages_cpu(CpuId::new(cpu).unwrap(), flags, order) else { continue };
                 assert_eq!(p.0 % (1 << order), 0, "aligned to its order");
                 assert!(zone_of(&m, p) <= highest, "zone allowed by the flags");
                 let page = n.page(p).unwrap();
@@ -107,13 +114,13 @@ fn run(small: bool, ops: Vec<Op>) {
                 live.insert(p.0, order);
                 order_of_live.push(p.0);
             }
-            Op::Free { which } => {
+            Op::Free { which, cpu } => {
                 if order_of_live.is_empty() {
                     continue;
                 }
                 let p = order_of_live.swap_remove(which % order_of_live.len());
                 let o = live.remove(&p).unwrap();
-                n.free_pages(Pfn(p), o).unwrap();
+                n.free_pages_cpu(CpuId::new(cpu).unwrap(), Pfn(p), o).unwrap();
                 assert_eq!(
                     n.free_pages(Pfn(p), o).map_err(|e| matches!(e, FreePagesError::DoubleFree { .. })),
                     Err(true)
@@ -139,7 +146,10 @@ fn config() -> ProptestConfig {
 proptest! {
     #![proptest_config(config())]
     #[test]
-    fn random_alloc_free_matches_model(small in any::<bool>().prop_map(|b| b || cfg!(miri)), ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..400 })) {
-        run(small, ops);
+    fn random_alloc_free_matches_model(
+        small in any::<bool>().prop_map(|b| b || cfg!(miri)),
+        pcp in prop::option::of((1u32..=8, 1u32..=4).prop_map(|(b, k)| (b, b * k))),
+        ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..400 })) {
+        run(small, pcp, ops);
     }
 }
