@@ -12,8 +12,11 @@ use crate::mm::page_alloc::*;
 
 const NOWARN: GfpFlags = GfpFlags::__GFP_NOWARN;
 
-// Free-list counts of every zone: equal snapshots mean the allocator state is unchanged.
+// Free-list counts of every zone: equal snapshots mean the allocator state is unchanged. The
+// per-CPU lists are drained first (Linux's drain_all_pages): their pages are free but not on
+// the free lists, and which pages sit there depends on the order of earlier frees.
 fn snapshot() -> [[u64; 11]; 3] {
+    node().drain_pages();
     let mut s = [[0; 11]; 3];
     for (i, zone) in node().zones().iter().enumerate() {
         s[i] = zone.free_area_snapshot().nr_free;
