@@ -168,6 +168,9 @@ pub struct Node {
     limits: ZoneLimits,
     min_free_kbytes: u64,
     totalreserve_pages: u64,
+    /// The first populated zone of the Normal zonelist (Normal, else DMA32, else DMA; Normal
+    /// if none is), for the order-0 fast path.
+    normal_first: u8,
 }
 
 impl Node {
@@ -257,7 +260,9 @@ impl Node {
             *z.nr_free_pages.get_mut() = free;
         }
         let totalreserve_pages = zone::totalreserve_pages(&zones);
-        Ok(Node { node_id, mem_map, zones, dm, limits, min_free_kbytes, totalreserve_pages })
+        let normal_first =
+            zones.iter().rposition(|z| z.managed_pages != 0).unwrap_or(ZoneType::Normal as usize) as u8;
+        Ok(Node { node_id, mem_map, zones, dm, limits, min_free_kbytes, totalreserve_pages, normal_first })
     }
 
     /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`) on CPU 0's per-CPU lists
@@ -274,7 +279,45 @@ impl Node {
     ///
     /// When every zone fails, the per-CPU lists are drained (`drain_all_pages`) and the
     /// zonelist is tried once more, so pages sitting on lists never cause an `OutOfMemory`.
+    #[inline]
     pub fn alloc_pages_cpu(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        // Fast path (inlined into callers): order 0 with no zone modifier and no reserve access,
+        // served by the first zone of the Normal zonelist when it is above its watermark and
+        // the list is not empty. Exactly what the general path below would do in that case.
+        const SLOW: GfpFlags = GfpFlags::__GFP_DMA
+            .union(GfpFlags::__GFP_DMA32)
+            .union(GfpFlags::__GFP_HIGH)
+            .union(GfpFlags::__GFP_NOFAIL)
+            .union(GfpFlags::__GFP_ZERO);
+        if order == 0 && !gfp.intersects(SLOW) {
+            if let Some(idx) = self.rmqueue_pcplist_fast(cpu) {
+                return Ok(self.mem_map.index_to_pfn(idx));
+            }
+        }
+        self.alloc_pages_slow(cpu, gfp, order)
+    }
+
+    /// The fast path of [`Node::alloc_pages_cpu`]: the first populated zone of the Normal
+    /// zonelist, plain `min` watermark with the Normal lowmem reserve, a page from the list.
+    #[inline]
+    fn rmqueue_pcplist_fast(&self, cpu: CpuId) -> Option<u32> {
+        let highest = ZoneType::Normal as usize;
+        let zone = &self.zones[self.normal_first as usize];
+        if zone.free_pages() <= zone.watermark[0] + zone.lowmem_reserve[highest] {
+            return None;
+        }
+        let mut pcp = zone.pcp[cpu.0].lock();
+        let idx = pcp.pop_head(&self.mem_map);
+        drop(pcp);
+        let idx = idx?;
+        // Ours now: on no list. Its order is already 0.
+        self.desc(idx).set_state(PageState::Allocated);
+        Some(idx)
+    }
+
+    /// Everything [`Node::alloc_pages_cpu`]'s fast path does not cover.
+    #[inline(never)]
+    fn alloc_pages_slow(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
         if order > MAX_PAGE_ORDER {
             return Err(AllocError::OrderTooLarge { order });
         }
@@ -284,15 +327,16 @@ impl Node {
         }
         let highest = gfp_zone(gfp)?;
         let flags = AllocFlags::from_gfp(gfp);
-        let idx = match self.get_page_from_freelist(cpu, order, highest, flags) {
-            Some(idx) => idx,
-            None => {
-                if self.drain_pages() == 0 {
-                    return Err(AllocError::OutOfMemory { order });
-                }
-                self.get_page_from_freelist(cpu, order, highest, flags)
-                    .ok_or(AllocError::OutOfMemory { order })?
+        // One call site, so that the zonelist walk is inlined here.
+        let mut drained = false;
+        let idx = loop {
+            if let Some(idx) = self.get_page_from_freelist(cpu, order, highest, flags) {
+                break idx;
             }
+            if drained || self.drain_pages() == 0 {
+                return Err(AllocError::OutOfMemory { order });
+            }
+            drained = true;
         };
         let pfn = self.mem_map.index_to_pfn(idx);
         if gfp.contains(GfpFlags::__GFP_ZERO) {
@@ -304,7 +348,7 @@ impl Node {
     }
 
     /// One pass over the zonelist; the index of the `Allocated` head taken, if any.
-    #[inline]
+    #[inline(always)]
     fn get_page_from_freelist(
         &self,
         cpu: CpuId,
@@ -361,7 +405,7 @@ impl Node {
     }
 
     /// Orders above 0, straight from the buddy lists under the zone lock.
-    #[inline]
+    #[inline(always)]
     fn rmqueue_buddy(&self, zone: &Zone, order: u32, highest: usize, flags: AllocFlags) -> Option<u32> {
         let mut fa = zone.free_area.lock();
         if !zone_watermark_ok(zone, fa.free_pages, order, highest, flags)
@@ -387,7 +431,37 @@ impl Node {
 
     /// [`Node::free_pages`] onto the per-CPU list of `cpu` (which need not be the CPU that
     /// allocated the page, as on Linux). A list above `high` gives `batch` pages back.
+    #[inline]
     pub fn free_pages_cpu(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        // Fast path (inlined into callers): a managed order-0 `Allocated` page, claimed by one
+        // atomic transition. Everything else, errors included, takes the general path.
+        if order == 0 {
+            if let Some(idx) = self.mem_map.pfn_to_index(pfn) {
+                let page = self.desc(idx);
+                if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
+                    self.free_unref_page(cpu, &self.zones[page.zone() as usize], idx);
+                    return Ok(());
+                }
+            }
+        }
+        self.free_pages_slow(cpu, pfn, order)
+    }
+
+    /// `free_unref_page`: pushes a page (already `PcpFree`) onto the list of `cpu`, giving a
+    /// batch back when the list goes above `high`.
+    #[inline]
+    fn free_unref_page(&self, cpu: CpuId, zone: &Zone, idx: u32) {
+        let mut pcp = zone.pcp[cpu.0].lock();
+        pcp.push_head(&self.mem_map, idx);
+        if pcp.count > pcp.high {
+            let batch = pcp.batch;
+            self.pcp_spill(zone, &mut pcp, batch);
+        }
+    }
+
+    /// Everything [`Node::free_pages_cpu`]'s fast path does not cover.
+    #[inline(never)]
+    fn free_pages_slow(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         if order > MAX_PAGE_ORDER {
             return Err(FreePagesError::OrderTooLarge { order });
         }
@@ -402,12 +476,7 @@ impl Node {
             // one atomic transition: two CPUs freeing the same page cannot both succeed, even
             // onto different lists.
             if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
-                let mut pcp = zone.pcp[cpu.0].lock();
-                pcp.push_head(&self.mem_map, idx);
-                if pcp.count > pcp.high {
-                    let batch = pcp.batch;
-                    self.pcp_spill(zone, &mut pcp, batch);
-                }
+                self.free_unref_page(cpu, zone, idx);
                 return Ok(());
             }
             // Classified under the zone lock so that no block is split or merged meanwhile.
@@ -425,7 +494,7 @@ impl Node {
     }
 
     /// Takes a block of `order` off the lists of a zone, splitting a larger one if needed.
-    #[inline]
+    #[inline(always)]
     pub(super) fn rmqueue(&self, fa: &mut FreeArea, order: u32) -> Option<u32> {
         let mut cur = order;
         while fa.head[cur as usize] == NO_PAGE {
@@ -450,7 +519,7 @@ impl Node {
     }
 
     /// `__free_one_page`: merge with free buddies, then put the result on its list.
-    #[inline]
+    #[inline(always)]
     pub(super) fn free_one_page(
         &self,
         fa: &mut FreeArea,
@@ -499,12 +568,12 @@ impl Node {
         unsafe { self.mem_map.page_at_unchecked(idx) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn list_add(&self, fa: &mut FreeArea, idx: u32, order: u32) {
         list_add(&self.mem_map, fa, idx, order)
     }
 
-    #[inline]
+    #[inline(always)]
     fn list_del(&self, fa: &mut FreeArea, idx: u32, order: u32) {
         let page = self.desc(idx);
         let next = page.next.load(core::sync::atomic::Ordering::Relaxed);
@@ -595,7 +664,7 @@ fn for_each_zone_run(limits: &ZoneLimits, start: u64, end: u64, mut f: impl FnMu
 
 /// Pushes block `idx` on the list of `order`. `idx` and the list's entries must be valid
 /// descriptor indices (they are: they come from `pfn_to_index` and the lists themselves).
-#[inline]
+#[inline(always)]
 fn list_add(mm: &MemMap, fa: &mut FreeArea, idx: u32, order: u32) {
     use core::sync::atomic::Ordering::Relaxed;
     debug_assert!((idx as usize) < mm.nr_pages());

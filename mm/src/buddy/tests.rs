@@ -442,19 +442,22 @@ fn real_sections_and_x86_64_limits() {
 /// Fast-path cost probe. Run the release test binary under valgrind twice and divide the
 /// difference of instruction counts by the difference of pairs:
 /// `BUDDY_PAIRS=N BUDDY_SPLIT=0|1 valgrind --tool=callgrind <mm test binary> --ignored fast_path_probe`.
+/// `BUDDY_ORDER=o` measures order `o` instead of 0.
 /// `BUDDY_SPLIT=1` holds the lone order-0 block first, so each alloc splits an order-4 block and
 /// each free merges it back (4 levels).
 #[test]
 #[ignore = "instruction-count probe, run under valgrind"]
 fn fast_path_probe() {
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let (pairs, split) = (env("BUDDY_PAIRS", 1000), env("BUDDY_SPLIT", 0));
+    let (pairs, split, order) =
+        (env("BUDDY_PAIRS", 1000), env("BUDDY_SPLIT", 0), env("BUDDY_ORDER", 0) as u32);
     let m = &TestMachine::standard();
     let n = &m.node;
     let held = (split == 1).then(|| n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap());
     for _ in 0..pairs {
-        let p = n.alloc_pages(core::hint::black_box(GfpFlags::GFP_KERNEL), core::hint::black_box(0)).unwrap();
-        n.free_pages(core::hint::black_box(p), 0).unwrap();
+        let p =
+            n.alloc_pages(core::hint::black_box(GfpFlags::GFP_KERNEL), core::hint::black_box(order)).unwrap();
+        n.free_pages(core::hint::black_box(p), order).unwrap();
     }
     if let Some(p) = held {
         n.free_pages(p, 0).unwrap();
