@@ -209,6 +209,7 @@ impl Zone {
     }
     /// Free pages in the buddy lists now (Linux's `NR_FREE_PAGES`; no lock). Pages on the
     /// per-CPU lists are not included, as on Linux.
+    #[inline]
     pub fn free_pages(&self) -> u64 {
         self.nr_free_pages.load(Relaxed)
     }
