@@ -113,7 +113,7 @@ fn double_free_of_a_page_on_a_pcp_list_is_detected() {
     // Same CPU, another CPU, another order: all refused, nothing changed.
     assert_eq!(n.free_pages(p, 0), Err(DoubleFree { pfn: p, head: p, order: 0 }));
     assert_eq!(n.free_pages_cpu(cpu(1), p, 0), Err(DoubleFree { pfn: p, head: p, order: 0 }));
-    if p.0 % 2 == 0 {
+    if p.0.is_multiple_of(2) {
         assert_eq!(n.free_pages(p, 1), Err(DoubleFree { pfn: p, head: p, order: 0 }));
     }
     assert_eq!([list(n, Normal, 0), list(n, Normal, 1)], lists);
