@@ -11,6 +11,13 @@
 //!
 //! So a steady alloc/free pair touches only the list: no split, no merge, no zone lock.
 //!
+//! The watermark is checked (on the lock-free free counter) before each order-0 allocation,
+//! not for each page of a refill: as on Linux, a refill may take the zone up to `batch - 1`
+//! pages below the watermark it passed. A zone found below its watermark while it has pages on
+//! per-CPU lists gives them back and is checked again before the zonelist falls back to a lower
+//! zone; an allocation that fails everywhere drains all lists (`drain_all_pages`) and retries
+//! once, so pages on lists never cause an `OutOfMemory`.
+//!
 //! Pages on a list are in state [`PageState::PcpFree`]: free (a second free is a double free),
 //! never merged with buddies, and, as on Linux, not counted in the zone's free pages
 //! (`NR_FREE_PAGES`) nor in `/proc/buddyinfo`: both stay equal to `MemFree`, and the watermark
