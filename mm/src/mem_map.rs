@@ -250,6 +250,7 @@ impl MemMap {
     }
 
     /// Number of descriptors (present sections × pages per section).
+    #[inline]
     pub fn nr_pages(&self) -> usize {
         self.nr_pages
     }

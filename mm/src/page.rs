@@ -40,6 +40,9 @@ pub enum PageState {
     Vmalloc = 6,
     /// A page-table page.
     PageTable = 7,
+    /// A free order-0 page on a per-CPU page list (Linux's pcp lists): free, but not a buddy
+    /// (never merged, not counted in the zone's free pages) until the list gives it back.
+    PcpFree = 8,
 }
 
 impl PageState {
@@ -52,13 +55,14 @@ impl PageState {
             5 => PageState::KmallocLarge,
             6 => PageState::Vmalloc,
             7 => PageState::PageTable,
+            8 => PageState::PcpFree,
             _ => PageState::Reserved,
         }
     }
 
     /// Is the block in use by someone (as opposed to free or reserved)?
     pub fn is_in_use(self) -> bool {
-        !matches!(self, PageState::Reserved | PageState::Buddy | PageState::FreeTail)
+        !matches!(self, PageState::Reserved | PageState::Buddy | PageState::FreeTail | PageState::PcpFree)
     }
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl PageState {
             PageState::KmallocLarge => "kmalloc-large",
             PageState::Vmalloc => "vmalloc",
             PageState::PageTable => "page table",
+            PageState::PcpFree => "free (on a per-CPU page list)",
         }
     }
 }
@@ -122,6 +127,13 @@ impl Page {
     #[inline]
     pub fn set_state(&self, state: PageState) {
         self.state.store(state as u8, Relaxed)
+    }
+    /// Atomically moves the page from state `from` to `to`; `false` (nothing changed) if the
+    /// state was not `from`. Lets a free path claim a page without a lock that covers every
+    /// path to it (two CPUs freeing the same page cannot both win).
+    #[inline]
+    pub fn try_set_state(&self, from: PageState, to: PageState) -> bool {
+        self.state.compare_exchange(from as u8, to as u8, Relaxed, Relaxed).is_ok()
     }
     #[inline]
     pub fn order(&self) -> u32 {

@@ -3,14 +3,19 @@
 //! - [`write_buddyinfo`]: `/proc/buddyinfo` (`frag_show_print`), populated zones only;
 //! - [`write_zoneinfo`]: `/proc/zoneinfo` (`zoneinfo_show_print`), all zones, with the lines
 //!   that exist here: free, boost (0), min/low/high/promo, spanned/present/managed, cma (0),
-//!   protection, and for populated zones `nr_free_pages`, `node_unreclaimable` and `start_pfn`.
+//!   protection, and for populated zones `nr_free_pages`, the per-CPU `pagesets` (count, high,
+//!   batch of every CPU slot), `node_unreclaimable` and `start_pfn`.
 //!   Protection has one entry per zone type we have plus `ZONE_MOVABLE` (4 entries; Linux with
 //!   `CONFIG_ZONE_DEVICE` prints a fifth);
+//!
+//! Pages on the per-CPU lists are free but counted in neither `pages free`/`nr_free_pages`/
+//! `MemFree` nor `/proc/buddyinfo`, as on Linux; zoneinfo's `pagesets` shows them.
 //! - [`write_meminfo`]: `/proc/meminfo` lines from a [`MemInfo`] (`show_val_kb`).
 
 use core::fmt::{self, Write};
 
 use crate::addr::PAGE_SHIFT;
+use crate::buddy::pcp::NR_CPUS;
 use crate::buddy::Node;
 use crate::mem_map::MemMap;
 use crate::memblock::MemBlock;
@@ -64,6 +69,16 @@ pub fn write_zoneinfo(w: &mut dyn Write, node: &Node) -> fmt::Result {
             continue;
         }
         write!(w, "\n      {:<12} {}", "nr_free_pages", free)?;
+        // Linux prints online CPUs; every slot here can be used (see `buddy::pcp::NR_CPUS`).
+        w.write_str("\n  pagesets")?;
+        for cpu in 0..NR_CPUS {
+            let Some(p) = node.pcp_info(zone.zone_type(), cpu) else { break };
+            write!(
+                w,
+                "\n    cpu: {cpu}\n              count: {}\n              high:  {}\n              batch: {}",
+                p.count, p.high, p.batch
+            )?;
+        }
         write!(w, "\n  node_unreclaimable:  0\n  start_pfn:           {}\n", zone.zone_start_pfn())?;
     }
     Ok(())
@@ -236,7 +251,8 @@ mod tests {
             "Node 0, zone      DMA\n  pages free     {free}\n        boost    0\n        min      {}\n        \
              low      {}\n        high     {}\n        promo    {}\n        spanned  512\n        \
              present  415\n        managed  {free}\n        cma      0\n        protection: (0, {}, {}, {})\n      \
-             nr_free_pages {free}\n  node_unreclaimable:  0\n  start_pfn:           0\n",
+             nr_free_pages {free}\n  pagesets\n    cpu: 0\n              count: 0\n              \
+             high:  6\n              batch: 1\n    cpu: 1\n              count: 0\n",
             z.min_wmark_pages(),
             z.low_wmark_pages(),
             z.high_wmark_pages(),
@@ -247,9 +263,27 @@ mod tests {
             free = z.managed_pages(),
         );
         assert!(s.starts_with(&expect), "got:\n{s}\nexpected prefix:\n{expect}");
+        assert!(s.contains("              batch: 1\n  node_unreclaimable:  0\n  start_pfn:           0\n"));
+        assert_eq!(s.matches("\n    cpu: ").count(), 3 * NR_CPUS, "pagesets of populated zones only");
         assert!(s.contains("Node 0, zone    DMA32\n"));
         assert!(s.contains("Node 0, zone   Normal\n  pages free     "));
         assert_eq!(s.matches("protection: (").count(), 3);
+
+        // A freed order-0 page sits on CPU 0's list of Normal: in pagesets, not in free pages.
+        let free_before = n.zone(crate::zone::ZoneType::Normal).free_pages();
+        let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
+        n.free_pages(p, 0).unwrap();
+        let normal = n.zone(crate::zone::ZoneType::Normal);
+        assert_eq!(normal.free_pages(), free_before - 1, "the page on the pcp list is not counted free");
+        let mut s = String::new();
+        write_zoneinfo(&mut s, n).unwrap();
+        let section = &s[s.find("zone   Normal").unwrap()..];
+        assert!(section.contains(&std::format!("\n  pages free     {}\n", free_before - 1)));
+        assert!(
+            section.contains("\n  pagesets\n    cpu: 0\n              count: 1\n              high:  6\n")
+        );
+        assert_eq!(n.drain_pages(), 1);
+        assert_eq!(normal.free_pages(), free_before);
     }
 
     #[test]

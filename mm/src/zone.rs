@@ -6,8 +6,10 @@
 //! `calculate_totalreserve_pages`.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::addr::PAGE_SHIFT;
+use crate::buddy::pcp::{PerCpuPages, NR_CPUS};
 use crate::page::{NO_PAGE, NR_PAGE_ORDERS};
 use crate::sync::IrqSpinLock;
 
@@ -129,6 +131,12 @@ pub struct Zone {
     pub(crate) watermark: [u64; 4],
     pub(crate) lowmem_reserve: [u64; NR_LOWMEM_RESERVE],
     pub(crate) free_area: IrqSpinLock<FreeArea>,
+    /// `free_area.free_pages`, published after every change under the zone lock, so that the
+    /// watermark check and reports read it without the lock (Linux's `NR_FREE_PAGES` vmstat).
+    /// Pages on per-CPU lists are not in it, as on Linux.
+    pub(crate) nr_free_pages: AtomicU64,
+    /// Per-CPU lists of free order-0 pages (Linux's `per_cpu_pageset`), see `buddy::pcp`.
+    pub(crate) pcp: [IrqSpinLock<PerCpuPages>; NR_CPUS],
 }
 
 impl Zone {
@@ -143,7 +151,15 @@ impl Zone {
             watermark: [0; 4],
             lowmem_reserve: [0; NR_LOWMEM_RESERVE],
             free_area: IrqSpinLock::new(FreeArea::new()),
+            nr_free_pages: AtomicU64::new(0),
+            pcp: [const { IrqSpinLock::new(PerCpuPages::new()) }; NR_CPUS],
         }
+    }
+
+    /// Publishes the free-page counter; called with the zone lock held after changing `fa`.
+    #[inline]
+    pub(crate) fn publish_free(&self, fa: &FreeArea) {
+        self.nr_free_pages.store(fa.free_pages, Relaxed)
     }
 
     pub fn zone_type(&self) -> ZoneType {
@@ -191,9 +207,11 @@ impl Zone {
     pub fn lowmem_reserve(&self) -> [u64; NR_LOWMEM_RESERVE] {
         self.lowmem_reserve
     }
-    /// Free pages now (takes the zone lock).
+    /// Free pages in the buddy lists now (Linux's `NR_FREE_PAGES`; no lock). Pages on the
+    /// per-CPU lists are not included, as on Linux.
+    #[inline]
     pub fn free_pages(&self) -> u64 {
-        self.free_area.lock().free_pages
+        self.nr_free_pages.load(Relaxed)
     }
     /// A consistent copy of the free counters (one lock hold).
     pub fn free_area_snapshot(&self) -> FreeArea {

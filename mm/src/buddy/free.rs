@@ -17,6 +17,8 @@ impl Node {
         match page.state() {
             PageState::Allocated => FreePagesError::WrongOrder { pfn, allocated: page.order(), given: order },
             PageState::Buddy => FreePagesError::DoubleFree { pfn, head: pfn, order: page.order() },
+            // On a per-CPU list: free as an order-0 page of its own.
+            PageState::PcpFree => FreePagesError::DoubleFree { pfn, head: pfn, order: 0 },
             PageState::Reserved => FreePagesError::Reserved { pfn },
             state @ (PageState::Slab
             | PageState::KmallocLarge
@@ -36,7 +38,9 @@ impl Node {
                         PageState::Allocated => {
                             return FreePagesError::NotBlockHead { pfn, head, order: hp.order() };
                         }
-                        PageState::Reserved | PageState::FreeTail => {}
+                        // A per-CPU list page is order 0: it covers only itself, and `pfn`
+                        // (a FreeTail) is not it.
+                        PageState::Reserved | PageState::FreeTail | PageState::PcpFree => {}
                         state => return FreePagesError::WrongOwner { pfn, state },
                     }
                 }
@@ -49,7 +53,8 @@ impl Node {
 
     /// Checks every zone's free lists against the descriptors: links are consistent, every
     /// listed block is a `Buddy` head of the list's order in that zone, aligned, with `FreeTail`
-    /// pages inside; the counters match the lists. For tests and debugging (walks everything).
+    /// pages inside; the counters match the lists and the published free count; the per-CPU
+    /// lists are consistent too. For tests and debugging (walks everything).
     pub fn check_free_lists(&self) -> Result<(), &'static str> {
         for (zi, zone) in self.zones.iter().enumerate() {
             let fa = zone.free_area.lock();
@@ -94,7 +99,10 @@ impl Node {
             if pages != fa.free_pages {
                 return Err("free list: free_pages does not match the lists");
             }
+            if zone.free_pages() != fa.free_pages {
+                return Err("free list: published NR_FREE_PAGES differs from the locked count");
+            }
         }
-        Ok(())
+        self.check_pcp_lists()
     }
 }

@@ -11,6 +11,9 @@
 //!   order; its other pages keep `FreeTail` (nobody writes tail descriptors on the fast paths);
 //! - pages never handed out (holes, memblock reservations) are `Reserved`.
 //!
+//! Order-0 pages go through per-CPU lists first (see [`pcp`]): a steady alloc/free pair
+//! neither splits nor merges. Pages on those lists are `PcpFree` and not counted as free.
+//!
 //! Allocation walks the zonelist from the highest zone the GFP flags allow down to DMA,
 //! checking each zone's `min` watermark as `__zone_watermark_ok` does; it splits a larger block
 //! if needed (`expand`). Freeing merges with the buddy (`pfn ^ (1 << order)`) while it is a free
@@ -32,7 +35,9 @@
 //! let pfn = NODE.get().unwrap().alloc_pages(GfpFlags::GFP_KERNEL, 0)?;
 //! ```
 
+mod alloc;
 mod free;
+pub mod pcp;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +50,31 @@ use crate::memblock::MemBlock;
 use crate::page::{FreePagesError, Page, PageProvider, PageState, MAX_PAGE_ORDER, NO_PAGE};
 use crate::zone::{self, FreeArea, Zone, ZoneLimits, ZoneType, MAX_NR_ZONES};
 use crate::AllocError;
+use pcp::NR_CPUS;
+
+/// A CPU slot of the per-CPU page lists: always below [`NR_CPUS`], so no list lookup can fail.
+/// The kernel runs on one CPU for now and uses [`CpuId::BOOT`] (what [`Node::alloc_pages`] and
+/// [`Node::free_pages`] pass); an SMP kernel would pass the current CPU's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuId(usize);
+
+impl CpuId {
+    /// CPU 0.
+    pub const BOOT: CpuId = CpuId(0);
+
+    /// `None` if `cpu >= NR_CPUS`.
+    pub const fn new(cpu: usize) -> Option<CpuId> {
+        if cpu < NR_CPUS {
+            Some(CpuId(cpu))
+        } else {
+            None
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// Why a node could not be initialised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +151,9 @@ pub struct MemTotals {
     pub free_pages: u64,
     /// Sum over zones and orders of `nr_free[order] << order` (what `/proc/buddyinfo` shows).
     pub buddyinfo_pages: u64,
+    /// Pages on the per-CPU lists: free, but in neither `free_pages` nor `buddyinfo_pages`
+    /// (as on Linux, where they are in neither `MemFree` nor `/proc/buddyinfo`).
+    pub pcp_pages: u64,
     /// Linux's `totalreserve_pages`.
     pub totalreserve_pages: u64,
     /// Sum of the zones' low watermarks (used by `MemAvailable`).
@@ -136,6 +169,9 @@ pub struct Node {
     limits: ZoneLimits,
     min_free_kbytes: u64,
     totalreserve_pages: u64,
+    /// The first populated zone of the Normal zonelist (Normal, else DMA32, else DMA; Normal
+    /// if none is), for the order-0 fast path.
+    normal_first: u8,
 }
 
 impl Node {
@@ -215,73 +251,24 @@ impl Node {
         for (i, z) in zones.iter_mut().enumerate() {
             z.watermark = zone::zone_watermarks(min_free_kbytes, z.managed_pages, lowmem);
             z.lowmem_reserve = reserves[i];
+            // The per-CPU lists (zone_pcp_init / pageset_set_batch).
+            let batch = pcp::zone_batchsize(z.managed_pages);
+            for slot in z.pcp.iter_mut() {
+                let p = slot.get_mut();
+                (p.batch, p.high) = (batch, pcp::pcp_high(batch));
+            }
+            let free = z.free_area.get_mut().free_pages;
+            *z.nr_free_pages.get_mut() = free;
         }
         let totalreserve_pages = zone::totalreserve_pages(&zones);
-        Ok(Node { node_id, mem_map, zones, dm, limits, min_free_kbytes, totalreserve_pages })
-    }
-
-    /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`). The head descriptor is
-    /// `Allocated` with the order recorded. Zones are tried Normal -> DMA32 -> DMA from the
-    /// highest the flags allow; a zone is used only above its `min` watermark (reduced for
-    /// `__GFP_HIGH`/`GFP_ATOMIC`) plus its lowmem reserve against that highest zone.
-    pub fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
-        if order > MAX_PAGE_ORDER {
-            return Err(AllocError::OrderTooLarge { order });
-        }
-        if order > 1 && gfp.contains(GfpFlags::__GFP_NOFAIL) {
-            // Linux WARNs: a non-failing high-order allocation can deadlock the system.
-            return Err(AllocError::Invalid("__GFP_NOFAIL with order > 1"));
-        }
-        let highest = gfp_zone(gfp)?;
-        let flags = AllocFlags::from_gfp(gfp);
-        for zone in self.zones[..=highest].iter().rev() {
-            if zone.managed_pages == 0 {
-                continue;
-            }
-            let mut fa = zone.free_area.lock();
-            if !zone_watermark_ok(zone, &fa, order, highest, flags) {
-                continue;
-            }
-            let Some(idx) = self.rmqueue(&mut fa, order) else { continue };
-            let page = self.desc(idx);
-            page.set_order(order);
-            page.set_state(PageState::Allocated);
-            drop(fa);
-            let pfn = self.mem_map.index_to_pfn(idx);
-            if gfp.contains(GfpFlags::__GFP_ZERO) {
-                // SAFETY: the block was just taken off the free lists, so it is ours alone, and
-                // `dm` maps it (init contract). Zeroed outside the lock to keep it short.
-                unsafe { core::ptr::write_bytes(self.dm.pfn_to_virt(pfn), 0, PAGE_SIZE << order) };
-            }
-            return Ok(pfn);
-        }
-        Err(AllocError::OutOfMemory { order })
-    }
-
-    /// Frees a block from [`Node::alloc_pages`] (Linux's `__free_pages`), merging it with free
-    /// buddies. Every misuse is refused with the allocator unchanged: see [`FreePagesError`].
-    pub fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
-        if order > MAX_PAGE_ORDER {
-            return Err(FreePagesError::OrderTooLarge { order });
-        }
-        if pfn.0 & ((1 << order) - 1) != 0 {
-            return Err(FreePagesError::Misaligned { pfn, order });
-        }
-        let idx = self.mem_map.pfn_to_index(pfn).ok_or(FreePagesError::NotManaged { pfn })?;
-        let page = self.desc(idx);
-        let zone = &self.zones[page.zone() as usize];
-        let mut fa = zone.free_area.lock();
-        // Checked under the lock: two CPUs freeing the same block cannot both succeed.
-        if page.state() != PageState::Allocated || page.order() != order {
-            return Err(self.classify_bad_free(pfn, page, order));
-        }
-        self.free_one_page(&mut fa, pfn, idx, order, page.zone());
-        Ok(())
+        let normal_first =
+            zones.iter().rposition(|z| z.managed_pages != 0).unwrap_or(ZoneType::Normal as usize) as u8;
+        Ok(Node { node_id, mem_map, zones, dm, limits, min_free_kbytes, totalreserve_pages, normal_first })
     }
 
     /// Takes a block of `order` off the lists of a zone, splitting a larger one if needed.
-    #[inline]
-    fn rmqueue(&self, fa: &mut FreeArea, order: u32) -> Option<u32> {
+    #[inline(always)]
+    pub(super) fn rmqueue(&self, fa: &mut FreeArea, order: u32) -> Option<u32> {
         let mut cur = order;
         while fa.head[cur as usize] == NO_PAGE {
             cur += 1;
@@ -305,8 +292,15 @@ impl Node {
     }
 
     /// `__free_one_page`: merge with free buddies, then put the result on its list.
-    #[inline]
-    fn free_one_page(&self, fa: &mut FreeArea, mut pfn: Pfn, mut idx: u32, mut order: u32, zone: u8) {
+    #[inline(always)]
+    pub(super) fn free_one_page(
+        &self,
+        fa: &mut FreeArea,
+        mut pfn: Pfn,
+        mut idx: u32,
+        mut order: u32,
+        zone: u8,
+    ) {
         while order < MAX_PAGE_ORDER {
             let buddy_pfn = Pfn(pfn.0 ^ (1 << order));
             // Within a section (always, with 128 MiB sections) descriptor indices follow pfns,
@@ -340,19 +334,19 @@ impl Node {
     /// A descriptor by index, unchecked: every index the allocator handles comes from its
     /// free lists, from `pfn_to_index`, or from block arithmetic inside a free block.
     #[inline]
-    fn desc(&self, idx: u32) -> &Page {
+    pub(super) fn desc(&self, idx: u32) -> &Page {
         debug_assert!((idx as usize) < self.mem_map.nr_pages());
         // SAFETY: indices in the free lists and from `pfn_to_index` are below `nr_pages`; the
         // halves `expand` computes lie inside a free block, whose pages all have descriptors.
         unsafe { self.mem_map.page_at_unchecked(idx) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn list_add(&self, fa: &mut FreeArea, idx: u32, order: u32) {
         list_add(&self.mem_map, fa, idx, order)
     }
 
-    #[inline]
+    #[inline(always)]
     fn list_del(&self, fa: &mut FreeArea, idx: u32, order: u32) {
         let page = self.desc(idx);
         let next = page.next.load(core::sync::atomic::Ordering::Relaxed);
@@ -412,6 +406,7 @@ impl Node {
             t.managed_pages += z.managed_pages;
             t.free_pages += fa.free_pages;
             t.buddyinfo_pages += fa.nr_free.iter().enumerate().map(|(o, n)| n << o).sum::<u64>();
+            t.pcp_pages += self.pcp_pages(z.zone_type);
             t.low_wmark_pages += z.low_wmark_pages();
         }
         t
@@ -442,7 +437,7 @@ fn for_each_zone_run(limits: &ZoneLimits, start: u64, end: u64, mut f: impl FnMu
 
 /// Pushes block `idx` on the list of `order`. `idx` and the list's entries must be valid
 /// descriptor indices (they are: they come from `pfn_to_index` and the lists themselves).
-#[inline]
+#[inline(always)]
 fn list_add(mm: &MemMap, fa: &mut FreeArea, idx: u32, order: u32) {
     use core::sync::atomic::Ordering::Relaxed;
     debug_assert!((idx as usize) < mm.nr_pages());
@@ -483,10 +478,12 @@ fn free_range_init(mm: &MemMap, fa: &mut FreeArea, start: u64, end: u64) {
     }
 }
 
-/// `__zone_watermark_ok` with the `min` watermark.
+/// The free-page part of `__zone_watermark_ok` with the `min` watermark, given the zone's free
+/// pages (per-CPU list pages excluded, as on Linux). Callers with `order > 0` also check that a
+/// block of that order exists.
 #[inline]
-fn zone_watermark_ok(z: &Zone, fa: &FreeArea, order: u32, highest: usize, flags: AllocFlags) -> bool {
-    let free = fa.free_pages as i64 - ((1i64 << order) - 1);
+fn zone_watermark_ok(z: &Zone, free_pages: u64, order: u32, highest: usize, flags: AllocFlags) -> bool {
+    let free = free_pages as i64 - ((1i64 << order) - 1);
     let mut min = z.watermark[0] as i64;
     if flags.min_reserve {
         min -= min / 2;
@@ -494,10 +491,7 @@ fn zone_watermark_ok(z: &Zone, fa: &FreeArea, order: u32, highest: usize, flags:
             min -= min / 4;
         }
     }
-    if free <= min + z.lowmem_reserve[highest] as i64 {
-        return false;
-    }
-    order == 0 || fa.nr_free[order as usize..].iter().any(|&n| n != 0)
+    free > min + z.lowmem_reserve[highest] as i64
 }
 
 impl PageProvider for Node {

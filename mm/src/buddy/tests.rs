@@ -1,6 +1,7 @@
 //! Host tests of the buddy allocator over emulated RAM (`crate::testing`).
 
 mod errors;
+mod pcp_lists;
 mod proptests;
 
 use std::vec::Vec;
@@ -11,7 +12,8 @@ use crate::zone::ZoneType::{Dma, Dma32, Normal};
 
 const MIB: u64 = 1 << 20;
 
-/// The exact free lists of every zone, in list order, with the counters.
+/// The exact free lists of every zone, in list order, with the counters, after draining the
+/// per-CPU lists (Linux's `drain_all_pages`: what the free lists hold without them).
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub(super) struct Snapshot {
     areas: Vec<FreeArea>,
@@ -19,6 +21,7 @@ pub(super) struct Snapshot {
 }
 
 pub(super) fn snapshot(node: &Node) -> Snapshot {
+    node.drain_pages();
     let mut lists = Vec::new();
     for zt in ZoneType::ALL {
         let mut per_order = Vec::new();
@@ -299,6 +302,7 @@ fn dma_exhaustion_leaves_other_zones_alone_on(m: &TestMachine) {
     for (p, o) in got {
         n.free_pages(p, o).unwrap();
     }
+    n.drain_pages();
     assert_eq!(n.zone(Dma).free_pages(), n.zone(Dma).managed_pages());
 }
 
@@ -335,11 +339,15 @@ fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
     std::thread::scope(|s| {
         for t in 0..threads {
             s.spawn(move || {
+                // Each thread plays a CPU and frees onto the next CPU's lists (pages move
+                // between lists, as on Linux when a page is freed on another CPU).
+                let cpu = CpuId::new(t % crate::buddy::pcp::NR_CPUS).unwrap();
+                let other = CpuId::new((t + 1) % crate::buddy::pcp::NR_CPUS).unwrap();
                 let dm = n.direct_map();
                 let mut mine = Vec::new();
                 for i in 0..rounds {
                     let order = (i % 3) as u32;
-                    if let Ok(p) = n.alloc_pages(GfpFlags::GFP_KERNEL, order) {
+                    if let Ok(p) = n.alloc_pages_cpu(cpu, GfpFlags::GFP_KERNEL, order) {
                         // SAFETY: we own the block; mark it with the thread id.
                         unsafe { core::ptr::write_bytes(dm.pfn_to_virt(p), t as u8, PAGE_SIZE << order) };
                         mine.push((p, order));
@@ -349,7 +357,7 @@ fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
                         // SAFETY: still ours until freed below.
                         let b = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << o) };
                         assert!(b.iter().all(|&x| x == t as u8), "another thread wrote our block");
-                        n.free_pages(p, o).unwrap();
+                        n.free_pages_cpu(other, p, o).unwrap();
                     }
                 }
                 for (p, o) in mine {
@@ -360,7 +368,9 @@ fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
     });
     n.check_free_lists().unwrap();
     let t = n.totals();
-    assert_eq!(t.free_pages, t.managed_pages);
+    assert_eq!(t.free_pages + t.pcp_pages, t.managed_pages);
+    n.drain_pages();
+    assert_eq!(n.totals().free_pages, t.managed_pages);
 }
 
 #[test]
@@ -426,25 +436,28 @@ fn real_sections_and_x86_64_limits() {
     n.free_pages(d, 0).unwrap();
     n.check_free_lists().unwrap();
     let t = n.totals();
-    assert_eq!(t.free_pages, t.managed_pages);
+    assert_eq!(t.free_pages + t.pcp_pages, t.managed_pages);
 }
 
 /// Fast-path cost probe. Run the release test binary under valgrind twice and divide the
 /// difference of instruction counts by the difference of pairs:
 /// `BUDDY_PAIRS=N BUDDY_SPLIT=0|1 valgrind --tool=callgrind <mm test binary> --ignored fast_path_probe`.
+/// `BUDDY_ORDER=o` measures order `o` instead of 0.
 /// `BUDDY_SPLIT=1` holds the lone order-0 block first, so each alloc splits an order-4 block and
 /// each free merges it back (4 levels).
 #[test]
 #[ignore = "instruction-count probe, run under valgrind"]
 fn fast_path_probe() {
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let (pairs, split) = (env("BUDDY_PAIRS", 1000), env("BUDDY_SPLIT", 0));
+    let (pairs, split, order) =
+        (env("BUDDY_PAIRS", 1000), env("BUDDY_SPLIT", 0), env("BUDDY_ORDER", 0) as u32);
     let m = &TestMachine::standard();
     let n = &m.node;
     let held = (split == 1).then(|| n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap());
     for _ in 0..pairs {
-        let p = n.alloc_pages(core::hint::black_box(GfpFlags::GFP_KERNEL), core::hint::black_box(0)).unwrap();
-        n.free_pages(core::hint::black_box(p), 0).unwrap();
+        let p =
+            n.alloc_pages(core::hint::black_box(GfpFlags::GFP_KERNEL), core::hint::black_box(order)).unwrap();
+        n.free_pages(core::hint::black_box(p), order).unwrap();
     }
     if let Some(p) = held {
         n.free_pages(p, 0).unwrap();

@@ -12,8 +12,11 @@ use crate::mm::page_alloc::*;
 
 const NOWARN: GfpFlags = GfpFlags::__GFP_NOWARN;
 
-// Free-list counts of every zone: equal snapshots mean the allocator state is unchanged.
+// Free-list counts of every zone: equal snapshots mean the allocator state is unchanged. The
+// per-CPU lists are drained first (Linux's drain_all_pages): their pages are free but not on
+// the free lists, and which pages sit there depends on the order of earlier frees.
 fn snapshot() -> [[u64; 11]; 3] {
+    node().drain_pages();
     let mut s = [[0; 11]; 3];
     for (i, zone) in node().zones().iter().enumerate() {
         s[i] = zone.free_area_snapshot().nr_free;
@@ -341,5 +344,31 @@ ktest!(
         assert_eq!(info.mem_total_kb, t.managed_pages * 4);
         assert_eq!(info.mem_free_kb, t.free_pages * 4);
         assert!(info.mem_available_kb <= info.mem_free_kb);
+    }
+);
+
+// Order-0 pages go through CPU 0's per-CPU list: a freed page waits there (free, but not in the
+// zone's free count, as on Linux), comes back first, is protected against a double free, and
+// drain_pages gives it back to the buddy lists.
+ktest!(
+    fn order0_pages_go_through_the_per_cpu_list() {
+        node().drain_pages();
+        let frame = alloc_pages(GfpFlags::GFP_KERNEL, 0).expect("alloc");
+        let zone = node().zone(zone_of(frame));
+        let info = node().pcp_info(zone.zone_type(), 0).expect("cpu 0");
+        assert!(info.batch >= 1 && info.high >= info.batch);
+        assert_eq!(info.count, info.batch - 1, "an empty list is refilled with one batch");
+        let free = zone.free_pages();
+        __free_pages(frame, 0).expect("free");
+        assert_eq!(frame_to_page(frame).unwrap().state(), PageState::PcpFree);
+        assert_eq!(zone.free_pages(), free, "a page on a per-CPU list is not counted free");
+        assert_eq!(node().pcp_info(zone.zone_type(), 0).unwrap().count, info.batch);
+        assert!(matches!(__free_pages(frame, 0), Err(FreePagesError::DoubleFree { .. })));
+        let again = alloc_pages(GfpFlags::GFP_KERNEL, 0).expect("alloc");
+        assert_eq!(again, frame, "the hottest page comes back first");
+        __free_pages(again, 0).unwrap();
+        assert_eq!(node().drain_pages(), info.batch as u64);
+        assert_eq!(zone.free_pages(), free + info.batch as u64);
+        assert_eq!(node().totals().pcp_pages, 0);
     }
 );

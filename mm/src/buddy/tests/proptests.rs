@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::buddy::pcp::NR_CPUS;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { gfp: usize, order: u32 },
-    Free { which: usize },
+    Alloc { gfp: usize, order: u32, cpu: usize },
+    Free { which: usize, cpu: usize },
 }
 
 const GFPS: [(GfpFlags, ZoneType); 5] = [
@@ -23,19 +24,29 @@ const GFPS: [(GfpFlags, ZoneType); 5] = [
 fn op() -> impl Strategy<Value = Op> {
     let order = prop_oneof![6 => 0u32..=2, 3 => 3u32..=6, 1 => 7u32..=10];
     prop_oneof![
-        3 => (0..GFPS.len(), order).prop_map(|(gfp, order)| Op::Alloc { gfp, order }),
-        2 => any::<usize>().prop_map(|which| Op::Free { which }),
+        3 => (0..GFPS.len(), order, 0..NR_CPUS).prop_map(|(gfp, order, cpu)| Op::Alloc { gfp, order, cpu }),
+        2 => (any::<usize>(), 0..NR_CPUS).prop_map(|(which, cpu)| Op::Free { which, cpu }),
     ]
 }
 
-/// Every page of every zone span is exactly one of: in a free block, in a live block, reserved
-/// (or without descriptor). No two blocks overlap.
+/// Where a page is.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Kind {
+    Buddy,
+    Pcp,
+    Live,
+}
+
+/// Every page of every zone span is exactly one of: in a free block, on a per-CPU list, in a
+/// live block, reserved (or without descriptor). No two blocks overlap.
 fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
-    let mut blocks: Vec<(u64, u64, bool)> = live.iter().map(|(&p, &o)| (p, p + (1 << o), false)).collect();
+    let mut blocks: Vec<(u64, u64, Kind)> =
+        live.iter().map(|(&p, &o)| (p, p + (1 << o), Kind::Live)).collect();
     for zt in ZoneType::ALL {
         for o in 0..=MAX_PAGE_ORDER {
-            n.for_each_free_block(zt, o, |p| blocks.push((p.0, p.0 + (1 << o), true)));
+            n.for_each_free_block(zt, o, |p| blocks.push((p.0, p.0 + (1 << o), Kind::Buddy)));
         }
+        n.for_each_pcp_page(zt, |_, p| blocks.push((p.0, p.0 + 1, Kind::Pcp)));
     }
     blocks.sort_unstable();
     for w in blocks.windows(2) {
@@ -46,27 +57,39 @@ fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
         let reserved = (s..e)
             .filter(|&p| n.page(Pfn(p)).is_none_or(|pg| pg.state() == PageState::Reserved))
             .count() as u64;
-        let in_zone = |b: &&(u64, u64, bool)| b.0 >= s && b.0 < e;
-        let free: u64 = blocks.iter().filter(in_zone).filter(|b| b.2).map(|b| b.1 - b.0).sum();
-        let used: u64 = blocks.iter().filter(in_zone).filter(|b| !b.2).map(|b| b.1 - b.0).sum();
-        assert_eq!(free, z.free_pages(), "{}", z.name());
-        assert_eq!(free + used + reserved, z.spanned_pages(), "{}: every page counted once", z.name());
-        assert_eq!(free + used, z.managed_pages(), "{}", z.name());
+        let pages = |k: Kind| -> u64 {
+            blocks.iter().filter(|b| b.0 >= s && b.0 < e && b.2 == k).map(|b| b.1 - b.0).sum()
+        };
+        let (free, pcp, used) = (pages(Kind::Buddy), pages(Kind::Pcp), pages(Kind::Live));
+        assert_eq!(free, z.free_pages(), "{}: pcp pages are not counted as free", z.name());
+        assert_eq!(pcp, n.pcp_pages(z.zone_type()), "{}", z.name());
+        assert_eq!(free + pcp + used + reserved, z.spanned_pages(), "{}: every page counted once", z.name());
+        assert_eq!(free + pcp + used, z.managed_pages(), "{}", z.name());
+        for cpu in 0..NR_CPUS {
+            let info = n.pcp_info(z.zone_type(), cpu).unwrap();
+            assert!(info.count <= info.high, "{}: pcp count above high", z.name());
+        }
     }
     n.check_free_lists().unwrap();
 }
 
-fn run(small: bool, ops: Vec<Op>) {
+/// `pcp`: `None` keeps the boot batch/high, `Some((batch, high))` sets them in every zone.
+fn run(small: bool, pcp: Option<(u32, u32)>, ops: Vec<Op>) {
     let m = if small { TestMachine::small() } else { TestMachine::standard() };
     let n = &m.node;
+    if let Some((batch, high)) = pcp {
+        for zt in ZoneType::ALL {
+            n.set_pcp_batch(zt, batch, high).unwrap();
+        }
+    }
     let initial = sorted(snapshot(n));
     let mut live: BTreeMap<u64, u32> = BTreeMap::new();
     let mut order_of_live: Vec<u64> = Vec::new();
     for op in ops {
         match op {
-            Op::Alloc { gfp, order } => {
+            Op::Alloc { gfp, order, cpu } => {
                 let (flags, highest) = GFPS[gfp];
-                let Ok(p) = n.alloc_pages(flags, order) else { continue };
+                let Ok(p) = n.alloc_pages_cpu(CpuId::new(cpu).unwrap(), flags, order) else { continue };
                 assert_eq!(p.0 % (1 << order), 0, "aligned to its order");
                 assert!(zone_of(&m, p) <= highest, "zone allowed by the flags");
                 let page = n.page(p).unwrap();
@@ -91,13 +114,13 @@ fn run(small: bool, ops: Vec<Op>) {
                 live.insert(p.0, order);
                 order_of_live.push(p.0);
             }
-            Op::Free { which } => {
+            Op::Free { which, cpu } => {
                 if order_of_live.is_empty() {
                     continue;
                 }
                 let p = order_of_live.swap_remove(which % order_of_live.len());
                 let o = live.remove(&p).unwrap();
-                n.free_pages(Pfn(p), o).unwrap();
+                n.free_pages_cpu(CpuId::new(cpu).unwrap(), Pfn(p), o).unwrap();
                 assert_eq!(
                     n.free_pages(Pfn(p), o).map_err(|e| matches!(e, FreePagesError::DoubleFree { .. })),
                     Err(true)
@@ -123,7 +146,10 @@ fn config() -> ProptestConfig {
 proptest! {
     #![proptest_config(config())]
     #[test]
-    fn random_alloc_free_matches_model(small in any::<bool>().prop_map(|b| b || cfg!(miri)), ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..400 })) {
-        run(small, ops);
+    fn random_alloc_free_matches_model(
+        small in any::<bool>().prop_map(|b| b || cfg!(miri)),
+        pcp in prop::option::of((1u32..=8, 1u32..=4).prop_map(|(b, k)| (b, b * k))),
+        ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..400 })) {
+        run(small, pcp, ops);
     }
 }

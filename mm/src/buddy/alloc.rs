@@ -1,0 +1,239 @@
+//! `alloc_pages`/`free_pages`: the inlined order-0 fast paths over the per-CPU lists and the
+//! general paths (zonelist walk, watermarks, drain-and-retry, error classification).
+
+use super::{gfp_zone, zone_watermark_ok, AllocFlags, CpuId, Node};
+use crate::addr::{Pfn, PAGE_SIZE};
+use crate::gfp::GfpFlags;
+use crate::page::{FreePagesError, PageState, MAX_PAGE_ORDER};
+use crate::zone::{Zone, ZoneType};
+use crate::AllocError;
+
+impl Node {
+    /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`) on CPU 0's per-CPU lists
+    /// (see [`CpuId`]). The head descriptor is `Allocated` with the order recorded. Zones are
+    /// tried Normal -> DMA32 -> DMA from the highest the flags allow; a zone is used only above
+    /// its `min` watermark (reduced for `__GFP_HIGH`/`GFP_ATOMIC`) plus its lowmem reserve
+    /// against that highest zone. Order 0 is served from the per-CPU lists.
+    #[inline]
+    pub fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        self.alloc_pages_cpu(CpuId::BOOT, gfp, order)
+    }
+
+    /// [`Node::alloc_pages`] using the per-CPU lists of `cpu`.
+    ///
+    /// When every zone fails, the per-CPU lists are drained (`drain_all_pages`) and the
+    /// zonelist is tried once more, so pages sitting on lists never cause an `OutOfMemory`.
+    #[inline]
+    pub fn alloc_pages_cpu(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        // Fast path (inlined into callers): order 0 with no zone modifier and no reserve access,
+        // served by the first zone of the Normal zonelist when it is above its watermark and
+        // the list is not empty. Exactly what the general path below would do in that case.
+        const SLOW: GfpFlags = GfpFlags::__GFP_DMA
+            .union(GfpFlags::__GFP_DMA32)
+            .union(GfpFlags::__GFP_HIGH)
+            .union(GfpFlags::__GFP_NOFAIL)
+            .union(GfpFlags::__GFP_ZERO);
+        if order == 0 && !gfp.intersects(SLOW) {
+            if let Some(idx) = self.rmqueue_pcplist_fast(cpu) {
+                return Ok(self.mem_map.index_to_pfn(idx));
+            }
+        }
+        self.alloc_pages_slow(cpu, gfp, order)
+    }
+
+    /// The fast path of [`Node::alloc_pages_cpu`]: the first populated zone of the Normal
+    /// zonelist, plain `min` watermark with the Normal lowmem reserve, a page from the list.
+    #[inline]
+    fn rmqueue_pcplist_fast(&self, cpu: CpuId) -> Option<u32> {
+        let highest = ZoneType::Normal as usize;
+        let zone = &self.zones[self.normal_first as usize];
+        if zone.free_pages() <= zone.watermark[0] + zone.lowmem_reserve[highest] {
+            return None;
+        }
+        let mut pcp = zone.pcp[cpu.0].lock();
+        let idx = pcp.pop_head(&self.mem_map);
+        drop(pcp);
+        let idx = idx?;
+        // Ours now: on no list. Its order is already 0.
+        self.desc(idx).set_state(PageState::Allocated);
+        Some(idx)
+    }
+
+    /// Everything [`Node::alloc_pages_cpu`]'s fast path does not cover.
+    #[inline(never)]
+    fn alloc_pages_slow(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        if order > MAX_PAGE_ORDER {
+            return Err(AllocError::OrderTooLarge { order });
+        }
+        if order > 1 && gfp.contains(GfpFlags::__GFP_NOFAIL) {
+            // Linux WARNs: a non-failing high-order allocation can deadlock the system.
+            return Err(AllocError::Invalid("__GFP_NOFAIL with order > 1"));
+        }
+        let highest = gfp_zone(gfp)?;
+        let flags = AllocFlags::from_gfp(gfp);
+        // One call site, so that the zonelist walk is inlined here.
+        let mut drained = false;
+        let idx = loop {
+            if let Some(idx) = self.get_page_from_freelist(cpu, order, highest, flags) {
+                break idx;
+            }
+            if drained || self.drain_pages() == 0 {
+                return Err(AllocError::OutOfMemory { order });
+            }
+            drained = true;
+        };
+        let pfn = self.mem_map.index_to_pfn(idx);
+        if gfp.contains(GfpFlags::__GFP_ZERO) {
+            // SAFETY: the block was just taken off the free lists, so it is ours alone, and
+            // `dm` maps it (init contract). Zeroed outside the locks to keep them short.
+            unsafe { core::ptr::write_bytes(self.dm.pfn_to_virt(pfn), 0, PAGE_SIZE << order) };
+        }
+        Ok(pfn)
+    }
+
+    /// One pass over the zonelist; the index of the `Allocated` head taken, if any.
+    #[inline(always)]
+    fn get_page_from_freelist(
+        &self,
+        cpu: CpuId,
+        order: u32,
+        highest: usize,
+        flags: AllocFlags,
+    ) -> Option<u32> {
+        for zone in self.zones[..=highest].iter().rev() {
+            if zone.managed_pages == 0 {
+                continue;
+            }
+            let idx = if order == 0 {
+                self.rmqueue_pcplist(zone, cpu, highest, flags)
+            } else {
+                self.rmqueue_buddy(zone, order, highest, flags)
+            };
+            if let Some(idx) = idx {
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// Order 0 from the per-CPU list of `cpu` (`rmqueue_pcplist`), refilled from the buddy
+    /// lists when empty. The watermark is checked first on the lock-free free counter
+    /// (`zone_watermark_fast`).
+    ///
+    /// If the zone is below its watermark but has pages on per-CPU lists, they are given back
+    /// and the check repeated before falling back to a lower zone: otherwise up to
+    /// `high` pages per CPU of a higher zone would push allocations into lower zones early,
+    /// and lower zones are the scarcer ones. (Linux leaves this to the slow path's
+    /// `drain_all_pages`; here it keeps the zonelist order exact. It runs only at the watermark.)
+    #[inline]
+    fn rmqueue_pcplist(&self, zone: &Zone, cpu: CpuId, highest: usize, flags: AllocFlags) -> Option<u32> {
+        if !zone_watermark_ok(zone, zone.free_pages(), 0, highest, flags)
+            && (self.drain_zone(zone) == 0 || !zone_watermark_ok(zone, zone.free_pages(), 0, highest, flags))
+        {
+            return None;
+        }
+        let mut pcp = zone.pcp[cpu.0].lock();
+        let idx = match pcp.pop_head(&self.mem_map) {
+            Some(idx) => idx,
+            None => {
+                if self.pcp_refill(zone, &mut pcp) == 0 {
+                    return None;
+                }
+                pcp.pop_head(&self.mem_map)?
+            }
+        };
+        drop(pcp);
+        // Ours now: not on any list. Its order is already 0.
+        self.desc(idx).set_state(PageState::Allocated);
+        Some(idx)
+    }
+
+    /// Orders above 0, straight from the buddy lists under the zone lock.
+    #[inline(always)]
+    fn rmqueue_buddy(&self, zone: &Zone, order: u32, highest: usize, flags: AllocFlags) -> Option<u32> {
+        let mut fa = zone.free_area.lock();
+        if !zone_watermark_ok(zone, fa.free_pages, order, highest, flags)
+            || fa.nr_free[order as usize..].iter().all(|&n| n == 0)
+        {
+            return None;
+        }
+        let idx = self.rmqueue(&mut fa, order)?;
+        let page = self.desc(idx);
+        page.set_order(order);
+        page.set_state(PageState::Allocated);
+        zone.publish_free(&fa);
+        Some(idx)
+    }
+
+    /// Frees a block from [`Node::alloc_pages`] (Linux's `__free_pages`): order 0 onto CPU 0's
+    /// per-CPU list, larger blocks merged with free buddies. Every misuse is refused with the
+    /// allocator unchanged: see [`FreePagesError`].
+    #[inline]
+    pub fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        self.free_pages_cpu(CpuId::BOOT, pfn, order)
+    }
+
+    /// [`Node::free_pages`] onto the per-CPU list of `cpu` (which need not be the CPU that
+    /// allocated the page, as on Linux). A list above `high` gives `batch` pages back.
+    #[inline]
+    pub fn free_pages_cpu(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        // Fast path (inlined into callers): a managed order-0 `Allocated` page, claimed by one
+        // atomic transition. Everything else, errors included, takes the general path.
+        if order == 0 {
+            if let Some(idx) = self.mem_map.pfn_to_index(pfn) {
+                let page = self.desc(idx);
+                if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
+                    self.free_unref_page(cpu, &self.zones[page.zone() as usize], idx);
+                    return Ok(());
+                }
+            }
+        }
+        self.free_pages_slow(cpu, pfn, order)
+    }
+
+    /// `free_unref_page`: pushes a page (already `PcpFree`) onto the list of `cpu`, giving a
+    /// batch back when the list goes above `high`.
+    #[inline]
+    fn free_unref_page(&self, cpu: CpuId, zone: &Zone, idx: u32) {
+        let mut pcp = zone.pcp[cpu.0].lock();
+        pcp.push_head(&self.mem_map, idx);
+        if pcp.count > pcp.high {
+            let batch = pcp.batch;
+            self.pcp_spill(zone, &mut pcp, batch);
+        }
+    }
+
+    /// Everything [`Node::free_pages_cpu`]'s fast path does not cover.
+    #[inline(never)]
+    fn free_pages_slow(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        if order > MAX_PAGE_ORDER {
+            return Err(FreePagesError::OrderTooLarge { order });
+        }
+        if pfn.0 & ((1 << order) - 1) != 0 {
+            return Err(FreePagesError::Misaligned { pfn, order });
+        }
+        let idx = self.mem_map.pfn_to_index(pfn).ok_or(FreePagesError::NotManaged { pfn })?;
+        let page = self.desc(idx);
+        let zone = &self.zones[page.zone() as usize];
+        if order == 0 {
+            // The order of an `Allocated` head is stable until it is freed, and claiming it is
+            // one atomic transition: two CPUs freeing the same page cannot both succeed, even
+            // onto different lists.
+            if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
+                self.free_unref_page(cpu, zone, idx);
+                return Ok(());
+            }
+            // Classified under the zone lock so that no block is split or merged meanwhile.
+            let _fa = zone.free_area.lock();
+            return Err(self.classify_bad_free(pfn, page, order));
+        }
+        let mut fa = zone.free_area.lock();
+        // Checked under the lock: two CPUs freeing the same block cannot both succeed.
+        if page.state() != PageState::Allocated || page.order() != order {
+            return Err(self.classify_bad_free(pfn, page, order));
+        }
+        self.free_one_page(&mut fa, pfn, idx, order, page.zone());
+        zone.publish_free(&fa);
+        Ok(())
+    }
+}
