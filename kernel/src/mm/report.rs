@@ -119,7 +119,9 @@ fn describe_direct_map(w: &mut dyn Write, pa: u64) -> fmt::Result {
     write!(w, "direct map of phys {pa:#x}")?;
     match super::node().page(Pfn(pa >> 12)) {
         Some(page) => match page.state() {
-            PageState::Buddy | PageState::FreeTail => write!(w, ", a FREE page (use after free?)"),
+            PageState::Buddy | PageState::FreeTail | PageState::PcpFree => {
+                write!(w, ", a FREE page (use after free?)")
+            }
             state => write!(w, ", page state: {}", state.name()),
         },
         None => write!(w, ", outside the RAM the page allocator manages"),

@@ -23,14 +23,7 @@ use crate::mm::slab::*;
 const KERNEL: GfpFlags = GfpFlags::GFP_KERNEL;
 const NOWARN: GfpFlags = GfpFlags::__GFP_NOWARN;
 
-/// Free-list counts of every zone: equal snapshots mean the page allocator is unchanged.
-pub(super) fn buddy_snapshot() -> [[u64; 11]; 3] {
-    let mut s = [[0; 11]; 3];
-    for (i, zone) in node().zones().iter().enumerate() {
-        s[i] = zone.free_area_snapshot().nr_free;
-    }
-    s
-}
+use super::buddy_snapshot;
 
 /// Declared first in a test, dropped last: returns the empty slabs the test left cached, so the
 /// tests that compare buddy free lists (here and in page_alloc) see the same state whatever ran

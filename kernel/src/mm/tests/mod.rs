@@ -5,3 +5,23 @@ mod kmalloc_irq;
 mod page_alloc;
 mod slab;
 mod vmalloc;
+
+use crate::mm::node;
+
+/// Free-list counts of every zone: equal snapshots mean the page allocator is unchanged. The
+/// per-CPU lists are drained first (Linux's `drain_all_pages`): their pages are free but not on
+/// the free lists, and which pages sit there depends on the order of earlier frees.
+pub(super) fn buddy_snapshot() -> [[u64; 11]; 3] {
+    node().drain_pages();
+    let mut s = [[0; 11]; 3];
+    for (i, zone) in node().zones().iter().enumerate() {
+        s[i] = zone.free_area_snapshot().nr_free;
+    }
+    s
+}
+
+/// Free pages on the buddy lists after draining the per-CPU lists (MemFree's count).
+pub(super) fn free_pages_drained() -> u64 {
+    node().drain_pages();
+    node().totals().free_pages
+}

@@ -12,17 +12,7 @@ use crate::mm::page_alloc::*;
 
 const NOWARN: GfpFlags = GfpFlags::__GFP_NOWARN;
 
-// Free-list counts of every zone: equal snapshots mean the allocator state is unchanged. The
-// per-CPU lists are drained first (Linux's drain_all_pages): their pages are free but not on
-// the free lists, and which pages sit there depends on the order of earlier frees.
-fn snapshot() -> [[u64; 11]; 3] {
-    node().drain_pages();
-    let mut s = [[0; 11]; 3];
-    for (i, zone) in node().zones().iter().enumerate() {
-        s[i] = zone.free_area_snapshot().nr_free;
-    }
-    s
-}
+use super::buddy_snapshot as snapshot;
 
 fn pfn(frame: PhysFrame) -> Pfn {
     Pfn::from_phys(frame.start_address())

@@ -10,7 +10,7 @@ use ::mm::slab::debug::{POISON_FREE, RED_ACTIVE};
 use ::mm::slab::{Corruption, CorruptionKind, SlabError, SlabFlags, TypedCache};
 use ::mm::GfpFlags;
 
-use super::kmalloc::buddy_snapshot;
+use super::buddy_snapshot;
 use crate::mm::slab::*;
 
 const KERNEL: GfpFlags = GfpFlags::GFP_KERNEL;

@@ -20,7 +20,7 @@ const P: usize = PAGE_SIZE;
 const NOWARN: GfpFlags = GfpFlags::__GFP_NOWARN;
 
 fn free_pages() -> u64 {
-    node().totals().free_pages
+    super::free_pages_drained()
 }
 
 /// Everything a vmalloc test must give back: free pages, vmalloc's counts and the tree shape.
