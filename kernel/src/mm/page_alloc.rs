@@ -29,37 +29,55 @@ pub fn register_shrinker(f: Shrinker) {
 /// from interrupt context is a bug in the caller; report it with the caller's location. The
 /// allocation itself goes on (it never actually sleeps here), as on Linux.
 #[track_caller]
+#[inline]
 pub fn might_sleep_if(gfp: GfpFlags) {
     if gfp.allows_blocking() && crate::arch::in_interrupt() {
-        let loc = core::panic::Location::caller();
-        MIGHT_SLEEP_VIOLATIONS.fetch_add(1, Relaxed);
-        crate::error!(
-            "BUG: sleeping function called from invalid context at {}:{} (gfp {:#x}: {:?} in interrupt context; use GFP_ATOMIC)",
-            loc.file(),
-            loc.line(),
-            gfp.bits(),
-            gfp
-        );
+        might_sleep_report(gfp, core::panic::Location::caller());
     }
+}
+
+#[cold]
+#[inline(never)]
+fn might_sleep_report(gfp: GfpFlags, loc: &'static core::panic::Location<'static>) {
+    MIGHT_SLEEP_VIOLATIONS.fetch_add(1, Relaxed);
+    crate::error!(
+        "BUG: sleeping function called from invalid context at {}:{} (gfp {:#x}: {:?} in interrupt context; use GFP_ATOMIC)",
+        loc.file(),
+        loc.line(),
+        gfp.bits(),
+        gfp
+    );
 }
 
 /// Allocates 2^`order` physically contiguous frames. The first frame of the block is returned.
 #[track_caller]
+#[inline]
 pub fn alloc_pages(gfp: GfpFlags, order: u32) -> Result<PhysFrame, AllocError> {
     might_sleep_if(gfp);
     let pfn = alloc_pfn(gfp, order)?;
     Ok(PhysFrame::containing_address(pfn.phys()))
 }
 
-/// The allocation loop: buddy, then (if the flags allow reclaim) shrink and retry once, and with
-/// `__GFP_NOFAIL` forever.
+/// The allocation: the buddy allocator's fast path inline, everything after a failure out of
+/// line.
 #[track_caller]
+#[inline]
 pub(crate) fn alloc_pfn(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+    match node().alloc_pages(gfp, order) {
+        Ok(pfn) => Ok(pfn),
+        Err(e) => alloc_slowpath(gfp, order, e),
+    }
+}
+
+/// After a failed attempt: if the flags allow reclaim, shrink the slab caches and retry once;
+/// with `__GFP_NOFAIL`, forever; otherwise the failure warning.
+#[track_caller]
+#[cold]
+#[inline(never)]
+fn alloc_slowpath(gfp: GfpFlags, order: u32, err: AllocError) -> Result<Pfn, AllocError> {
     let node = node();
-    match node.alloc_pages(gfp, order) {
-        Ok(pfn) => return Ok(pfn),
-        Err(AllocError::OutOfMemory { .. }) => {}
-        Err(e) => return Err(warn_failure(gfp, order, e)),
+    if !matches!(err, AllocError::OutOfMemory { .. }) {
+        return Err(warn_failure(gfp, order, err));
     }
     // Reclaim: the only reclaimable memory is empty slabs. Linux's direct reclaim in spirit.
     if gfp.allows_blocking() {
@@ -107,13 +125,19 @@ fn warn_failure(gfp: GfpFlags, order: u32, err: AllocError) -> AllocError {
 /// the start of an allocated block, outside managed RAM, reserved) is refused with the reason
 /// and the allocator unchanged.
 #[track_caller]
+#[inline]
 pub fn __free_pages(frame: PhysFrame, order: u32) -> Result<(), FreePagesError> {
     let result = node().free_pages(Pfn::from_phys(frame.start_address()), order);
     if let Err(e) = &result {
-        let loc = core::panic::Location::caller();
-        crate::warn!("__free_pages refused at {}:{}: {e}", loc.file(), loc.line());
+        report_refused_free(e, core::panic::Location::caller());
     }
     result
+}
+
+#[cold]
+#[inline(never)]
+fn report_refused_free(e: &FreePagesError, loc: &'static core::panic::Location<'static>) {
+    crate::warn!("__free_pages refused at {}:{}: {e}", loc.file(), loc.line());
 }
 
 /// Allocates a block and returns its direct-map address (Linux's `__get_free_pages`).
