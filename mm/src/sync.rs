@@ -4,8 +4,39 @@
 //! holder runs with interrupts disabled: otherwise a handler that allocates while the interrupted
 //! code holds the same lock would spin forever. On the host (tests, Miri) there are no interrupts
 //! and the lock is a plain spinlock.
+//!
+//! SMP: saving/disabling and restoring the interrupt flag are compiler barriers (the asm may
+//! touch memory as far as the compiler knows), so no access to the protected data is moved
+//! outside the interrupt-disabled window. The lock word itself is an acquire/release atomic.
+//!
+//! A CPU spinning here has interrupts disabled, so it cannot take an IPI. A CPU that holds an
+//! allocator lock and waits for every CPU to flush its TLB (vfree's shootdown runs under the
+//! vmap lock) would then wait for a CPU that waits for it. To break that cycle the spin loop
+//! calls a relax hook ([`set_spin_relax_hook`]) that the kernel points at "do the TLB flushes
+//! requested of this CPU": `invlpg` only, no lock, safe at any point of the loop. General
+//! cross-CPU calls do not rely on it: their callers must hold no lock (kernel `arch::smp`).
 
 use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+static SPIN_RELAX_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets the function a CPU calls while it spins on a contended [`IrqSpinLock`] (interrupts off).
+/// It must take no lock and must not allocate: it runs in the middle of any allocator path.
+pub fn set_spin_relax_hook(hook: fn()) {
+    SPIN_RELAX_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+#[cold]
+fn spin_relax() {
+    let p = SPIN_RELAX_HOOK.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: the hook only ever holds null or a `fn()` stored by `set_spin_relax_hook`.
+        let hook = unsafe { core::mem::transmute::<*mut (), fn()>(p) };
+        hook();
+    }
+    core::hint::spin_loop();
+}
 
 /// A spinlock that disables interrupts while held (in the kernel), restoring the previous
 /// interrupt state on release. Nested use is fine.
@@ -26,7 +57,15 @@ impl<T> IrqSpinLock<T> {
     #[inline]
     pub fn lock(&self) -> IrqSpinLockGuard<'_, T> {
         let irq_was_enabled = irq::save_and_disable();
-        IrqSpinLockGuard { guard: Some(self.inner.lock()), irq_was_enabled }
+        loop {
+            if let Some(guard) = self.inner.try_lock() {
+                return IrqSpinLockGuard { guard: Some(guard), irq_was_enabled };
+            }
+            // Contended: wait without writing the lock's cache line, serving TLB flush requests.
+            while self.inner.is_locked() {
+                spin_relax();
+            }
+        }
     }
 
     /// Takes the lock only if it is free (used by diagnostics that must not deadlock).
@@ -81,10 +120,11 @@ mod irq {
     #[inline]
     pub fn save_and_disable() -> bool {
         let rflags: u64;
-        // SAFETY: reads RFLAGS and clears IF; touches no memory and no other state. Disabling
-        // interrupts is always sound in ring 0.
+        // SAFETY: reads RFLAGS (through the stack, hence no `nostack`) and clears IF. Not
+        // `nomem`: the asm is a compiler barrier, so no access to lock-protected or per-CPU data
+        // is moved before interrupts are off. Disabling interrupts is always sound in ring 0.
         unsafe {
-            core::arch::asm!("pushfq", "pop {}", "cli", out(reg) rflags, options(nomem, preserves_flags));
+            core::arch::asm!("pushfq", "pop {}", "cli", out(reg) rflags, options(preserves_flags));
         }
         rflags & (1 << 9) != 0
     }
@@ -93,8 +133,9 @@ mod irq {
     pub fn restore(was_enabled: bool) {
         if was_enabled {
             // SAFETY: re-enables interrupts that were enabled when the lock was taken; the lock
-            // has been released, so a handler can take it.
-            unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+            // has been released, so a handler can take it. Not `nomem`: a compiler barrier, so
+            // no access is moved after the point where an interrupt handler may run.
+            unsafe { core::arch::asm!("sti", options(nostack)) };
         }
     }
 }
