@@ -14,7 +14,7 @@ Exits 0 when the kernel reports success, 1 otherwise (failure, hang, triple faul
 options:
   --memory SIZE     guest RAM, as QEMU's -m takes it (default 1G; 64M to 16G are supported)
   --uefi            boot through OVMF (UEFI) instead of the BIOS
-  --smp N           number of virtual CPUs (default 1)
+  --smp N           number of virtual CPUs, 1 to 16 (default 1); all are brought online
   --gdb             wait for a debugger on localhost:1234 (no timeout)
   --timeout SECS    kill QEMU and fail after SECS seconds (default 300)
   --bench           boot the benchmarks in deterministic -icount mode
@@ -47,11 +47,17 @@ fn parse_args(args: &[String]) -> Result<BootOptions, String> {
             "--uefi" => opts.uefi = true,
             "--smp" => {
                 let n = value(&mut it, arg)?;
-                opts.smp = n
-                    .parse()
-                    .ok()
-                    .filter(|&n| (1..=255).contains(&n))
-                    .ok_or_else(|| format!("--smp {n}: not a CPU count from 1 to 255"))?;
+                let max = memkernel::MAX_SMP;
+                opts.smp = match n.parse::<u32>() {
+                    Ok(c) if (1..=max).contains(&c) => c,
+                    Ok(0) => return Err("--smp 0: not a CPU count (at least 1, the boot CPU)".to_string()),
+                    Ok(c) => {
+                        return Err(format!(
+                            "--smp {c}: more CPUs than the kernel supports (NR_CPUS = {max}; use 1 to {max})"
+                        ))
+                    }
+                    Err(_) => return Err(format!("--smp {n}: not a CPU count (a number from 1 to {max})")),
+                };
             }
             "--gdb" => opts.gdb = true,
             "--timeout" => {

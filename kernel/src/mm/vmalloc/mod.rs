@@ -55,7 +55,7 @@ impl PageProvider for VmallocPages {
         super::page_alloc::alloc_pfn(gfp | GfpFlags::__GFP_NOWARN, order)
     }
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
-        super::node().free_pages(pfn, order)
+        super::node().free_pages_cpu(super::page_alloc::this_cpu(), pfn, order)
     }
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         super::node().page(pfn)
