@@ -19,6 +19,7 @@ pub mod qemu;
 pub mod serial;
 pub mod smp;
 pub mod smp_call;
+mod smp_tests;
 mod tests;
 mod trampoline;
 
