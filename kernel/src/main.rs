@@ -46,7 +46,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     if cmdline.get("tlb_shootdown") == Some("off") {
         mm::vmalloc::tlb::disable_shootdown();
     }
-    if cmdline.mode == cmdline::Mode::Fault("ap_bringup") {
+    if matches!(cmdline.mode, cmdline::Mode::Fault("ap_bringup" | "ap-bringup")) {
         arch::smp::set_fault_cpu(1);
     }
     arch::smp::boot_secondary_cpus();

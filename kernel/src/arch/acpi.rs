@@ -107,8 +107,6 @@ pub struct MadtInfo {
     pub nr_ignored: usize,
     /// Processors marked neither enabled nor online-capable (absent sockets).
     pub nr_disabled: usize,
-    /// Whether the firmware says the legacy 8259 PICs are present (MADT flag PCAT_COMPAT).
-    pub pcat_compat: bool,
 }
 
 /// Reads the processor entries of the MADT (Linux's `acpi_parse_lapic`/`acpi_parse_x2apic`).
@@ -121,7 +119,6 @@ pub fn read_madt() -> Result<MadtInfo, AcpiReadError> {
         nr_cpus: 0,
         nr_ignored: 0,
         nr_disabled: 0,
-        pcat_compat: madt.get().supports_8259(),
     };
     let mut add = |apic_id: u32, acpi_uid: u32, flags: u32| {
         // Bit 0: enabled; bit 1: online capable (hot-pluggable, not started at boot).

@@ -13,7 +13,7 @@
 //! Vectors follow Linux's `irq_vectors.h`: the timer at 0xec, cross-CPU calls at 0xfc, spurious
 //! at 0xff. The 8259 PIC stays wired to the boot CPU's LINT0 (virtual wire), which is untouched.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use x86_64::registers::model_specific::Msr;
 
@@ -70,7 +70,6 @@ static TIMER_TICKS_PER_SEC: AtomicU64 = AtomicU64::new(0);
 static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
 /// Per-CPU LAPIC timer interrupts taken (tests check every CPU ticks).
 static TIMER_TICKS: [AtomicU64; mm::NR_CPUS] = [const { AtomicU64::new(0) }; mm::NR_CPUS];
-static TIMER_HZ: AtomicU32 = AtomicU32::new(0);
 
 pub fn mode() -> Option<Mode> {
     match MODE.load(Ordering::Relaxed) {
@@ -244,11 +243,6 @@ pub fn timer_ticks_per_sec() -> u64 {
     TIMER_TICKS_PER_SEC.load(Ordering::Relaxed)
 }
 
-/// The rate the LAPIC timers were last started at (0: never).
-pub fn timer_hz() -> u32 {
-    TIMER_HZ.load(Ordering::Relaxed)
-}
-
 /// Starts this CPU's LAPIC timer, periodic at about `hz`; the handler is the one
 /// `interrupts::set_timer_handler` installed (the same on every CPU).
 pub fn start_timer(hz: u32) {
@@ -257,7 +251,6 @@ pub fn start_timer(hz: u32) {
     write(REG_TIMER_DIVIDE, TIMER_DIVIDE_16);
     write(REG_LVT_TIMER, LVT_TIMER_PERIODIC | TIMER_VECTOR as u32);
     write(REG_TIMER_INIT, count as u32);
-    TIMER_HZ.store(hz, Ordering::Relaxed);
 }
 
 /// Stops this CPU's LAPIC timer.

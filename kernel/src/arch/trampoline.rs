@@ -142,7 +142,10 @@ impl Trampoline {
     /// reservation), 4 KiB aligned, reachable at `direct_map + phys`; `kernel_pml4` is the live
     /// PML4, likewise reachable.
     pub unsafe fn install(phys: u64, direct_map: u64, kernel_pml4: u64) -> Trampoline {
-        assert!(phys % 4096 == 0 && phys + TRAMPOLINE_SIZE <= 0x10_0000, "trampoline must be below 1 MiB");
+        assert!(
+            phys.is_multiple_of(4096) && phys + TRAMPOLINE_SIZE <= 0x10_0000,
+            "trampoline must be below 1 MiB"
+        );
         let virt = (direct_map + phys) as *mut u8;
         // Only the symbols' addresses are used, never their contents as Rust values.
         let start = core::ptr::addr_of!(smp_trampoline_start);
@@ -187,10 +190,6 @@ impl Trampoline {
         self.put_u64(OFF_STACK, stack_top);
         self.put_u64(OFF_ARG, arg);
         self.put_u64(OFF_ENTRY, entry as usize as u64);
-    }
-
-    pub fn phys(&self) -> u64 {
-        self.phys
     }
 
     fn get_u32(&self, off: usize) -> u32 {

@@ -5,6 +5,7 @@
 
 mod page_alloc;
 mod slab;
+mod smp;
 mod vmalloc;
 
 use core::arch::asm;
@@ -47,5 +48,6 @@ pub fn run() -> ! {
     page_alloc::run(tpk);
     slab::run(tpk);
     vmalloc::run(tpk);
+    smp::run(tpk);
     crate::arch::qemu::exit(crate::arch::qemu::ExitCode::Success)
 }

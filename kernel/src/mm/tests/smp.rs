@@ -38,10 +38,19 @@ static FREED_PLUS1: AtomicU64 = AtomicU64::new(0);
 static READ_GEN: AtomicU64 = AtomicU64::new(u64::MAX);
 static STOP: AtomicBool = AtomicBool::new(false);
 static STALE: AtomicU64 = AtomicU64::new(0);
+/// The last value the reader read (what it still sees when the writer gives up waiting).
+static LAST_READ: AtomicU64 = AtomicU64::new(0);
 static FAULTED_READS: AtomicU64 = AtomicU64::new(0);
 
+const MAGIC: u64 = 0x5354_414c_4500_0000;
+
 fn stale_pattern(gen: u64) -> u64 {
-    0x5354_414c_4500_0000 ^ gen
+    MAGIC ^ gen
+}
+
+/// The generation whose pattern `v` is, if it is one.
+fn pattern_gen(v: u64) -> Option<u64> {
+    (v ^ MAGIC < 2 * ROUNDS).then_some(v ^ MAGIC)
 }
 
 /// Waits for the reader to have read generation `gen` (false after ~2 s: reader stuck).
@@ -61,9 +70,43 @@ fn publish(addr: u64, gen: u64) {
     GEN.store(gen, Release);
 }
 
+/// What the writer found when the reader did not see a new generation in time.
+fn reader_stuck(round: u64, gen: u64, what: &'static str) -> WriterError {
+    let seen = LAST_READ.load(Acquire);
+    let freed = FREED_PLUS1.load(Acquire);
+    match pattern_gen(seen) {
+        // The new mapping's frames hold `gen`'s pattern; a freed generation's pattern can only
+        // come from a translation cached before that generation's free.
+        Some(old) if old < gen && old < freed => WriterError::StaleTlb { round, what, old, gen },
+        _ => WriterError::ReaderStuck { round, what, seen },
+    }
+}
+
+enum WriterError {
+    /// CPU 1 kept reading a freed generation's contents at the reused address.
+    StaleTlb {
+        round: u64,
+        what: &'static str,
+        old: u64,
+        gen: u64,
+    },
+    ReaderStuck {
+        round: u64,
+        what: &'static str,
+        seen: u64,
+    },
+}
+
 /// CPU 0's side: vmalloc + fill, let the reader cache it, vfree; vmap other (pre-filled) frames,
-/// let the reader see them, vunmap. Returns how often the vmap reused the freed address.
-fn shootdown_writer() -> u64 {
+/// let the reader see them, vunmap. Returns how often the vmap reused the freed address. Never
+/// panics (CPU 1 must be told to stop whatever happens): errors are returned.
+fn shootdown_writer() -> Result<u64, WriterError> {
+    let result = shootdown_rounds();
+    STOP.store(true, Release);
+    result
+}
+
+fn shootdown_rounds() -> Result<u64, WriterError> {
     let mut reused = 0;
     for round in 0..ROUNDS {
         let (g_vmalloc, g_vmap) = (2 * round, 2 * round + 1);
@@ -77,7 +120,9 @@ fn shootdown_writer() -> u64 {
         // SAFETY: the first word of the live area.
         unsafe { p.as_ptr().cast::<u64>().write_volatile(stale_pattern(g_vmalloc)) };
         publish(p.as_ptr() as u64, g_vmalloc);
-        assert!(wait_reader(g_vmalloc), "round {round}: the reader never read the vmalloc area");
+        if !wait_reader(g_vmalloc) {
+            return Err(reader_stuck(round, g_vmalloc, "vmalloc"));
+        }
         vfree(p.as_ptr()).unwrap();
         FREED_PLUS1.store(g_vmalloc + 1, Release);
 
@@ -86,13 +131,14 @@ fn shootdown_writer() -> u64 {
         let q = unsafe { vmap(&[pfn], VmFlags::VM_MAP) }.expect("vmap");
         reused += (q == p) as u64;
         publish(q.as_ptr() as u64, g_vmap);
-        assert!(wait_reader(g_vmap), "round {round}: the reader never read the vmap area");
+        if !wait_reader(g_vmap) {
+            return Err(reader_stuck(round, g_vmap, "vmap of other frames"));
+        }
         vunmap(q.as_ptr()).unwrap();
         FREED_PLUS1.store(g_vmap + 1, Release);
         __free_pages(frame, 0).unwrap();
     }
-    STOP.store(true, Release);
-    reused
+    Ok(reused)
 }
 
 /// CPU 1's side: reads the published address in a loop; a read that returns the contents of a
@@ -106,7 +152,11 @@ fn shootdown_reader() {
         }
         for _ in 0..64 {
             let freed = FREED_PLUS1.load(Acquire);
-            match read_nofault(a) {
+            let v = read_nofault(a);
+            if let Some(v) = v {
+                LAST_READ.store(v, Release);
+            }
+            match v {
                 Some(v) if v == stale_pattern(g) => {
                     if freed > g {
                         STALE.fetch_add(1, Relaxed);
@@ -138,24 +188,33 @@ crate::ktest!(
         for a in [&GEN, &READ_GEN] {
             a.store(u64::MAX, SeqCst);
         }
-        for a in [&ADDR, &FREED_PLUS1, &STALE, &FAULTED_READS] {
+        for a in [&ADDR, &FREED_PLUS1, &STALE, &FAULTED_READS, &LAST_READ] {
             a.store(0, SeqCst);
         }
         STOP.store(false, SeqCst);
-        let reused = AtomicU64::new(0);
+        let result = spin::Mutex::new(None);
         smp_call_on_cpus(CpuMask(0b11), &|cpu| {
             if cpu == 0 {
-                reused.store(shootdown_writer(), SeqCst);
+                *result.lock() = Some(shootdown_writer());
             } else {
                 shootdown_reader();
             }
         })
         .unwrap();
+        let reused = match result.lock().take().expect("the writer ran") {
+            Ok(reused) => reused,
+            Err(WriterError::StaleTlb { round, what, old, gen }) => panic!(
+                "round {round}: after vfree/vunmap returned, CPU 1 still read generation {old}'s \
+                 contents where the {what} (generation {gen}) is mapped: a stale TLB entry"
+            ),
+            Err(WriterError::ReaderStuck { round, what, seen }) => {
+                panic!("round {round}: CPU 1 did not read the {what} within 2 s (last read {seen:#x})")
+            }
+        };
         let (stale, faulted) = (STALE.load(SeqCst), FAULTED_READS.load(SeqCst));
         crate::info!(
-            "shootdown test: {ROUNDS} rounds, address reused by the vmap in {} rounds, {faulted} reads \
-             faulted after a free, {stale} stale reads",
-            reused.load(SeqCst)
+            "shootdown test: {ROUNDS} rounds, address reused by the vmap in {reused} rounds, {faulted} reads \
+             faulted after a free, {stale} stale reads"
         );
         assert_eq!(stale, 0, "CPU 1 read freed memory through a stale TLB entry after vfree/vunmap returned");
     }
@@ -329,7 +388,7 @@ fn mix(cpu: usize, ops: u64) {
                 FAILED.fetch_add(1, Relaxed);
                 0
             });
-        } else if (r >> 16) % 8 == 0 {
+        } else if (r >> 16).is_multiple_of(8) {
             let x = (r >> 24) as usize % EXCHANGE;
             let got = XCHG[x].swap(held[slot], AcqRel);
             HANDED.fetch_add(1, Relaxed);
@@ -462,7 +521,7 @@ fn atomic_work() {
         if old != 0 {
             release(old);
         }
-        let v = if (run + k) % 3 == 0 {
+        let v = if (run + k).is_multiple_of(3) {
             alloc_pages(GfpFlags::GFP_ATOMIC, 0).ok().map(|f| {
                 let a = phys_to_virt(f.start_address()).as_u64();
                 fill(a, P);
