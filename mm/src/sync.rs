@@ -9,44 +9,11 @@
 //! touch memory as far as the compiler knows), so no access to the protected data is moved
 //! outside the interrupt-disabled window. The lock word itself is an acquire/release atomic.
 //!
-//! A CPU spinning here has interrupts disabled, so it cannot take an IPI. A CPU that holds an
-//! allocator lock and waits for every CPU to flush its TLB (vfree's shootdown runs under the
-//! vmap lock) would then wait for a CPU that waits for it. To break that cycle the spin loop
-//! calls a relax hook ([`set_spin_relax_hook`]) that the kernel points at "do the TLB flushes
-//! requested of this CPU": `invlpg` only, no lock, safe at any point of the loop. General
-//! cross-CPU calls do not rely on it: their callers must hold no lock (kernel `arch::smp`).
+//! A CPU spinning here has interrupts disabled, so it cannot take an IPI: a lock that is held
+//! across a wait for other CPUs (the vmap lock across vfree's TLB shootdown) must be waited for
+//! in a loop that serves the shootdown (kernel `mm::vmalloc::space`), not with [`IrqSpinLock::lock`].
 
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicPtr, Ordering};
-
-static SPIN_RELAX_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
-
-/// `lock()` calls that found the lock taken and had to spin (all locks, since boot). Counted on
-/// the contended path only, so the uncontended fast path is unchanged; the SMP benchmark reports
-/// it per operation.
-pub static CONTENDED_LOCKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-#[cold]
-fn count_contended() {
-    CONTENDED_LOCKS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Sets the function a CPU calls while it spins on a contended [`IrqSpinLock`] (interrupts off).
-/// It must take no lock and must not allocate: it runs in the middle of any allocator path.
-pub fn set_spin_relax_hook(hook: fn()) {
-    SPIN_RELAX_HOOK.store(hook as *mut (), Ordering::Release);
-}
-
-#[cold]
-fn spin_relax() {
-    let p = SPIN_RELAX_HOOK.load(Ordering::Acquire);
-    if !p.is_null() {
-        // SAFETY: the hook only ever holds null or a `fn()` stored by `set_spin_relax_hook`.
-        let hook = unsafe { core::mem::transmute::<*mut (), fn()>(p) };
-        hook();
-    }
-    core::hint::spin_loop();
-}
 
 /// A spinlock that disables interrupts while held (in the kernel), restoring the previous
 /// interrupt state on release. Nested use is fine.
@@ -67,20 +34,7 @@ impl<T> IrqSpinLock<T> {
     #[inline]
     pub fn lock(&self) -> IrqSpinLockGuard<'_, T> {
         let irq_was_enabled = irq::save_and_disable();
-        let mut counted = false;
-        loop {
-            if let Some(guard) = self.inner.try_lock() {
-                return IrqSpinLockGuard { guard: Some(guard), irq_was_enabled };
-            }
-            // Contended: wait without writing the lock's cache line, serving TLB flush requests.
-            if !counted {
-                count_contended();
-                counted = true;
-            }
-            while self.inner.is_locked() {
-                spin_relax();
-            }
-        }
+        IrqSpinLockGuard { guard: Some(self.inner.lock()), irq_was_enabled }
     }
 
     /// Takes the lock only if it is free (used by diagnostics that must not deadlock).

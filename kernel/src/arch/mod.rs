@@ -43,8 +43,6 @@ pub fn init(boot_info: &BootInfo, cmdline: &crate::cmdline::Cmdline) {
         fault::direct_map_offset(),
         cmdline.raw.split_ascii_whitespace().any(|w| w == "nox2apic"),
     );
-    // The IrqSpinLock spin loop serves TLB shootdowns (see `smp_call`).
-    mm::sync::set_spin_relax_hook(smp_call::serve_tlb_flush);
     x86_64::instructions::interrupts::enable();
     let (start, end) = fault::kernel_image();
     crate::info!(

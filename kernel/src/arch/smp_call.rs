@@ -17,8 +17,9 @@
 //! wait forever. [`smp_call_function_many`] therefore refuses to run with interrupts disabled
 //! (the sign of a held `IrqSpinLock`) and names the caller. The TLB shootdown is the exception,
 //! because vfree must flush before the vmap lock releases the range: it is served not only by
-//! the IPI handler but also by every CPU spinning on an `IrqSpinLock` (the lock's relax hook,
-//! `mm::sync::set_spin_relax_hook`) and by every CPU waiting here, and serving it takes no lock.
+//! the IPI handler but also by every CPU waiting for the vmap lock (`mm::vmalloc::space`, which
+//! spins on `try_lock` and serves flushes, interrupts on or off) and by every CPU waiting here;
+//! serving it takes no lock. The vmap lock is the only lock held across a shootdown.
 //!
 //! Lock order (outermost first): vmap lock -> shootdown sender lock; callers of
 //! smp_call_function_many / smp_call_on_cpus: no lock at all.
@@ -250,7 +251,7 @@ pub static SHOOTDOWNS: AtomicU64 = AtomicU64::new(0);
 pub static SHOOTDOWN_FLUSHES_SERVED: AtomicU64 = AtomicU64::new(0);
 
 /// Does the flush requested of this CPU, if any. Takes no lock and allocates nothing: it runs
-/// from the IPI handler, from `IrqSpinLock`'s spin loop and from waiting callers.
+/// from the IPI handler, from the vmap lock's wait loop and from waiting callers.
 pub fn serve_tlb_flush() {
     let me = percpu::cpu_id() as usize;
     if !SHOOTDOWN_PENDING[me].load(Ordering::Acquire) {

@@ -17,13 +17,10 @@
 //!   order-0 page pair stays on the CPU's own pcp list (a per-CPU lock), taking the zone lock
 //!   only when the list refills or spills a batch, counted in a second, untimed pass as the
 //!   pairs during which the buddy free count changed (an upper bound: a CPU also sees the
-//!   others' refills);
-//! - `smpN.<key>.contended_pct`: the share of operations whose lock was taken by another CPU at
-//!   that moment (`mm::sync::CONTENDED_LOCKS`).
+//!   others' refills).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 
-use ::mm::sync::CONTENDED_LOCKS;
 use ::mm::{GfpFlags, NR_CPUS};
 
 use crate::arch::rdtsc;
@@ -86,10 +83,9 @@ fn page_pairs_counting_zone_visits() {
     ZONE_VISITS.fetch_add(visits, Relaxed);
 }
 
-/// Runs `work` on CPUs `0..n` at once; returns (instructions per pair, contended locks).
-fn run_on(tpk: u64, n: usize, pairs_per_cpu: usize, work: fn()) -> (u64, u64) {
+/// Runs `work` on CPUs `0..n` at once; returns the instructions per pair.
+fn run_on(tpk: u64, n: usize, pairs_per_cpu: usize, work: fn()) -> u64 {
     ARRIVED.store(0, SeqCst);
-    let contended = CONTENDED_LOCKS.load(SeqCst);
     let mask = CpuMask((1u32 << n) - 1);
     smp_call_on_cpus(mask, &|cpu| {
         barrier(cpu, n);
@@ -99,8 +95,7 @@ fn run_on(tpk: u64, n: usize, pairs_per_cpu: usize, work: fn()) -> (u64, u64) {
     .expect("bench runs in thread context with interrupts on");
     let start = START[..n].iter().map(|s| s.load(SeqCst)).min().unwrap_or(0);
     let end = END[..n].iter().map(|e| e.load(SeqCst)).max().unwrap_or(0);
-    let per_pair = (end - start) * 1000 / tpk.max(1) / (n * pairs_per_cpu) as u64;
-    (per_pair, CONTENDED_LOCKS.load(SeqCst) - contended)
+    (end - start) * 1000 / tpk.max(1) / (n * pairs_per_cpu) as u64
 }
 
 /// Runs when more than one CPU is online (`--bench --smp 4`), else returns at once.
@@ -116,19 +111,16 @@ pub fn run(tpk: u64) {
     // Warm-up: slabs and pcp lists filled, so that no CPU count pays the first refill.
     let _ = run_on(tpk, online.min(4), kmalloc_pairs, kmalloc_lifo);
     for n in [1, 2, 4].into_iter().filter(|&n| n <= online) {
-        let (per_pair, contended) = run_on(tpk, n, kmalloc_pairs, kmalloc_lifo);
-        let ops = (2 * n * kmalloc_pairs) as u64;
+        let per_pair = run_on(tpk, n, kmalloc_pairs, kmalloc_lifo);
         kprintln!("bench: smp{n}.kmalloc.64.100.lifo {per_pair}");
         kprintln!("bench: smp{n}.kmalloc.64.100.lifo.shared_lock_pct 100");
-        kprintln!("bench: smp{n}.kmalloc.64.100.lifo.contended_pct {}", contended * 100 / ops);
 
-        let (per_pair, contended) = run_on(tpk, n, PAGE_PAIRS, page_pairs);
+        let per_pair = run_on(tpk, n, PAGE_PAIRS, page_pairs);
         let ops = (2 * n * PAGE_PAIRS) as u64;
         ZONE_VISITS.store(0, SeqCst);
         let _ = run_on(tpk, n, PAGE_PAIRS, page_pairs_counting_zone_visits);
         kprintln!("bench: smp{n}.pages.order0.pair {per_pair}");
         kprintln!("bench: smp{n}.pages.order0.pair.shared_lock_pct {}", ZONE_VISITS.load(SeqCst) * 100 / ops);
-        kprintln!("bench: smp{n}.pages.order0.pair.contended_pct {}", contended * 100 / ops);
     }
     kprintln!(
         "(goal: smp4 within 10% of smp1; kmalloc takes its cache's shared lock on every operation here)"
