@@ -53,9 +53,11 @@ fn pattern_gen(v: u64) -> Option<u64> {
     (v ^ MAGIC < 2 * ROUNDS).then_some(v ^ MAGIC)
 }
 
-/// Waits for the reader to have read generation `gen` (false after ~2 s: reader stuck).
+/// Waits for the reader to have read generation `gen`; false after 10 s (the reader is stuck
+/// or, without the shootdown, still reads the old frame). Generous: TCG on a busy host may
+/// leave a vCPU thread unscheduled for a while.
 fn wait_reader(gen: u64) -> bool {
-    let deadline = crate::arch::rdtsc() + 2000 * apic::tsc_per_ms();
+    let deadline = crate::arch::rdtsc() + 10_000 * apic::tsc_per_ms();
     while READ_GEN.load(Acquire) != gen {
         if crate::arch::rdtsc() > deadline {
             return false;
@@ -208,7 +210,7 @@ crate::ktest!(
                  contents where the {what} (generation {gen}) is mapped: a stale TLB entry"
             ),
             Err(WriterError::ReaderStuck { round, what, seen }) => {
-                panic!("round {round}: CPU 1 did not read the {what} within 2 s (last read {seen:#x})")
+                panic!("round {round}: CPU 1 did not read the {what} within 10 s (last read {seen:#x})")
             }
         };
         let (stale, faulted) = (STALE.load(SeqCst), FAULTED_READS.load(SeqCst));
