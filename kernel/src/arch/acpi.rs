@@ -29,6 +29,9 @@ pub struct DirectMapHandler {
 }
 
 impl AcpiHandler for DirectMapHandler {
+    /// # Safety
+    /// As the trait says: `phys` holds a valid `T` of at least `size` bytes (a firmware table);
+    /// the direct map covers it.
     unsafe fn map_physical_region<T>(&self, phys: usize, size: usize) -> PhysicalMapping<Self, T> {
         let virt = (self.offset + phys as u64) as *mut T;
         let virt = NonNull::new(virt).expect("the direct map is in the upper half");
