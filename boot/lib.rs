@@ -47,6 +47,9 @@ impl Kernel {
 const QEMU_EXIT_SUCCESS: i32 = (0x10 << 1) | 1;
 const QEMU_EXIT_FAILURE: i32 = (0x11 << 1) | 1;
 
+/// Most CPUs `--smp` accepts: the kernel's `mm::NR_CPUS` (`tests/runner.rs` checks they agree).
+pub const MAX_SMP: u32 = 16;
+
 /// Debian's OVMF firmware (package `ovmf`).
 const OVMF_PATHS: &[&str] =
     &["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd", "/usr/share/OVMF/OVMF.fd"];

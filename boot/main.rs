@@ -15,7 +15,7 @@ Exits 0 when the kernel reports success, 1 otherwise (failure, hang, triple faul
 options:
   --memory SIZE     guest RAM, as QEMU's -m takes it (default 1G; 64M to 16G are supported)
   --uefi            boot through OVMF (UEFI) instead of the BIOS
-  --smp N           number of virtual CPUs (default 1)
+  --smp N           number of virtual CPUs, 1 to 16 (default 1); all are brought online
   --gdb             wait for a debugger on localhost:1234 (no timeout)
   --timeout SECS    kill QEMU and fail after SECS seconds (default 300)
   --bench           boot the benchmarks (release-built kernel, 2G, -icount: deterministic) and
@@ -39,7 +39,7 @@ struct Extra {
 fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
     let mut opts = BootOptions::default();
     let mut extra_mode = Extra::default();
-    let (mut memory_given, mut timeout_given) = (false, false);
+    let (mut memory_given, mut timeout_given, mut smp_given) = (false, false, false);
     let mut mode: Vec<String> = Vec::new();
     let mut extra: Vec<String> = Vec::new();
     let mut it = args.iter();
@@ -60,12 +60,19 @@ fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
             }
             "--uefi" => opts.uefi = true,
             "--smp" => {
+                smp_given = true;
                 let n = value(&mut it, arg)?;
-                opts.smp = n
-                    .parse()
-                    .ok()
-                    .filter(|&n| (1..=255).contains(&n))
-                    .ok_or_else(|| format!("--smp {n}: not a CPU count from 1 to 255"))?;
+                let max = memkernel::MAX_SMP;
+                opts.smp = match n.parse::<u32>() {
+                    Ok(c) if (1..=max).contains(&c) => c,
+                    Ok(0) => return Err("--smp 0: not a CPU count (at least 1, the boot CPU)".to_string()),
+                    Ok(c) => {
+                        return Err(format!(
+                            "--smp {c}: more CPUs than the kernel supports (NR_CPUS = {max}; use 1 to {max})"
+                        ))
+                    }
+                    Err(_) => return Err(format!("--smp {n}: not a CPU count (a number from 1 to {max})")),
+                };
             }
             "--gdb" => opts.gdb = true,
             "--timeout" => {
@@ -117,6 +124,9 @@ fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
         }
         if !timeout_given {
             opts.timeout = b.timeout;
+        }
+        if !smp_given {
+            opts.smp = b.smp;
         }
         opts.qemu_args = b.qemu_args.into_iter().chain(opts.qemu_args).collect();
     }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{boot_with, expect_line, expect_status};
+use common::{boot_smp, boot_with, expect_line, expect_status};
 use memkernel::Status;
 
 /// The closing `N passed, M failed` line (the last one in the log).
@@ -13,10 +13,21 @@ fn summary(serial: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// The whole suite on 4 CPUs (the SMP tests then run on all of them) and on the boot CPU alone.
 #[test]
-fn in_kernel_suite_passes() {
-    let out = boot_with("test", "1G", false);
-    expect_status(&out, Status::Success, "in-kernel test suite");
+fn in_kernel_suite_passes_on_4_cpus() {
+    suite_passes(4);
+}
+
+#[test]
+fn in_kernel_suite_passes_on_1_cpu() {
+    suite_passes(1);
+}
+
+fn suite_passes(cpus: u32) {
+    let out = boot_smp("test", "1G", false, cpus);
+    expect_status(&out, Status::Success, &format!("in-kernel test suite on {cpus} CPUs"));
+    expect_line(&out, &format!("smp: Brought up 1 node, {cpus} CPU"), "bring-up");
     let (passed, failed) = summary(&out.serial).unwrap_or_else(|| panic!("no summary line:\n{}", out.serial));
     assert!(passed > 0 && failed == 0, "summary {passed} passed, {failed} failed:\n{}", out.serial);
     let ok_lines = out.serial.lines().filter(|l| l.starts_with("test ") && l.ends_with(" ... ok")).count();

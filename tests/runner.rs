@@ -23,7 +23,9 @@ fn missing_qemu_names_the_debian_package_without_a_backtrace() {
 fn bad_options_are_explained() {
     for (args, needle) in [
         (&["--memory", "lots"][..], "--memory lots: not a size"),
-        (&["--smp", "0"][..], "--smp 0: not a CPU count"),
+        (&["--smp", "0"][..], "--smp 0: not a CPU count (at least 1, the boot CPU)"),
+        (&["--smp", "17"][..], "--smp 17: more CPUs than the kernel supports (NR_CPUS = 16; use 1 to 16)"),
+        (&["--smp", "four"][..], "--smp four: not a CPU count (a number from 1 to 16)"),
         (&["--test", "a", "--fault", "b"][..], "choose one of --bench, --test, --fault"),
         (&["--frobnicate"][..], "unknown option `--frobnicate`"),
     ] {
@@ -34,4 +36,9 @@ fn bad_options_are_explained() {
     }
     let help = runner().arg("--help").output().expect("runner starts");
     assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--memory SIZE"));
+}
+
+#[test]
+fn runner_cpu_limit_is_the_kernels_nr_cpus() {
+    assert_eq!(memkernel::MAX_SMP as usize, mm::NR_CPUS);
 }

@@ -36,6 +36,14 @@ impl Cmdline {
 }
 
 static mut BUF: [u8; MAX_LEN] = [0; MAX_LEN];
+static RAW: spin::Once<&'static str> = spin::Once::new();
+
+/// The value of `key=value` on the boot command line, for code that is not handed the
+/// [`Cmdline`] (tests' tunables such as `stress_ops=`).
+pub fn get_global(key: &str) -> Option<&'static str> {
+    let raw = RAW.get()?;
+    raw.split_ascii_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
 
 /// Copies the command line out of the ramdisk (whose memory is the bootloader's) and parses it.
 pub fn init(boot_info: &BootInfo) -> Cmdline {
@@ -54,6 +62,7 @@ pub fn init(boot_info: &BootInfo) -> Cmdline {
         }
         _ => "",
     };
+    RAW.call_once(|| raw);
     let mut cmdline = Cmdline { raw, mode: Mode::Demo, log_level: Level::Info };
     for word in raw.split_ascii_whitespace() {
         match word.split_once('=') {

@@ -41,8 +41,15 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let cmdline = cmdline::init(boot_info);
     log::set_level(cmdline.log_level);
     info!("memkernel booting (cmdline: \"{}\")", cmdline.raw);
-    arch::init(boot_info);
+    arch::init(boot_info, &cmdline);
     mm::init(boot_info, &cmdline);
+    if cmdline.get("tlb_shootdown") == Some("off") {
+        mm::vmalloc::tlb::disable_shootdown();
+    }
+    if matches!(cmdline.mode, cmdline::Mode::Fault("ap_bringup" | "ap-bringup")) {
+        arch::smp::set_fault_cpu(1);
+    }
+    arch::smp::boot_secondary_cpus();
     match cmdline.mode {
         cmdline::Mode::Demo => {
             demo::run();

@@ -9,7 +9,8 @@
 //! - [`zone`], [`buddy`]: zones with watermarks and the buddy page allocator;
 //! - [`slab`], [`kmalloc`]: slab caches and the kmalloc family;
 //! - [`vmalloc`]: the virtual area allocator, page-table mapping and `/proc` formats behind vmalloc;
-//! - [`stats`]: `/proc`-format reports.
+//! - [`stats`]: `/proc`-format reports;
+//! - [`cpus`]: [`NR_CPUS`] and the possible/online CPU counts every per-CPU structure uses.
 #![no_std]
 
 #[cfg(any(test, feature = "testing"))]
@@ -19,6 +20,7 @@ extern crate std;
 
 pub mod addr;
 pub mod buddy;
+pub mod cpus;
 pub mod gfp;
 pub mod kmalloc;
 pub mod mem_map;
@@ -36,6 +38,7 @@ pub mod zone;
 use core::fmt;
 
 pub use addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
+pub use cpus::{nr_cpu_ids, num_online_cpus, NR_CPUS};
 pub use gfp::GfpFlags;
 
 /// Why an allocation failed. Nothing was allocated.

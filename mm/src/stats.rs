@@ -15,7 +15,6 @@
 use core::fmt::{self, Write};
 
 use crate::addr::PAGE_SHIFT;
-use crate::buddy::pcp::NR_CPUS;
 use crate::buddy::Node;
 use crate::mem_map::MemMap;
 use crate::memblock::MemBlock;
@@ -35,6 +34,11 @@ pub fn write_buddyinfo(w: &mut dyn Write, node: &Node) -> fmt::Result {
 
 /// `/proc/zoneinfo` (the lines described in the module documentation).
 pub fn write_zoneinfo(w: &mut dyn Write, node: &Node) -> fmt::Result {
+    write_zoneinfo_cpus(w, node, crate::num_online_cpus())
+}
+
+/// `/proc/zoneinfo` with pagesets for CPUs `0..online` (Linux prints the online CPUs).
+pub fn write_zoneinfo_cpus(w: &mut dyn Write, node: &Node, online: usize) -> fmt::Result {
     for zone in node.zones() {
         let free = zone.free_pages();
         write!(w, "Node {}, zone {:>8}", node.node_id(), zone.name())?;
@@ -69,9 +73,8 @@ pub fn write_zoneinfo(w: &mut dyn Write, node: &Node) -> fmt::Result {
             continue;
         }
         write!(w, "\n      {:<12} {}", "nr_free_pages", free)?;
-        // Linux prints online CPUs; every slot here can be used (see `buddy::pcp::NR_CPUS`).
         w.write_str("\n  pagesets")?;
-        for cpu in 0..NR_CPUS {
+        for cpu in 0..online {
             let Some(p) = node.pcp_info(zone.zone_type(), cpu) else { break };
             write!(
                 w,
@@ -244,7 +247,7 @@ mod tests {
         let m = TestMachine::standard();
         let n = &m.node;
         let mut s = String::new();
-        write_zoneinfo(&mut s, n).unwrap();
+        write_zoneinfo_cpus(&mut s, n, 2).unwrap();
         let z = n.zone(crate::zone::ZoneType::Dma);
         let r = z.lowmem_reserve();
         let expect = std::format!(
@@ -264,7 +267,14 @@ mod tests {
         );
         assert!(s.starts_with(&expect), "got:\n{s}\nexpected prefix:\n{expect}");
         assert!(s.contains("              batch: 1\n  node_unreclaimable:  0\n  start_pfn:           0\n"));
-        assert_eq!(s.matches("\n    cpu: ").count(), 3 * NR_CPUS, "pagesets of populated zones only");
+        assert_eq!(s.matches("\n    cpu: ").count(), 3 * 2, "pagesets of online CPUs, populated zones only");
+        let mut one = String::new();
+        write_zoneinfo(&mut one, n).unwrap();
+        assert_eq!(
+            one.matches("\n    cpu: ").count(),
+            3 * crate::num_online_cpus(),
+            "default: the online CPUs"
+        );
         assert!(s.contains("Node 0, zone    DMA32\n"));
         assert!(s.contains("Node 0, zone   Normal\n  pages free     "));
         assert_eq!(s.matches("protection: (").count(), 3);

@@ -4,6 +4,14 @@
 //! holder runs with interrupts disabled: otherwise a handler that allocates while the interrupted
 //! code holds the same lock would spin forever. On the host (tests, Miri) there are no interrupts
 //! and the lock is a plain spinlock.
+//!
+//! SMP: saving/disabling and restoring the interrupt flag are compiler barriers (the asm may
+//! touch memory as far as the compiler knows), so no access to the protected data is moved
+//! outside the interrupt-disabled window. The lock word itself is an acquire/release atomic.
+//!
+//! A CPU spinning here has interrupts disabled, so it cannot take an IPI: a lock that is held
+//! across a wait for other CPUs (the vmap lock across vfree's TLB shootdown) must be waited for
+//! in a loop that serves the shootdown (kernel `mm::vmalloc::space`), not with [`IrqSpinLock::lock`].
 
 use core::ops::{Deref, DerefMut};
 
@@ -81,10 +89,11 @@ mod irq {
     #[inline]
     pub fn save_and_disable() -> bool {
         let rflags: u64;
-        // SAFETY: reads RFLAGS and clears IF; touches no memory and no other state. Disabling
-        // interrupts is always sound in ring 0.
+        // SAFETY: reads RFLAGS (through the stack, hence no `nostack`) and clears IF. Not
+        // `nomem`: the asm is a compiler barrier, so no access to lock-protected or per-CPU data
+        // is moved before interrupts are off. Disabling interrupts is always sound in ring 0.
         unsafe {
-            core::arch::asm!("pushfq", "pop {}", "cli", out(reg) rflags, options(nomem, preserves_flags));
+            core::arch::asm!("pushfq", "pop {}", "cli", out(reg) rflags, options(preserves_flags));
         }
         rflags & (1 << 9) != 0
     }
@@ -93,8 +102,9 @@ mod irq {
     pub fn restore(was_enabled: bool) {
         if was_enabled {
             // SAFETY: re-enables interrupts that were enabled when the lock was taken; the lock
-            // has been released, so a handler can take it.
-            unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+            // has been released, so a handler can take it. Not `nomem`: a compiler barrier, so
+            // no access is moved after the point where an interrupt handler may run.
+            unsafe { core::arch::asm!("sti", options(nostack)) };
         }
     }
 }

@@ -9,13 +9,20 @@ use memkernel::{boot, BootOptions, Outcome, Status};
 
 /// Boots `cmdline` with `memory` RAM, BIOS or UEFI, without echoing the log.
 pub fn boot_with(cmdline: &str, memory: &str, uefi: bool) -> Outcome {
+    boot_smp(cmdline, memory, uefi, 1)
+}
+
+/// [`boot_with`] on `smp` virtual CPUs.
+pub fn boot_smp(cmdline: &str, memory: &str, uefi: bool, smp: u32) -> Outcome {
     let opts = BootOptions {
         memory: memory.into(),
         uefi,
+        smp,
         cmdline: cmdline.into(),
         echo: false,
-        // Generous: the machine may be busy; a hang still ends the test.
-        timeout: Duration::from_secs(180),
+        // Generous: the machine may be busy (and TCG runs every vCPU as a host thread); a hang
+        // still ends the test.
+        timeout: Duration::from_secs(if smp > 1 { 600 } else { 180 }),
         ..BootOptions::default()
     };
     boot(&opts).unwrap_or_else(|e| panic!("could not boot `{cmdline}` ({memory}): {e}"))

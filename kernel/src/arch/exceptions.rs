@@ -99,8 +99,56 @@ exception!(simd_floating_point, 19, "#XM", "SIMD FLOATING POINT EXCEPTION");
 exception!(virtualization, 20, "#VE", "VIRTUALIZATION EXCEPTION");
 exception!(control_protection, 21, "#CP", "CONTROL PROTECTION EXCEPTION", Plain);
 
-extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {
+extern "x86-interrupt" fn page_fault(mut frame: InterruptStackFrame, code: PageFaultErrorCode) {
+    if frame.instruction_pointer.as_u64() == nofault_insn() {
+        // The fault-tolerant load (Linux's exception-table fixup for
+        // `copy_from_kernel_nofault`): resume at its failure exit instead of dying.
+        // SAFETY: the new RIP is the fixup label of the same asm function, which expects to be
+        // entered exactly there, with the same stack and registers.
+        unsafe { frame.as_mut().update(|f| f.instruction_pointer = VirtAddr::new(nofault_fixup())) };
+        return;
+    }
     report(14, "#PF", "PAGE FAULT", &frame, ErrorCode::PageFault(code.bits()))
+}
+
+core::arch::global_asm!(
+    ".global memkernel_read_nofault",
+    ".global memkernel_read_nofault_insn",
+    ".global memkernel_read_nofault_fixup",
+    "memkernel_read_nofault:",
+    "memkernel_read_nofault_insn:",
+    "    mov rax, [rdi]",
+    "    mov [rsi], rax",
+    "    mov eax, 1",
+    "    ret",
+    "memkernel_read_nofault_fixup:",
+    "    xor eax, eax",
+    "    ret",
+);
+
+extern "C" {
+    fn memkernel_read_nofault(addr: u64, out: *mut u64) -> u32;
+    static memkernel_read_nofault_insn: u8;
+    static memkernel_read_nofault_fixup: u8;
+}
+
+fn nofault_insn() -> u64 {
+    // Only the label's address is taken.
+    core::ptr::addr_of!(memkernel_read_nofault_insn) as u64
+}
+
+fn nofault_fixup() -> u64 {
+    core::ptr::addr_of!(memkernel_read_nofault_fixup) as u64
+}
+
+/// Reads the 8 bytes at `addr`, or `None` if that faults (unmapped, not present): Linux's
+/// `copy_from_kernel_nofault`. The SMP shootdown test reads freed vmalloc pages with it.
+pub fn read_nofault(addr: u64) -> Option<u64> {
+    let mut v = 0u64;
+    // SAFETY: the load is the only memory access that may fault, and a page fault there resumes
+    // at the fixup (returning 0) instead of reporting; `v` is a local the function writes.
+    let ok = unsafe { memkernel_read_nofault(addr, &mut v) };
+    (ok == 1).then_some(v)
 }
 
 /// Runs on its own IST stack: the usual cause is a kernel stack overflow, where the page fault
@@ -154,6 +202,11 @@ pub fn init() {
         idt
     });
     idt.load();
+}
+
+/// Loads the shared IDT on an application processor (the boot CPU built it in [`init`]).
+pub fn load() {
+    IDT.get().expect("exceptions::init ran on the boot CPU").load();
 }
 
 /// The loaded IDT's address (tests compare it with `sidt`).

@@ -92,6 +92,11 @@ pub fn init_layout(boot_info: &BootInfo) {
     }
 }
 
+/// Virtual address of physical 0 in the bootloader's direct map (`u64::MAX` before `init_layout`).
+pub fn direct_map_offset() -> u64 {
+    LAYOUT.direct_map.load(Ordering::Relaxed)
+}
+
 /// `[start, end)` of the loaded kernel image.
 pub fn kernel_image() -> (u64, u64) {
     (LAYOUT.image_start.load(Ordering::Relaxed), LAYOUT.image_end.load(Ordering::Relaxed))
@@ -171,7 +176,9 @@ impl Write for Console {
 /// fails the QEMU session.
 pub fn die() -> ! {
     let p = FATAL_HOOK.load(Ordering::Acquire);
-    if !p.is_null() {
+    // The test harness runs on the boot CPU and can only abandon a test there: a fault on an
+    // application processor ends the session after its report.
+    if !p.is_null() && super::percpu::cpu_id() == 0 {
         // SAFETY: `FATAL_HOOK` only ever holds null or a `FatalHook` stored by `set_fatal_hook`.
         let hook: FatalHook = unsafe { core::mem::transmute::<*mut (), FatalHook>(p) };
         hook();

@@ -75,3 +75,11 @@ crate::kfault!(
         panic!("deliberate panic from a fault scenario");
     }
 );
+
+// Boot with `--smp 2` or more: `arch::smp` makes CPU 1 read the null page during its bring-up,
+// whose report must name CPU 1 and end the session. Reaching this function means no AP faulted.
+crate::kfault!(
+    fn ap_bringup() {
+        crate::error!("fault scenario ap_bringup: no AP faulted during bring-up (needs --smp 2 or more)");
+    }
+);

@@ -2,9 +2,11 @@
 //! handlers stacks of their own: a double fault caused by a kernel stack overflow cannot push
 //! its frame on the overflowed stack, and without a known-good stack it would triple fault.
 //!
-//! Per-CPU: these are the boot CPU's tables. An AP needs its own TSS and IST stacks (a TSS is
-//! marked busy when loaded), so SMP bring-up will turn these statics into per-CPU copies.
+//! Per-CPU: every CPU loads its own GDT and TSS (a TSS is marked busy when loaded, so two CPUs
+//! cannot share one) with IST stacks of its own. The boot CPU's IST stacks are statics; an AP's
+//! are given by `arch::smp` (page allocator) before it starts.
 
+use mm::NR_CPUS;
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -28,8 +30,8 @@ static mut DOUBLE_FAULT_STACK: Stack = Stack([0; IST_STACK_SIZE]);
 static mut NMI_STACK: Stack = Stack([0; IST_STACK_SIZE]);
 static mut MACHINE_CHECK_STACK: Stack = Stack([0; IST_STACK_SIZE]);
 
-static TSS: Once<TaskStateSegment> = Once::new();
-static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
+static TSS: [Once<TaskStateSegment>; NR_CPUS] = [const { Once::new() }; NR_CPUS];
+static GDT: [Once<(GlobalDescriptorTable, Selectors)>; NR_CPUS] = [const { Once::new() }; NR_CPUS];
 
 #[derive(Clone, Copy, Debug)]
 pub struct Selectors {
@@ -43,20 +45,29 @@ fn stack_top(stack: *mut Stack) -> VirtAddr {
     VirtAddr::from_ptr(stack) + IST_STACK_SIZE as u64
 }
 
-/// Loads the GDT and TSS and reloads every segment register. The bootloader's GDT is left behind.
+/// Loads the boot CPU's GDT and TSS and reloads every segment register. The bootloader's GDT is
+/// left behind.
 pub fn init() {
-    let tss = TSS.call_once(|| {
+    // Only addresses are taken here; the stacks are written by the CPU alone, on exception entry.
+    let ist = [
+        stack_top(core::ptr::addr_of_mut!(DOUBLE_FAULT_STACK)),
+        stack_top(core::ptr::addr_of_mut!(NMI_STACK)),
+        stack_top(core::ptr::addr_of_mut!(MACHINE_CHECK_STACK)),
+    ];
+    init_cpu(0, ist);
+}
+
+/// Loads CPU `cpu`'s own GDT and TSS, whose IST entries are `ist` (tops of the double fault, NMI
+/// and machine check stacks, in that order, each [`IST_STACK_SIZE`] bytes and never freed).
+pub fn init_cpu(cpu: usize, ist: [VirtAddr; 3]) {
+    let tss = TSS[cpu].call_once(|| {
         let mut tss = TaskStateSegment::new();
-        // Only addresses are taken here; the stacks are written by the CPU alone, on exception
-        // entry.
-        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] =
-            stack_top(core::ptr::addr_of_mut!(DOUBLE_FAULT_STACK));
-        tss.interrupt_stack_table[NMI_IST as usize] = stack_top(core::ptr::addr_of_mut!(NMI_STACK));
-        tss.interrupt_stack_table[MACHINE_CHECK_IST as usize] =
-            stack_top(core::ptr::addr_of_mut!(MACHINE_CHECK_STACK));
+        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = ist[0];
+        tss.interrupt_stack_table[NMI_IST as usize] = ist[1];
+        tss.interrupt_stack_table[MACHINE_CHECK_IST as usize] = ist[2];
         tss
     });
-    let (gdt, sel) = GDT.call_once(|| {
+    let (gdt, sel) = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
@@ -67,7 +78,7 @@ pub fn init() {
     // SAFETY: the selectors index descriptors of the GDT just loaded, which lives in a static;
     // the code segment is a 64-bit ring-0 segment, the data segment a ring-0 data segment (SS
     // must be valid for `iretq` from interrupt handlers), and the TSS descriptor points at a
-    // `'static` TSS that is loaded exactly once on this CPU.
+    // `'static` TSS that is this CPU's alone (one slot per logical CPU id) and loaded once.
     unsafe {
         CS::set_reg(sel.code);
         SS::set_reg(sel.data);
@@ -79,12 +90,17 @@ pub fn init() {
 
 /// The boot CPU's selectors (after [`init`]).
 pub fn selectors() -> Option<Selectors> {
-    GDT.get().map(|(_, s)| *s)
+    GDT[0].get().map(|(_, s)| *s)
 }
 
-/// The loaded TSS (after [`init`]); tests check its IST entries.
+/// The boot CPU's TSS (after [`init`]); tests check its IST entries.
 pub fn tss() -> Option<&'static TaskStateSegment> {
-    TSS.get()
+    TSS[0].get()
+}
+
+/// CPU `cpu`'s TSS, once it has loaded it.
+pub fn tss_of(cpu: usize) -> Option<&'static TaskStateSegment> {
+    TSS.get(cpu)?.get()
 }
 
 /// The `[bottom, top)` range of the double fault stack, which fault reports name.

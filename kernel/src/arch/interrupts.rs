@@ -1,9 +1,9 @@
 //! Hardware interrupts: the 8259 PIC (remapped, masked), the PIT as the periodic timer with a
 //! registrable handler, and the interrupt nesting count behind [`in_interrupt`].
 //!
-//! The timer is the PIT (channel 0, IRQ 0) rather than the local APIC timer: it needs no MMIO
-//! mapping before the memory layer exists and its rate is exact without calibration. It only
-//! interrupts the boot CPU; per-CPU timers (local APIC) come with SMP.
+//! The timer is the PIT (channel 0, IRQ 0) rather than the local APIC timer: its rate is exact
+//! without calibration. It only interrupts the boot CPU; every CPU's local APIC timer
+//! (`apic::start_timer`, started on each CPU) calls the same handler.
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
@@ -198,8 +198,25 @@ irq_handlers!(
     irq15 = 15,
 );
 
-/// Fills the PIC's vectors in the IDT.
+/// The local APIC timer of any CPU: the same handler as the PIT's (`set_timer_handler`).
+extern "x86-interrupt" fn lapic_timer_interrupt(_frame: InterruptStackFrame) {
+    percpu::irq_enter();
+    super::apic::count_timer_tick(percpu::cpu_id() as usize);
+    if let Some(handler) = timer_handler() {
+        handler();
+    }
+    super::apic::eoi();
+    percpu::irq_exit();
+}
+
+/// The APIC's spurious vector: no EOI (the SDM says so), nothing to do.
+extern "x86-interrupt" fn spurious_apic_interrupt(_frame: InterruptStackFrame) {}
+
+/// Fills the PIC's and the local APIC's vectors in the IDT.
 pub(super) fn install(idt: &mut InterruptDescriptorTable) {
+    idt[super::apic::TIMER_VECTOR].set_handler_fn(lapic_timer_interrupt);
+    idt[super::apic::CALL_FUNCTION_VECTOR].set_handler_fn(super::smp_call::call_function_interrupt);
+    idt[super::apic::SPURIOUS_VECTOR].set_handler_fn(spurious_apic_interrupt);
     idt[pic::MASTER_VECTOR].set_handler_fn(timer_interrupt);
     for &(irq, handler) in OTHER_IRQS {
         idt[pic::MASTER_VECTOR + irq].set_handler_fn(handler);

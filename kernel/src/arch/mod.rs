@@ -5,6 +5,8 @@
 //! then the GDT/TSS (the IDT's IST entries refer to it), the IDT, CPU features, the PIC, and
 //! only then are interrupts enabled.
 
+pub mod acpi;
+pub mod apic;
 pub mod cpu;
 pub mod exceptions;
 pub mod fault;
@@ -15,7 +17,11 @@ pub mod percpu;
 mod pic;
 pub mod qemu;
 pub mod serial;
+pub mod smp;
+pub mod smp_call;
+mod smp_tests;
 mod tests;
+mod trampoline;
 
 use bootloader_api::BootInfo;
 
@@ -24,13 +30,19 @@ pub use percpu::in_interrupt;
 
 /// Brings up the CPU: segments, exception handling, NX/WP, the PIC; enables interrupts (all
 /// lines masked until a driver such as the timer unmasks one).
-pub fn init(boot_info: &BootInfo) {
+pub fn init(boot_info: &BootInfo, cmdline: &crate::cmdline::Cmdline) {
     percpu::init_bsp();
     gdt::init();
     exceptions::init();
     cpu::init_features();
     fault::init_layout(boot_info);
     interrupts::init();
+    // Before the allocators: SLUB sizes slabs by nr_cpu_ids (the MADT's CPU count).
+    smp::init_topology(
+        boot_info.rsdp_addr.into_option(),
+        fault::direct_map_offset(),
+        cmdline.raw.split_ascii_whitespace().any(|w| w == "nox2apic"),
+    );
     x86_64::instructions::interrupts::enable();
     let (start, end) = fault::kernel_image();
     crate::info!(

@@ -1,11 +1,13 @@
 //! Per-CPU data, reachable through the GS base like Linux's `this_cpu_*` accessors.
 //!
-//! Only the boot CPU exists today, but nothing here assumes that: every accessor goes through
-//! GS, so an application processor only needs its own [`PerCpu`] block and its own `GS_BASE`
-//! (written by [`init_bsp`]'s AP counterpart) to get its own interrupt nesting count.
+//! One block per possible CPU ([`NR_CPUS`] statics, indexed by logical CPU id): every accessor
+//! goes through GS, which [`init_cpu`] points at the running CPU's own block, so each CPU has
+//! its own interrupt nesting count (`in_interrupt()`, `might_sleep`) and id. Other CPUs' blocks
+//! are reached with [`per_cpu`] (read-only fields and atomics only).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use mm::NR_CPUS;
 use x86_64::registers::model_specific::GsBase;
 use x86_64::VirtAddr;
 
@@ -19,25 +21,53 @@ pub struct PerCpu {
     /// Interrupt/exception nesting depth on this CPU: every handler entry increments it, every
     /// return decrements it. Non-zero means "in interrupt context" (Linux: `in_interrupt()`).
     irq_depth: AtomicU32,
+    /// Local APIC id (what IPIs are addressed to), set when the CPU comes up.
+    apic_id: AtomicU32,
 }
 
-// SAFETY: `self_ptr` is written once in `init_bsp` before GS points at the block and is
-// read-only afterwards; `irq_depth` is atomic; `cpu_id` is immutable.
+// SAFETY: `self_ptr` is written once in `init_cpu`, by the CPU that owns the block, before GS
+// points at it, and is read-only afterwards; `irq_depth` and `apic_id` are atomic; `cpu_id` is
+// immutable.
 unsafe impl Sync for PerCpu {}
 
-static BSP: PerCpu = PerCpu {
-    self_ptr: core::cell::UnsafeCell::new(core::ptr::null()),
-    cpu_id: 0,
-    irq_depth: AtomicU32::new(0),
-};
+const fn blocks() -> [PerCpu; NR_CPUS] {
+    let mut blocks = [const {
+        PerCpu {
+            self_ptr: core::cell::UnsafeCell::new(core::ptr::null()),
+            cpu_id: 0,
+            irq_depth: AtomicU32::new(0),
+            apic_id: AtomicU32::new(0),
+        }
+    }; NR_CPUS];
+    let mut i = 0;
+    while i < NR_CPUS {
+        blocks[i].cpu_id = i as u32;
+        i += 1;
+    }
+    blocks
+}
+
+static PER_CPU: [PerCpu; NR_CPUS] = blocks();
 
 /// Points GS at the boot CPU's block. First thing in `arch::init`: every interrupt and exception
 /// handler reads its nesting counter through GS.
 pub fn init_bsp() {
-    // SAFETY: runs once on the boot CPU before interrupts are enabled or any handler exists, so
-    // nothing reads `self_ptr` concurrently.
-    unsafe { *BSP.self_ptr.get() = &BSP };
-    GsBase::write(VirtAddr::from_ptr(&BSP));
+    init_cpu(0);
+}
+
+/// Points GS at CPU `cpu`'s block; the first thing an AP does in Rust, so that a fault report
+/// can name it. Each logical id is given to exactly one CPU (`arch::smp` hands them out).
+pub fn init_cpu(cpu: usize) {
+    let block = &PER_CPU[cpu];
+    // SAFETY: only the CPU being given id `cpu` writes this block's `self_ptr`, once, before its
+    // GS points at the block; other CPUs read only `cpu_id`, `irq_depth` and `apic_id`.
+    unsafe { *block.self_ptr.get() = block };
+    GsBase::write(VirtAddr::from_ptr(block));
+}
+
+/// CPU `cpu`'s block (any CPU may read another's id, APIC id and nesting depth).
+pub fn per_cpu(cpu: usize) -> &'static PerCpu {
+    &PER_CPU[cpu]
 }
 
 /// This CPU's block.
@@ -60,9 +90,18 @@ impl PerCpu {
     pub fn irq_depth(&self) -> u32 {
         self.irq_depth.load(Ordering::Relaxed)
     }
+
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Relaxed)
+    }
+
+    pub fn set_apic_id(&self, id: u32) {
+        self.apic_id.store(id, Ordering::Relaxed);
+    }
 }
 
-/// Logical number of the CPU running this code.
+/// Logical number of the CPU running this code (Linux's `smp_processor_id()`).
+#[inline]
 pub fn cpu_id() -> u32 {
     this().cpu_id()
 }

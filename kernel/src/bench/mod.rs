@@ -12,6 +12,7 @@ pub mod linux_reference;
 mod page_alloc;
 mod peers;
 mod slab;
+mod smp;
 mod vmalloc;
 
 use core::arch::asm;
@@ -122,5 +123,6 @@ pub fn run() -> ! {
     page_alloc::run(tpk);
     slab::run(tpk);
     vmalloc::run(tpk);
+    smp::run(tpk);
     crate::arch::qemu::exit(crate::arch::qemu::ExitCode::Success)
 }

@@ -102,6 +102,8 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
             .reserve(r.start, r.end, "bootloader: kernel image, stack, page tables, boot info")
             .unwrap_or_else(|e| panic!("memblock cannot reserve the bootloader's memory: {e}"));
     }
+    // Low memory for the AP trampoline, before the buddy allocator takes it.
+    crate::arch::smp::reserve_trampoline(&mut memblock);
     // SAFETY: the direct map covers every usable range of the memory map, and memblock only
     // hands out usable memory nobody else uses (the bootloader's own memory is `Bootloader`).
     let node = unsafe { Node::init(&mut memblock, direct_map(), ZoneLimits::X86_64) }

@@ -4,6 +4,7 @@
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use ::mm::buddy::CpuId;
 use ::mm::page::{FreePagesError, Page, MAX_PAGE_ORDER};
 use ::mm::{AllocError, GfpFlags, Pfn};
 use x86_64::structures::paging::PhysFrame;
@@ -49,6 +50,21 @@ fn might_sleep_report(gfp: GfpFlags, loc: &'static core::panic::Location<'static
     );
 }
 
+/// The per-CPU page list slot of the running CPU: order-0 pages come from and go to this CPU's
+/// own list (its lock is then uncontended), by logical CPU id.
+#[inline]
+pub fn this_cpu() -> CpuId {
+    CpuId::new(crate::arch::percpu::cpu_id() as usize).unwrap_or(CpuId::BOOT)
+}
+
+/// Linux's `drain_all_pages(NULL)`: every CPU's per-CPU page lists back to the buddy lists.
+/// Drained remotely, from the calling CPU, under each list's lock (as Linux does since the
+/// pcp lists became spinlock-protected, 5.19): no IPI is needed, and a list's owner that is
+/// allocating at the same time just waits for the lock. Returns the pages drained.
+pub fn drain_all_pages() -> u64 {
+    node().drain_pages()
+}
+
 /// Allocates 2^`order` physically contiguous frames. The first frame of the block is returned.
 #[track_caller]
 #[inline]
@@ -63,7 +79,7 @@ pub fn alloc_pages(gfp: GfpFlags, order: u32) -> Result<PhysFrame, AllocError> {
 #[track_caller]
 #[inline]
 pub(crate) fn alloc_pfn(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
-    match node().alloc_pages(gfp, order) {
+    match node().alloc_pages_cpu(this_cpu(), gfp, order) {
         Ok(pfn) => Ok(pfn),
         Err(e) => alloc_slowpath(gfp, order, e),
     }
@@ -83,7 +99,7 @@ fn alloc_slowpath(gfp: GfpFlags, order: u32, err: AllocError) -> Result<Pfn, All
     if gfp.allows_blocking() {
         if let Some(shrink) = SHRINKER.get() {
             if shrink() > 0 {
-                if let Ok(pfn) = node.alloc_pages(gfp, order) {
+                if let Ok(pfn) = node.alloc_pages_cpu(this_cpu(), gfp, order) {
                     return Ok(pfn);
                 }
             }
@@ -95,7 +111,7 @@ fn alloc_slowpath(gfp: GfpFlags, order: u32, err: AllocError) -> Result<Pfn, All
             if let Some(shrink) = SHRINKER.get() {
                 shrink();
             }
-            if let Ok(pfn) = node.alloc_pages(gfp, order) {
+            if let Ok(pfn) = node.alloc_pages_cpu(this_cpu(), gfp, order) {
                 return Ok(pfn);
             }
             core::hint::spin_loop();
@@ -127,7 +143,7 @@ fn warn_failure(gfp: GfpFlags, order: u32, err: AllocError) -> AllocError {
 #[track_caller]
 #[inline]
 pub fn __free_pages(frame: PhysFrame, order: u32) -> Result<(), FreePagesError> {
-    let result = node().free_pages(Pfn::from_phys(frame.start_address()), order);
+    let result = node().free_pages_cpu(this_cpu(), Pfn::from_phys(frame.start_address()), order);
     if let Err(e) = &result {
         report_refused_free(e, core::panic::Location::caller());
     }

@@ -46,10 +46,11 @@ use crate::mem_map::MemMap;
 use crate::page::{PageState, NO_PAGE};
 use crate::zone::{Zone, ZoneType};
 
-/// CPU slots per zone. The caller of [`Node::alloc_pages_cpu`]/[`Node::free_pages_cpu`] names
-/// its CPU; the plain [`Node::alloc_pages`]/[`Node::free_pages`] use CPU 0 (the kernel runs on
-/// one CPU for now). Any index below `NR_CPUS` is correct from any CPU: the lists are locked.
-pub const NR_CPUS: usize = 4;
+/// CPU slots per zone (the project-wide [`crate::NR_CPUS`]). The caller of
+/// [`Node::alloc_pages_cpu`]/[`Node::free_pages_cpu`] names its CPU; the plain
+/// [`Node::alloc_pages`]/[`Node::free_pages`] use CPU 0. Any index below `NR_CPUS` is correct
+/// from any CPU: the lists are locked.
+pub use crate::cpus::NR_CPUS;
 
 /// Linux's `zone_batchsize` (always at least 1).
 pub fn zone_batchsize(managed_pages: u64) -> u32 {

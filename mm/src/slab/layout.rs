@@ -22,9 +22,6 @@ pub const CACHE_LINE: u32 = 64;
 pub const SLUB_MAX_ORDER: u32 = 3;
 /// Objects per slab are stored in 15 bits of the page's `counters` (Linux `MAX_OBJS_PER_PAGE`).
 pub const MAX_OBJS_PER_PAGE: u32 = 32767;
-/// CPUs accounted for in SLUB's `min_objects = 4 * (fls(nr_cpus) + 1)`. One per-cache active slab
-/// exists for now, so one CPU: min_objects = 8.
-pub const NR_CPUS: u32 = 1;
 /// Bytes of a store-user track record: the alloc and the free `&'static Location`.
 pub const TRACK_SIZE: u32 = 2 * 8;
 /// Largest object a cache can hold: one order-`MAX_PAGE_ORDER` slab.
@@ -97,8 +94,8 @@ fn calc_slab_order(size: u32, min_order: u32, max_order: u32, fract_leftover: u3
 /// SLUB `calculate_order`: the smallest order holding `min_objects` with at most 1/16 waste,
 /// relaxing the waste to 1/8, 1/4, 1/2 up to `slub_max_order`, else just big enough.
 pub fn calculate_order(size: u32) -> Option<u32> {
-    let fls = u32::BITS - NR_CPUS.leading_zeros();
-    let mut min_objects = 4 * (fls + 1);
+    // Linux: `4 * (fls(nr_cpu_ids) + 1)`, more objects per slab the more CPUs may share it.
+    let mut min_objects = 4 * (crate::cpus::fls(crate::nr_cpu_ids() as u32) + 1);
     let max_objects = order_objects(SLUB_MAX_ORDER, size).max(1);
     min_objects = min_objects.min(max_objects);
     let min_order = get_order(min_objects as usize * size as usize);

@@ -4,6 +4,7 @@ mod kmalloc;
 mod kmalloc_irq;
 mod page_alloc;
 mod slab;
+mod smp;
 mod vmalloc;
 
 use crate::mm::node;

@@ -55,7 +55,7 @@ pub fn vfree_atomic(addr: *const u8) -> Result<(), VmError> {
         return Err(e);
     }
     // Held until the push is done, so the checks stay true.
-    let guard = space().try_lock();
+    let guard = super::space_lock().try_lock();
     if let Some(space) = &guard {
         let e = match space.areas.check_free(a) {
             Ok(area) if area.kind != AreaKind::Vmalloc => {
@@ -92,7 +92,7 @@ pub fn vfree_drain() -> usize {
     if crate::arch::in_interrupt() || PENDING.load(Ordering::Relaxed) == 0 {
         return 0;
     }
-    let mut space = space().lock();
+    let mut space = space();
     drain_locked(&mut space)
 }
 

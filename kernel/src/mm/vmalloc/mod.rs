@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use ::mm::addr::DirectMap;
 use ::mm::page::{FreePagesError, Page, PageProvider};
 use ::mm::slab::SlabError;
-use ::mm::sync::IrqSpinLock;
+use ::mm::sync::{IrqSpinLock, IrqSpinLockGuard};
 use ::mm::vmalloc::{
     AddrPlace, AreaKind, VmFlags, VmallocError, VmallocPageTables, VmallocSpace, VmapArea, VmapAreaRequest,
     VmapAreas,
@@ -55,7 +55,7 @@ impl PageProvider for VmallocPages {
         super::page_alloc::alloc_pfn(gfp | GfpFlags::__GFP_NOWARN, order)
     }
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
-        super::node().free_pages(pfn, order)
+        super::node().free_pages_cpu(super::page_alloc::this_cpu(), pfn, order)
     }
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         super::node().page(pfn)
@@ -160,13 +160,31 @@ pub fn init() {
     );
 }
 
-fn space() -> &'static IrqSpinLock<VmallocSpace> {
+fn space_lock() -> &'static IrqSpinLock<VmallocSpace> {
     VMAP.get().expect("vmalloc used before mm::vmalloc::init")
+}
+
+/// Takes the vmap lock. Its holder may be waiting for a TLB shootdown (vfree and vunmap flush
+/// every CPU before the lock releases the range), so a CPU waiting for the lock, possibly with
+/// interrupts off (vmalloc_to_pfn may be called so), serves flush requests meanwhile;
+/// otherwise holder and waiter would wait for each other. The other allocator locks are never
+/// held across a shootdown and stay plain `IrqSpinLock`s.
+fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
+    let lock = space_lock();
+    loop {
+        if let Some(guard) = lock.try_lock() {
+            return guard;
+        }
+        while lock.is_locked() {
+            crate::arch::smp_call::serve_tlb_flush();
+            core::hint::spin_loop();
+        }
+    }
 }
 
 /// Runs `f` on the vmalloc space under its lock (statistics, tests).
 pub fn with_space<R>(f: impl FnOnce(&VmallocSpace) -> R) -> R {
-    f(&space().lock())
+    f(&space())
 }
 
 /// Whether [`init`] has run.
@@ -229,7 +247,7 @@ fn vmalloc_locked(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNull<u8
         return Err(VmError::MoreThanRam { nr_pages, totalram_pages: totalram });
     }
     let req = VmapAreaRequest { align, ..VmapAreaRequest::new(size) };
-    let area = space().lock().vmalloc(&VmallocPages, gfp, req, tlb::flush_tlb_kernel_range)?;
+    let area = space().vmalloc(&VmallocPages, gfp, req, tlb::flush_tlb_kernel_range)?;
     Ok(NonNull::new(area.start as *mut u8).expect("vmalloc areas are above VMALLOC_START"))
 }
 
@@ -284,7 +302,7 @@ fn release(addr: *const u8, kind: AreaKind) -> Result<VmapArea, VmError> {
         let direct_map = super::page_alloc::virt_to_phys(VirtAddr::new_truncate(a as u64)).is_some();
         return Err(VmError::NotVmalloc { addr: a, direct_map });
     }
-    let mut space = space().lock();
+    let mut space = space();
     release_locked(&mut space, a, kind)
 }
 
@@ -311,7 +329,7 @@ pub unsafe fn vmap(pages: &[Pfn], flags: VmFlags) -> Result<NonNull<u8>, VmError
     let caller = Location::caller();
     // SAFETY: the caller owns the frames until vunmap (contract of this function).
     let area = unsafe {
-        space().lock().vmap(&VmallocPages, GfpFlags::GFP_KERNEL, pages, caller, tlb::flush_tlb_kernel_range)
+        space().vmap(&VmallocPages, GfpFlags::GFP_KERNEL, pages, caller, tlb::flush_tlb_kernel_range)
     };
     match area {
         Ok(area) => Ok(NonNull::new(area.start as *mut u8).expect("vmap areas are above VMALLOC_START")),
@@ -338,7 +356,7 @@ pub fn vmalloc_to_pfn(addr: *const u8) -> Option<Pfn> {
     if !is_vmalloc_addr(addr) {
         return None;
     }
-    space().lock().tables.vmalloc_to_pfn(VirtAddr::new(addr as u64))
+    space().tables.vmalloc_to_pfn(VirtAddr::new(addr as u64))
 }
 
 /// `vmalloc_to_page`: the descriptor of the frame mapped at `addr`.
@@ -348,7 +366,7 @@ pub fn vmalloc_to_page(addr: *const u8) -> Option<&'static Page> {
 
 /// The live area containing `addr` (its mappable part or its guard page).
 pub fn find_vm_area(addr: *const u8) -> Option<(VmapArea, AddrPlace)> {
-    space().lock().areas.lookup(addr as usize)
+    space().areas.lookup(addr as usize)
 }
 
 /// `kvmalloc(size, gfp)` (Linux's `kvmalloc_node`): kmalloc first, quietly and, above a page,
@@ -408,7 +426,7 @@ pub fn counts() -> VmallocCounts {
 
 /// Writes `/proc/vmallocinfo`.
 pub fn write_vmallocinfo(w: &mut dyn fmt::Write) -> fmt::Result {
-    let space = space().lock();
+    let space = space();
     for area in space.areas.areas() {
         writeln!(w, "{}", ::mm::vmalloc::VmallocInfoLine(&area))?;
     }
@@ -419,7 +437,7 @@ pub fn write_vmallocinfo(w: &mut dyn fmt::Write) -> fmt::Result {
 /// page-table pages vmalloc allocated; the boot page tables are in memory the bootloader
 /// reserved, outside the managed pages, as the kernel image is).
 pub fn fill_meminfo(info: &mut ::mm::stats::MemInfo) {
-    let space = space().lock();
+    let space = space();
     let v = space.areas.meminfo();
     info.vmalloc_total_kb = Some(v.total_kb);
     info.vmalloc_used_kb = Some(v.used_kb);

@@ -1,0 +1,80 @@
+//! CPU numbering shared by every per-CPU structure: one compile-time maximum ([`NR_CPUS`]) that
+//! sizes the per-CPU arrays, and the runtime counts the kernel fills in as it learns them.
+//!
+//! As on Linux, three numbers differ:
+//! - [`NR_CPUS`]: the most CPUs the kernel supports (arrays are this long);
+//! - [`nr_cpu_ids`]: the possible CPUs, known from the firmware (ACPI MADT) before the
+//!   allocators are set up, so that SLUB's slab orders (`calculate_order`) see it;
+//! - [`num_online_cpus`]: the CPUs that came up, known after SMP bring-up; `/proc/zoneinfo`
+//!   prints pagesets for exactly these.
+//!
+//! Logical CPU ids are dense: the boot CPU is 0, application processors `1..num_online_cpus()`
+//! in the order they came up.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// The most CPUs the kernel supports (Linux's `CONFIG_NR_CPUS`). The runner accepts `--smp`
+/// up to this.
+pub const NR_CPUS: usize = 16;
+
+static NR_CPU_IDS: AtomicUsize = AtomicUsize::new(1);
+static NR_ONLINE: AtomicUsize = AtomicUsize::new(1);
+
+/// Possible CPUs (Linux's `nr_cpu_ids`); 1 until the kernel has read the firmware tables.
+#[inline]
+pub fn nr_cpu_ids() -> usize {
+    NR_CPU_IDS.load(Ordering::Relaxed)
+}
+
+/// Sets the possible CPU count, clamped to `1..=NR_CPUS`; returns the value kept.
+pub fn set_nr_cpu_ids(n: usize) -> usize {
+    let n = clamp_cpus(n);
+    NR_CPU_IDS.store(n, Ordering::Relaxed);
+    n
+}
+
+/// CPUs online (Linux's `num_online_cpus()`); 1 until SMP bring-up has finished.
+#[inline]
+pub fn num_online_cpus() -> usize {
+    NR_ONLINE.load(Ordering::Acquire)
+}
+
+/// Records that CPUs `0..n` are online (clamped to `1..=NR_CPUS`); returns the value kept.
+pub fn set_num_online_cpus(n: usize) -> usize {
+    let n = clamp_cpus(n);
+    NR_ONLINE.store(n, Ordering::Release);
+    n
+}
+
+/// A CPU count the per-CPU arrays can hold: at least the boot CPU, at most [`NR_CPUS`].
+pub const fn clamp_cpus(n: usize) -> usize {
+    if n == 0 {
+        1
+    } else if n > NR_CPUS {
+        NR_CPUS
+    } else {
+        n
+    }
+}
+
+/// Linux's `fls`: the 1-based index of the highest set bit, 0 for 0.
+pub const fn fls(x: u32) -> u32 {
+    u32::BITS - x.leading_zeros()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fls_matches_linux() {
+        assert_eq!([fls(0), fls(1), fls(2), fls(3), fls(4), fls(16)], [0, 1, 2, 2, 3, 5]);
+    }
+
+    #[test]
+    fn counts_are_clamped_to_the_supported_range() {
+        // The pure helper only: other host tests read the global counts (default 1) in parallel.
+        assert_eq!([clamp_cpus(0), clamp_cpus(1), clamp_cpus(4), clamp_cpus(17)], [1, 1, 4, NR_CPUS]);
+        assert_eq!((nr_cpu_ids(), num_online_cpus()), (1, 1), "host defaults: the boot CPU only");
+    }
+}

@@ -1,0 +1,65 @@
+//! SMP boots: every CPU online under BIOS and UEFI at the edges of the supported range, the TLB
+//! shootdown test failing when the shootdown is off, and a fault during AP bring-up.
+
+mod common;
+
+use common::{boot_smp, expect_line, expect_status};
+use memkernel::Status;
+
+/// Boots the demo on `cpus` CPUs and checks one line per CPU, the summary and the pagesets.
+fn all_cpus_online(memory: &str, uefi: bool, cpus: u32) {
+    let what = format!("{cpus} CPUs, {memory}, {}", if uefi { "UEFI" } else { "BIOS" });
+    let out = boot_smp("", memory, uefi, cpus);
+    expect_status(&out, Status::Success, &what);
+    expect_line(&out, "smp: CPU 0 is up (APIC id 0, boot CPU)", &what);
+    for cpu in 1..cpus {
+        expect_line(&out, &format!("smp: CPU {cpu} is up (APIC id {cpu})\n"), &what);
+    }
+    let plural = if cpus == 1 { "" } else { "s" };
+    expect_line(&out, &format!("smp: Brought up 1 node, {cpus} CPU{plural}\n"), &what);
+    // zoneinfo: pagesets for exactly the online CPUs, in every populated zone.
+    let zoneinfo = memkernel::procfs::block(&out.serial, "zoneinfo").expect("zoneinfo block");
+    let populated = zoneinfo.matches("\n  pagesets").count() as u32;
+    assert!(populated > 0, "{what}: no populated zone:\n{zoneinfo}");
+    assert_eq!(zoneinfo.matches("\n    cpu: ").count() as u32, populated * cpus, "{what}:\n{zoneinfo}");
+    assert!(!zoneinfo.contains(&format!("\n    cpu: {cpus}\n")), "{what}: pageset of an offline CPU");
+}
+
+#[test]
+fn eight_cpus_under_uefi() {
+    all_cpus_online("1G", true, 8);
+}
+
+#[test]
+fn sixteen_cpus_in_64m_under_bios() {
+    all_cpus_online("64M", false, 16);
+}
+
+#[test]
+fn two_cpus_with_zone_normal() {
+    all_cpus_online("6G", false, 2);
+}
+
+/// The shootdown test is a real test: with the remote flush off, CPU 1 reads freed memory.
+#[test]
+fn shootdown_test_fails_without_the_shootdown() {
+    let out = boot_smp("test=shoot_down tlb_shootdown=off", "1G", false, 4);
+    expect_status(&out, Status::KernelFailure, "shootdown test with tlb_shootdown=off");
+    expect_line(
+        &out,
+        "test mm::tests::smp::vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning ... FAILED",
+        "",
+    );
+    expect_line(&out, "a stale TLB entry", "failure reason");
+    let on = boot_smp("test=shoot_down", "1G", false, 4);
+    expect_status(&on, Status::Success, "shootdown test");
+    expect_line(&on, ", 0 stale reads", "shootdown test");
+}
+
+#[test]
+fn a_fault_during_ap_bring_up_is_reported_with_the_cpu() {
+    let out = boot_smp("fault=ap_bringup", "1G", false, 2);
+    expect_status(&out, Status::KernelFailure, "fault=ap_bringup");
+    expect_line(&out, "[FAULT] EXCEPTION: PAGE FAULT (#PF, vector 14) on CPU 1", "fault=ap_bringup");
+    expect_line(&out, "faulting address (CR2): 0x0000000000000000 = null page", "fault=ap_bringup");
+}
