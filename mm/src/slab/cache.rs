@@ -363,8 +363,10 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                     debug::init_object(g, self.ctor.is_some(), p, RED_ACTIVE);
                 }
             }
-            // SAFETY: as above.
-            unsafe { debug::set_track(g, p, false, loc) };
+            if g.track_offset != 0 {
+                // SAFETY: as above.
+                unsafe { debug::set_track(g, p, false, loc) };
+            }
             if gfp.contains(GfpFlags::__GFP_ZERO) {
                 // SAFETY: the first `orig` bytes are the caller's part of the object.
                 unsafe { p.write_bytes(0, orig as usize) };
@@ -442,24 +444,16 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             // One deref of the guard for the whole critical section.
             let st = &mut *guard;
             let head = self.freelist_head(page);
+            // Double free, as SLUB: the object being the slab's free-list head is caught always
+            // (one compare); debug caches walk the whole free list (`on_freelist`), so they catch
+            // a double free anywhere on it. Plain caches do not walk: a double free deeper in the
+            // list is not detected there (as on Linux without `slab_debug=F`).
             if head == addr {
                 return Err(SlabError::DoubleFree { cache: self.name, addr });
             }
             let g = &self.geom;
             let p = self.ptr(addr);
-            // Double free, always on. Debug caches walk the slab's free list every time (SLUB
-            // `on_freelist`). Others first look at the object's free-pointer word: in a free
-            // object it decodes to 0 or to another object of this slab; in a live one it holds
-            // the owner's data, which decodes to such a value only by chance (the encoding mixes
-            // in the per-boot random value), so the walk runs only then and makes the verdict
-            // exact: no false alarm, and every object on the free list is caught.
-            let suspect = g.flags.intersects(SlabFlags::DEBUG) || {
-                // SAFETY: the word lies inside the slot of an object of this slab, which the
-                // caller is freeing; the lock is held.
-                let next = unsafe { self.get_fp(addr) };
-                next == 0 || self.object_index(start, next).is_some()
-            };
-            if suspect && self.on_freelist(start, page, head, addr) {
+            if g.flags.intersects(SlabFlags::DEBUG) && self.on_freelist(start, page, head, addr) {
                 return Err(SlabError::DoubleFree { cache: self.name, addr });
             }
             if g.flags.intersects(SlabFlags::DEBUG) {

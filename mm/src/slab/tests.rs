@@ -225,20 +225,21 @@ fn double_free_deep_in_the_list_is_caught_with_consistency_checks() {
 }
 
 #[test]
-fn double_free_deep_in_the_list_is_caught_without_debug_flags() {
+fn double_free_of_the_freelist_head_is_caught_without_debug_flags() {
     let prov = setup(PAGES);
     let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
     let c = slab.kmem_cache_create("plain", 48, 0, SlabFlags::empty(), None).unwrap();
     let objs: Vec<_> = (0..8).map(|_| c.alloc(GFP).unwrap()).collect();
+    // What SLUB guarantees without `slab_debug`: freeing the object that is the free-list head
+    // again is refused, whichever object it is.
     for &o in &objs {
         c.free(o).unwrap();
-    }
-    // Every freed object but the last is somewhere down the free list, not its head.
-    for &o in &objs {
         assert_eq!(c.free(o), Err(SlabError::DoubleFree { cache: "plain", addr: o.as_ptr() as usize }));
     }
+    assert_eq!(c.live_objects(), 0);
+    c.validate().unwrap();
     // Live objects whose first word looks like a free pointer (0, or another object's address)
-    // are still freed normally: the free-list walk rules the suspicion out.
+    // are freed normally: no shape test second-guesses the caller.
     let a = c.alloc(GFP).unwrap();
     let b = c.alloc(GFP).unwrap();
     // SAFETY: `a` and `b` are live 48-byte objects owned by this test.
@@ -251,6 +252,35 @@ fn double_free_deep_in_the_list_is_caught_without_debug_flags() {
     assert_eq!(c.live_objects(), 0);
     c.validate().unwrap();
     c.destroy().unwrap();
+}
+
+#[test]
+fn double_free_deep_in_the_list_is_caught_in_every_debug_cache() {
+    // Every debug letter makes a debug cache, and debug caches walk the free list on free.
+    let prov = setup(PAGES);
+    let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
+    for flags in [
+        SlabFlags::SLAB_CONSISTENCY_CHECKS,
+        SlabFlags::SLAB_RED_ZONE,
+        SlabFlags::SLAB_POISON,
+        SlabFlags::SLAB_STORE_USER,
+    ] {
+        let c = slab.kmem_cache_create("debug", 48, 0, flags, None).unwrap();
+        let objs: Vec<_> = (0..8).map(|_| c.alloc(GFP).unwrap()).collect();
+        for &o in &objs {
+            c.free(o).unwrap();
+        }
+        // Every freed object but the last is somewhere down the free list, not its head.
+        for &o in &objs {
+            assert_eq!(
+                c.free(o),
+                Err(SlabError::DoubleFree { cache: "debug", addr: o.as_ptr() as usize }),
+                "{flags:?}"
+            );
+        }
+        c.validate().unwrap();
+        c.destroy().unwrap();
+    }
 }
 
 #[test]
