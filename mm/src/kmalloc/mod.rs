@@ -166,6 +166,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             return Err(AllocError::OutOfMemory { order });
         };
         page.set_order(order);
+        crate::page::prep_compound_page(provider, pfn, order);
         page.set_state(PageState::KmallocLarge);
         let p = provider.direct_map().pfn_to_virt(pfn);
         if gfp.contains(GfpFlags::__GFP_ZERO) {
@@ -263,6 +264,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
                     compiler_fence(SeqCst);
                 }
                 page.set_state(PageState::Allocated);
+                crate::page::clear_compound_page(provider, pfn, order);
                 provider.free_pages(pfn, order).map_err(|_| SlabError::NotOwned { addr: ptr as usize })
             }
         }

@@ -12,7 +12,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::addr::{DirectMap, Pfn};
 use crate::gfp::GfpFlags;
-use crate::page::{Page, PageProvider, PageState, MAX_PAGE_ORDER};
+use crate::page::{Page, PageProvider, PageState};
 use crate::AllocError;
 
 use super::cache::KmemCache;
@@ -21,9 +21,10 @@ use super::layout::{calculate_alignment, calculate_sizes, MAX_OBJECT_SIZE};
 use super::{SlabError, SlabFlags};
 
 /// The block (slab or kmalloc-large) containing direct-map address `addr`: its head pfn and
-/// descriptor. O(1): at most `MAX_PAGE_ORDER + 1` descriptor reads, aligning the pfn down to each
-/// order until a head whose block covers it (blocks are buddy-aligned and disjoint, and only
-/// heads carry the `Slab`/`KmallocLarge` states).
+/// descriptor. O(1) without loops: the descriptor of the address's frame is the head (state
+/// `Slab`/`KmallocLarge`), or a compound tail naming its head (one more lookup, then the head's
+/// extent is checked so that a stale tag cannot name a wrong owner).
+#[inline(always)]
 pub(crate) fn find_block<'p, P: PageProvider>(
     provider: &'p P,
     dm: &DirectMap,
@@ -32,17 +33,15 @@ pub(crate) fn find_block<'p, P: PageProvider>(
     // `DirectMap::phys` of an address, without making a pointer out of an integer.
     let base = dm.pfn_to_virt(Pfn(0)) as usize;
     let pfn = Pfn((addr.wrapping_sub(base) as u64) >> crate::addr::PAGE_SHIFT);
-    for order in 0..=MAX_PAGE_ORDER {
-        let head = Pfn(pfn.0 & !((1u64 << order) - 1));
-        let Some(page) = provider.page(head) else { continue };
-        if matches!(page.state(), PageState::Slab | PageState::KmallocLarge)
-            && page.order() >= order
-            && pfn.0 < head.0 + (1u64 << page.order())
-        {
-            return Some((head, page));
-        }
+    let page = provider.page(pfn)?;
+    if matches!(page.state(), PageState::Slab | PageState::KmallocLarge) {
+        return Some((pfn, page));
     }
-    None
+    let head = page.compound_head()?;
+    let hp = provider.page(head)?;
+    (matches!(hp.state(), PageState::Slab | PageState::KmallocLarge)
+        && pfn.0.wrapping_sub(head.0) < 1u64 << hp.order())
+    .then_some((head, hp))
 }
 
 /// Handle on the slab allocator: the root cache `kmem_cache` that holds every cache struct, the

@@ -148,6 +148,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         // Exposed: the pointer is stored as an integer in the shared descriptor and recovered
         // with `with_exposed_provenance` on free.
         page.private.store((self as *const Self).expose_provenance(), Relaxed);
+        crate::page::prep_compound_page(self.provider, pfn, g.order);
         page.set_state(PageState::Slab);
         Ok((pfn32, page))
     }
@@ -184,6 +185,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         page.private.store(0, Relaxed);
         page.freelist.store(0, Relaxed);
         page.set_state(PageState::Allocated);
+        crate::page::clear_compound_page(self.provider, Pfn(pfn as u64), self.geom.order);
         let r = self.provider.free_pages(Pfn(pfn as u64), self.geom.order);
         debug_assert!(r.is_ok(), "{}: provider refused a slab back: {r:?}", self.name);
     }
