@@ -46,6 +46,7 @@ pub enum PageState {
 }
 
 impl PageState {
+    #[inline]
     pub fn from_u8(v: u8) -> PageState {
         match v {
             1 => PageState::Buddy,
@@ -124,6 +125,11 @@ impl Page {
     #[inline]
     pub fn state(&self) -> PageState {
         PageState::from_u8(self.state.load(Relaxed))
+    }
+    /// Is the page in state `s`? (One byte compare: what the fast paths use.)
+    #[inline(always)]
+    pub fn state_is(&self, s: PageState) -> bool {
+        self.state.load(Relaxed) == s as u8
     }
     #[inline]
     pub fn set_state(&self, state: PageState) {

@@ -44,6 +44,23 @@ pub(crate) fn find_block<'p, P: PageProvider>(
     .then_some((head, hp))
 }
 
+/// The fast paths' owner lookup: the `Slab` head (pfn, descriptor) of the slab containing
+/// direct-map address `addr`, where `base` is the direct map's address of physical 0. As
+/// [`find_block`], for slabs only, with one-byte state compares.
+#[inline(always)]
+pub(crate) fn find_slab<P: PageProvider>(provider: &P, base: usize, addr: usize) -> Option<(u32, &Page)> {
+    let pfn = (addr.wrapping_sub(base) as u64) >> crate::addr::PAGE_SHIFT;
+    let page = provider.page(Pfn(pfn))?;
+    if page.state_is(PageState::Slab) {
+        // Slab pfns fit 32 bits (`new_slab` refuses others).
+        return Some((pfn as u32, page));
+    }
+    let head = page.compound_head()?;
+    let hp = provider.page(head)?;
+    (hp.state_is(PageState::Slab) && pfn.wrapping_sub(head.0).wrapping_shr(hp.order()) == 0)
+        .then_some((head.0 as u32, hp))
+}
+
 /// Handle on the slab allocator: the root cache `kmem_cache` that holds every cache struct, the
 /// list of caches and the `slab_debug` configuration. Cheap to copy and move.
 pub struct SlabAllocator<'p, P: PageProvider> {
@@ -168,6 +185,16 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
         self.kmem_cache().for_each_cache(&mut f)
     }
 
+    /// Drains the running CPU's slab of every cache (`flush_cpu_slab` on this CPU), so that
+    /// `/proc/slabinfo` counts only objects in use. Returns the pages freed.
+    pub fn flush_this_cpu(&self) -> usize {
+        let cpu = super::percpu::this_cpu();
+        let mut freed = 0;
+        // SAFETY: the running CPU's own slots.
+        self.for_each_cache(|c| freed += unsafe { c.flush_cpu_slab(cpu) });
+        freed
+    }
+
     /// Shrinks every cache; returns the pages freed.
     pub fn shrink_all(&self) -> usize {
         self.kmem_cache().shrink_all()
@@ -256,13 +283,20 @@ impl<'p, P: PageProvider> CacheHandle<'p, P> {
                 prev = unsafe { &*next };
             }
         }
-        // Unlinked: no shrinker can reach it. Release every slab (only empty or quarantined ones).
+        // Unlinked: no shrinker can reach it. Every CPU slab back to the lists first: nobody
+        // uses a cache being destroyed, so touching other CPUs' slots races with nothing.
+        for cpu in 0..super::percpu::NR_CPUS {
+            let cpu = crate::buddy::CpuId::new(cpu).expect("below NR_CPUS");
+            // SAFETY: no CPU allocates from or frees into a cache being destroyed (see above).
+            unsafe { c.flush_cpu_slab(cpu) };
+        }
+        // Release every slab (only empty or quarantined ones).
         let mut slabs: [Option<(u32, &'p Page)>; 1] = [None];
         loop {
             {
                 let mut st = c.state.lock();
                 slabs[0] = None;
-                c.slab_pfns(&st, |pfn, page, _| {
+                c.slab_pfns(&st, |pfn, page, _, _| {
                     if slabs[0].is_none() {
                         slabs[0] = Some((pfn, page))
                     }

@@ -1,9 +1,12 @@
 //! `KmemCache::validate`: a full consistency check of every slab (SLUB `validate_slab_cache`).
 
+use core::sync::atomic::Ordering::Relaxed;
+
 use crate::page::{Page, PageProvider, PageState};
 
 use super::cache::{KmemCache, Which};
 use super::debug::{self, RED_ACTIVE, RED_INACTIVE};
+use super::percpu::KmemCacheCpu;
 use super::{Corruption, CorruptionKind, SlabError, SlabFlags};
 
 /// What `validate` counted.
@@ -26,9 +29,11 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         let st = self.state.lock();
         let mut v = Validation::default();
         let mut err = None;
-        self.slab_pfns(&st, |pfn, page, which| {
+        let mut parked = 0u64;
+        self.slab_pfns(&st, |pfn, page, which, cpu| {
             if err.is_none() {
-                match self.validate_slab(pfn, page, which) {
+                parked += cpu.map_or(0, |c| c.nr_free.load(Relaxed) as u64);
+                match self.validate_slab(pfn, page, which, cpu) {
                     Ok(free) => {
                         v.slabs += 1;
                         v.objects += self.geom.objects as u64;
@@ -55,13 +60,20 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                 free_at: None,
             }))
         };
-        if let Some(e) = counted(v.slabs, st.nr_slabs).or(counted(v.inuse, st.inuse)) {
+        // Objects on private lists are free here but counted in use by the cache (as SLUB).
+        if let Some(e) = counted(v.slabs, st.nr_slabs).or(counted(v.inuse + parked, st.inuse)) {
             return Err(e);
         }
         Ok(v)
     }
 
-    fn validate_slab(&self, pfn: u32, page: &'p Page, which: Option<Which>) -> Result<u32, SlabError> {
+    fn validate_slab(
+        &self,
+        pfn: u32,
+        page: &'p Page,
+        which: Option<Which>,
+        cpu: Option<&KmemCacheCpu>,
+    ) -> Result<u32, SlabError> {
         let start = self.slab_start(pfn);
         let corrupt = |kind, object: usize, bad_addr: usize, found: u64, expected: u64| {
             SlabError::Corrupted(Corruption {
@@ -88,7 +100,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             ));
         }
         let (inuse, objects) = Self::counters(page);
-        if objects != self.geom.objects || inuse > objects {
+        if objects != self.geom.objects || inuse > objects || Self::is_frozen(page) != cpu.is_some() {
             return Err(corrupt(
                 CorruptionKind::SlabCounters,
                 start,
@@ -116,30 +128,9 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             }
         }
         let mut free_map = [0u64; BITMAP_WORDS];
-        let mut cur = self.freelist_head(page);
-        let mut prev = 0usize;
         let mut free = 0u32;
-        while cur != 0 {
-            let Some(idx) = self.object_index(start, cur) else {
-                let at = if prev == 0 { start } else { prev + self.geom.offset as usize };
-                return Err(corrupt(CorruptionKind::FreePointer, prev, at, cur as u64, 0));
-            };
-            if free_map[idx / 64] & (1 << (idx % 64)) != 0 || free == objects {
-                // A cycle: the free list reaches an object twice.
-                return Err(corrupt(
-                    CorruptionKind::FreePointer,
-                    prev,
-                    prev + self.geom.offset as usize,
-                    cur as u64,
-                    0,
-                ));
-            }
-            free_map[idx / 64] |= 1 << (idx % 64);
-            free += 1;
-            prev = cur;
-            // SAFETY: `cur` is a free object of this slab (checked above); the lock is held.
-            cur = unsafe { self.get_fp(cur) };
-        }
+        // The slab's own list, counted by `inuse`; then a CPU's private list, counted by the slot.
+        self.check_list(start, self.freelist_head(page), &mut free_map, &mut free)?;
         if free != objects - inuse {
             return Err(corrupt(
                 CorruptionKind::SlabCounters,
@@ -148,6 +139,20 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                 free as u64,
                 (objects - inuse) as u64,
             ));
+        }
+        if let Some(c) = cpu {
+            let mut private = 0;
+            self.check_list(start, c.freelist.load(Relaxed), &mut free_map, &mut private)?;
+            if private != c.nr_free.load(Relaxed) {
+                return Err(corrupt(
+                    CorruptionKind::SlabCounters,
+                    start,
+                    start,
+                    private as u64,
+                    c.nr_free.load(Relaxed) as u64,
+                ));
+            }
+            free += private;
         }
         if self.geom.flags.intersects(SlabFlags::SLAB_RED_ZONE | SlabFlags::SLAB_POISON) {
             for idx in 0..objects as usize {
@@ -162,5 +167,50 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             }
         }
         Ok(free)
+    }
+
+    /// Walks one free list of the slab at `start`: every link inside the slab on an object
+    /// boundary, no object twice (across lists too, through `free_map`); counts into `free`.
+    fn check_list(
+        &self,
+        start: usize,
+        head: usize,
+        free_map: &mut [u64; BITMAP_WORDS],
+        free: &mut u32,
+    ) -> Result<(), SlabError> {
+        let corrupt = |object: usize, bad_addr: usize, found: u64| {
+            SlabError::Corrupted(Corruption {
+                cache: self.name,
+                kind: CorruptionKind::FreePointer,
+                object,
+                bad_addr,
+                offset: bad_addr as isize - object as isize,
+                found,
+                expected: 0,
+                alloc_at: None,
+                free_at: None,
+            })
+        };
+        let objects = self.geom.objects;
+        let mut cur = head;
+        let mut prev = 0usize;
+        let mut seen = 0u32;
+        while cur != 0 {
+            let Some(idx) = self.object_index(start, cur) else {
+                let at = if prev == 0 { start } else { prev + self.geom.offset as usize };
+                return Err(corrupt(prev, at, cur as u64));
+            };
+            if free_map[idx / 64] & (1 << (idx % 64)) != 0 || seen == objects {
+                // A cycle: the free lists reach an object twice.
+                return Err(corrupt(prev, prev + self.geom.offset as usize, cur as u64));
+            }
+            free_map[idx / 64] |= 1 << (idx % 64);
+            seen += 1;
+            *free += 1;
+            prev = cur;
+            // SAFETY: `cur` is a free object of this slab (checked above); the lock is held.
+            cur = unsafe { self.get_fp(cur) };
+        }
+        Ok(())
     }
 }

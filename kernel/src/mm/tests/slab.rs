@@ -35,6 +35,11 @@ ktest!(
             objs.push(p);
         }
         assert_eq!(cache.live_objects(), n as u64);
+        // As on Linux, slabinfo counts the objects parked in this CPU's slab as active until it
+        // is flushed.
+        let per_slab = cache.objects_per_slab() as u64;
+        assert_eq!(cache.slabinfo_row().active_objs, 4 * per_slab);
+        flush_this_cpu();
         let row = cache.slabinfo_row();
         assert_eq!(row.active_objs, n as u64);
         assert_eq!(row.num_slabs, 4, "{n} objects need 4 slabs");
