@@ -196,15 +196,15 @@ pub fn kfree(ptr: *const u8) -> Result<(), SlabError> {
     if km.kfree_fast(ptr) {
         return Ok(());
     }
-    kfree_slow(km, ptr, core::panic::Location::caller())
+    kfree_slow(km, ptr)
 }
 
+/// `#[track_caller]` too, so the free track of debug caches and the report name the caller of
+/// [`kfree`].
+#[track_caller]
 #[inline(never)]
-fn kfree_slow(
-    km: &'static Kmalloc<'static, Node>,
-    ptr: *const u8,
-    loc: &'static core::panic::Location<'static>,
-) -> Result<(), SlabError> {
+fn kfree_slow(km: &'static Kmalloc<'static, Node>, ptr: *const u8) -> Result<(), SlabError> {
+    let loc = core::panic::Location::caller();
     km.kfree(ptr).inspect_err(|e| report_bad_free("kfree", e, loc))
 }
 

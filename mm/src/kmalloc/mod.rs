@@ -274,7 +274,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
                 page.private.load(core::sync::atomic::Ordering::Relaxed),
             )
         };
-        cache.free_fast(cpu, pfn, ptr as usize)
+        cache.free_fast(cpu, pfn, page, ptr as usize)
     }
 
     #[inline(never)]

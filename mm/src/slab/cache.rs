@@ -175,12 +175,13 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     }
     /// Objects currently allocated (quarantined ones excluded).
     ///
-    /// Objects parked on per-CPU private lists are free, so they are not counted here (while
+    /// Objects parked in per-CPU sheaves and private lists are free, so they are not counted here (while
     /// `/proc/slabinfo` counts them active, as Linux does). Exact when no other CPU is using the
     /// cache at the same time.
     pub fn live_objects(&self) -> u64 {
         let st = self.state.lock();
-        let parked: u64 = self.cpu_slab.iter().map(|c| c.nr_free.load(Relaxed) as u64).sum();
+        let parked: u64 =
+            self.cpu_slab.iter().map(|c| (c.nr_free.load(Relaxed) + c.sheaf_len.load(Relaxed)) as u64).sum();
         st.inuse - st.quarantined - parked
     }
     /// The last corruption found while allocating (poison/red zone of a free object, bad free
@@ -209,6 +210,12 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     pub(crate) fn ptr(&self, addr: usize) -> *mut u8 {
         let base = self.dm.pfn_to_virt(Pfn(0));
         base.wrapping_add(addr.wrapping_sub(base as usize))
+    }
+
+    /// The direct map's address of physical 0.
+    #[inline(always)]
+    pub(crate) fn dm_base(&self) -> usize {
+        self.dm.pfn_to_virt(Pfn(0)) as usize
     }
 
     #[inline(always)]

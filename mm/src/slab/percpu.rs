@@ -6,6 +6,11 @@
 //! read-modify-write: `kmem_cache_alloc` pops the private list, `kmem_cache_free` of an object of
 //! the active slab pushes onto it.
 //!
+//! In front of the private list sits a sheaf (Linux 6.18's per-CPU object array): frees of any
+//! object of the cache go there while it has room, and allocations take from it first, so a
+//! free/alloc pair touches no slab whatever slab the object is in (random free patterns are as
+//! cheap as LIFO ones). A full sheaf gives its oldest half back to the slabs in one locked batch.
+//!
 //! Everything else is the slow path, under the cache lock (see `cache.rs`): refilling an empty
 //! private list from the slab's own free list (objects other CPUs freed into the frozen slab:
 //! "remote frees"), or from a partial, empty or new slab; frees into any other slab; and every
@@ -31,6 +36,7 @@ use crate::buddy::CpuId;
 use crate::page::{Page, PageProvider, NO_PAGE};
 
 use super::cache::{CacheState, KmemCache, Which};
+use super::free::Released;
 
 /// CPU slots of every cache: the per-CPU page lists' `NR_CPUS` (one constant for the whole
 /// crate once the two are unified).
@@ -108,10 +114,16 @@ slab_stats! {
     DeactivateToHead = "deactivate_to_head",
     /// Deactivation merged remote frees back into the slab.
     DeactivateRemoteFrees = "deactivate_remote_frees",
+    /// A full sheaf gave its oldest half back to the slabs (Linux 6.18 `sheaf_flush`).
+    SheafFlush = "sheaf_flush",
 }
 
 /// Number of [`SlabStat`] counters.
-pub const NR_SLAB_STATS: usize = 16;
+pub const NR_SLAB_STATS: usize = 17;
+
+/// Objects a CPU's sheaf holds (a power of two: indices are masked, not bounds-checked).
+pub const SHEAF_CAPACITY: usize = 32;
+const _: () = assert!(SHEAF_CAPACITY.is_power_of_two() && NR_CPUS.is_power_of_two());
 
 /// One CPU's slot of a cache. Fields are atomics used with `Relaxed` plain loads and stores, not
 /// for synchronisation (only the owning CPU writes, with interrupts off) but so that readers on
@@ -127,6 +139,12 @@ pub struct KmemCacheCpu {
     pub(crate) pfn: AtomicU32,
     /// Address of the active slab's first byte.
     pub(crate) start: AtomicUsize,
+    /// Objects in the sheaf, `sheaf[..sheaf_len]`, the newest last.
+    pub(crate) sheaf_len: AtomicU32,
+    /// The sheaf (Linux 6.18's per-CPU object array, SLAB's `array_cache`): objects freed on
+    /// this CPU, of any slab of the cache, handed out again first. Still counted in use by their
+    /// slabs, so a free or an allocation through it touches no slab at all.
+    pub(crate) sheaf: [AtomicUsize; SHEAF_CAPACITY],
     stats: [AtomicU64; NR_SLAB_STATS],
     /// Host stand-in for "interrupts off on this CPU" (see the module documentation).
     #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
@@ -140,6 +158,8 @@ impl KmemCacheCpu {
             nr_free: AtomicU32::new(0),
             pfn: AtomicU32::new(NO_PAGE),
             start: AtomicUsize::new(0),
+            sheaf_len: AtomicU32::new(0),
+            sheaf: [const { AtomicUsize::new(0) }; SHEAF_CAPACITY],
             stats: [const { AtomicU64::new(0) }; NR_SLAB_STATS],
             #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
             busy: core::sync::atomic::AtomicBool::new(false),
@@ -173,11 +193,55 @@ impl KmemCacheCpu {
         self.stats[s as usize].load(Relaxed)
     }
 
+    pub(crate) fn sheaf_full(&self) -> bool {
+        self.sheaf_len.load(Relaxed) as usize == SHEAF_CAPACITY
+    }
+
+    /// Is `addr` in the sheaf? (Slow-path double-free check.)
+    pub(crate) fn sheaf_contains(&self, addr: usize) -> bool {
+        let n = self.sheaf_len.load(Relaxed) as usize;
+        self.sheaf[..n].iter().any(|o| o.load(Relaxed) == addr)
+    }
+
+    /// Pushes `addr` onto a sheaf that is not full.
+    pub(crate) fn sheaf_push(&self, _g: &CpuSlotGuard<'_>, addr: usize) {
+        let n = self.sheaf_len.load(Relaxed) as usize;
+        self.sheaf[n].store(addr, Relaxed);
+        self.sheaf_len.store(n as u32 + 1, Relaxed);
+    }
+
+    /// Takes the oldest `n` objects (all if fewer) out of the sheaf.
+    pub(crate) fn sheaf_take_oldest(&self, _g: &CpuSlotGuard<'_>, n: usize) -> SheafBatch {
+        let len = self.sheaf_len.load(Relaxed) as usize;
+        let n = n.min(len);
+        let mut b = SheafBatch { objs: [0; SHEAF_CAPACITY], n };
+        for i in 0..n {
+            b.objs[i] = self.sheaf[i].load(Relaxed);
+        }
+        for i in n..len {
+            self.sheaf[i - n].store(self.sheaf[i].load(Relaxed), Relaxed);
+        }
+        self.sheaf_len.store((len - n) as u32, Relaxed);
+        b
+    }
+
     /// The active slab's pfn, if any.
     #[inline(always)]
     pub(crate) fn active(&self) -> Option<u32> {
         let pfn = self.pfn.load(Relaxed);
         (pfn != NO_PAGE).then_some(pfn)
+    }
+}
+
+/// Objects taken out of a sheaf.
+pub(crate) struct SheafBatch {
+    objs: [usize; SHEAF_CAPACITY],
+    n: usize,
+}
+
+impl SheafBatch {
+    pub(crate) fn as_slice(&self) -> &[usize] {
+        &self.objs[..self.n]
     }
 }
 
@@ -205,6 +269,16 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     pub(crate) fn alloc_fast(&self, cpu: CpuId) -> Option<NonNull<u8>> {
         let c = self.cpu_slab(cpu);
         let slot = c.enter();
+        let n = c.sheaf_len.load(Relaxed) as usize;
+        if n != 0 {
+            // The most recently freed object (cache-hot), of whichever slab.
+            let obj = c.sheaf[n.wrapping_sub(1) & (SHEAF_CAPACITY - 1)].load(Relaxed);
+            c.sheaf_len.store(n as u32 - 1, Relaxed);
+            c.stat(&slot, SlabStat::AllocFastpath);
+            drop(slot);
+            // SAFETY: sheaf objects are objects of this cache, inside the direct map (not 0).
+            return Some(unsafe { NonNull::new_unchecked(self.ptr(obj)) });
+        }
         let obj = c.freelist.load(Relaxed);
         if obj == 0 {
             return None;
@@ -223,25 +297,29 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         Some(unsafe { NonNull::new_unchecked(self.ptr(obj)) })
     }
 
-    /// The free fast path: `addr` in slab `pfn` of this cache goes onto the CPU's private list
-    /// when that slab is the CPU's active one. `false` sends the caller to the slow path (not an
-    /// object start, another slab, the list's head already: a double free, a debug cache).
+    /// The free fast path: `addr`, an object of slab `pfn` of this cache, goes into the CPU's
+    /// sheaf. `false` sends the caller to the slow path (not an object start, a full sheaf, the
+    /// object already on top of the sheaf or heading the private list or its slab's list: a
+    /// double free, a debug cache).
     #[inline(always)]
-    pub(crate) fn free_fast(&self, cpu: CpuId, pfn: u32, addr: usize) -> bool {
-        if self.debug || self.object_index(self.slab_start(pfn), addr).is_none() {
+    pub(crate) fn free_fast(&self, cpu: CpuId, pfn: u32, page: &Page, addr: usize) -> bool {
+        if self.debug
+            || self.object_index(self.slab_start(pfn), addr).is_none()
+            || self.freelist_head(page) == addr
+        {
             return false;
         }
         let c = self.cpu_slab(cpu);
         let slot = c.enter();
-        let head = c.freelist.load(Relaxed);
-        if c.pfn.load(Relaxed) != pfn || head == addr {
+        let n = c.sheaf_len.load(Relaxed) as usize;
+        if n == SHEAF_CAPACITY
+            || (n != 0 && c.sheaf[n.wrapping_sub(1) & (SHEAF_CAPACITY - 1)].load(Relaxed) == addr)
+            || c.freelist.load(Relaxed) == addr
+        {
             return false;
         }
-        // SAFETY: `addr` starts an object of the CPU's active slab that its owner is freeing;
-        // the slot is ours.
-        unsafe { self.set_fp(addr, head) };
-        c.freelist.store(addr, Relaxed);
-        c.nr_free.store(c.nr_free.load(Relaxed).wrapping_add(1), Relaxed);
+        c.sheaf[n & (SHEAF_CAPACITY - 1)].store(addr, Relaxed);
+        c.sheaf_len.store(n as u32 + 1, Relaxed);
         c.stat(&slot, SlabStat::FreeFastpath);
         true
     }
@@ -355,21 +433,17 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     /// being destroyed): the slot is otherwise only touched by its own CPU with interrupts off.
     pub unsafe fn flush_cpu_slab(&self, cpu: CpuId) -> usize {
         let c = self.cpu_slab(cpu);
-        let released = {
+        let mut released = Released::new();
+        {
             let mut st = self.state.lock();
             let slot = c.enter();
+            self.flush_sheaf(&mut st, c, &slot, SHEAF_CAPACITY, &mut released);
             if c.active().is_some() {
                 c.stat(&slot, SlabStat::CpuslabFlush);
             }
-            self.deactivate(&mut st, c, &slot)
-        };
-        match released {
-            Some((pfn, page)) => {
-                self.release(pfn, page);
-                1 << self.geom.order
-            }
-            None => 0,
+            released.push(self.deactivate(&mut st, c, &slot));
         }
+        released.release_all(self)
     }
 
     /// Counter `s` summed over every CPU.

@@ -80,6 +80,8 @@ fn alloc_free_shrink_destroy_returns_every_page() {
         c.free(p).unwrap();
     }
     assert_eq!(c.live_objects(), 0);
+    // Objects in the CPU's sheaf still hold their slab; flushed, they go back to it.
+    slab.flush_this_cpu();
     // Beyond min_partial, empty slabs went back at once.
     assert!(c.pages() <= c.min_partial() as u64 + 1, "pages kept: {}", c.pages());
     c.validate().unwrap();
@@ -381,6 +383,8 @@ fn corrupted_free_pointer_is_reported_not_followed() {
     let b = c.alloc(GFP).unwrap();
     c.free(b).unwrap();
     c.free(a).unwrap();
+    // Out of the CPU's sheaf onto the slab's free list, oldest first.
+    slab.flush_this_cpu();
     // `a` is the head; its free pointer (at offset 32) points at `b`. Scribble on it.
     // SAFETY: test-only corruption of a free object inside the emulated RAM.
     unsafe { a.as_ptr().add(32).cast::<u64>().write_unaligned(0x4141_4141_4141_4141) };

@@ -73,19 +73,27 @@ fn remote_free_goes_to_the_frozen_slab_and_comes_back_by_refill() {
     let per_slab = c.objects_per_slab() as usize;
     // CPU 0 takes every object of its active slab: its private list is empty.
     let objs: Vec<_> = (0..per_slab).map(|_| alloc_on(&c, 0)).collect();
-    // CPU 1 frees two of them: remote frees onto the slab's own list (slow path, no list move:
-    // the slab is frozen by CPU 0).
+    // CPU 1 frees two of them: into its own sheaf (fast path, no slab touched).
     free_on(&c, 1, objs[3]).unwrap();
     free_on(&c, 1, objs[5]).unwrap();
-    assert_eq!(c.stat(SlabStat::FreeFrozen), 2);
-    assert_eq!(c.stat(SlabStat::FreeFastpath), 0);
+    assert_eq!(c.stat(SlabStat::FreeFastpath), 2);
     assert_eq!(c.live_objects(), per_slab as u64 - 2);
     c.validate().unwrap();
-    // A second free of the slab list's head is refused, from any CPU.
-    assert_eq!(
-        free_on(&c, 1, objs[5]),
-        Err(SlabError::DoubleFree { cache: "remote", addr: objs[5].as_ptr() as usize })
-    );
+    // CPU 1 drains: the objects go to their slab, frozen by CPU 0: remote frees onto the slab's
+    // own list (no list move).
+    // SAFETY: host test; the slot's guard stands in for CPU 1.
+    unsafe { c.flush_cpu_slab(cpu(1)) };
+    assert_eq!(c.stat(SlabStat::FreeFrozen), 2);
+    assert_eq!(c.stat(SlabStat::SheafFlush), 1);
+    assert_eq!(c.live_objects(), per_slab as u64 - 2);
+    c.validate().unwrap();
+    // A second free of the slab list's head is refused, from any CPU, fast path or not.
+    for n in [0, 1, 2] {
+        assert_eq!(
+            free_on(&c, n, objs[5]),
+            Err(SlabError::DoubleFree { cache: "remote", addr: objs[5].as_ptr() as usize })
+        );
+    }
     // CPU 0's next allocations refill its private list from those remote frees.
     let a = alloc_on(&c, 0);
     let b = alloc_on(&c, 0);
@@ -116,6 +124,10 @@ fn deactivation_merges_remote_frees_and_counts_stay_exact() {
     assert_eq!(c.slabinfo_row().active_objs, per_slab);
     free_on(&c, 1, objs[0]).unwrap();
     free_on(&c, 0, objs[1]).unwrap();
+    // Both sit in their CPU's sheaf, still counted active.
+    assert_eq!(c.slabinfo_row().active_objs, per_slab);
+    // SAFETY: host test; the slot's guard stands in for CPU 1.
+    assert_eq!(unsafe { c.flush_cpu_slab(cpu(1)) }, 0);
     assert_eq!(c.slabinfo_row().active_objs, per_slab - 1, "the remote free left the slab");
     assert_eq!(c.live_objects(), 2);
     // SAFETY: host test; the slot's guard stands in for CPU 0.
@@ -137,6 +149,53 @@ fn deactivation_merges_remote_frees_and_counts_stay_exact() {
     assert_eq!(c.slabinfo_row().active_objs, 0);
     assert!(c.shrink() > 0);
     assert_eq!(c.pages(), 0);
+    c.destroy().unwrap();
+}
+
+#[test]
+fn a_full_sheaf_gives_its_oldest_half_back_in_one_batch() {
+    let prov = TestProvider::new(PAGES);
+    let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
+    let c = slab.kmem_cache_create("sheaf", 64, 0, SlabFlags::empty(), None).unwrap();
+    let cap = percpu::SHEAF_CAPACITY;
+    let objs: Vec<_> = (0..cap + 1).map(|_| alloc_on(&c, 0)).collect();
+    for &p in &objs[..cap] {
+        free_on(&c, 0, p).unwrap();
+    }
+    assert_eq!(c.stat(SlabStat::FreeFastpath), cap as u64);
+    assert_eq!(c.stat(SlabStat::SheafFlush), 0);
+    // The next free finds the sheaf full: the oldest half goes back to the slabs, then it fits.
+    free_on(&c, 0, objs[cap]).unwrap();
+    assert_eq!(c.stat(SlabStat::SheafFlush), 1);
+    assert_eq!(c.stat(SlabStat::FreeSlowpath), 1);
+    assert_eq!(c.live_objects(), 0);
+    c.validate().unwrap();
+    // Allocations take the newest first, from the sheaf (no slab touched).
+    let before = c.stat(SlabStat::AllocSlowpath);
+    assert_eq!(alloc_on(&c, 0), objs[cap]);
+    assert_eq!(alloc_on(&c, 0), objs[cap - 1]);
+    assert_eq!(c.stat(SlabStat::AllocSlowpath), before);
+    // A double free of the sheaf's top is refused on the fast path's CPU.
+    free_on(&c, 0, objs[cap]).unwrap();
+    let dfree = |p: NonNull<u8>| Err(SlabError::DoubleFree { cache: "sheaf", addr: p.as_ptr() as usize });
+    assert_eq!(free_on(&c, 0, objs[cap]), dfree(objs[cap]));
+    free_on(&c, 0, objs[cap - 1]).unwrap();
+    assert_eq!(c.live_objects(), 0);
+    // With the sheaf full, every free takes the slow path, whose scan of the sheaf refuses a
+    // double free of any object in it.
+    let more: Vec<_> = (0..2 * cap).map(|_| alloc_on(&c, 0)).collect();
+    for &p in &more[..cap] {
+        free_on(&c, 0, p).unwrap();
+    }
+    assert_eq!(free_on(&c, 0, more[3]), dfree(more[3]));
+    assert_eq!(c.live_objects(), cap as u64);
+    for &p in &more[cap..] {
+        free_on(&c, 0, p).unwrap();
+    }
+    assert_eq!(c.live_objects(), 0);
+    c.validate().unwrap();
+    flush_all(&c);
+    assert_eq!(c.slabinfo_row().active_objs, 0);
     c.destroy().unwrap();
 }
 
@@ -231,7 +290,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 64 }))]
+    // Under Miri: few cases, and no failure persistence (it needs the file system).
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 64 },
+        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        ..ProptestConfig::default()
+    })]
 
     /// Three CPUs allocate from and free into two caches (objects freed by any CPU, so many frees
     /// are remote) and flush at random; after every step the live counts match a model, every

@@ -46,6 +46,40 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         if let Some(e) = err {
             return Err(e);
         }
+        // Sheaf objects are free but not on any list: each must start an object of a slab of
+        // this cache, at most once in all sheaves.
+        let mut sheaved = 0u64;
+        for (i, c) in self.cpu_slab.iter().enumerate() {
+            let n = c.sheaf_len.load(Relaxed) as usize;
+            for (j, o) in c.sheaf[..n].iter().enumerate() {
+                let addr = o.load(Relaxed);
+                let ok =
+                    super::root::find_slab(self.provider, self.dm_base(), addr).is_some_and(|(pfn, page)| {
+                        page.private.load(Relaxed) == self as *const Self as usize
+                            && self.object_index(self.slab_start(pfn), addr).is_some()
+                    });
+                let dup = self.cpu_slab[..=i].iter().enumerate().any(|(k, d)| {
+                    let m = if k == i { j } else { d.sheaf_len.load(Relaxed) as usize };
+                    d.sheaf[..m].iter().any(|x| x.load(Relaxed) == addr)
+                });
+                if !ok || dup {
+                    return Err(SlabError::Corrupted(Corruption {
+                        cache: self.name,
+                        kind: CorruptionKind::FreePointer,
+                        object: addr,
+                        bad_addr: addr,
+                        offset: 0,
+                        found: addr as u64,
+                        expected: 0,
+                        alloc_at: None,
+                        free_at: None,
+                    }));
+                }
+            }
+            sheaved += n as u64;
+        }
+        parked += sheaved;
+        v.free += sheaved;
         v.inuse = v.objects - v.free;
         let counted = |found: u64, expected: u64| {
             (found != expected).then_some(SlabError::Corrupted(Corruption {

@@ -301,6 +301,8 @@ ktest!(
         let a = cache.alloc(KERNEL).unwrap();
         let b = cache.alloc(KERNEL).unwrap();
         cache.free(a).unwrap();
+        // Out of this CPU's sheaf onto a free list, where its free pointer is.
+        flush_this_cpu();
         for off in 0..64 {
             poke(a.as_ptr(), off, 0x41);
         }
