@@ -28,7 +28,9 @@
 //! CPU. On the host, where "interrupts off" means nothing, a per-slot flag stands in for it so
 //! that threads sharing a slot cannot interleave (the kernel build has no such flag).
 
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{
+    compiler_fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
 
 use core::ptr::NonNull;
 
@@ -171,6 +173,9 @@ impl KmemCacheCpu {
     #[inline(always)]
     pub(crate) fn enter(&self) -> CpuSlotGuard<'_> {
         let irq = crate::sync::irq::save_and_disable();
+        // The slot's loads and stores must stay between `cli` and `sti`, whatever the asm
+        // options of the interrupt helpers say (no instruction is emitted).
+        compiler_fence(SeqCst);
         #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
         while self
             .busy
@@ -258,6 +263,7 @@ impl Drop for CpuSlotGuard<'_> {
     fn drop(&mut self) {
         #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
         self.slot.busy.store(false, core::sync::atomic::Ordering::Release);
+        compiler_fence(SeqCst);
         crate::sync::irq::restore(self.irq);
     }
 }
