@@ -357,6 +357,44 @@ ktest!(
     }
 );
 
+// The per-CPU fast paths on real memory: a LIFO kmalloc/kfree pair goes through this CPU's
+// sheaf, every counter is readable from kernel code by its SLUB_STATS name, and flushing the
+// CPU leaves slabinfo counting exactly the live objects.
+ktest!(
+    fn kmalloc_pairs_take_the_per_cpu_fast_paths() {
+        use ::mm::slab::SlabStat;
+        let _tidy = super::kmalloc::Tidy;
+        let cache = kmalloc_instance().kmalloc_slab(64, KERNEL).unwrap();
+        let keep = kmalloc(64, KERNEL).unwrap();
+        // One warm-up pair: the first free fills the sheaf the loop then reuses.
+        let w = kmalloc(64, KERNEL).unwrap();
+        kfree(w.as_ptr()).unwrap();
+        let (a0, f0, s0) = (
+            cache.stat(SlabStat::AllocFastpath),
+            cache.stat(SlabStat::FreeFastpath),
+            cache.stat(SlabStat::AllocSlowpath),
+        );
+        for _ in 0..1000 {
+            let p = kmalloc(64, KERNEL).unwrap();
+            kfree(p.as_ptr()).unwrap();
+        }
+        assert_eq!(cache.stat(SlabStat::AllocFastpath) - a0, 1000);
+        assert_eq!(cache.stat(SlabStat::FreeFastpath) - f0, 1000);
+        assert_eq!(cache.stat(SlabStat::AllocSlowpath), s0, "no pair left the fast path");
+        let mut line = alloc::string::String::new();
+        for s in SlabStat::ALL {
+            line.push_str(&alloc::format!(" {}={}", s.name(), cache.stat(s)));
+        }
+        crate::info!("kmalloc-64 stats:{line}");
+        let live = cache.live_objects();
+        flush_this_cpu();
+        assert_eq!(cache.slabinfo_row().active_objs, live);
+        assert_eq!(cache.live_objects(), live);
+        kfree(keep.as_ptr()).unwrap();
+        assert!(cache.validate().is_ok());
+    }
+);
+
 // `slab_debug=FZPU,kmalloc-32` boot (tests/slab_debug.rs): writing into the tail of an 18-byte
 // kmalloc object of the 32-byte class is reported on kfree, as Linux's kmalloc red zone does.
 ktest!(
