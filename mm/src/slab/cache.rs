@@ -88,6 +88,12 @@ pub struct KmemCache<'p, P: PageProvider> {
     pub(crate) debug: bool,
     /// The per-CPU slabs, indexed by [`CpuId`].
     pub(crate) cpu_slab: [KmemCacheCpu; NR_CPUS],
+    /// Bytes of a slab covered by objects (`objects * size`), for the free fast path's
+    /// object-start check.
+    pub(crate) span: usize,
+    /// `size - 1` when the slot size is a power of two (the object-start check is then a mask),
+    /// else 0.
+    pub(crate) pow2_mask: usize,
     /// The last debug report found at allocation or by the fast-path free-pointer check.
     pub(crate) last_report: IrqSpinLock<Option<Corruption>>,
     pub(crate) reports: AtomicU32,
@@ -132,6 +138,8 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             registry: IrqSpinLock::new(()),
             debug_cfg,
             debug: geom.flags.intersects(SlabFlags::DEBUG),
+            span: geom.objects as usize * geom.size as usize,
+            pow2_mask: if geom.size.is_power_of_two() { geom.size as usize - 1 } else { 0 },
             cpu_slab: [const { KmemCacheCpu::new() }; NR_CPUS],
             state: IrqSpinLock::new(CacheState {
                 partial: SlabList::EMPTY,
@@ -257,6 +265,21 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     #[inline]
     pub(crate) fn set_freelist_head(&self, page: &Page, head: usize) {
         page.freelist.store(head ^ self.random, Relaxed)
+    }
+
+    /// [`Self::object_index`] for caches without red zones (no left pad: only `SLAB_RED_ZONE`
+    /// adds one, and such debug caches never take the fast paths): a mask for power-of-two
+    /// slots, else the reciprocal multiply.
+    #[inline(always)]
+    pub(crate) fn is_object_start_nodebug(&self, start: usize, addr: usize) -> bool {
+        let off = addr.wrapping_sub(start);
+        if off >= self.span {
+            return false;
+        }
+        if self.pow2_mask != 0 {
+            return off & self.pow2_mask == 0;
+        }
+        self.geom.slot_index(off).wrapping_mul(self.geom.size as usize) == off
     }
 
     /// Is `addr` the start of an object of the slab at `start` (exact, no division)?

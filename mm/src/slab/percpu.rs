@@ -310,7 +310,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     #[inline(always)]
     pub(crate) fn free_fast(&self, cpu: CpuId, pfn: u32, page: &Page, addr: usize) -> bool {
         if self.debug
-            || self.object_index(self.slab_start(pfn), addr).is_none()
+            || !self.is_object_start_nodebug(self.slab_start(pfn), addr)
             || self.freelist_head(page) == addr
         {
             return false;

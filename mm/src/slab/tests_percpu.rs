@@ -242,6 +242,42 @@ fn double_free_of_the_private_list_head_is_caught_on_the_fast_path_cpu() {
 }
 
 #[test]
+fn fast_path_object_start_check_for_power_of_two_and_other_sizes() {
+    let prov = TestProvider::new(PAGES);
+    let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
+    for (name, size) in [("pow2", 64), ("odd", 96), ("odd2", 200)] {
+        let c = slab.kmem_cache_create(name, size, 0, SlabFlags::empty(), None).unwrap();
+        let objs: Vec<_> = (0..c.objects_per_slab()).map(|_| alloc_on(&c, 0)).collect();
+        for off in [1, 8, size / 2, size - 8] {
+            let interior = NonNull::new(objs[1].as_ptr().wrapping_add(off)).unwrap();
+            assert_eq!(
+                free_on(&c, 0, interior),
+                Err(SlabError::Interior {
+                    cache: name,
+                    addr: interior.as_ptr() as usize,
+                    object: objs[1].as_ptr() as usize
+                }),
+                "{name} +{off}"
+            );
+        }
+        // Past the last object of the slab (the unused tail), if there is one.
+        let last = *objs.iter().max().unwrap();
+        let tail = last.as_ptr().wrapping_add(c.size());
+        if (tail as usize) % crate::addr::PAGE_SIZE != 0 {
+            assert!(free_on(&c, 0, NonNull::new(tail).unwrap()).is_err(), "{name}: slab tail");
+        }
+        let fast = c.stat(SlabStat::FreeFastpath);
+        for &p in &objs {
+            free_on(&c, 0, p).unwrap();
+        }
+        assert!(c.stat(SlabStat::FreeFastpath) > fast, "{name}: object starts take the fast path");
+        assert_eq!(c.live_objects(), 0);
+        flush_all(&c);
+        c.destroy().unwrap();
+    }
+}
+
+#[test]
 fn cpus_in_threads_share_a_cache() {
     // Each thread is one CPU; half the frees are remote (objects another CPU allocated).
     let prov = TestProvider::new(PAGES);
