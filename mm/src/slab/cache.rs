@@ -1,7 +1,7 @@
 //! `KmemCache`: one cache of equal-sized objects, its slabs and their free lists.
 //!
 //! A slab is one buddy block of `2^order` pages. Its head page descriptor holds:
-//! - `state` = [`PageState::Slab`], `order` = the block order (set by the provider);
+//! - `state` = [`PageState::Slab`](crate::page::PageState::Slab), `order` = the block order (set by the provider);
 //! - `private` = address of the owning `KmemCache`;
 //! - `freelist` = address of the first free object XOR the cache's random value (0 objects free =
 //!   `random`), so descriptors do not show raw object addresses;
