@@ -25,6 +25,9 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     /// Checks every slab: descriptor state and owner, list placement, every free pointer (inside
     /// the slab, on an object boundary, no cycle), counters against the free list; with red zone
     /// or poison, every object's red zones and every free object's poison. Takes the cache lock.
+    ///
+    /// The CPUs' private lists and sheaves are checked too. Their fast paths take no lock, so on
+    /// SMP call it while no other CPU uses the cache (or after draining them), as the tests do.
     pub fn validate(&self) -> Result<Validation, SlabError> {
         let st = self.state.lock();
         let mut v = Validation::default();
