@@ -199,6 +199,13 @@ pub fn kfree(ptr: *const u8) -> Result<(), SlabError> {
     kfree_slow(km, ptr)
 }
 
+/// `kfree` of a block the caller knows is no slab object (the global allocator, from the
+/// `Layout`): straight to the path that frees kmalloc-large blocks and reports bad pointers.
+#[track_caller]
+pub(crate) fn kfree_large(ptr: *const u8) -> Result<(), SlabError> {
+    kfree_slow(kmalloc_instance(), ptr)
+}
+
 /// `#[track_caller]` too, so the free track of debug caches and the report name the caller of
 /// [`kfree`].
 #[track_caller]
