@@ -6,6 +6,7 @@
 //! `kernel/src/cmdline.rs`). That one kernel binary can then boot as the demo, the in-kernel test
 //! suite (`test`, `test=NAME`), the benchmark (`bench`) or a fault scenario (`fault=NAME`).
 
+pub mod bench;
 pub mod procfs;
 
 use std::fmt;
@@ -17,6 +18,29 @@ use std::time::{Duration, Instant};
 
 /// Path of the kernel ELF, built by cargo as an artifact dependency (see `boot/build.rs`).
 pub const KERNEL_BIN: &str = env!("KERNEL_BIN");
+
+/// Path of the release-built kernel ELF (no debug assertions, no overflow checks), which the
+/// benchmark boots (see `boot/build.rs`).
+pub const KERNEL_BENCH_BIN: &str = env!("KERNEL_BENCH_BIN");
+
+/// Which build of the kernel to boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The kernel in this build's profile, with debug assertions in `cargo test`/`cargo run`:
+    /// the demo, the tests, the fault scenarios.
+    Checked,
+    /// The release build: what the benchmark measures.
+    Bench,
+}
+
+impl Kernel {
+    pub fn path(self) -> &'static str {
+        match self {
+            Kernel::Checked => KERNEL_BIN,
+            Kernel::Bench => KERNEL_BENCH_BIN,
+        }
+    }
+}
 
 /// Status values the kernel writes to QEMU's `isa-debug-exit` port (`kernel/src/arch/qemu.rs`).
 /// QEMU exits with `(value << 1) | 1`.
@@ -48,6 +72,8 @@ pub struct BootOptions {
     pub echo: bool,
     /// Extra arguments passed to QEMU unchanged.
     pub qemu_args: Vec<String>,
+    /// Which kernel build boots.
+    pub kernel: Kernel,
 }
 
 impl Default for BootOptions {
@@ -62,6 +88,7 @@ impl Default for BootOptions {
             icount: false,
             echo: true,
             qemu_args: Vec::new(),
+            kernel: Kernel::Checked,
         }
     }
 }
@@ -161,7 +188,7 @@ fn image_dir() -> PathBuf {
 
 /// Builds a disk image that boots the kernel with `cmdline`. Returns the image's path; the caller
 /// removes it.
-pub fn build_image(cmdline: &str, uefi: bool) -> Result<PathBuf, RunnerError> {
+pub fn build_image(kernel: Kernel, cmdline: &str, uefi: bool) -> Result<PathBuf, RunnerError> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = image_dir();
     std::fs::create_dir_all(&dir).map_err(|e| RunnerError::Io(format!("creating {}", dir.display()), e))?;
@@ -171,7 +198,7 @@ pub fn build_image(cmdline: &str, uefi: bool) -> Result<PathBuf, RunnerError> {
     std::fs::write(&cmdline_file, format!("{cmdline}\n").as_bytes())
         .map_err(|e| RunnerError::Io(format!("writing {}", cmdline_file.display()), e))?;
     let image = dir.join(format!("{stem}.{}.img", if uefi { "uefi" } else { "bios" }));
-    let mut builder = bootloader::DiskImageBuilder::new(PathBuf::from(KERNEL_BIN));
+    let mut builder = bootloader::DiskImageBuilder::new(PathBuf::from(kernel.path()));
     builder.set_ramdisk(cmdline_file.clone());
     let result = if uefi { builder.create_uefi_image(&image) } else { builder.create_bios_image(&image) };
     let _ = std::fs::remove_file(&cmdline_file);
@@ -222,7 +249,7 @@ pub fn boot(opts: &BootOptions) -> Result<Outcome, RunnerError> {
     if opts.uefi {
         ovmf()?;
     }
-    let image = build_image(&opts.cmdline, opts.uefi)?;
+    let image = build_image(opts.kernel, &opts.cmdline, opts.uefi)?;
     let result = run_qemu(opts, &image);
     if std::env::var_os("MEMKERNEL_KEEP_IMAGES").is_none() {
         let _ = std::fs::remove_file(&image);

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use memkernel::bench;
 use memkernel::{boot, parse_memory, BootOptions, Status};
 
 const USAGE: &str = "\
@@ -17,7 +18,10 @@ options:
   --smp N           number of virtual CPUs (default 1)
   --gdb             wait for a debugger on localhost:1234 (no timeout)
   --timeout SECS    kill QEMU and fail after SECS seconds (default 300)
-  --bench           boot the benchmarks in deterministic -icount mode
+  --bench           boot the benchmarks (release-built kernel, 2G, -icount: deterministic) and
+                    compare every figure with tests/bench-baseline.txt
+  --update-baseline with --bench: rewrite tests/bench-baseline.txt and the README's table
+                    from this run
   --test [NAME]     boot the in-kernel test suite, or only the tests whose name contains NAME
   --fault NAME      boot a fault scenario (e.g. vmalloc-guard); it is expected to fail loudly
   --cmdline ARGS    extra kernel command-line words (e.g. \"log=debug slab_debug=FZPU\")
@@ -25,8 +29,17 @@ options:
   -h, --help        this text
 ";
 
-fn parse_args(args: &[String]) -> Result<BootOptions, String> {
+/// What the runner does besides booting.
+#[derive(Default)]
+struct Extra {
+    bench: bool,
+    update_baseline: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
     let mut opts = BootOptions::default();
+    let mut extra_mode = Extra::default();
+    let (mut memory_given, mut timeout_given) = (false, false);
     let mut mode: Vec<String> = Vec::new();
     let mut extra: Vec<String> = Vec::new();
     let mut it = args.iter();
@@ -43,6 +56,7 @@ fn parse_args(args: &[String]) -> Result<BootOptions, String> {
                     eprintln!("runner: warning: --memory {m} is outside the supported 64M..16G");
                 }
                 opts.memory = m;
+                memory_given = true;
             }
             "--uefi" => opts.uefi = true,
             "--smp" => {
@@ -62,11 +76,13 @@ fn parse_args(args: &[String]) -> Result<BootOptions, String> {
                     .filter(|&s| s > 0)
                     .ok_or_else(|| format!("--timeout {t}: not a number of seconds"))?;
                 opts.timeout = Duration::from_secs(secs);
+                timeout_given = true;
             }
             "--bench" => {
-                opts.icount = true;
+                extra_mode.bench = true;
                 mode.push("bench".into());
             }
+            "--update-baseline" => extra_mode.update_baseline = true,
             "--test" => match it.clone().next() {
                 Some(name) if !name.starts_with("--") => {
                     it.next();
@@ -86,15 +102,107 @@ fn parse_args(args: &[String]) -> Result<BootOptions, String> {
     if mode.len() > 1 {
         return Err(format!("choose one of --bench, --test, --fault (got {})", mode.join(", ")));
     }
+    if extra_mode.update_baseline && !extra_mode.bench {
+        return Err("--update-baseline goes with --bench".into());
+    }
     mode.extend(extra);
     opts.cmdline = mode.join(" ");
-    Ok(opts)
+    if extra_mode.bench {
+        // The published figures' boot (boot/bench.rs); --memory, --timeout and --qemu still apply.
+        let b = bench::bench_options();
+        opts.icount = b.icount;
+        opts.kernel = b.kernel;
+        if !memory_given {
+            opts.memory = b.memory;
+        }
+        if !timeout_given {
+            opts.timeout = b.timeout;
+        }
+        opts.qemu_args = b.qemu_args.into_iter().chain(opts.qemu_args).collect();
+    }
+    Ok((opts, extra_mode))
+}
+
+/// After a `--bench` boot: the gate's verdict, or (with `--update-baseline`) a new baseline and
+/// README table. Returns false when the gate fails or the files cannot be written.
+fn bench_after(serial: &str, update: bool, default_boot: bool) -> bool {
+    let now = match bench::parse_figures(serial) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => {
+            eprintln!("runner: the bench printed no `bench:` lines");
+            return false;
+        }
+        Err(e) => {
+            eprintln!("runner: bad `bench:` lines: {e}");
+            return false;
+        }
+    };
+    let root = bench::repo_root();
+    let path = root.join(bench::BASELINE_FILE);
+    let old =
+        std::fs::read_to_string(&path).ok().and_then(|t| bench::parse_figures(&t).ok()).unwrap_or_default();
+    let drift = bench::compare(&old, &now, bench::TOLERANCE);
+    if update {
+        if !default_boot {
+            eprintln!("runner: --update-baseline needs the default bench boot (no --memory/--smp/--qemu/--cmdline changes)");
+            return false;
+        }
+        let table = match bench::readme_table(&now) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("runner: cannot generate the README table: {e}");
+                return false;
+            }
+        };
+        let readme_path = root.join("README.md");
+        let readme = std::fs::read_to_string(&readme_path).unwrap_or_default();
+        let Some(new_readme) = bench::splice_readme(&readme, &table) else {
+            eprintln!(
+                "runner: README.md lacks the markers `{}` / `{}`",
+                bench::README_BEGIN,
+                bench::README_END
+            );
+            return false;
+        };
+        if let Err(e) = std::fs::write(&path, bench::baseline_text(&now))
+            .and_then(|_| std::fs::write(&readme_path, new_readme))
+        {
+            eprintln!("runner: writing the baseline: {e}");
+            return false;
+        }
+        for d in &drift {
+            eprintln!("runner: {d}");
+        }
+        eprintln!(
+            "runner: wrote {} ({} figures, {} changed) and the README's measured table",
+            bench::BASELINE_FILE,
+            now.len(),
+            drift.len()
+        );
+        return true;
+    }
+    if drift.is_empty() {
+        eprintln!("runner: bench gate: all {} figures within 1% of {}", now.len(), bench::BASELINE_FILE);
+        true
+    } else {
+        for d in &drift {
+            eprintln!("runner: {d}");
+        }
+        eprintln!(
+            "runner: bench gate: {} of {} figures differ from {} by more than 1% (`cargo run -- --bench --update-baseline` rewrites it)",
+            drift.len(),
+            now.len(),
+            bench::BASELINE_FILE
+        );
+        // Only the default boot is gated: other memory sizes or QEMU options measure other things.
+        !default_boot
+    }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse_args(&args) {
-        Ok(opts) => opts,
+    let (opts, extra) = match parse_args(&args) {
+        Ok(parsed) => parsed,
         Err(msg) if msg.is_empty() => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -124,11 +232,20 @@ fn main() -> ExitCode {
     match boot(&opts) {
         Ok(outcome) => {
             eprintln!("runner: {}", outcome.status);
-            if outcome.status == Status::Success {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            if outcome.status != Status::Success {
+                return ExitCode::FAILURE;
             }
+            if extra.bench {
+                let b = bench::bench_options();
+                let default_boot = opts.memory == b.memory
+                    && opts.smp == b.smp
+                    && opts.qemu_args == b.qemu_args
+                    && opts.cmdline == "bench";
+                if !bench_after(&outcome.serial, extra.update_baseline, default_boot) {
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("runner: {e}");

@@ -1,9 +1,16 @@
 //! Benchmarks, booted with `cargo run -- --bench`. The runner starts QEMU with
 //! `-icount shift=0,align=off,sleep=off`, so the guest TSC advances with executed guest
 //! instructions and every figure here repeats exactly from run to run. Figures are measured and
-//! printed, never asserted; goals are quoted beside them.
+//! printed, never asserted here; goals are quoted beside them.
+//!
+//! Besides its tables, every figure is printed once as a machine-readable line
+//! `bench: KEY VALUE` ([`emit`]). The host's benchmark gate (`tests/bench.rs`) compares those
+//! lines with the committed baseline `tests/bench-baseline.txt`, and the README's measured table
+//! is generated from that baseline (`boot/bench.rs`).
 
+pub mod linux_reference;
 mod page_alloc;
+mod peers;
 mod slab;
 mod vmalloc;
 
@@ -37,12 +44,80 @@ pub fn measure(ticks_per_kinstr: u64, iters: u64, mut f: impl FnMut()) -> u64 {
     ticks * 1000 / ticks_per_kinstr.max(1) / iters
 }
 
+/// Prints one figure as `bench: KEY VALUE` (instructions unless the key says otherwise).
+pub fn emit(key: core::fmt::Arguments, value: u64) {
+    kprintln!("bench: {key} {value}");
+}
+
+/// Prints a ratio `num / den` as a decimal fraction with nine places (`bench: KEY 0.000312500`):
+/// exact integer arithmetic, so it repeats to the last digit.
+pub fn emit_fraction(key: core::fmt::Arguments, num: u64, den: u64) {
+    let nano = (num as u128 * 1_000_000_000 / den.max(1) as u128) as u64;
+    kprintln!("bench: {key} {}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+}
+
+/// `a / b` as `N.NNx` (how many times fewer instructions `b` needs than `a`).
+pub struct Ratio(pub u64, pub u64);
+
+impl core::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let hundredths = self.0 * 100 / self.1.max(1);
+        let mut buf = [0u8; 24];
+        let mut w = Buf { buf: &mut buf, len: 0 };
+        core::fmt::write(&mut w, format_args!("{}.{:02}x", hundredths / 100, hundredths % 100))?;
+        let len = w.len;
+        f.pad(core::str::from_utf8(&buf[..len]).unwrap_or("?"))
+    }
+}
+
+/// The Linux 6.1 figure for a key, formatted for a table column (`-` where none was measured).
+pub struct LinuxCol<'a>(pub &'a str);
+
+impl core::fmt::Display for LinuxCol<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut buf = [0u8; 24];
+        let mut w = Buf { buf: &mut buf, len: 0 };
+        match linux_reference::linux_figure(self.0) {
+            Some(v) => core::fmt::write(&mut w, format_args!("{v}"))?,
+            None => core::fmt::write(&mut w, format_args!("-"))?,
+        }
+        let len = w.len;
+        f.pad(core::str::from_utf8(&buf[..len]).unwrap_or("?"))
+    }
+}
+
+struct Buf<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl core::fmt::Write for Buf<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 pub fn run() -> ! {
     let tpk = calibrate();
     kprintln!("bench: guest TSC under -icount: {}.{:03} ticks per instruction (calibrated on 2,000,000 instructions); figures below are instructions", tpk / 1000, tpk % 1000);
     if !(900..=1100).contains(&tpk) {
         crate::warn!("bench: the TSC does not count instructions here (not booted with --bench / -icount?); figures are TSC ticks scaled by the calibration");
     }
+    kprintln!(
+        "bench: built {}; reference column: {}",
+        if cfg!(debug_assertions) {
+            "WITH debug assertions (not as shipped: use the runner's --bench, which boots the release-built bench kernel)"
+        } else {
+            "as shipped (release profile: no debug assertions, no overflow checks)"
+        },
+        linux_reference::LINUX_SOURCE
+    );
     // One line per benchmark module; each prints its own table.
     page_alloc::run(tpk);
     slab::run(tpk);

@@ -1,6 +1,6 @@
 //! kmalloc benchmark: guest instructions per kmalloc + kfree pair, by size, free pattern and
-//! number of live objects, beside `linked_list_allocator` (a first-fit free list, the usual
-//! hobby-kernel heap) running the same workload in a heap of buddy pages sized for the live set.
+//! number of live objects, beside the peer heaps of [`super::peers`] running the same workload
+//! over buddy pages sized for the live set, and the memory each needs for the mixed workload.
 //!
 //! Workload of one cell: `live` objects of `size` bytes are allocated, then each step frees one
 //! and allocates a replacement in its slot — LIFO: the newest (top of a stack), FIFO: the oldest
@@ -8,23 +8,19 @@
 //! numbers) is measured with a no-op allocator and subtracted.
 
 use alloc::vec::Vec;
-use core::alloc::Layout;
-use core::ptr::NonNull;
 
 use ::mm::GfpFlags;
-use linked_list_allocator::Heap;
-use x86_64::structures::paging::PhysFrame;
 
+use super::peers::{BenchAlloc, Cache, Kmalloc, Kzalloc, Null, Peer, PeerHeap, Region, Tracked};
+use super::{emit, emit_fraction, LinuxCol, Ratio};
 use crate::arch::rdtsc;
-use crate::kprintln;
-use crate::mm::page_alloc::{__free_pages, alloc_pages, phys_to_virt};
-use crate::mm::slab::{kfree, kmalloc, shrink_all};
+use crate::mm::slab::shrink_all;
+use crate::{kprint, kprintln};
 
 const SIZES: [usize; 11] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
 const LIVES: [usize; 3] = [100, 10_000, 100_000];
-/// Live sets above this are skipped (the bench boots with 1 GiB; each allocator needs the live
-/// set once).
-const MAX_LIVE_BYTES: usize = 256 << 20;
+/// Measured steps per pattern for kmalloc and the O(1)/O(log n) heaps.
+const OPS: usize = 20_000;
 
 #[derive(Clone, Copy)]
 enum Pattern {
@@ -34,130 +30,24 @@ enum Pattern {
 }
 
 const PATTERNS: [(Pattern, &str); 3] =
-    [(Pattern::Lifo, "LIFO"), (Pattern::Fifo, "FIFO"), (Pattern::Random, "random")];
+    [(Pattern::Lifo, "lifo"), (Pattern::Fifo, "fifo"), (Pattern::Random, "random")];
 
-trait BenchAlloc {
-    fn alloc(&mut self, size: usize) -> *mut u8;
-    fn free(&mut self, p: *mut u8, size: usize);
-}
-
-/// kmalloc/kfree with GFP_KERNEL.
-struct Kmalloc;
-
-impl BenchAlloc for Kmalloc {
-    #[inline(always)]
-    fn alloc(&mut self, size: usize) -> *mut u8 {
-        kmalloc(size, GfpFlags::GFP_KERNEL).expect("bench kmalloc").as_ptr()
-    }
-    #[inline(always)]
-    fn free(&mut self, p: *mut u8, _size: usize) {
-        if kfree(p).is_err() {
-            panic!("bench kfree refused");
-        }
+/// Measured steps for `peer` at `live` objects: first fit walks its hole list, so it gets fewer
+/// steps where it is slow, and rlsf, whose heap grows by a block per step in the worst case
+/// (see `Peer::heap_bytes`), fewer where that would not fit (counts are exact under -icount).
+fn peer_ops(peer: Peer, live: usize) -> usize {
+    match (peer, live) {
+        (Peer::LinkedList, 100) => 10_000,
+        (Peer::LinkedList, 10_000) => 2_000,
+        (Peer::LinkedList, _) => 500,
+        (Peer::Rlsf, 100_000) => 2_000,
+        _ => OPS,
     }
 }
 
-/// `kmem_cache_alloc`/`kmem_cache_free` on one cache: the slab layer without kmalloc's size
-/// lookup (the free still finds the slab from the address).
-struct Cache(&'static ::mm::slab::KmemCache<'static, ::mm::buddy::Node>);
-
-impl BenchAlloc for Cache {
-    #[inline(always)]
-    fn alloc(&mut self, _size: usize) -> *mut u8 {
-        self.0.alloc(GfpFlags::GFP_KERNEL).expect("bench kmem_cache_alloc").as_ptr()
-    }
-    #[inline(always)]
-    fn free(&mut self, p: *mut u8, _size: usize) {
-        if self.0.free(NonNull::new(p).expect("non-null")).is_err() {
-            panic!("bench kmem_cache_free refused");
-        }
-    }
-}
-
-/// No allocation at all: measures the loop's own cost.
-struct Null;
-
-impl BenchAlloc for Null {
-    #[inline(always)]
-    fn alloc(&mut self, size: usize) -> *mut u8 {
-        core::hint::black_box(size as *mut u8)
-    }
-    #[inline(always)]
-    fn free(&mut self, p: *mut u8, _size: usize) {
-        core::hint::black_box(p);
-    }
-}
-
-/// `linked_list_allocator::Heap` over physically contiguous buddy pages.
-struct LinkedList {
-    heap: Heap,
-}
-
-impl BenchAlloc for LinkedList {
-    #[inline(always)]
-    fn alloc(&mut self, size: usize) -> *mut u8 {
-        let layout = Layout::from_size_align(size, 8).expect("layout");
-        self.heap.allocate_first_fit(layout).expect("linked_list heap sized for the live set").as_ptr()
-    }
-    #[inline(always)]
-    fn free(&mut self, p: *mut u8, size: usize) {
-        let layout = Layout::from_size_align(size, 8).expect("layout");
-        // SAFETY: `p` came from `alloc` on this heap with this layout and is freed once.
-        unsafe { self.heap.deallocate(NonNull::new(p).expect("non-null"), layout) }
-    }
-}
-
-/// A physically contiguous run of order-10 buddy blocks (more than the largest buddy block can
-/// be needed), freed on drop.
-struct Region {
-    blocks: Vec<PhysFrame>,
-}
-
-impl Region {
-    const BLOCK: u64 = 4 << 20;
-
-    fn new(bytes: usize) -> Option<Region> {
-        let need = (bytes as u64).div_ceil(Self::BLOCK) as usize;
-        let mut run: Vec<PhysFrame> = Vec::new();
-        let mut spare: Vec<PhysFrame> = Vec::new();
-        // Order-10 blocks come in address order, ascending on fresh memory, descending once freed
-        // blocks are handed back (LIFO free lists); grow the run at either end, set aside the
-        // blocks that do not extend it.
-        while run.len() < need {
-            let Ok(f) = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOWARN, 10) else { break };
-            let a = f.start_address().as_u64();
-            match (run.first(), run.last()) {
-                (Some(first), _) if first.start_address().as_u64() == a + Self::BLOCK => run.insert(0, f),
-                (_, Some(last)) if last.start_address().as_u64() + Self::BLOCK == a => run.push(f),
-                (None, None) => run.push(f),
-                _ => {
-                    spare.append(&mut run);
-                    run.push(f);
-                }
-            }
-        }
-        for f in spare {
-            let _ = __free_pages(f, 10);
-        }
-        let region = Region { blocks: run };
-        (region.blocks.len() >= need).then_some(region)
-    }
-
-    fn start(&self) -> *mut u8 {
-        phys_to_virt(self.blocks[0].start_address()).as_mut_ptr()
-    }
-
-    fn len(&self) -> usize {
-        self.blocks.len() * Self::BLOCK as usize
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        for &f in &self.blocks {
-            let _ = __free_pages(f, 10);
-        }
-    }
+/// Allocations a [`cell`] of `ops` steps makes after building its live set.
+fn cell_allocs(ops: usize) -> usize {
+    3 * (ops + ops / 10)
 }
 
 /// xorshift64*: cheap, deterministic random slot choice.
@@ -220,9 +110,41 @@ fn cell<A: BenchAlloc>(
     out
 }
 
+/// [`cell`] minus the loop's own cost.
+fn net_cell<A: BenchAlloc>(
+    a: &mut A,
+    size: usize,
+    live: usize,
+    ops: usize,
+    tpk: u64,
+    free_all: bool,
+) -> [u64; 3] {
+    let raw = cell(a, size, live, ops, tpk, free_all);
+    let overhead = cell(&mut Null, size, live, ops, tpk, false);
+    core::array::from_fn(|i| raw[i].saturating_sub(overhead[i]))
+}
+
+/// Pages free in the buddy allocator, per-CPU lists included (drained first, so that the count
+/// is what the zones hold).
+fn free_pages() -> u64 {
+    let node = crate::mm::node();
+    node.drain_pages();
+    let t = node.totals();
+    t.free_pages + t.pcp_pages
+}
+
+/// What one run of the mixed workload measured.
+struct Mixed {
+    /// Instructions per pair, loop not subtracted.
+    per_pair: u64,
+    /// Bytes requested by the live objects at the end.
+    live_bytes: u64,
+    /// Pages the buddy allocator gave out during the run and had not got back at its end.
+    buddy_pages_taken: u64,
+}
+
 /// Mixed sizes (8 B to 2 KiB, uniformly among the 9 powers of two), random frees: the workload
 /// that fragments a first-fit heap. `warm` unmeasured steps first let the fragmentation build up.
-/// Returns instructions per pair (loop not subtracted).
 fn mixed_cell<A: BenchAlloc>(
     a: &mut A,
     live: usize,
@@ -230,10 +152,11 @@ fn mixed_cell<A: BenchAlloc>(
     ops: usize,
     tpk: u64,
     free_all: bool,
-) -> u64 {
+) -> Mixed {
     let mut rng = 0x0ddb_a11c_0ffe_e123u64;
     let size = |rng: &mut u64| SIZES[(next_random(rng) % 9) as usize];
     let mut slots: Vec<(*mut u8, usize)> = Vec::with_capacity(live);
+    let free_before = free_pages();
     for _ in 0..live {
         let s = size(&mut rng);
         slots.push((a.alloc(s), s));
@@ -251,132 +174,186 @@ fn mixed_cell<A: BenchAlloc>(
     };
     run(a, warm, &mut rng);
     let ticks = run(a, ops, &mut rng);
+    let buddy_pages_taken = free_before.saturating_sub(free_pages());
+    let live_bytes = slots.iter().map(|&(_, s)| s as u64).sum();
     if free_all {
         for &(p, s) in &slots {
             a.free(p, s);
         }
     }
-    ticks * 1000 / tpk.max(1) / ops as u64
+    Mixed { per_pair: ticks * 1000 / tpk.max(1) / ops as u64, live_bytes, buddy_pages_taken }
 }
 
-/// The mixed-size rows of the table.
+/// Runs `f` on a fresh `peer` heap over a region of `bytes`; `None` if no such region exists.
+fn with_peer<R>(peer: Peer, bytes: usize, f: impl FnOnce(&mut PeerHeap, &Region) -> R) -> Option<R> {
+    shrink_all();
+    let region = Region::new(bytes)?;
+    // SAFETY: `region` is RAM this function owns (allocated above) and outlives the heap, which
+    // is dropped at the end of this function before `region` is.
+    let mut heap = unsafe { PeerHeap::new(peer, &region) };
+    let r = f(&mut heap, &region);
+    drop(heap);
+    drop(region);
+    Some(r)
+}
+
+/// The mixed-size rows: time per pair and memory held per live byte, every allocator.
 fn mixed_rows(tpk: u64) {
+    kprintln!();
+    kprintln!("mixed sizes (uniform over 8, 16, ..., 2048 bytes), random frees, the fragmenting workload: instructions per pair");
+    kprintln!(
+        "    live   kmalloc  linked_list       talc       rlsf  buddy_system   vs best peer   Linux 6.1"
+    );
+    // Per live count: (pages held, live bytes) for kmalloc and each peer.
+    let mut memory: Vec<(usize, [(u64, u64); 5])> = Vec::new();
     // Warm-up: as many steps as live objects at 10k (steady state); 20k at 100k, where first fit
     // is too slow for more (its fragmentation is still growing there).
-    for (live, warm, ll_ops) in [(10_000usize, 10_000usize, 2_000usize), (100_000, 20_000, 200)] {
-        let slab_ops = 20_000;
-        let overhead = mixed_cell(&mut Null, live, warm, slab_ops, tpk, false);
-        let k = mixed_cell(&mut Kmalloc, live, warm, slab_ops, tpk, true).saturating_sub(overhead);
-        shrink_all();
-        // Room for the live set (455 bytes on average) twice over: first fit fragments.
-        let heap_bytes = live * 455 * 2 + (1 << 20);
-        let l = Region::new(heap_bytes).map(|region| {
-            // SAFETY: as in `run`: RAM owned by `region`, which outlives the heap.
-            let heap = unsafe { Heap::new(region.start(), region.len()) };
-            let l = mixed_cell(&mut LinkedList { heap }, live, warm, ll_ops, tpk, false);
-            drop(region);
-            l.saturating_sub(mixed_cell(&mut Null, live, warm, ll_ops, tpk, false))
-        });
-        match l {
-            Some(l) => {
-                let ratio10 = l * 10 / k.max(1);
-                kprintln!(
-                    "  8-2048  {live:>7}  random  {k:>9}  {l:>11}  {:>5}.{}x   ({slab_ops} / {ll_ops}, after {warm} warm-up){}",
-                    ratio10 / 10,
-                    ratio10 % 10,
-                    if live == 10_000 { "   <- goal: >= 100x" } else { "" }
-                );
+    for (live, warm) in [(10_000usize, 10_000usize), (100_000, 20_000)] {
+        let k = mixed_cell(&mut Kmalloc, live, warm, OPS, tpk, true);
+        let k_pair = k.per_pair.saturating_sub(mixed_cell(&mut Null, live, warm, OPS, tpk, false).per_pair);
+        // kmalloc's memory is the slab pages it took from the buddy allocator.
+        let mut mem = [(0u64, 0u64); 5];
+        mem[0] = (k.buddy_pages_taken, k.live_bytes);
+        emit(format_args!("kmalloc.mixed.{live}.random"), k_pair);
+        emit_fraction(
+            format_args!("mem.kmalloc.mixed.{live}.pages_per_live_byte"),
+            k.buddy_pages_taken,
+            k.live_bytes,
+        );
+        let mut peers = [None; 4];
+        for (i, peer) in Peer::ALL.into_iter().enumerate() {
+            let ops = match peer {
+                Peer::LinkedList if live >= 100_000 => 200,
+                Peer::LinkedList => 2_000,
+                _ => OPS,
+            };
+            // Room for the live set (455 bytes on average) twice over: first fit fragments.
+            let bytes = peer.heap_bytes(live, 455, warm + ops) * 2;
+            peers[i] = with_peer(peer, bytes, |heap, region| {
+                let t = mixed_cell(heap, live, warm, ops, tpk, true);
+                let pair =
+                    t.per_pair.saturating_sub(mixed_cell(&mut Null, live, warm, ops, tpk, false).per_pair);
+                // The same run again (same seed: the same requests), recording the footprint.
+                let mut tracked = Tracked { inner: heap, high_water: region.start() as usize };
+                let m = mixed_cell(&mut tracked, live, warm, ops, tpk, true);
+                let pages = (tracked.high_water - region.start() as usize).div_ceil(4096) as u64;
+                (pair, pages, m.live_bytes)
+            });
+            match peers[i] {
+                Some((pair, pages, bytes)) => {
+                    emit(format_args!("peer.{}.mixed.{live}.random", peer.key()), pair);
+                    emit_fraction(
+                        format_args!("mem.{}.mixed.{live}.pages_per_live_byte", peer.key()),
+                        pages,
+                        bytes,
+                    );
+                    mem[i + 1] = (pages, bytes);
+                }
+                None => kprintln!("  (no contiguous region of {} MiB for {})", bytes >> 20, peer.key()),
             }
-            None => kprintln!(
-                "  8-2048  {live:>7}  random  {k:>9}  (no contiguous {} MiB for the heap)",
-                heap_bytes >> 20
-            ),
         }
+        let best = peers.iter().flatten().map(|p| p.0).min().unwrap_or(0);
+        let col = |i: usize| peers[i].map_or(0, |p| p.0);
+        kprintln!(
+            "  {live:>6}  {k_pair:>8}  {:>11}  {:>9}  {:>9}  {:>12}   {:>12}   {:>9}{}",
+            col(0),
+            col(1),
+            col(2),
+            col(3),
+            Ratio(best, k_pair),
+            LinuxCol(if live == 10_000 { "kmalloc.mixed.10000.random" } else { "" }),
+            if live == 10_000 { "   <- goal: <= 150" } else { "" }
+        );
+        memory.push((live, mem));
     }
-}
-
-fn per_pair_minus(raw: u64, overhead: u64) -> u64 {
-    raw.saturating_sub(overhead)
+    kprintln!("memory for the mixed workload: pages held, and bytes held per live byte requested (kmalloc: the slab pages it");
+    kprintln!("took from the buddy allocator; a region heap: the pages up to the highest byte it handed out; 1.00 = no overhead)");
+    kprintln!("    live    kmalloc          linked_list      talc             rlsf             buddy_system");
+    for (live, m) in memory {
+        kprint!("  {live:>6}");
+        for (pages, bytes) in m {
+            let per = pages * 4096 * 100 / bytes.max(1);
+            kprint!("  {pages:>7} {:>3}.{:02}", per / 100, per % 100);
+        }
+        kprintln!();
+    }
 }
 
 pub fn run(tpk: u64) {
     kprintln!();
     kprintln!("== slab / kmalloc ==");
-    kprintln!("kmalloc + kfree pair (GFP_KERNEL) vs linked_list_allocator (first fit) on the same workload, instructions per pair,");
+    kprintln!("kmalloc + kfree pair (GFP_KERNEL) vs the peer heaps on the same workload over buddy pages, instructions per pair,");
     kprintln!("loop overhead subtracted; a pair frees one of `live` objects (LIFO: newest, FIFO: oldest, random) and allocates its replacement.");
-    kprintln!(
-        "goals: 64-byte pair <= 50 instructions; >= 100x fewer than linked_list_allocator at 10k live."
-    );
+    kprintln!("`vs best peer`: the fastest peer's figure / kmalloc's (above 1x: kmalloc is faster). goals: 64-byte pair <= 50 instructions.");
     building_blocks(tpk);
-    let overhead = cell(&mut Null, 64, 100, 20_000, tpk, false);
     let cache =
         crate::mm::slab::kmalloc_instance().kmalloc_slab(64, GfpFlags::GFP_KERNEL).expect("kmalloc-64");
-    let direct = cell(&mut Cache(cache), 64, 100, 20_000, tpk, true);
+    let direct = net_cell(&mut Cache(cache), 64, 100, OPS, tpk, true);
+    let zeroed = net_cell(&mut Kzalloc, 64, 100, OPS, tpk, true);
+    for (i, &(_, name)) in PATTERNS.iter().enumerate() {
+        emit(format_args!("kmem_cache.64.100.{name}"), direct[i]);
+        emit(format_args!("kzalloc.64.100.{name}"), zeroed[i]);
+    }
     kprintln!(
         "kmem_cache_alloc + kmem_cache_free on kmalloc-64 directly (no kmalloc layer), 100 live: LIFO {}, FIFO {}, random {}",
-        per_pair_minus(direct[0], overhead[0]),
-        per_pair_minus(direct[1], overhead[1]),
-        per_pair_minus(direct[2], overhead[2])
+        direct[0],
+        direct[1],
+        direct[2]
     );
     kprintln!(
-        "   size     live  pattern   kmalloc  linked_list   ratio   (measured pairs: kmalloc / linked_list)"
+        "kzalloc(64) + kfree, 100 live: LIFO {} (Linux 6.1: {}), FIFO {}, random {}",
+        zeroed[0],
+        LinuxCol("kzalloc.64.100.lifo"),
+        zeroed[1],
+        zeroed[2]
     );
+    kprintln!();
+    kprintln!("same-size objects: instructions per pair");
+    kprintln!("   size     live  pattern   kmalloc  linked_list       talc       rlsf  buddy_system   vs best peer   Linux 6.1");
     for &live in &LIVES {
         for &size in &SIZES {
-            if live * size > MAX_LIVE_BYTES {
-                kprintln!(
-                    "  {size:>5}  {live:>7}  (skipped: a live set of {} MiB per allocator does not fit the 1 GiB bench boot)",
-                    (live * size) >> 20
-                );
-                continue;
+            let k = net_cell(&mut Kmalloc, size, live, OPS, tpk, true);
+            let mut peers = [None; 4];
+            for (i, peer) in Peer::ALL.into_iter().enumerate() {
+                let ops = peer_ops(peer, live);
+                let bytes = peer.heap_bytes(live, size, cell_allocs(ops));
+                peers[i] = with_peer(peer, bytes, |heap, _| {
+                    let raw = cell(heap, size, live, ops, tpk, true);
+                    let overhead = cell(&mut Null, size, live, ops, tpk, false);
+                    core::array::from_fn::<u64, 3, _>(|j| raw[j].saturating_sub(overhead[j]))
+                });
+                if peers[i].is_none() {
+                    kprintln!(
+                        "  (no contiguous region of {} MiB for {} at {size} B x {live})",
+                        bytes >> 20,
+                        peer.key()
+                    );
+                }
             }
-            let slab_ops = 20_000;
-            // First fit walks its hole list: fewer steps where it is slow.
-            let ll_ops = match live {
-                100 => 10_000,
-                10_000 => 2_000,
-                _ => 500,
-            };
-            let overhead = cell(&mut Null, size, live, slab_ops, tpk, false);
-            let k = cell(&mut Kmalloc, size, live, slab_ops, tpk, true);
-            shrink_all();
-            // The heap holds the live set with first fit's 16-byte minimum and some room.
-            let heap_bytes = live * size.max(16) + live * size.max(16) / 8 + (64 << 10);
-            let l = match Region::new(heap_bytes) {
-                Some(region) => {
-                    // SAFETY: the region is RAM this function owns (allocated above, freed when
-                    // `region` drops after the heap is no longer used), mapped by the direct map.
-                    let heap = unsafe { Heap::new(region.start(), region.len()) };
-                    let l = cell(&mut LinkedList { heap }, size, live, ll_ops, tpk, false);
-                    // The heap is gone; only now is its memory given back.
-                    drop(region);
-                    Some(l)
-                }
-                None => None,
-            };
-            let ll_overhead = cell(&mut Null, size, live, ll_ops, tpk, false);
-            for (i, &(_, name)) in PATTERNS.iter().enumerate() {
-                let kv = per_pair_minus(k[i], overhead[i]);
-                match l {
-                    Some(l) => {
-                        let lv = per_pair_minus(l[i], ll_overhead[i]);
-                        let ratio10 = lv * 10 / kv.max(1);
-                        kprintln!(
-                            "  {size:>5}  {live:>7}  {name:<7} {kv:>9}  {lv:>11}  {:>5}.{}x   ({slab_ops} / {ll_ops}){}",
-                            ratio10 / 10,
-                            ratio10 % 10,
-                            if size == 64 && i == 0 && live == 100 { "   <- goal: kmalloc <= 50" } else { "" }
-                        );
+            for (j, &(_, name)) in PATTERNS.iter().enumerate() {
+                let key_k = alloc::format!("kmalloc.{size}.{live}.{name}");
+                emit(format_args!("{key_k}"), k[j]);
+                for (i, peer) in Peer::ALL.into_iter().enumerate() {
+                    if let Some(p) = peers[i] {
+                        emit(format_args!("peer.{}.{size}.{live}.{name}", peer.key()), p[j]);
                     }
-                    None => kprintln!(
-                        "  {size:>5}  {live:>7}  {name:<7} {kv:>9}  (no contiguous {} MiB for the heap)",
-                        heap_bytes >> 20
-                    ),
                 }
+                let col = |i: usize| peers[i].map_or(0, |p| p[j]);
+                let best = peers.iter().flatten().map(|p| p[j]).min().unwrap_or(0);
+                kprintln!(
+                    "  {size:>5}  {live:>7}  {name:<7} {:>9}  {:>11}  {:>9}  {:>9}  {:>12}   {:>12}   {:>9}{}",
+                    k[j],
+                    col(0),
+                    col(1),
+                    col(2),
+                    col(3),
+                    Ratio(best, k[j]),
+                    LinuxCol(&key_k),
+                    if size == 64 && j == 0 && live == 100 { "   <- goal: kmalloc <= 50" } else { "" }
+                );
             }
         }
     }
-    kprintln!("mixed sizes (uniform over 8, 16, ..., 2048 bytes), random frees: the fragmenting workload");
     mixed_rows(tpk);
 }
 
@@ -393,41 +370,48 @@ fn building_blocks(tpk: u64) {
     let empty = measure(tpk, N, || {
         core::hint::black_box(0);
     });
-    let rows: [(&str, u64); 5] = [
+    let rows: [(&str, &str, u64); 5] = [
         (
+            "in_interrupt",
             "arch::in_interrupt() (might_sleep check)",
             measure(tpk, N, || {
                 core::hint::black_box(crate::arch::in_interrupt());
             }),
         ),
         (
+            "irq_spinlock",
             "IrqSpinLock lock + unlock (cli/sti + spin::Mutex)",
             measure(tpk, N, || {
                 *lock.lock() += 1;
             }),
         ),
         (
+            "page_lookup",
             "Node::page(pfn) (descriptor lookup, done per free)",
             measure(tpk, N, || {
                 core::hint::black_box(node.page(core::hint::black_box(::mm::Pfn(0x2000))));
             }),
         ),
         (
+            "kmalloc_slab",
             "kmalloc_slab(64) (size class lookup)",
             measure(tpk, N, || {
                 core::hint::black_box(kmalloc.kmalloc_slab(core::hint::black_box(64), gfp));
             }),
         ),
         (
-            "ksize(obj) (the free path's owner lookup: find_block + object check)",
+            "ksize",
+            "ksize(obj) (the free path's owner lookup)",
             measure(tpk, N, || {
                 let _ = core::hint::black_box(crate::mm::slab::ksize(core::hint::black_box(obj.as_ptr())));
             }),
         ),
     ];
     kprintln!("building blocks, instructions per call (call loop overhead of {empty} subtracted):");
-    for (what, cost) in rows {
-        kprintln!("  {:>5}  {what}", cost.saturating_sub(empty));
+    for (key, what, cost) in rows {
+        let net = cost.saturating_sub(empty);
+        kprintln!("  {net:>5}  {what}");
+        emit(format_args!("part.{key}"), net);
     }
     cache.free(obj).expect("bench object free");
 }
