@@ -11,6 +11,12 @@
 //! Since every section's descriptors start at a multiple of the section size in the array,
 //! `index & mask == pfn & mask`.
 //!
+//! For the free fast paths, `section_mem_map[section]` holds the address of the section's
+//! descriptors biased by its first pfn (Linux's `section_mem_map` encoding), so `pfn -> &Page` is
+//! a shift, a bounds check, one load and `biased + pfn * 32`: no masking, no second table. (A
+//! virtually contiguous vmemmap would drop the load and the check; it needs page tables for the
+//! descriptor array, which this crate does not map.)
+//!
 //! The descriptor array and tables are carved out of memblock and reached through the direct
 //! map; they are never freed.
 
@@ -62,6 +68,8 @@ impl fmt::Display for MemMapError {
 /// The sparse array of page descriptors. See the module documentation.
 pub struct MemMap {
     pages: NonNull<Page>,
+    /// Per section: `pages + first index - first pfn` (wrapping), null for absent sections.
+    section_mem_map: NonNull<*const Page>,
     nr_pages: usize,
     section_table: NonNull<u32>,
     nr_sections: usize,
@@ -122,7 +130,7 @@ impl MemMap {
             return Err(MemMapError::TooManyPages { pages: nr_pages });
         }
 
-        let table_bytes = 4 * (nr_sections + nr_slots) as u64;
+        let table_bytes = (8 * nr_sections + 4 * (nr_sections + nr_slots)) as u64;
         let tables = mb
             .alloc(table_bytes, 64, "mem_map tables")
             .ok_or(MemMapError::MemBlockExhausted { what: "mem_map tables", bytes: table_bytes })?;
@@ -131,13 +139,19 @@ impl MemMap {
             .alloc(map_bytes, 64, "mem_map")
             .ok_or(MemMapError::MemBlockExhausted { what: "mem_map", bytes: map_bytes })?;
 
-        let section_table = dm.virt(tables) as *mut u32;
+        let section_mem_map = dm.virt(tables) as *mut *const Page;
         // SAFETY: the tables are a fresh memblock allocation of `table_bytes` bytes, mapped by
-        // `dm` (caller's contract) and owned by us; u32 writes are 4-aligned (page aligned base).
+        // `dm` (caller's contract) and owned by us: `nr_sections` pointers (8-aligned: the base
+        // is 64-aligned), then `nr_sections + nr_slots` u32s.
+        let section_table = unsafe { section_mem_map.add(nr_sections) } as *mut u32;
+        // SAFETY: as above.
         let slot_section = unsafe { section_table.add(nr_sections) };
         for s in 0..nr_sections {
             // SAFETY: `s < nr_sections`, inside the table allocation (see above).
-            unsafe { section_table.add(s).write(NO_SECTION) };
+            unsafe {
+                section_table.add(s).write(NO_SECTION);
+                section_mem_map.add(s).write(core::ptr::null());
+            }
         }
         let pages = dm.virt(map) as *mut Page;
         let mut slot = 0usize;
@@ -157,6 +171,15 @@ impl MemMap {
                 }
                 let base_pfn = s << section_page_bits;
                 let base_idx = slot as u64 * pps;
+                // Biased by the first pfn: `biased + pfn` is the descriptor of `pfn` for every pfn
+                // of the section (wrapping arithmetic; only those in-bounds results are used).
+                let biased =
+                    (pages as *const Page).wrapping_add(base_idx as usize).wrapping_sub(base_pfn as usize);
+                // A null `biased` would read as an absent section; impossible for a direct-map
+                // array (kernel addresses lie far above any pfn * 32), checked anyway.
+                assert!(!biased.is_null(), "mem_map: biased section pointer is null");
+                // SAFETY: `s < nr_sections` (see above).
+                unsafe { section_mem_map.add(s as usize).write(biased) };
                 // Bulk initialisation: one 32-byte store per page (`zone_of` is two compares).
                 for i in 0..pps {
                     let desc = Page::new_reserved(zone_of(base_pfn + i), node);
@@ -170,6 +193,8 @@ impl MemMap {
         Ok(MemMap {
             // SAFETY: direct-map pointers of allocated RAM are never null.
             pages: unsafe { NonNull::new_unchecked(pages) },
+            // SAFETY: as above.
+            section_mem_map: unsafe { NonNull::new_unchecked(section_mem_map) },
             nr_pages: nr_pages as usize,
             // SAFETY: as above.
             section_table: unsafe { NonNull::new_unchecked(section_table) },
@@ -228,13 +253,22 @@ impl MemMap {
     }
 
     /// The descriptor of `pfn`, if its section has descriptors (holes inside a present section
-    /// have reserved descriptors).
+    /// have reserved descriptors). One table load (see the module documentation).
     #[inline]
     pub fn page(&self, pfn: Pfn) -> Option<&Page> {
-        let idx = self.pfn_to_index(pfn)?;
-        // SAFETY: indices from the section table are below `nr_pages`; descriptors live as
-        // long as `self`.
-        Some(unsafe { &*self.pages.as_ptr().add(idx as usize) })
+        // `wrapping_shr`: the shift is below 64 by construction; no overflow check needed.
+        let section = pfn.0.wrapping_shr(self.section_page_bits) as usize;
+        if section >= self.nr_sections {
+            return None;
+        }
+        // SAFETY: `section < nr_sections`; the table is initialised and never written again.
+        let biased = unsafe { *self.section_mem_map.as_ptr().add(section) };
+        if biased.is_null() {
+            return None;
+        }
+        // SAFETY: `biased + pfn` is the descriptor of `pfn` inside the section's descriptors,
+        // which are initialised and live as long as `self`.
+        Some(unsafe { &*biased.wrapping_add(pfn.0 as usize) })
     }
 
     /// The index of a descriptor of this map (`None` for any other reference).

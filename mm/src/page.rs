@@ -46,6 +46,7 @@ pub enum PageState {
 }
 
 impl PageState {
+    #[inline]
     pub fn from_u8(v: u8) -> PageState {
         match v {
             1 => PageState::Buddy,
@@ -96,7 +97,8 @@ pub struct Page {
     /// Intrusive list links as page indices ([`NO_PAGE`] = none): buddy free lists, slab lists.
     pub next: AtomicU32,
     pub prev: AtomicU32,
-    /// Owner-defined word. Slab: the owning cache. vmalloc: the area's start address.
+    /// Owner-defined word. Slab: the owning cache. vmalloc: the area's start address. Tail of
+    /// a compound block (slab or kmalloc-large): `head pfn << 1 | 1` (see [`Page::set_compound_head`]).
     pub private: AtomicUsize,
     /// Owner-defined word. Slab: the (encoded) free-list head of the slab.
     pub freelist: AtomicUsize,
@@ -124,6 +126,11 @@ impl Page {
     pub fn state(&self) -> PageState {
         PageState::from_u8(self.state.load(Relaxed))
     }
+    /// Is the page in state `s`? (One byte compare: what the fast paths use.)
+    #[inline(always)]
+    pub fn state_is(&self, s: PageState) -> bool {
+        self.state.load(Relaxed) == s as u8
+    }
     #[inline]
     pub fn set_state(&self, state: PageState) {
         self.state.store(state as u8, Relaxed)
@@ -150,6 +157,53 @@ impl Page {
     #[inline]
     pub fn node(&self) -> u8 {
         self.node
+    }
+}
+
+/// Compound pages (Linux's `compound_head`): the tail descriptors of a multi-page slab or
+/// kmalloc-large block name their head in `private` with bit 0 set, so an address anywhere in the
+/// block finds its owner in two descriptor loads instead of a probe per order. Heads keep their
+/// own `private` (the cache), whose bit 0 is clear (caches are 8-aligned). Tail states are left as
+/// the page allocator keeps them; the tag is cleared before the block goes back to it, and
+/// readers check the head's state and extent, so a stale word can never name a wrong owner.
+impl Page {
+    /// Marks this descriptor as a tail of the compound block headed by `head`.
+    #[inline]
+    pub fn set_compound_head(&self, head: Pfn) {
+        self.private.store(((head.0 as usize) << 1) | 1, Relaxed)
+    }
+
+    /// Clears the tail mark (the block is being freed).
+    #[inline]
+    pub fn clear_compound_head(&self) {
+        self.private.store(0, Relaxed)
+    }
+
+    /// The head this descriptor names if it is marked as a compound tail. A claim only: the
+    /// caller checks that the head's block covers the tail.
+    #[inline]
+    pub fn compound_head(&self) -> Option<Pfn> {
+        let link = self.private.load(Relaxed);
+        (link & 1 != 0).then_some(Pfn((link >> 1) as u64))
+    }
+}
+
+/// Marks the tails `head + 1 .. head + 2^order` of a block as compound tails of `head`
+/// (`prep_compound_page`). Tails the provider does not describe are skipped (never looked up).
+pub fn prep_compound_page<P: PageProvider + ?Sized>(provider: &P, head: Pfn, order: u32) {
+    for i in 1..1u64 << order {
+        if let Some(p) = provider.page(Pfn(head.0 + i)) {
+            p.set_compound_head(head);
+        }
+    }
+}
+
+/// Undoes [`prep_compound_page`] before the block is freed.
+pub fn clear_compound_page<P: PageProvider + ?Sized>(provider: &P, head: Pfn, order: u32) {
+    for i in 1..1u64 << order {
+        if let Some(p) = provider.page(Pfn(head.0 + i)) {
+            p.clear_compound_head();
+        }
     }
 }
 

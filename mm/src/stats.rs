@@ -307,7 +307,7 @@ mod tests {
         );
         assert!(s.contains("KiB  test reserved\n"));
         assert!(s.contains(
-            "mem_map: 3840 descriptors x 32 B = 120 KiB in 15 of 16 sections (1 MiB each), tables 124 B\n"
+            "mem_map: 3840 descriptors x 32 B = 120 KiB in 15 of 16 sections (1 MiB each), tables 252 B\n"
         ));
     }
 

@@ -85,7 +85,7 @@ impl<T> Drop for IrqSpinLockGuard<'_, T> {
 /// Interrupt-flag control. The only architecture-specific code in this crate, and only on the
 /// bare-metal target.
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
-mod irq {
+pub(crate) mod irq {
     #[inline]
     pub fn save_and_disable() -> bool {
         let rflags: u64;
@@ -110,7 +110,7 @@ mod irq {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
-mod irq {
+pub(crate) mod irq {
     #[inline]
     pub fn save_and_disable() -> bool {
         false

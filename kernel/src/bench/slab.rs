@@ -307,6 +307,7 @@ pub fn run(tpk: u64) {
         zeroed[1],
         zeroed[2]
     );
+    slub_stats_of_one_cell(tpk);
     kprintln!();
     kprintln!("same-size objects: instructions per pair");
     kprintln!("   size     live  pattern   kmalloc  linked_list       talc       rlsf  buddy_system   vs best peer   Linux 6.1");
@@ -355,6 +356,31 @@ pub fn run(tpk: u64) {
         }
     }
     mixed_rows(tpk);
+}
+
+/// The SLUB_STATS counters of kmalloc-64 over one kmalloc(64) cell (100 live, every pattern):
+/// which path the pairs took.
+fn slub_stats_of_one_cell(tpk: u64) {
+    use ::mm::slab::SlabStat;
+    let cache =
+        crate::mm::slab::kmalloc_instance().kmalloc_slab(64, GfpFlags::GFP_KERNEL).expect("kmalloc-64");
+    let before = SlabStat::ALL.map(|s| cache.stat(s));
+    net_cell(&mut Kmalloc, 64, 100, OPS, tpk, true);
+    kprint!(
+        "SLUB_STATS of kmalloc-64 over the kmalloc(64) x 100 cell ({} steps of each pattern, the live set built and freed):",
+        OPS + OPS / 10
+    );
+    let delta: [u64; ::mm::slab::NR_SLAB_STATS] =
+        core::array::from_fn(|i| cache.stat(SlabStat::ALL[i]) - before[i]);
+    for (s, d) in SlabStat::ALL.into_iter().zip(delta) {
+        if d != 0 {
+            kprint!(" {} {d}", s.name());
+        }
+    }
+    kprintln!();
+    for (s, d) in SlabStat::ALL.into_iter().zip(delta) {
+        emit(format_args!("slub_stats.kmalloc-64.{}", s.name()), d);
+    }
 }
 
 /// What the pieces of a kmalloc + kfree pair cost, to see where the instructions go.

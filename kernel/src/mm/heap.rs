@@ -9,7 +9,9 @@ use core::ptr::NonNull;
 
 use ::mm::{AllocError, GfpFlags};
 
-use super::slab::{implicit_gfp, is_ready, kfree, kmalloc_instance, kmalloc_size_for};
+use ::mm::kmalloc::KMALLOC_MAX_CACHE_SIZE;
+
+use super::slab::{implicit_gfp, is_ready, kfree, kfree_large, kmalloc_instance, kmalloc_size_for};
 
 struct KernelHeap;
 
@@ -27,9 +29,13 @@ unsafe impl GlobalAlloc for KernelHeap {
         heap_alloc(layout, true)
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // A failure here means heap corruption or a foreign pointer; kfree has reported it.
-        let _ = kfree(ptr);
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // A failure here means heap corruption or a foreign pointer; kfree has reported it. The
+        // layout says which side of KMALLOC_MAX_CACHE_SIZE the block is (`kmalloc_size_for`
+        // exceeds it exactly when the size or the alignment does): a kmalloc-large block skips
+        // the slab fast path, whose lookup could only find a large head and fall through.
+        let large = layout.size() > KMALLOC_MAX_CACHE_SIZE || layout.align() > KMALLOC_MAX_CACHE_SIZE;
+        let _ = if large { kfree_large(ptr) } else { kfree(ptr) };
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

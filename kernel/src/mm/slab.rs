@@ -19,7 +19,7 @@ pub type KmemCache = CacheHandle<'static, Node>;
 static KMALLOC: spin::Once<Kmalloc<'static, Node>> = spin::Once::new();
 
 /// The kmalloc instance (and through it the slab allocator). Panics before [`init`].
-#[inline]
+#[inline(always)]
 pub fn kmalloc_instance() -> &'static Kmalloc<'static, Node> {
     KMALLOC.get().expect("kmalloc used before mm::slab::init")
 }
@@ -51,6 +51,8 @@ pub fn init(slab_debug: Option<&'static str>) {
             ::mm::slab::debug::SlabDebugConfig::NONE
         }
     };
+    // Per-CPU slabs are indexed by the running CPU (before any cache exists).
+    ::mm::slab::set_this_cpu_fn(slab_cpu);
     let slab_allocator = SlabAllocator::new(super::node(), hardening_seed(), debug)
         .unwrap_or_else(|e| panic!("cannot bootstrap the slab allocator: {e}"));
     let kmalloc =
@@ -59,10 +61,51 @@ pub fn init(slab_debug: Option<&'static str>) {
     register_shrinker(shrink_all);
 }
 
+/// The running CPU's slot in the per-CPU slabs (`smp_processor_id()` through GS).
+fn slab_cpu() -> ::mm::buddy::CpuId {
+    let cpu = crate::arch::percpu::cpu_id() as usize;
+    ::mm::buddy::CpuId::new(cpu).unwrap_or_else(|| panic!("CPU {cpu} has no per-CPU slab slot (NR_CPUS)"))
+}
+
 /// Returns every empty slab of every cache to the buddy allocator (the page allocator's
-/// reclaim hook); returns the pages freed.
+/// reclaim hook); returns the pages freed. Where it can, it first drains every CPU's per-CPU
+/// slabs and sheaves ([`flush_all_cpus`]), so that their objects' slabs can empty too.
 pub fn shrink_all() -> usize {
-    slab().shrink_all()
+    flush_all_cpus() + slab().shrink_all()
+}
+
+/// Linux's `flush_all()`: every online CPU drains its per-CPU slabs and sheaves of every cache
+/// ([`flush_this_cpu`]), the other CPUs through an IPI (`on_each_cpu`), so that
+/// `/proc/slabinfo` and object counts are exact afterwards. Returns the pages freed.
+///
+/// Cross-CPU calls need interrupts enabled here (a CPU holding an `IrqSpinLock` the targets
+/// spin on, with interrupts off, would deadlock them): every allocator lock disables
+/// interrupts, so a call from inside the allocator (reclaim under a lock) or from an interrupt
+/// handler drains only the running CPU, which is always safe.
+pub fn flush_all_cpus() -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    let can_ipi = ::mm::cpus::num_online_cpus() > 1
+        && !crate::arch::in_interrupt()
+        && !crate::arch::interrupts::irqs_disabled();
+    if !can_ipi {
+        return flush_this_cpu();
+    }
+    let freed = AtomicUsize::new(0);
+    let flush = || {
+        freed.fetch_add(flush_this_cpu(), Ordering::Relaxed);
+    };
+    if crate::arch::smp_call::on_each_cpu(&flush).is_err() {
+        // Refused (and reported) only when the conditions above changed under us.
+        return flush_this_cpu();
+    }
+    freed.into_inner()
+}
+
+/// Drains this CPU's slab of every cache (`flush_cpu_slab`), so that `/proc/slabinfo` counts
+/// only objects in use (objects parked on a CPU's private list count as active, as on Linux).
+/// An SMP kernel runs it on every CPU (IPI) to drain them all. Returns the pages freed.
+pub fn flush_this_cpu() -> usize {
+    slab().flush_this_cpu()
 }
 
 /// The per-boot random value that free pointers are encoded with (`SLAB_FREELIST_HARDENED`):
@@ -82,7 +125,10 @@ fn hardening_seed() -> usize {
 }
 
 /// Linux's `warn_alloc` for kmalloc: one line unless `__GFP_NOWARN`. `loc` is the caller of the
-/// kmalloc entry point (taken there: inside a `map_err` closure it would be this file).
+/// kmalloc entry point (taken there: inside a `map_err` closure it would be this file). Cold and
+/// out of line: the formatting stays off the allocation fast path.
+#[cold]
+#[inline(never)]
 fn warn_failure(
     what: &str,
     size: usize,
@@ -105,12 +151,15 @@ fn warn_failure(
 /// A refused free is a bug in the caller (Linux BUGs or warns); report it, keep running. `loc` is
 /// taken by the `#[track_caller]` entry point itself: inside the `inspect_err` closures the
 /// caller location would be this file.
+#[cold]
+#[inline(never)]
 fn report_bad_free(what: &str, e: &SlabError, loc: &core::panic::Location<'_>) {
     crate::error!("{what} refused at {}:{}: {e}", loc.file(), loc.line());
 }
 
 /// `kmalloc(size, gfp)`: `size` bytes, physically contiguous, in the direct map.
 #[track_caller]
+#[inline]
 pub fn kmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
     might_sleep_if(gfp);
     let loc = core::panic::Location::caller();
@@ -167,9 +216,31 @@ pub fn ksize(ptr: *const u8) -> Result<usize, SlabError> {
 /// `kfree`. Null and `ZERO_SIZE_PTR` are fine; a pointer kmalloc does not own, an interior
 /// pointer or a double free is refused, reported and changes nothing.
 #[track_caller]
+#[inline]
 pub fn kfree(ptr: *const u8) -> Result<(), SlabError> {
+    let km = kmalloc_instance();
+    // The fast path returns a bool, so the 80-byte error type is only built (and copied) on the
+    // slow path.
+    if km.kfree_fast(ptr) {
+        return Ok(());
+    }
+    kfree_slow(km, ptr)
+}
+
+/// `kfree` of a block the caller knows is no slab object (the global allocator, from the
+/// `Layout`): straight to the path that frees kmalloc-large blocks and reports bad pointers.
+#[track_caller]
+pub(crate) fn kfree_large(ptr: *const u8) -> Result<(), SlabError> {
+    kfree_slow(kmalloc_instance(), ptr)
+}
+
+/// `#[track_caller]` too, so the free track of debug caches and the report name the caller of
+/// [`kfree`].
+#[track_caller]
+#[inline(never)]
+fn kfree_slow(km: &'static Kmalloc<'static, Node>, ptr: *const u8) -> Result<(), SlabError> {
     let loc = core::panic::Location::caller();
-    kmalloc_instance().kfree(ptr).inspect_err(|e| report_bad_free("kfree", e, loc))
+    km.kfree(ptr).inspect_err(|e| report_bad_free("kfree", e, loc))
 }
 
 /// `kfree_sensitive`: zeroes the block before freeing it.

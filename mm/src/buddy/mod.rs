@@ -63,6 +63,7 @@ impl CpuId {
     pub const BOOT: CpuId = CpuId(0);
 
     /// `None` if `cpu >= NR_CPUS`.
+    #[inline]
     pub const fn new(cpu: usize) -> Option<CpuId> {
         if cpu < NR_CPUS {
             Some(CpuId(cpu))
@@ -71,6 +72,7 @@ impl CpuId {
         }
     }
 
+    #[inline]
     pub const fn index(self) -> usize {
         self.0
     }
@@ -501,9 +503,11 @@ impl PageProvider for Node {
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         Node::free_pages(self, pfn, order)
     }
+    #[inline]
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         Node::page(self, pfn)
     }
+    #[inline]
     fn direct_map(&self) -> DirectMap {
         self.dm
     }

@@ -11,10 +11,12 @@ use core::ptr::NonNull;
 use core::sync::atomic::{compiler_fence, Ordering::SeqCst};
 
 use crate::addr::{Pfn, PAGE_SIZE};
+use crate::buddy::CpuId;
 use crate::gfp::GfpFlags;
 use crate::page::{PageProvider, PageState};
 use crate::slab::layout::get_order;
-use crate::slab::root::find_block;
+use crate::slab::percpu::this_cpu;
+use crate::slab::root::{find_block, find_slab};
 use crate::slab::{CacheHandle, KmemCache, SlabAllocator, SlabError, SlabFlags};
 use crate::AllocError;
 
@@ -67,7 +69,7 @@ const SIZE_INDEX: [u8; 24] = [0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6,
 #[inline]
 pub fn kmalloc_index(size: usize) -> usize {
     if size <= 192 {
-        SIZE_INDEX[(size - 1) / 8] as usize
+        SIZE_INDEX[size.wrapping_sub(1) / 8] as usize
     } else {
         // 256 -> 7, 512 -> 8, ..., 8192 -> 12.
         size.next_power_of_two().trailing_zeros() as usize - 1
@@ -78,6 +80,9 @@ pub fn kmalloc_index(size: usize) -> usize {
 pub struct Kmalloc<'p, P: PageProvider> {
     slab: SlabAllocator<'p, P>,
     caches: [[NonNull<KmemCache<'p, P>>; 13]; 2],
+    provider: &'p P,
+    /// Direct-map address of physical 0: address -> pfn in the free fast path.
+    dm_base: usize,
 }
 
 // SAFETY: the caches are `Sync` and never destroyed (their handles were forgotten on purpose).
@@ -105,7 +110,9 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
                 caches[dma][i] = handle.as_ptr();
             }
         }
-        Ok(Kmalloc { slab, caches })
+        let provider = slab.provider();
+        let dm_base = provider.direct_map().pfn_to_virt(Pfn(0)) as usize;
+        Ok(Kmalloc { slab, caches, provider, dm_base })
     }
 
     pub fn slab(&self) -> &SlabAllocator<'p, P> {
@@ -113,6 +120,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
     }
 
     /// The cache serving `size` bytes with `gfp` (None above `KMALLOC_MAX_CACHE_SIZE` or for 0).
+    #[inline(always)]
     pub fn kmalloc_slab(&self, size: usize, gfp: GfpFlags) -> Option<&KmemCache<'p, P>> {
         if size == 0 || size > KMALLOC_MAX_CACHE_SIZE {
             return None;
@@ -125,11 +133,12 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
     /// `kmalloc`: at least `size` bytes, physically contiguous, aligned to 8 (and to `size` for
     /// powers of two up to a page). `kmalloc(0)` is [`ZERO_SIZE_PTR`].
     #[track_caller]
+    #[inline(always)]
     pub fn kmalloc(&self, size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
         self.kmalloc_traced(size, gfp, Location::caller())
     }
 
-    #[inline]
+    #[inline(always)]
     fn kmalloc_traced(
         &self,
         size: usize,
@@ -149,6 +158,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         self.kmalloc_large(size, gfp)
     }
 
+    #[inline(never)]
     fn kmalloc_large(&self, size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
         let order = get_order(size);
         let provider = self.slab.provider();
@@ -166,6 +176,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             return Err(AllocError::OutOfMemory { order });
         };
         page.set_order(order);
+        crate::page::prep_compound_page(provider, pfn, order);
         page.set_state(PageState::KmallocLarge);
         let p = provider.direct_map().pfn_to_virt(pfn);
         if gfp.contains(GfpFlags::__GFP_ZERO) {
@@ -232,8 +243,48 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
     /// `kfree`. Null and `ZERO_SIZE_PTR` are accepted; anything kmalloc (or a slab cache) does not
     /// own, interior pointers and double frees are refused with the state unchanged.
     #[track_caller]
+    #[inline(always)]
     pub fn kfree(&self, ptr: *const u8) -> Result<(), SlabError> {
-        self.kfree_inner(ptr, false, Location::caller())
+        let cpu = this_cpu();
+        if self.kfree_fast_on(cpu, ptr) {
+            return Ok(());
+        }
+        self.kfree_slow(cpu, ptr, Location::caller())
+    }
+
+    /// `kfree`'s fast path alone: `true` if `ptr` was freed onto the running CPU's private list;
+    /// `false` if it was left alone (any other case, good or bad), and [`Self::kfree`] must take
+    /// it. Lets a caller keep its own error reporting out of the fast path.
+    #[inline(always)]
+    pub fn kfree_fast(&self, ptr: *const u8) -> bool {
+        self.kfree_fast_on(this_cpu(), ptr)
+    }
+
+    /// The fast path: a slab object of a non-debug cache whose slab is CPU `cpu`'s active one
+    /// goes onto that CPU's private list. `false` for everything else (other slabs, large
+    /// blocks, bad pointers, null), which the slow path handles and reports.
+    #[inline(always)]
+    fn kfree_fast_on(&self, cpu: CpuId, ptr: *const u8) -> bool {
+        let Some((pfn, page)) = find_slab(self.provider, self.dm_base, ptr as usize) else {
+            return false;
+        };
+        // SAFETY: a `Slab` head's `private` is its live cache.
+        let cache = unsafe {
+            &*core::ptr::with_exposed_provenance::<KmemCache<'p, P>>(
+                page.private.load(core::sync::atomic::Ordering::Relaxed),
+            )
+        };
+        cache.free_fast(cpu, pfn, page, ptr as usize)
+    }
+
+    #[inline(never)]
+    fn kfree_slow(
+        &self,
+        cpu: CpuId,
+        ptr: *const u8,
+        loc: &'static Location<'static>,
+    ) -> Result<(), SlabError> {
+        self.kfree_inner_on(cpu, ptr, false, loc)
     }
 
     /// `kfree_sensitive`: zeroes the block (what its owner could have written) before freeing.
@@ -242,9 +293,18 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         self.kfree_inner(ptr, true, Location::caller())
     }
 
-    #[inline]
     fn kfree_inner(
         &self,
+        ptr: *const u8,
+        zero: bool,
+        loc: &'static Location<'static>,
+    ) -> Result<(), SlabError> {
+        self.kfree_inner_on(this_cpu(), ptr, zero, loc)
+    }
+
+    fn kfree_inner_on(
+        &self,
+        cpu: CpuId,
         ptr: *const u8,
         zero: bool,
         loc: &'static Location<'static>,
@@ -253,7 +313,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             return Ok(());
         }
         match self.lookup(ptr)? {
-            Owner::Slab { cache, pfn, page } => cache.free_in_slab(pfn, page, ptr as usize, zero, loc),
+            Owner::Slab { cache, pfn, page } => cache.free_in_slab(cpu, pfn, page, ptr as usize, zero, loc),
             Owner::Large { pfn, order, page } => {
                 let provider = self.slab.provider();
                 if zero {
@@ -263,6 +323,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
                     compiler_fence(SeqCst);
                 }
                 page.set_state(PageState::Allocated);
+                crate::page::clear_compound_page(provider, pfn, order);
                 provider.free_pages(pfn, order).map_err(|_| SlabError::NotOwned { addr: ptr as usize })
             }
         }

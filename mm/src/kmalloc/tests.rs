@@ -1,6 +1,7 @@
 //! Host tests of the kmalloc family.
 
 use core::ptr::NonNull;
+use std::vec::Vec;
 
 use super::*;
 use crate::slab::testprov::TestProvider;
@@ -296,5 +297,51 @@ fn kmalloc_pair_bench() {
             km.kfree(core::hint::black_box(p.as_ptr())).unwrap();
         }
         km.kfree(warm.as_ptr()).unwrap();
+    });
+}
+
+#[test]
+fn compound_tails_find_their_head_and_are_cleared_on_free() {
+    with_kmalloc(PAGES, "", |prov, km| {
+        let dm = prov.direct_map();
+        let pfn_of = |p: *const u8| Pfn(dm.phys(p).as_u64() >> crate::addr::PAGE_SHIFT);
+        // kmalloc-4k slabs are order 3: objects past the first page live under tail descriptors.
+        let objs: Vec<_> = (0..8).map(|_| km.kmalloc(4096, GFP).unwrap()).collect();
+        let far = *objs.iter().max().unwrap();
+        let head = pfn_of(objs.iter().min().unwrap().as_ptr());
+        assert_ne!(pfn_of(far.as_ptr()), head, "an object under a tail descriptor");
+        assert_eq!(prov.page(pfn_of(far.as_ptr())).unwrap().compound_head(), Some(head));
+        assert_eq!(km.ksize(far.as_ptr()), Ok(4096));
+        let interior = far.as_ptr().wrapping_add(100);
+        assert_eq!(
+            km.kfree(interior),
+            Err(SlabError::Interior {
+                cache: "kmalloc-4k",
+                addr: interior as usize,
+                object: far.as_ptr() as usize
+            })
+        );
+        for p in &objs {
+            km.kfree(p.as_ptr()).unwrap();
+        }
+        km.slab().shrink_all();
+        assert_eq!(prov.page(pfn_of(far.as_ptr())).unwrap().compound_head(), None, "tags cleared on release");
+        // kmalloc-large: every page of the block names the head; a pointer into page 3 is interior.
+        let l = km.kmalloc(5 * PAGE_SIZE, GFP).unwrap();
+        let lp = pfn_of(l.as_ptr());
+        for i in 1..8 {
+            assert_eq!(prov.page(Pfn(lp.0 + i)).unwrap().compound_head(), Some(lp));
+        }
+        let li = l.as_ptr().wrapping_add(3 * PAGE_SIZE);
+        assert_eq!(
+            km.kfree(li),
+            Err(SlabError::InteriorLarge { addr: li as usize, block: l.as_ptr() as usize })
+        );
+        km.kfree(l.as_ptr()).unwrap();
+        assert_eq!(prov.page(Pfn(lp.0 + 3)).unwrap().compound_head(), None);
+        // A stale-looking tag on a page no block covers names no owner.
+        prov.page(Pfn(lp.0 + 3)).unwrap().set_compound_head(lp);
+        assert!(matches!(km.kfree(li), Err(SlabError::NotOwned { .. })));
+        prov.page(Pfn(lp.0 + 3)).unwrap().clear_compound_head();
     });
 }

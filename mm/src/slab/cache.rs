@@ -1,35 +1,36 @@
 //! `KmemCache`: one cache of equal-sized objects, its slabs and their free lists.
 //!
 //! A slab is one buddy block of `2^order` pages. Its head page descriptor holds:
-//! - `state` = [`PageState::Slab`], `order` = the block order (set by the provider);
+//! - `state` = [`PageState::Slab`](crate::page::PageState::Slab), `order` = the block order (set by the provider);
 //! - `private` = address of the owning `KmemCache`;
 //! - `freelist` = address of the first free object XOR the cache's random value (0 objects free =
 //!   `random`), so descriptors do not show raw object addresses;
-//! - `counters` = objects in use (low 16 bits) | objects in the slab (high 16 bits);
+//! - `counters` = objects in use (low 16 bits) | objects in the slab (bits 16..31) | frozen (bit 31);
 //! - `next`/`prev` = links of the partial/full/empty list the slab is on, as **pfns truncated to
 //!   32 bits** ([`NO_PAGE`] = none; pfns above 2^32 - 1 (16 TiB) are refused when the slab is made).
 //!
 //! Each free object stores the next free object's address encoded as SLAB_FREELIST_HARDENED does:
 //! `next ^ random ^ swab(address where it is stored)`.
 //!
-//! The cache keeps one active slab (SLUB's "cpu slab", on no list) from which the fast path pops
-//! and to which it pushes, plus partial, full and empty lists. The active slab is a field of
-//! [`CacheState`], shaped so a per-CPU array indexed by CPU id can replace it later. Empty slabs
-//! beyond `min_partial` go back to the provider at once.
+//! Each CPU has an active slab (SLUB's frozen "cpu slab", on no list; see [`super::percpu`]),
+//! bit 31 of `counters` set while frozen. Under the cache lock: partial, full and empty lists.
+//! Empty slabs beyond `min_partial` go back to the provider at once.
 
 use core::panic::Location;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
 
 use crate::addr::{DirectMap, Pfn};
+use crate::buddy::CpuId;
 use crate::gfp::GfpFlags;
-use crate::page::{Page, PageProvider, PageState, NO_PAGE};
+use crate::page::{Page, PageProvider, NO_PAGE};
 use crate::sync::IrqSpinLock;
 use crate::AllocError;
 
 use super::debug::{self, SlabDebugConfig, RED_ACTIVE, RED_INACTIVE};
 use super::layout::CacheGeom;
-use super::{Corruption, CorruptionKind, SlabError, SlabFlags};
+use super::percpu::{this_cpu, KmemCacheCpu, SlabStat, NR_CPUS};
+use super::{Corruption, CorruptionKind, SlabFlags};
 
 /// A doubly linked list of slabs through `Page::next/prev` (pfns).
 #[derive(Clone, Copy, Debug)]
@@ -42,17 +43,8 @@ impl SlabList {
     const EMPTY: SlabList = SlabList { head: NO_PAGE, len: 0 };
 }
 
-/// The active slab (Linux `kmem_cache_cpu`): one now; an array indexed by CPU id later.
-pub(crate) struct CpuSlab<'p> {
-    pub page: Option<&'p Page>,
-    pub pfn: u32,
-    /// Address of the slab's first byte.
-    pub start: usize,
-}
-
 /// Everything guarded by the cache lock.
-pub(crate) struct CacheState<'p> {
-    pub cpu: CpuSlab<'p>,
+pub(crate) struct CacheState {
     pub partial: SlabList,
     pub full: SlabList,
     pub empty: SlabList,
@@ -91,7 +83,17 @@ pub struct KmemCache<'p, P: PageProvider> {
     pub(crate) registry: IrqSpinLock<()>,
     /// Root only: the `slab_debug=` configuration.
     pub(crate) debug_cfg: SlabDebugConfig,
-    pub(crate) state: IrqSpinLock<CacheState<'p>>,
+    pub(crate) state: IrqSpinLock<CacheState>,
+    /// `kmem_cache_debug()`: any `slab_debug` flag; such caches never take the fast paths.
+    pub(crate) debug: bool,
+    /// The per-CPU slabs, indexed by [`CpuId`].
+    pub(crate) cpu_slab: [KmemCacheCpu; NR_CPUS],
+    /// Bytes of a slab covered by objects (`objects * size`), for the free fast path's
+    /// object-start check.
+    pub(crate) span: usize,
+    /// `size - 1` when the slot size is a power of two (the object-start check is then a mask),
+    /// else 0.
+    pub(crate) pow2_mask: usize,
     /// The last debug report found at allocation or by the fast-path free-pointer check.
     pub(crate) last_report: IrqSpinLock<Option<Corruption>>,
     pub(crate) reports: AtomicU32,
@@ -135,8 +137,11 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             next: AtomicPtr::new(core::ptr::null_mut()),
             registry: IrqSpinLock::new(()),
             debug_cfg,
+            debug: geom.flags.intersects(SlabFlags::DEBUG),
+            span: geom.objects as usize * geom.size as usize,
+            pow2_mask: if geom.size.is_power_of_two() { geom.size as usize - 1 } else { 0 },
+            cpu_slab: [const { KmemCacheCpu::new() }; NR_CPUS],
             state: IrqSpinLock::new(CacheState {
-                cpu: CpuSlab { page: None, pfn: NO_PAGE, start: 0 },
                 partial: SlabList::EMPTY,
                 full: SlabList::EMPTY,
                 empty: SlabList::EMPTY,
@@ -177,9 +182,15 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         self.min_partial
     }
     /// Objects currently allocated (quarantined ones excluded).
+    ///
+    /// Objects parked in per-CPU sheaves and private lists are free, so they are not counted here (while
+    /// `/proc/slabinfo` counts them active, as Linux does). Exact when no other CPU is using the
+    /// cache at the same time.
     pub fn live_objects(&self) -> u64 {
         let st = self.state.lock();
-        st.inuse - st.quarantined
+        let parked: u64 =
+            self.cpu_slab.iter().map(|c| (c.nr_free.load(Relaxed) + c.sheaf_len.load(Relaxed)) as u64).sum();
+        st.inuse - st.quarantined - parked
     }
     /// The last corruption found while allocating (poison/red zone of a free object, bad free
     /// pointer), and how many were found in total. Such objects are quarantined, never handed out.
@@ -187,7 +198,15 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         (*self.last_report.lock(), self.reports.load(Relaxed))
     }
 
-    fn record(&self, c: Corruption) {
+    /// CPU `cpu`'s slot.
+    #[inline(always)]
+    pub(crate) fn cpu_slab(&self, cpu: CpuId) -> &KmemCacheCpu {
+        // A `CpuId` is below `NR_CPUS` by construction (`CpuId::new`), so the mask changes
+        // nothing; it lets the compiler drop the bounds check (NR_CPUS is a power of two).
+        &self.cpu_slab[cpu.index() & (NR_CPUS - 1)]
+    }
+
+    pub(crate) fn record(&self, c: Corruption) {
         *self.last_report.lock() = Some(c);
         self.reports.fetch_add(1, Relaxed);
     }
@@ -201,12 +220,18 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         base.wrapping_add(addr.wrapping_sub(base as usize))
     }
 
-    #[inline]
+    /// The direct map's address of physical 0.
+    #[inline(always)]
+    pub(crate) fn dm_base(&self) -> usize {
+        self.dm.pfn_to_virt(Pfn(0)) as usize
+    }
+
+    #[inline(always)]
     pub(crate) fn slab_start(&self, pfn: u32) -> usize {
         self.dm.pfn_to_virt(Pfn(pfn as u64)) as usize
     }
 
-    #[inline]
+    #[inline(always)]
     fn encode_fp(&self, next: usize, stored_at: usize) -> usize {
         next ^ self.random ^ stored_at.swap_bytes()
     }
@@ -217,7 +242,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     /// `obj` is a free object of a slab of this cache; the lock is held.
     #[inline]
     pub(crate) unsafe fn get_fp(&self, obj: usize) -> usize {
-        let at = obj + self.geom.offset as usize;
+        let at = obj.wrapping_add(self.geom.offset as usize);
         // SAFETY: the free pointer word is inside the slot of a free object we own.
         let raw = unsafe { self.ptr(at).cast::<usize>().read_unaligned() };
         self.encode_fp(raw, at)
@@ -227,7 +252,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     /// As [`Self::get_fp`].
     #[inline]
     pub(crate) unsafe fn set_fp(&self, obj: usize, next: usize) {
-        let at = obj + self.geom.offset as usize;
+        let at = obj.wrapping_add(self.geom.offset as usize);
         // SAFETY: as in `get_fp`.
         unsafe { self.ptr(at).cast::<usize>().write_unaligned(self.encode_fp(next, at)) }
     }
@@ -242,35 +267,48 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         page.freelist.store(head ^ self.random, Relaxed)
     }
 
+    /// [`Self::object_index`] for caches without red zones (no left pad: only `SLAB_RED_ZONE`
+    /// adds one, and such debug caches never take the fast paths): a mask for power-of-two
+    /// slots, else the reciprocal multiply.
+    #[inline(always)]
+    pub(crate) fn is_object_start_nodebug(&self, start: usize, addr: usize) -> bool {
+        let off = addr.wrapping_sub(start);
+        if off >= self.span {
+            return false;
+        }
+        if self.pow2_mask != 0 {
+            return off & self.pow2_mask == 0;
+        }
+        self.geom.slot_index(off).wrapping_mul(self.geom.size as usize) == off
+    }
+
     /// Is `addr` the start of an object of the slab at `start` (exact, no division)?
-    #[inline]
+    #[inline(always)]
     pub(crate) fn object_index(&self, start: usize, addr: usize) -> Option<usize> {
         let off = addr.wrapping_sub(start).wrapping_sub(self.geom.red_left_pad as usize);
-        if off >= self.geom.objects as usize * self.geom.size as usize {
+        if off >= (self.geom.objects as usize).wrapping_mul(self.geom.size as usize) {
             return None;
         }
         let idx = self.geom.slot_index(off);
-        (idx * self.geom.size as usize == off).then_some(idx)
+        (idx.wrapping_mul(self.geom.size as usize) == off).then_some(idx)
     }
 
     // ---- allocation ----
 
-    /// Pops an object from the active slab; `None` if it has none.
-    #[inline]
-    fn pop(&self, st: &mut CacheState<'p>) -> Option<usize> {
-        let page = st.cpu.page?;
-        let obj = self.freelist_head(page);
+    /// Pops an object from the private list of slot `c` (slow path: cache lock and slot held);
+    /// `None` if it is empty. A corrupted free pointer is reported, the object is handed out and
+    /// the rest of the list is quarantined (counted in use, never handed out) rather than
+    /// followed.
+    fn pop_cpu(&self, st: &mut CacheState, c: &KmemCacheCpu) -> Option<usize> {
+        let obj = c.freelist.load(Relaxed);
         if obj == 0 {
             return None;
         }
-        // SAFETY: `obj` is the head of the active slab's free list, a free object of this cache.
+        // SAFETY: `obj` heads the private list of the active slab: a free object of this cache,
+        // and the slot is ours.
         let next = unsafe { self.get_fp(obj) };
-        let start = st.cpu.start;
-        if next != 0 && next.wrapping_sub(start) >= self.geom.slab_bytes() {
-            // The stored pointer was overwritten: keep `obj`, lose the rest of the list rather
-            // than follow a wild pointer. The lost objects stay counted in use (quarantined).
-            let (inuse, objects) = Self::counters(page);
-            let lost = objects - inuse - 1;
+        let nr_free = c.nr_free.load(Relaxed);
+        if next != 0 && next.wrapping_sub(c.start.load(Relaxed)) >= self.geom.slab_bytes() {
             let at = obj + self.geom.offset as usize;
             self.record(Corruption {
                 cache: self.name,
@@ -283,33 +321,20 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                 alloc_at: None,
                 free_at: None,
             });
-            self.set_freelist_head(page, 0);
-            Self::set_inuse(page, objects);
-            st.inuse += 1 + lost as u64;
-            st.quarantined += lost as u64;
+            // The lost objects are already counted in use (the slab is frozen).
+            st.quarantined += nr_free.saturating_sub(1) as u64;
+            c.freelist.store(0, Relaxed);
+            c.nr_free.store(0, Relaxed);
             return Some(obj);
         }
-        self.set_freelist_head(page, next);
-        let (inuse, _) = Self::counters(page);
-        Self::set_inuse(page, inuse + 1);
-        st.inuse += 1;
+        c.freelist.store(next, Relaxed);
+        c.nr_free.store(nr_free - 1, Relaxed);
         Some(obj)
-    }
-
-    /// Finds a slab with free objects for the active slot: partial first, then empty.
-    fn refill(&self, st: &mut CacheState<'p>) -> bool {
-        self.deactivate(st);
-        match self.list_pop(st, Which::Partial).or_else(|| self.list_pop(st, Which::Empty)) {
-            Some((pfn, page)) => {
-                self.activate(st, pfn, page);
-                true
-            }
-            None => false,
-        }
     }
 
     /// `kmem_cache_alloc`: an object of `object_size` bytes, aligned to `align()`.
     #[track_caller]
+    #[inline]
     pub fn alloc(&self, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
         self.alloc_traced(gfp, self.geom.object_size, Location::caller())
     }
@@ -320,29 +345,70 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         self.alloc_traced(gfp | GfpFlags::__GFP_ZERO, self.geom.object_size, Location::caller())
     }
 
-    /// The allocation path. `orig` is the size the caller asked for (kmalloc red zone tail).
-    #[inline]
+    /// The allocation path on the running CPU. `orig` is the size the caller asked for.
+    #[inline(always)]
     pub(crate) fn alloc_traced(
         &self,
         gfp: GfpFlags,
         orig: u32,
         loc: &'static Location<'static>,
     ) -> Result<NonNull<u8>, AllocError> {
+        self.alloc_on(this_cpu(), gfp, orig, loc)
+    }
+
+    /// The allocation path as CPU `cpu` (the running CPU; host tests name others).
+    #[inline(always)]
+    pub(crate) fn alloc_on(
+        &self,
+        cpu: CpuId,
+        gfp: GfpFlags,
+        orig: u32,
+        loc: &'static Location<'static>,
+    ) -> Result<NonNull<u8>, AllocError> {
+        if !self.debug {
+            if let Some(p) = self.alloc_fast(cpu) {
+                if gfp.contains(GfpFlags::__GFP_ZERO) {
+                    // SAFETY: the first `orig` bytes are the caller's part of the fresh object.
+                    unsafe { p.as_ptr().write_bytes(0, orig as usize) };
+                }
+                return Ok(p);
+            }
+        }
+        self.alloc_slow(cpu, gfp, orig, loc)
+    }
+
+    /// The slow path: refill the CPU's private list under the cache lock (remote frees, partial,
+    /// empty or new slab), then for debug caches check and initialise the object.
+    #[inline(never)]
+    fn alloc_slow(
+        &self,
+        cpu: CpuId,
+        gfp: GfpFlags,
+        orig: u32,
+        loc: &'static Location<'static>,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let c = self.cpu_slab(cpu);
         loop {
             let mut guard = self.state.lock();
             let st = &mut *guard;
-            let obj = match self.pop(st) {
+            let slot = c.enter();
+            let obj = match self.pop_cpu(st, c) {
                 Some(obj) => obj,
-                None if self.refill(st) => continue,
+                None if self.refill(st, c, &slot) => continue,
                 None => {
                     // No lock of ours while the provider works (it may shrink this very cache).
+                    drop(slot);
                     drop(guard);
                     let (pfn, page) = self.new_slab(gfp)?;
                     let mut st = self.state.lock();
                     self.add_slab(&mut st, pfn, page);
+                    let slot = c.enter();
+                    c.stat(&slot, SlabStat::AllocSlab);
                     continue;
                 }
             };
+            c.stat(&slot, SlabStat::AllocSlowpath);
+            drop(slot);
             drop(guard);
             // The object is ours now: debug checks and initialisation need no lock.
             let p = self.ptr(obj);
@@ -363,8 +429,10 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                     debug::init_object(g, self.ctor.is_some(), p, RED_ACTIVE);
                 }
             }
-            // SAFETY: as above.
-            unsafe { debug::set_track(g, p, false, loc) };
+            if g.track_offset != 0 {
+                // SAFETY: as above.
+                unsafe { debug::set_track(g, p, false, loc) };
+            }
             if gfp.contains(GfpFlags::__GFP_ZERO) {
                 // SAFETY: the first `orig` bytes are the caller's part of the object.
                 unsafe { p.write_bytes(0, orig as usize) };
@@ -372,141 +440,6 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             // SAFETY: objects are inside the direct map, never at address 0.
             return Ok(unsafe { NonNull::new_unchecked(p) });
         }
-    }
-
-    // ---- free ----
-
-    /// `kmem_cache_free`. Refuses (state unchanged) pointers this cache does not own, interior
-    /// pointers, double frees, and (with debug flags) objects whose red zones were overwritten.
-    #[track_caller]
-    pub fn free(&self, obj: NonNull<u8>) -> Result<(), SlabError> {
-        let addr = obj.as_ptr() as usize;
-        let (pfn, page) = super::root::find_block(self.provider, &self.dm, addr)
-            .filter(|(_, p)| p.state() == PageState::Slab)
-            .ok_or(SlabError::NotOwned { addr })?;
-        let owner = core::ptr::with_exposed_provenance::<KmemCache<'p, P>>(page.private.load(Relaxed));
-        if !core::ptr::eq(owner, self) {
-            // SAFETY: a `Slab` page's `private` is its live cache (cleared before release).
-            let owner = unsafe { &*owner }.name;
-            return Err(SlabError::WrongCache { cache: self.name, owner, addr });
-        }
-        self.free_in_slab(pfn.0 as u32, page, addr, false, Location::caller())
-    }
-
-    /// Checks that `addr` starts an object of slab `pfn`; returns the slab's start address.
-    #[inline]
-    pub(crate) fn check_object_start(&self, pfn: u32, addr: usize) -> Result<usize, SlabError> {
-        let start = self.slab_start(pfn);
-        if self.object_index(start, addr).is_none() {
-            let off = addr.wrapping_sub(start);
-            let idx = self.geom.slot_index(off).min(self.geom.objects as usize - 1);
-            let object = start + idx * self.geom.size as usize + self.geom.red_left_pad as usize;
-            return Err(SlabError::Interior { cache: self.name, addr, object });
-        }
-        Ok(start)
-    }
-
-    /// Is `addr` on the free list of the slab starting at `start` (whose head is `head`)? Walks
-    /// at most the slab's free-object count; stops at a corrupted link.
-    fn on_freelist(&self, start: usize, page: &Page, head: usize, addr: usize) -> bool {
-        let (inuse, objects) = Self::counters(page);
-        let mut cur = head;
-        for _ in 0..objects - inuse {
-            if cur == 0 || self.object_index(start, cur).is_none() {
-                return false;
-            }
-            if cur == addr {
-                return true;
-            }
-            // SAFETY: `cur` is a free object of this slab (checked just above); the caller holds
-            // the cache lock.
-            cur = unsafe { self.get_fp(cur) };
-        }
-        false
-    }
-
-    /// Frees `addr` into its slab (`page` is a `Slab` head owned by this cache).
-    #[inline]
-    pub(crate) fn free_in_slab(
-        &self,
-        pfn: u32,
-        page: &'p Page,
-        addr: usize,
-        zero: bool,
-        loc: &'static Location<'static>,
-    ) -> Result<(), SlabError> {
-        let start = self.check_object_start(pfn, addr)?;
-        let mut released = None;
-        {
-            let mut guard = self.state.lock();
-            // One deref of the guard for the whole critical section.
-            let st = &mut *guard;
-            let head = self.freelist_head(page);
-            if head == addr {
-                return Err(SlabError::DoubleFree { cache: self.name, addr });
-            }
-            let g = &self.geom;
-            let p = self.ptr(addr);
-            // Double free, always on. Debug caches walk the slab's free list every time (SLUB
-            // `on_freelist`). Others first look at the object's free-pointer word: in a free
-            // object it decodes to 0 or to another object of this slab; in a live one it holds
-            // the owner's data, which decodes to such a value only by chance (the encoding mixes
-            // in the per-boot random value), so the walk runs only then and makes the verdict
-            // exact: no false alarm, and every object on the free list is caught.
-            let suspect = g.flags.intersects(SlabFlags::DEBUG) || {
-                // SAFETY: the word lies inside the slot of an object of this slab, which the
-                // caller is freeing; the lock is held.
-                let next = unsafe { self.get_fp(addr) };
-                next == 0 || self.object_index(start, next).is_some()
-            };
-            if suspect && self.on_freelist(start, page, head, addr) {
-                return Err(SlabError::DoubleFree { cache: self.name, addr });
-            }
-            if g.flags.intersects(SlabFlags::DEBUG) {
-                if g.flags.intersects(SlabFlags::SLAB_RED_ZONE) {
-                    // SAFETY: `addr` is an allocated object of this slab; the lock is held.
-                    unsafe { debug::check_object(g, self.ctor.is_some(), self.name, p, RED_ACTIVE) }
-                        .map_err(SlabError::Corrupted)?;
-                }
-            }
-            if zero {
-                // kfree_sensitive: clear what the caller could have written, after the checks.
-                // SAFETY: the object is allocated and being freed by its owner; the lock is held.
-                unsafe { p.write_bytes(0, debug::orig_size(g, p) as usize) };
-                core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-            }
-            if g.flags.intersects(SlabFlags::DEBUG) {
-                // SAFETY: as above; from here on the object is free.
-                unsafe {
-                    debug::init_object(g, self.ctor.is_some(), p, RED_INACTIVE);
-                    debug::set_track(g, p, true, loc);
-                }
-            }
-            // SAFETY: the object is now free and ours; the lock is held.
-            unsafe { self.set_fp(addr, head) };
-            self.set_freelist_head(page, addr);
-            let (inuse, objects) = Self::counters(page);
-            Self::set_inuse(page, inuse - 1);
-            st.inuse -= 1;
-            if st.cpu.pfn != pfn {
-                // Move between lists when the fill level changes class.
-                let from = if inuse == objects { Which::Full } else { Which::Partial };
-                let to = self.which_for(inuse - 1);
-                if from != to {
-                    self.list_remove(st, from, pfn, page);
-                    if to == Which::Empty && st.empty.len >= self.min_partial {
-                        self.forget_slab(st);
-                        released = Some((pfn, page));
-                    } else {
-                        self.list_push(st, to, pfn, page);
-                    }
-                }
-            }
-        }
-        if let Some((pfn, page)) = released {
-            self.release(pfn, page);
-        }
-        Ok(())
     }
 }
 

@@ -174,14 +174,17 @@ pub fn calculate_sizes(object_size: u32, align: u32, flags: SlabFlags, has_ctor:
 
 impl CacheGeom {
     /// Bytes of one slab.
+    #[inline(always)]
     pub fn slab_bytes(&self) -> usize {
         PAGE_SIZE << self.order
     }
 
     /// Index of the slot containing byte `off` of the slab (`off` < slab size), without division.
-    #[inline]
+    #[inline(always)]
     pub fn slot_index(&self, off: usize) -> usize {
-        ((off as u64 * self.reciprocal) >> RECIP_SHIFT) as usize
+        // Cannot overflow for offsets inside a slab (see `reciprocal`); wrapping keeps the
+        // overflow check off the fast path.
+        ((off as u64).wrapping_mul(self.reciprocal) >> RECIP_SHIFT) as usize
     }
 }
 

@@ -12,7 +12,9 @@
 
 pub mod cache;
 pub mod debug;
+mod free;
 pub mod layout;
+pub mod percpu;
 pub mod root;
 pub mod slabs;
 pub mod stats;
@@ -25,6 +27,8 @@ pub(crate) mod testprov;
 mod tests;
 #[cfg(test)]
 mod tests_debug;
+#[cfg(test)]
+mod tests_percpu;
 
 use core::fmt;
 use core::panic::Location;
@@ -35,6 +39,7 @@ use crate::AllocError;
 
 pub use cache::KmemCache;
 pub use debug::{parse_slab_debug, SlabDebugConfig, SlabDebugParseError};
+pub use percpu::{set_this_cpu_fn, this_cpu, SlabStat, NR_SLAB_STATS};
 pub use root::{CacheHandle, SlabAllocator};
 pub use stats::{SlabTotals, SlabinfoRow};
 pub use typed::{SlabBox, TypedCache};

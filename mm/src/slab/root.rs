@@ -12,7 +12,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::addr::{DirectMap, Pfn};
 use crate::gfp::GfpFlags;
-use crate::page::{Page, PageProvider, PageState, MAX_PAGE_ORDER};
+use crate::page::{Page, PageProvider, PageState};
 use crate::AllocError;
 
 use super::cache::KmemCache;
@@ -21,9 +21,10 @@ use super::layout::{calculate_alignment, calculate_sizes, MAX_OBJECT_SIZE};
 use super::{SlabError, SlabFlags};
 
 /// The block (slab or kmalloc-large) containing direct-map address `addr`: its head pfn and
-/// descriptor. O(1): at most `MAX_PAGE_ORDER + 1` descriptor reads, aligning the pfn down to each
-/// order until a head whose block covers it (blocks are buddy-aligned and disjoint, and only
-/// heads carry the `Slab`/`KmallocLarge` states).
+/// descriptor. O(1) without loops: the descriptor of the address's frame is the head (state
+/// `Slab`/`KmallocLarge`), or a compound tail naming its head (one more lookup, then the head's
+/// extent is checked so that a stale tag cannot name a wrong owner).
+#[inline(always)]
 pub(crate) fn find_block<'p, P: PageProvider>(
     provider: &'p P,
     dm: &DirectMap,
@@ -32,17 +33,32 @@ pub(crate) fn find_block<'p, P: PageProvider>(
     // `DirectMap::phys` of an address, without making a pointer out of an integer.
     let base = dm.pfn_to_virt(Pfn(0)) as usize;
     let pfn = Pfn((addr.wrapping_sub(base) as u64) >> crate::addr::PAGE_SHIFT);
-    for order in 0..=MAX_PAGE_ORDER {
-        let head = Pfn(pfn.0 & !((1u64 << order) - 1));
-        let Some(page) = provider.page(head) else { continue };
-        if matches!(page.state(), PageState::Slab | PageState::KmallocLarge)
-            && page.order() >= order
-            && pfn.0 < head.0 + (1u64 << page.order())
-        {
-            return Some((head, page));
-        }
+    let page = provider.page(pfn)?;
+    if matches!(page.state(), PageState::Slab | PageState::KmallocLarge) {
+        return Some((pfn, page));
     }
-    None
+    let head = page.compound_head()?;
+    let hp = provider.page(head)?;
+    (matches!(hp.state(), PageState::Slab | PageState::KmallocLarge)
+        && pfn.0.wrapping_sub(head.0) < 1u64 << hp.order())
+    .then_some((head, hp))
+}
+
+/// The fast paths' owner lookup: the `Slab` head (pfn, descriptor) of the slab containing
+/// direct-map address `addr`, where `base` is the direct map's address of physical 0. As
+/// [`find_block`], for slabs only, with one-byte state compares.
+#[inline(always)]
+pub(crate) fn find_slab<P: PageProvider>(provider: &P, base: usize, addr: usize) -> Option<(u32, &Page)> {
+    let pfn = (addr.wrapping_sub(base) as u64) >> crate::addr::PAGE_SHIFT;
+    let page = provider.page(Pfn(pfn))?;
+    if page.state_is(PageState::Slab) {
+        // Slab pfns fit 32 bits (`new_slab` refuses others).
+        return Some((pfn as u32, page));
+    }
+    let head = page.compound_head()?;
+    let hp = provider.page(head)?;
+    (hp.state_is(PageState::Slab) && pfn.wrapping_sub(head.0).wrapping_shr(hp.order()) == 0)
+        .then_some((head.0 as u32, hp))
 }
 
 /// Handle on the slab allocator: the root cache `kmem_cache` that holds every cache struct, the
@@ -169,6 +185,16 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
         self.kmem_cache().for_each_cache(&mut f)
     }
 
+    /// Drains the running CPU's slab of every cache (`flush_cpu_slab` on this CPU), so that
+    /// `/proc/slabinfo` counts only objects in use. Returns the pages freed.
+    pub fn flush_this_cpu(&self) -> usize {
+        let cpu = super::percpu::this_cpu();
+        let mut freed = 0;
+        // SAFETY: the running CPU's own slots.
+        self.for_each_cache(|c| freed += unsafe { c.flush_cpu_slab(cpu) });
+        freed
+    }
+
     /// Shrinks every cache; returns the pages freed.
     pub fn shrink_all(&self) -> usize {
         self.kmem_cache().shrink_all()
@@ -257,13 +283,20 @@ impl<'p, P: PageProvider> CacheHandle<'p, P> {
                 prev = unsafe { &*next };
             }
         }
-        // Unlinked: no shrinker can reach it. Release every slab (only empty or quarantined ones).
+        // Unlinked: no shrinker can reach it. Every CPU slab back to the lists first: nobody
+        // uses a cache being destroyed, so touching other CPUs' slots races with nothing.
+        for cpu in 0..super::percpu::NR_CPUS {
+            let cpu = crate::buddy::CpuId::new(cpu).expect("below NR_CPUS");
+            // SAFETY: no CPU allocates from or frees into a cache being destroyed (see above).
+            unsafe { c.flush_cpu_slab(cpu) };
+        }
+        // Release every slab (only empty or quarantined ones).
         let mut slabs: [Option<(u32, &'p Page)>; 1] = [None];
         loop {
             {
                 let mut st = c.state.lock();
                 slabs[0] = None;
-                c.slab_pfns(&st, |pfn, page, _| {
+                c.slab_pfns(&st, |pfn, page, _, _| {
                     if slabs[0].is_none() {
                         slabs[0] = Some((pfn, page))
                     }

@@ -9,9 +9,13 @@ use crate::gfp::GfpFlags;
 use crate::page::{Page, PageProvider, PageState, NO_PAGE};
 use crate::AllocError;
 
-use super::cache::{CacheState, CpuSlab, KmemCache, SlabList, Which};
+use super::cache::{CacheState, KmemCache, SlabList, Which};
 use super::debug::{self, RED_INACTIVE};
+use super::percpu::KmemCacheCpu;
 use super::SlabFlags;
+
+/// `counters` bit of a frozen slab (objects per slab fit 15 bits).
+const FROZEN: u32 = 1 << 31;
 
 impl<'p, P: PageProvider> KmemCache<'p, P> {
     // ---- slab lists ----
@@ -20,7 +24,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         self.provider.page(Pfn(pfn as u64)).expect("slab pfn is managed by the provider")
     }
 
-    pub(crate) fn list_mut<'s>(st: &'s mut CacheState<'p>, which: Which) -> &'s mut SlabList {
+    pub(crate) fn list_mut(st: &mut CacheState, which: Which) -> &mut SlabList {
         match which {
             Which::Partial => &mut st.partial,
             Which::Full => &mut st.full,
@@ -28,7 +32,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         }
     }
 
-    pub(crate) fn list_push(&self, st: &mut CacheState<'p>, which: Which, pfn: u32, page: &Page) {
+    pub(crate) fn list_push(&self, st: &mut CacheState, which: Which, pfn: u32, page: &Page) {
         let list = Self::list_mut(st, which);
         page.prev.store(NO_PAGE, Relaxed);
         page.next.store(list.head, Relaxed);
@@ -39,7 +43,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         list.len += 1;
     }
 
-    pub(crate) fn list_remove(&self, st: &mut CacheState<'p>, which: Which, pfn: u32, page: &Page) {
+    pub(crate) fn list_remove(&self, st: &mut CacheState, which: Which, pfn: u32, page: &Page) {
         let (next, prev) = (page.next.load(Relaxed), page.prev.load(Relaxed));
         let list = Self::list_mut(st, which);
         if prev == NO_PAGE {
@@ -56,7 +60,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         page.prev.store(NO_PAGE, Relaxed);
     }
 
-    pub(crate) fn list_pop(&self, st: &mut CacheState<'p>, which: Which) -> Option<(u32, &'p Page)> {
+    pub(crate) fn list_pop(&self, st: &mut CacheState, which: Which) -> Option<(u32, &'p Page)> {
         let head = Self::list_mut(st, which).head;
         if head == NO_PAGE {
             return None;
@@ -66,15 +70,28 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         Some((head, page))
     }
 
+    /// `(inuse, objects)` of a slab.
     #[inline]
     pub(crate) fn counters(page: &Page) -> (u32, u32) {
         let c = page.counters.load(Relaxed);
-        (c & 0xffff, c >> 16)
+        (c & 0xffff, (c >> 16) & 0x7fff)
     }
 
     #[inline]
     pub(crate) fn set_inuse(page: &Page, inuse: u32) {
         page.counters.store(inuse | (page.counters.load(Relaxed) & 0xffff_0000), Relaxed);
+    }
+
+    /// Is the slab some CPU's active slab (SLUB `frozen`)?
+    #[inline]
+    pub(crate) fn is_frozen(page: &Page) -> bool {
+        page.counters.load(Relaxed) & FROZEN != 0
+    }
+
+    #[inline]
+    pub(crate) fn set_frozen(page: &Page, frozen: bool) {
+        let c = page.counters.load(Relaxed) & !FROZEN;
+        page.counters.store(if frozen { c | FROZEN } else { c }, Relaxed);
     }
 
     pub(crate) fn which_for(&self, inuse: u32) -> Which {
@@ -85,20 +102,6 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         } else {
             Which::Partial
         }
-    }
-
-    /// Puts the active slab back on the list its fill level says.
-    pub(crate) fn deactivate(&self, st: &mut CacheState<'p>) {
-        if let Some(page) = st.cpu.page.take() {
-            let pfn = st.cpu.pfn;
-            st.cpu.pfn = NO_PAGE;
-            let (inuse, _) = Self::counters(page);
-            self.list_push(st, self.which_for(inuse), pfn, page);
-        }
-    }
-
-    pub(crate) fn activate(&self, st: &mut CacheState<'p>, pfn: u32, page: &'p Page) {
-        st.cpu = CpuSlab { page: Some(page), pfn, start: self.slab_start(pfn) };
     }
 
     // ---- slab creation and release ----
@@ -148,12 +151,13 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         // Exposed: the pointer is stored as an integer in the shared descriptor and recovered
         // with `with_exposed_provenance` on free.
         page.private.store((self as *const Self).expose_provenance(), Relaxed);
+        crate::page::prep_compound_page(self.provider, pfn, g.order);
         page.set_state(PageState::Slab);
         Ok((pfn32, page))
     }
 
     /// Accounts a fresh slab; it goes on the empty list, from which `refill` takes it.
-    pub(crate) fn add_slab(&self, st: &mut CacheState<'p>, pfn: u32, page: &'p Page) {
+    pub(crate) fn add_slab(&self, st: &mut CacheState, pfn: u32, page: &'p Page) {
         st.nr_slabs += 1;
         st.total_objects += self.geom.objects as u64;
         self.list_push(st, Which::Empty, pfn, page);
@@ -161,19 +165,16 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
 
     /// Unaccounts a slab already off every list; the caller frees it with [`Self::release`]
     /// after dropping the lock.
-    pub(crate) fn forget_slab(&self, st: &mut CacheState<'p>) {
+    pub(crate) fn forget_slab(&self, st: &mut CacheState) {
         st.nr_slabs -= 1;
         st.total_objects -= self.geom.objects as u64;
     }
 
-    /// Takes slab `pfn` off the active slot or its list and unaccounts it (cache destruction).
-    pub(crate) fn detach(&self, st: &mut CacheState<'p>, pfn: u32, page: &'p Page) {
+    /// Takes slab `pfn` off its list and unaccounts it (cache destruction, after every CPU slab
+    /// was flushed).
+    pub(crate) fn detach(&self, st: &mut CacheState, pfn: u32, page: &'p Page) {
         let (inuse, _) = Self::counters(page);
-        if st.cpu.pfn == pfn {
-            st.cpu = CpuSlab { page: None, pfn: NO_PAGE, start: 0 };
-        } else {
-            self.list_remove(st, self.which_for(inuse), pfn, page);
-        }
+        self.list_remove(st, self.which_for(inuse), pfn, page);
         st.inuse -= inuse as u64;
         self.forget_slab(st);
     }
@@ -184,22 +185,22 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         page.private.store(0, Relaxed);
         page.freelist.store(0, Relaxed);
         page.set_state(PageState::Allocated);
+        crate::page::clear_compound_page(self.provider, Pfn(pfn as u64), self.geom.order);
         let r = self.provider.free_pages(Pfn(pfn as u64), self.geom.order);
         debug_assert!(r.is_ok(), "{}: provider refused a slab back: {r:?}", self.name);
     }
 
     // ---- shrink ----
 
-    /// `kmem_cache_shrink`: returns every empty slab (the active one too, if empty) to the
+    /// `kmem_cache_shrink`: flushes the running CPU's slab (other CPUs drain theirs through
+    /// [`KmemCache::flush_cpu_slab`] on themselves), then returns every empty slab to the
     /// provider. Returns the number of pages freed.
     pub fn shrink(&self) -> usize {
-        let mut freed = 0;
+        // SAFETY: the running CPU's own slot.
+        let mut freed = unsafe { self.flush_cpu_slab(super::percpu::this_cpu()) };
         loop {
             let slab = {
                 let mut st = self.state.lock();
-                if st.cpu.page.is_some_and(|p| Self::counters(p).0 == 0) {
-                    self.deactivate(&mut st);
-                }
                 let s = self.list_pop(&mut st, Which::Empty);
                 if s.is_some() {
                     self.forget_slab(&mut st);
@@ -221,9 +222,16 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         self.state.lock().nr_slabs << self.geom.order
     }
 
-    pub(crate) fn slab_pfns(&self, st: &CacheState<'p>, mut f: impl FnMut(u32, &'p Page, Option<Which>)) {
-        if let Some(p) = st.cpu.page {
-            f(st.cpu.pfn, p, None);
+    /// Calls `f` on every slab: the CPUs' active slabs (with their slot), then every list.
+    pub(crate) fn slab_pfns(
+        &self,
+        st: &CacheState,
+        mut f: impl FnMut(u32, &'p Page, Option<Which>, Option<&KmemCacheCpu>),
+    ) {
+        for c in &self.cpu_slab {
+            if let Some(pfn) = c.active() {
+                f(pfn, self.page_of(pfn), None, Some(c));
+            }
         }
         for which in [Which::Partial, Which::Full, Which::Empty] {
             let list = match which {
@@ -234,7 +242,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             let mut cur = list.head;
             while cur != NO_PAGE {
                 let p = self.page_of(cur);
-                f(cur, p, Some(which));
+                f(cur, p, Some(which), None);
                 cur = p.next.load(Relaxed);
             }
         }

@@ -80,6 +80,8 @@ fn alloc_free_shrink_destroy_returns_every_page() {
         c.free(p).unwrap();
     }
     assert_eq!(c.live_objects(), 0);
+    // Objects in the CPU's sheaf still hold their slab; flushed, they go back to it.
+    slab.flush_this_cpu();
     // Beyond min_partial, empty slabs went back at once.
     assert!(c.pages() <= c.min_partial() as u64 + 1, "pages kept: {}", c.pages());
     c.validate().unwrap();
@@ -225,20 +227,21 @@ fn double_free_deep_in_the_list_is_caught_with_consistency_checks() {
 }
 
 #[test]
-fn double_free_deep_in_the_list_is_caught_without_debug_flags() {
+fn double_free_of_the_freelist_head_is_caught_without_debug_flags() {
     let prov = setup(PAGES);
     let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
     let c = slab.kmem_cache_create("plain", 48, 0, SlabFlags::empty(), None).unwrap();
     let objs: Vec<_> = (0..8).map(|_| c.alloc(GFP).unwrap()).collect();
+    // What SLUB guarantees without `slab_debug`: freeing the object that is the free-list head
+    // again is refused, whichever object it is.
     for &o in &objs {
         c.free(o).unwrap();
-    }
-    // Every freed object but the last is somewhere down the free list, not its head.
-    for &o in &objs {
         assert_eq!(c.free(o), Err(SlabError::DoubleFree { cache: "plain", addr: o.as_ptr() as usize }));
     }
+    assert_eq!(c.live_objects(), 0);
+    c.validate().unwrap();
     // Live objects whose first word looks like a free pointer (0, or another object's address)
-    // are still freed normally: the free-list walk rules the suspicion out.
+    // are freed normally: no shape test second-guesses the caller.
     let a = c.alloc(GFP).unwrap();
     let b = c.alloc(GFP).unwrap();
     // SAFETY: `a` and `b` are live 48-byte objects owned by this test.
@@ -251,6 +254,35 @@ fn double_free_deep_in_the_list_is_caught_without_debug_flags() {
     assert_eq!(c.live_objects(), 0);
     c.validate().unwrap();
     c.destroy().unwrap();
+}
+
+#[test]
+fn double_free_deep_in_the_list_is_caught_in_every_debug_cache() {
+    // Every debug letter makes a debug cache, and debug caches walk the free list on free.
+    let prov = setup(PAGES);
+    let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
+    for flags in [
+        SlabFlags::SLAB_CONSISTENCY_CHECKS,
+        SlabFlags::SLAB_RED_ZONE,
+        SlabFlags::SLAB_POISON,
+        SlabFlags::SLAB_STORE_USER,
+    ] {
+        let c = slab.kmem_cache_create("debug", 48, 0, flags, None).unwrap();
+        let objs: Vec<_> = (0..8).map(|_| c.alloc(GFP).unwrap()).collect();
+        for &o in &objs {
+            c.free(o).unwrap();
+        }
+        // Every freed object but the last is somewhere down the free list, not its head.
+        for &o in &objs {
+            assert_eq!(
+                c.free(o),
+                Err(SlabError::DoubleFree { cache: "debug", addr: o.as_ptr() as usize }),
+                "{flags:?}"
+            );
+        }
+        c.validate().unwrap();
+        c.destroy().unwrap();
+    }
 }
 
 #[test]
@@ -309,6 +341,11 @@ fn slabinfo_has_linux_format() {
     let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
     let c = slab.kmem_cache_create("my_cache", 200, 0, SlabFlags::SLAB_RECLAIM_ACCOUNT, None).unwrap();
     let p = c.alloc(GFP).unwrap();
+    // As on Linux, the objects parked on the CPU's private list count as active until the CPU
+    // slab is flushed.
+    assert!(std::format!("{}", c.slabinfo_row()).starts_with("my_cache              20     20 "));
+    assert_eq!(c.live_objects(), 1);
+    slab.flush_this_cpu();
     let mut s = String::new();
     slab.slabinfo(&mut s).unwrap();
     let lines: Vec<&str> = s.lines().collect();
@@ -346,6 +383,8 @@ fn corrupted_free_pointer_is_reported_not_followed() {
     let b = c.alloc(GFP).unwrap();
     c.free(b).unwrap();
     c.free(a).unwrap();
+    // Out of the CPU's sheaf onto the slab's free list, oldest first.
+    slab.flush_this_cpu();
     // `a` is the head; its free pointer (at offset 32) points at `b`. Scribble on it.
     // SAFETY: test-only corruption of a free object inside the emulated RAM.
     unsafe { a.as_ptr().add(32).cast::<u64>().write_unaligned(0x4141_4141_4141_4141) };

@@ -503,8 +503,11 @@ ktest!(
         assert_eq!(m.get(&7u32.wrapping_mul(2_654_435_761)).map(String::as_str), Some("v7"));
         drop((v, s, m));
 
-        // Over-aligned layouts: kmalloc serves them with a naturally aligned power of two.
-        for (size, align) in [(100usize, 8192usize), (100, 65536), (70000, 65536), (8, 4096)] {
+        // Over-aligned layouts: kmalloc serves them with a naturally aligned power of two; their
+        // dealloc (large ones skip the slab fast path by their layout) gives every page back.
+        shrink_all();
+        let pages_before = super::buddy_snapshot();
+        for (size, align) in [(100usize, 8192usize), (100, 65536), (70000, 65536), (8, 4096), (9000, 8)] {
             let layout = Layout::from_size_align(size, align).unwrap();
             // SAFETY: a non-zero-sized layout; freed with the same layout below.
             let p = unsafe { alloc::alloc::alloc(layout) };
@@ -515,6 +518,8 @@ ktest!(
             // SAFETY: allocated above with this layout.
             unsafe { alloc::alloc::dealloc(p, layout) };
         }
+        shrink_all();
+        assert_eq!(super::buddy_snapshot(), pages_before, "a global-allocator block was not freed");
     }
 );
 

@@ -35,6 +35,11 @@ ktest!(
             objs.push(p);
         }
         assert_eq!(cache.live_objects(), n as u64);
+        // As on Linux, slabinfo counts the objects parked in this CPU's slab as active until it
+        // is flushed.
+        let per_slab = cache.objects_per_slab() as u64;
+        assert_eq!(cache.slabinfo_row().active_objs, 4 * per_slab);
+        flush_this_cpu();
         let row = cache.slabinfo_row();
         assert_eq!(row.active_objs, n as u64);
         assert_eq!(row.num_slabs, 4, "{n} objects need 4 slabs");
@@ -296,6 +301,8 @@ ktest!(
         let a = cache.alloc(KERNEL).unwrap();
         let b = cache.alloc(KERNEL).unwrap();
         cache.free(a).unwrap();
+        // Out of this CPU's sheaf onto a free list, where its free pointer is.
+        flush_this_cpu();
         for off in 0..64 {
             poke(a.as_ptr(), off, 0x41);
         }
@@ -347,6 +354,44 @@ ktest!(
         );
         assert!(cache.validate().is_ok());
         cache.destroy().unwrap();
+    }
+);
+
+// The per-CPU fast paths on real memory: a LIFO kmalloc/kfree pair goes through this CPU's
+// sheaf, every counter is readable from kernel code by its SLUB_STATS name, and flushing the
+// CPU leaves slabinfo counting exactly the live objects.
+ktest!(
+    fn kmalloc_pairs_take_the_per_cpu_fast_paths() {
+        use ::mm::slab::SlabStat;
+        let _tidy = super::kmalloc::Tidy;
+        let cache = kmalloc_instance().kmalloc_slab(64, KERNEL).unwrap();
+        let keep = kmalloc(64, KERNEL).unwrap();
+        // One warm-up pair: the first free fills the sheaf the loop then reuses.
+        let w = kmalloc(64, KERNEL).unwrap();
+        kfree(w.as_ptr()).unwrap();
+        let (a0, f0, s0) = (
+            cache.stat(SlabStat::AllocFastpath),
+            cache.stat(SlabStat::FreeFastpath),
+            cache.stat(SlabStat::AllocSlowpath),
+        );
+        for _ in 0..1000 {
+            let p = kmalloc(64, KERNEL).unwrap();
+            kfree(p.as_ptr()).unwrap();
+        }
+        assert_eq!(cache.stat(SlabStat::AllocFastpath) - a0, 1000);
+        assert_eq!(cache.stat(SlabStat::FreeFastpath) - f0, 1000);
+        assert_eq!(cache.stat(SlabStat::AllocSlowpath), s0, "no pair left the fast path");
+        let mut line = alloc::string::String::new();
+        for s in SlabStat::ALL {
+            line.push_str(&alloc::format!(" {}={}", s.name(), cache.stat(s)));
+        }
+        crate::info!("kmalloc-64 stats:{line}");
+        let live = cache.live_objects();
+        flush_this_cpu();
+        assert_eq!(cache.slabinfo_row().active_objs, live);
+        assert_eq!(cache.live_objects(), live);
+        kfree(keep.as_ptr()).unwrap();
+        assert!(cache.validate().is_ok());
     }
 );
 
