@@ -275,6 +275,23 @@ pub fn readme_table(b: &Figures) -> Result<String, String> {
             per_byte(k)
         );
     }
+    // The SMP figures (present when the bench boots more than one CPU, as the default does).
+    for (what, key) in [
+        ("`kmalloc(64)` + `kfree`, 100 live, LIFO", "kmalloc.64.100.lifo"),
+        ("order-0 page pair", "pages.order0.pair"),
+    ] {
+        let (Some(one), Some(four)) = (b.get(&format!("smp1.{key}")), b.get(&format!("smp4.{key}"))) else {
+            continue;
+        };
+        let locked = b.get(&format!("smp4.{key}.shared_lock_pct")).copied().unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "| {what}, 1 / 4 CPUs running the loop at once (per pair on each CPU; ops taking a shared lock at 4) | {} / {} ({}%) | - | 4 within 10% of 1 |",
+            thousands(*one),
+            thousands(*four),
+            locked
+        );
+    }
     let _ = writeln!(s, "\nLinux column: {LINUX_SOURCE}.");
     s.push_str(README_END);
     Ok(s)

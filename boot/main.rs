@@ -22,6 +22,8 @@ options:
                     compare every figure with tests/bench-baseline.txt
   --update-baseline with --bench: rewrite tests/bench-baseline.txt and the README's table
                     from this run
+  --readme-table    rewrite only the README's measured table from tests/bench-baseline.txt
+                    (after a change to the table's layout; no boot)
   --test [NAME]     boot the in-kernel test suite, or only the tests whose name contains NAME
   --fault NAME      boot a fault scenario (e.g. vmalloc-guard); it is expected to fail loudly
   --cmdline ARGS    extra kernel command-line words (e.g. \"log=debug slab_debug=FZPU\")
@@ -209,8 +211,39 @@ fn bench_after(serial: &str, update: bool, default_boot: bool) -> bool {
     }
 }
 
+/// `--readme-table`: the README's generated table from the committed baseline.
+fn readme_table_only() -> ExitCode {
+    let root = bench::repo_root();
+    let baseline = std::fs::read_to_string(root.join(bench::BASELINE_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|t| bench::parse_figures(&t));
+    let readme_path = root.join("README.md");
+    let result = baseline.and_then(|b| bench::readme_table(&b)).and_then(|table| {
+        let readme = std::fs::read_to_string(&readme_path).map_err(|e| e.to_string())?;
+        let new = bench::splice_readme(&readme, &table).ok_or("README.md lacks the table markers")?;
+        std::fs::write(&readme_path, new).map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => {
+            eprintln!("runner: README.md's measured table rewritten from {}", bench::BASELINE_FILE);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("runner: --readme-table: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--readme-table") {
+        if args.len() > 1 {
+            eprintln!("runner: --readme-table takes no other options\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        return readme_table_only();
+    }
     let (opts, extra) = match parse_args(&args) {
         Ok(parsed) => parsed,
         Err(msg) if msg.is_empty() => {
