@@ -318,11 +318,7 @@ pub fn run(tpk: u64) {
             for (i, peer) in Peer::ALL.into_iter().enumerate() {
                 let ops = peer_ops(peer, live);
                 let bytes = peer.heap_bytes(live, size, cell_allocs(ops));
-                peers[i] = with_peer(peer, bytes, |heap, _| {
-                    let raw = cell(heap, size, live, ops, tpk, true);
-                    let overhead = cell(&mut Null, size, live, ops, tpk, false);
-                    core::array::from_fn::<u64, 3, _>(|j| raw[j].saturating_sub(overhead[j]))
-                });
+                peers[i] = with_peer(peer, bytes, |heap, _| net_cell(heap, size, live, ops, tpk, true));
                 if peers[i].is_none() {
                     kprintln!(
                         "  (no contiguous region of {} MiB for {} at {size} B x {live})",
