@@ -46,7 +46,7 @@ pub fn bench_options() -> BootOptions {
         cmdline: "bench".into(),
         icount: true,
         kernel: Kernel::Bench,
-        timeout: Duration::from_secs(900),
+        timeout: Duration::from_secs(1800),
         qemu_args: ["-seed", "1", "-rtc", "base=2026-01-01T00:00:00,clock=vm"].map(String::from).to_vec(),
         ..BootOptions::default()
     }

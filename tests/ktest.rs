@@ -52,6 +52,17 @@ fn page_allocator_suite_passes_with_zone_normal_under_uefi() {
     );
 }
 
+/// The kmalloc tests with Linux's heap auto-initialisation on (`init_on_alloc=1
+/// init_on_free=on`, `kstrtobool` values): every path zeroes and everything else still holds.
+#[test]
+fn kmalloc_suite_passes_with_init_on_alloc_and_init_on_free() {
+    let out = boot_with("test=mm::tests::kmalloc init_on_alloc=1 init_on_free=on", "1G", false);
+    expect_status(&out, Status::Success, "kmalloc tests with init_on_alloc=1 init_on_free=on");
+    expect_line(&out, "mem auto-init: stack:off, heap alloc:on, heap free:on", "auto-init report");
+    let (passed, failed) = summary(&out.serial).unwrap_or_else(|| panic!("no summary line:\n{}", out.serial));
+    assert!(passed >= 10 && failed == 0, "summary {passed} passed, {failed} failed:\n{}", out.serial);
+}
+
 #[test]
 fn filter_selects_tests_by_name() {
     let out = boot_with("test=arch::tests::rdtsc", "64M", false);

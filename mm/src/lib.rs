@@ -19,6 +19,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod auto_init;
 pub mod buddy;
 pub mod cpus;
 pub mod gfp;

@@ -26,6 +26,7 @@ pub const LINUX_6_1: &[(&str, u64)] = &[
     ("kmalloc.4096.100.lifo", 244),
     ("kmalloc.8192.100.lifo", 244),
     ("kzalloc.64.100.lifo", 322),
+    ("init_on_alloc.kmalloc.64.100.lifo", 326),
     ("kmalloc.64.10000.random", 546),
     ("kmalloc.mixed.10000.random", 591),
     ("pages.order0.pair", 704),

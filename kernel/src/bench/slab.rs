@@ -124,6 +124,14 @@ fn net_cell<A: BenchAlloc>(
     core::array::from_fn(|i| raw[i].saturating_sub(overhead[i]))
 }
 
+/// kmalloc(64) + kfree, 100 live, LIFO, the loop subtracted (the auto-init rows).
+pub(super) fn lifo_pair_64(tpk: u64) -> u64 {
+    net_cell(&mut Kmalloc, 64, 100, OPS, tpk, true)[0]
+}
+
+/// Iterations of the order-0 page pair rows.
+pub(super) const ORDER0_ITERS: u64 = 100_000;
+
 /// Pages free in the buddy allocator, per-CPU lists included (drained first, so that the count
 /// is what the zones hold).
 fn free_pages() -> u64 {

@@ -116,6 +116,29 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
     crate::arch::fault::set_address_describer(report::describe_address);
 
     slab::init(cmdline.get("slab_debug"));
+    let on_alloc = auto_init_param(cmdline, "init_on_alloc");
+    let on_free = auto_init_param(cmdline, "init_on_free");
+    set_auto_init(on_alloc, on_free);
+    crate::info!("{}", node.auto_init.report());
     // After kmalloc: the area trees live on the heap.
     vmalloc::init();
+}
+
+/// `init_on_alloc=` / `init_on_free=` from the command line (Linux's `kstrtobool` values);
+/// off when absent, and off with a warning when the value is not a boolean.
+fn auto_init_param(cmdline: &crate::cmdline::Cmdline, name: &str) -> bool {
+    match cmdline.get(name) {
+        None => false,
+        Some(v) => ::mm::auto_init::parse_bool(v).unwrap_or_else(|| {
+            crate::warn!("mm: ignoring {name}={v}: not a boolean (1/0, y/n, on/off)");
+            false
+        }),
+    }
+}
+
+/// Turns heap auto-initialisation on or off for the page allocator and every slab cache (the
+/// boot parameters; the benchmark flips them to measure their cost).
+pub fn set_auto_init(init_on_alloc: bool, init_on_free: bool) {
+    node().auto_init.set(init_on_alloc, init_on_free);
+    slab::slab().set_auto_init(init_on_alloc, init_on_free);
 }

@@ -33,7 +33,7 @@ impl Node {
             .union(GfpFlags::__GFP_HIGH)
             .union(GfpFlags::__GFP_NOFAIL)
             .union(GfpFlags::__GFP_ZERO);
-        if order == 0 && !gfp.intersects(SLOW) {
+        if order == 0 && !gfp.intersects(SLOW) && !self.auto_init.init_on_alloc() {
             if let Some(idx) = self.rmqueue_pcplist_fast(cpu) {
                 return Ok(self.mem_map.index_to_pfn(idx));
             }
@@ -83,7 +83,7 @@ impl Node {
             drained = true;
         };
         let pfn = self.mem_map.index_to_pfn(idx);
-        if gfp.contains(GfpFlags::__GFP_ZERO) {
+        if self.auto_init.want_init_on_alloc(gfp) {
             // SAFETY: the block was just taken off the free lists, so it is ours alone, and
             // `dm` maps it (init contract). Zeroed outside the locks to keep them short.
             unsafe { core::ptr::write_bytes(self.dm.pfn_to_virt(pfn), 0, PAGE_SIZE << order) };
@@ -179,7 +179,7 @@ impl Node {
     pub fn free_pages_cpu(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         // Fast path (inlined into callers): a managed order-0 `Allocated` page, claimed by one
         // atomic transition. Everything else, errors included, takes the general path.
-        if order == 0 {
+        if order == 0 && !self.auto_init.init_on_free() {
             if let Some(idx) = self.mem_map.pfn_to_index(pfn) {
                 let page = self.desc(idx);
                 if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
@@ -220,12 +220,22 @@ impl Node {
             // one atomic transition: two CPUs freeing the same page cannot both succeed, even
             // onto different lists.
             if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
+                if self.auto_init.init_on_free() {
+                    // SAFETY: the claim above made the page ours alone (on no list yet).
+                    unsafe { self.kernel_init_pages(pfn, 0) };
+                }
                 self.free_unref_page(cpu, zone, idx);
                 return Ok(());
             }
             // Classified under the zone lock so that no block is split or merged meanwhile.
             let _fa = zone.free_area.lock();
             return Err(self.classify_bad_free(pfn, page, order));
+        }
+        if self.auto_init.init_on_free() && page.state() == PageState::Allocated && page.order() == order {
+            // Zeroed before the lock (`free_pages_prepare`), once the block looks like the
+            // caller's; the check is repeated under the lock below.
+            // SAFETY: an `Allocated` head of this order is the caller's block, being freed.
+            unsafe { self.kernel_init_pages(pfn, order) };
         }
         let mut fa = zone.free_area.lock();
         // Checked under the lock: two CPUs freeing the same block cannot both succeed.
@@ -235,5 +245,15 @@ impl Node {
         self.free_one_page(&mut fa, pfn, idx, order, page.zone());
         zone.publish_free(&fa);
         Ok(())
+    }
+
+    /// `kernel_init_pages`: zeroes the `2^order` pages at `pfn` (`init_on_free`).
+    ///
+    /// # Safety
+    /// The block is being freed by its owner: nobody else uses it.
+    #[cold]
+    unsafe fn kernel_init_pages(&self, pfn: Pfn, order: u32) {
+        // SAFETY: the caller's contract; `dm` maps managed memory (init contract).
+        unsafe { core::ptr::write_bytes(self.dm.pfn_to_virt(pfn), 0, PAGE_SIZE << order) };
     }
 }

@@ -44,6 +44,7 @@ mod tests;
 use core::fmt;
 
 use crate::addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
+use crate::auto_init::AutoInit;
 use crate::gfp::GfpFlags;
 use crate::mem_map::{MemMap, MemMapError, SECTION_SIZE_BITS};
 use crate::memblock::MemBlock;
@@ -174,6 +175,8 @@ pub struct Node {
     /// The first populated zone of the Normal zonelist (Normal, else DMA32, else DMA; Normal
     /// if none is), for the order-0 fast path.
     normal_first: u8,
+    /// `init_on_alloc=` / `init_on_free=` for this node's pages.
+    pub auto_init: AutoInit,
 }
 
 impl Node {
@@ -265,7 +268,17 @@ impl Node {
         let totalreserve_pages = zone::totalreserve_pages(&zones);
         let normal_first =
             zones.iter().rposition(|z| z.managed_pages != 0).unwrap_or(ZoneType::Normal as usize) as u8;
-        Ok(Node { node_id, mem_map, zones, dm, limits, min_free_kbytes, totalreserve_pages, normal_first })
+        Ok(Node {
+            node_id,
+            mem_map,
+            zones,
+            dm,
+            limits,
+            min_free_kbytes,
+            totalreserve_pages,
+            normal_first,
+            auto_init: AutoInit::new(),
+        })
     }
 
     /// Takes a block of `order` off the lists of a zone, splitting a larger one if needed.

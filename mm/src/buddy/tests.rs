@@ -214,6 +214,44 @@ fn gfp_zero_zeroes_the_whole_block() {
     n.free_pages(q, 2).unwrap();
 }
 
+/// `init_on_alloc=1` zeroes every block as `__GFP_ZERO` would (the order-0 fast path
+/// included); `init_on_free=1` zeroes blocks as they are freed, order 0 (onto the per-CPU
+/// list) and higher orders (onto the buddy lists); bad frees are still refused untouched.
+#[test]
+fn init_on_alloc_and_init_on_free_zero_pages() {
+    let m = &TestMachine::standard();
+    let n = &m.node;
+    let dm = n.direct_map();
+    let fill = |p: Pfn, order: u32, v: u8| {
+        // SAFETY: the test owns the block (or reads a freed block of emulated RAM).
+        unsafe { core::ptr::write_bytes(dm.pfn_to_virt(p), v, PAGE_SIZE << order) }
+    };
+    let zero = |p: Pfn, order: u32| {
+        // SAFETY: emulated RAM, mapped for the whole test.
+        unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << order) }.iter().all(|&b| b == 0)
+    };
+    for order in [0, 3] {
+        let p = n.alloc_pages(GfpFlags::GFP_KERNEL, order).unwrap();
+        fill(p, order, 0xa5);
+        n.free_pages(p, order).unwrap();
+        n.auto_init.set(true, false);
+        let q = n.alloc_pages(GfpFlags::GFP_KERNEL, order).unwrap();
+        assert_eq!(q, p, "order {order}: the same block comes back");
+        assert!(zero(q, order), "order {order}: init_on_alloc");
+        fill(q, order, 0x5a);
+        n.auto_init.set(false, true);
+        // A misaligned or wrong-order free is refused and zeroes nothing.
+        if order > 0 {
+            assert!(n.free_pages(q, order - 1).is_err());
+            assert!(!zero(q, order));
+        }
+        n.free_pages(q, order).unwrap();
+        assert!(zero(q, order), "order {order}: init_on_free");
+        assert!(n.free_pages(q, order).is_err(), "double free still refused");
+        n.auto_init.set(false, false);
+    }
+}
+
 /// Allocates order-0 pages with `gfp` until it fails; returns them.
 fn drain(n: &Node, gfp: GfpFlags) -> Vec<Pfn> {
     let mut v = Vec::new();

@@ -368,6 +368,15 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             Owner::Large { order, .. } => (PAGE_SIZE << order, PAGE_SIZE << order),
         };
         if new_size <= ks {
+            if gfp.contains(GfpFlags::__GFP_ZERO) || self.slab.auto_init().init_on_alloc() {
+                // Linux 6.12 `__do_krealloc`: the spare memory of the block is zeroed
+                // (`memset(p + new_size, 0, ks - new_size)`). Growing within a tracked kmalloc
+                // red zone, the bytes between the old and the new size are zeroed too (they
+                // held the red-zone pattern, not the caller's data).
+                let from = new_size.min(old_len);
+                // SAFETY: `ptr` is a live block of `ks` usable bytes (checked above).
+                unsafe { (ptr as *mut u8).add(from).write_bytes(0, ks - from) };
+            }
             if let Owner::Slab { cache, .. } = owner {
                 cache.resize_in_place(ptr as usize, new_size);
             }

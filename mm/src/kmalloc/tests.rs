@@ -345,3 +345,125 @@ fn compound_tails_find_their_head_and_are_cleared_on_free() {
         prov.page(Pfn(lp.0 + 3)).unwrap().clear_compound_head();
     });
 }
+
+/// Bytes `[from, to)` of a live block.
+fn bytes(p: NonNull<u8>, from: usize, to: usize) -> Vec<u8> {
+    // SAFETY: the callers pass live blocks of at least `to` usable bytes.
+    unsafe { core::slice::from_raw_parts(p.as_ptr().add(from), to - from) }.to_vec()
+}
+
+fn fill(p: NonNull<u8>, len: usize, v: u8) {
+    // SAFETY: the callers pass live blocks of at least `len` usable bytes.
+    unsafe { p.as_ptr().write_bytes(v, len) };
+}
+
+/// The robustness issue's example: `kzalloc(100)` then `krealloc(128, __GFP_ZERO)` must not
+/// show a previous owner's bytes. SLUB zeroes the whole object (`slab_post_alloc_hook` zeroes
+/// `s->object_size`), and Linux 6.12's `__do_krealloc` zeroes the spare memory in place.
+#[test]
+fn gfp_zero_covers_the_whole_usable_size() {
+    with_kmalloc(PAGES, "", |_, km| {
+        let old = km.kmalloc(128, GFP).unwrap();
+        fill(old, 128, 0xaa);
+        km.kfree(old.as_ptr()).unwrap();
+        let p = km.kzalloc(100, GFP).unwrap();
+        assert_eq!(p, old, "LIFO reuse of the same object");
+        assert!(bytes(p, 0, 128).iter().all(|&b| b == 0), "kzalloc zeroes ksize bytes");
+        let q = km.krealloc(p.as_ptr(), 128, GFP | GfpFlags::__GFP_ZERO).unwrap();
+        assert_eq!(q, p, "in place");
+        assert!(bytes(q, 100, 128).iter().all(|&b| b == 0));
+
+        // Shrinking in place with __GFP_ZERO clears the spare tail, keeps the head.
+        fill(q, 128, 0x55);
+        let r = km.krealloc(q.as_ptr(), 64, GFP | GfpFlags::__GFP_ZERO).unwrap();
+        assert_eq!(r, q);
+        assert!(bytes(r, 0, 64).iter().all(|&b| b == 0x55));
+        assert!(bytes(r, 64, 128).iter().all(|&b| b == 0));
+        // Without __GFP_ZERO the tail is left as it is.
+        fill(r, 128, 0x66);
+        let r = km.krealloc(r.as_ptr(), 32 + 64, GFP).unwrap();
+        assert!(bytes(r, 0, 128).iter().all(|&b| b == 0x66));
+
+        // Moving: the new block is zeroed beyond the copied contents.
+        let big = km.krealloc(r.as_ptr(), 1000, GFP | GfpFlags::__GFP_ZERO).unwrap();
+        assert_ne!(big, r);
+        assert!(bytes(big, 0, 128).iter().all(|&b| b == 0x66));
+        assert!(bytes(big, 128, 1024).iter().all(|&b| b == 0), "up to ksize (1024)");
+        km.kfree(big.as_ptr()).unwrap();
+
+        // kcalloc and a large block.
+        let c = km.kmalloc(3000, GFP).unwrap();
+        fill(c, 4096, 0x11);
+        km.kfree(c.as_ptr()).unwrap();
+        let c = km.kcalloc(30, 100, GFP).unwrap();
+        assert!(bytes(c, 0, 4096).iter().all(|&b| b == 0), "kcalloc zeroes ksize (4096)");
+        km.kfree(c.as_ptr()).unwrap();
+        let l = km.kzalloc(9000, GFP).unwrap();
+        assert!(bytes(l, 0, 16384).iter().all(|&b| b == 0));
+        fill(l, 16384, 0x22);
+        let l2 = km.krealloc(l.as_ptr(), 10_000, GFP | GfpFlags::__GFP_ZERO).unwrap();
+        assert_eq!(l2, l);
+        assert!(bytes(l2, 10_000, 16384).iter().all(|&b| b == 0));
+        km.kfree(l2.as_ptr()).unwrap();
+    });
+}
+
+/// A kmalloc red zone (`slab_debug=ZU`) keeps its pattern beyond the requested size, and
+/// growing in place with __GFP_ZERO clears what was red zone and is now the caller's.
+#[test]
+fn gfp_zero_with_a_kmalloc_red_zone() {
+    with_kmalloc(PAGES, "ZU", |_, km| {
+        let p = km.kzalloc(100, GFP).unwrap();
+        assert!(bytes(p, 0, 100).iter().all(|&b| b == 0));
+        assert!(bytes(p, 100, 128).iter().all(|&b| b == crate::slab::debug::RED_ACTIVE), "red zone kept");
+        let q = km.krealloc(p.as_ptr(), 120, GFP | GfpFlags::__GFP_ZERO).unwrap();
+        assert_eq!(q, p);
+        assert!(bytes(q, 0, 120).iter().all(|&b| b == 0));
+        assert!(bytes(q, 120, 128).iter().all(|&b| b == crate::slab::debug::RED_ACTIVE));
+        km.kfree(q.as_ptr()).unwrap();
+    });
+}
+
+/// `init_on_alloc=1` zeroes every object as if `__GFP_ZERO` were given; `init_on_free=1`
+/// zeroes on free (fast and slow paths); constructor caches are left alone (Linux's
+/// `slab_want_init_on_alloc`/`_free`).
+#[test]
+fn init_on_alloc_and_init_on_free() {
+    with_kmalloc(PAGES, "", |_, km| {
+        let slab = km.slab();
+        let p = km.kmalloc(64, GFP).unwrap();
+        fill(p, 64, 0xaa);
+        km.kfree(p.as_ptr()).unwrap();
+        slab.set_auto_init(true, false);
+        let q = km.kmalloc(64, GFP).unwrap();
+        assert_eq!(q, p);
+        assert!(bytes(q, 0, 64).iter().all(|&b| b == 0), "init_on_alloc");
+        fill(q, 64, 0xbb);
+        slab.set_auto_init(false, true);
+        km.kfree(q.as_ptr()).unwrap();
+        assert!(bytes(q, 0, 64).iter().all(|&b| b == 0), "init_on_free, fast path");
+        // The slow path (frees into slabs that are not this CPU's active one, and frees past a
+        // full sheaf) zeroes too: fill several slabs' worth and free them all. Freed objects
+        // may hold the free pointer (at the middle of the object, SLUB's `s->offset`).
+        let objs: Vec<_> = (0..200).map(|_| km.kmalloc(64, GFP).unwrap()).collect();
+        for &o in &objs {
+            fill(o, 64, 0xcc);
+        }
+        for &o in &objs {
+            km.kfree(o.as_ptr()).unwrap();
+            assert!(bytes(o, 0, 32).iter().chain(&bytes(o, 40, 64)).all(|&b| b == 0), "init_on_free, {o:p}");
+        }
+        // A constructor cache keeps its constructed state.
+        fn ctor(p: *mut u8) {
+            // SAFETY: the allocator passes a whole object of 32 bytes.
+            unsafe { p.write_bytes(0x5c, 32) };
+        }
+        slab.set_auto_init(true, true);
+        let c = slab.kmem_cache_create("ctor_cache", 32, 8, SlabFlags::empty(), Some(ctor)).unwrap();
+        let o = c.alloc(GFP).unwrap();
+        assert!(bytes(o, 0, 32).iter().all(|&b| b == 0x5c), "no init_on_alloc with a ctor");
+        c.free(o).unwrap();
+        assert!(bytes(o, 0, 32).iter().filter(|&&b| b == 0x5c).count() >= 24, "no init_on_free with a ctor");
+        slab.set_auto_init(false, false);
+    });
+}

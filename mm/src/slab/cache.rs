@@ -18,9 +18,10 @@
 
 use core::panic::Location;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::Relaxed};
 
 use crate::addr::{DirectMap, Pfn};
+use crate::auto_init::AutoInit;
 use crate::buddy::CpuId;
 use crate::gfp::GfpFlags;
 use crate::page::{Page, PageProvider, NO_PAGE};
@@ -86,6 +87,12 @@ pub struct KmemCache<'p, P: PageProvider> {
     pub(crate) state: IrqSpinLock<CacheState>,
     /// `kmem_cache_debug()`: any `slab_debug` flag; such caches never take the fast paths.
     pub(crate) debug: bool,
+    /// `slab_want_init_on_alloc` / `slab_want_init_on_free` for this cache (the root's
+    /// [`AutoInit`] switches, off for caches with a constructor or `SLAB_POISON`).
+    pub(crate) init_on_alloc: AtomicBool,
+    pub(crate) init_on_free: AtomicBool,
+    /// Root only: `init_on_alloc=` / `init_on_free=`, copied into every cache.
+    pub(crate) auto_init: AutoInit,
     /// The per-CPU slabs, indexed by [`CpuId`].
     pub(crate) cpu_slab: [KmemCacheCpu; NR_CPUS],
     /// Bytes of a slab covered by objects (`objects * size`), for the free fast path's
@@ -138,6 +145,9 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             registry: IrqSpinLock::new(()),
             debug_cfg,
             debug: geom.flags.intersects(SlabFlags::DEBUG),
+            init_on_alloc: AtomicBool::new(false),
+            init_on_free: AtomicBool::new(false),
+            auto_init: AutoInit::new(),
             span: geom.objects as usize * geom.size as usize,
             pow2_mask: if geom.size.is_power_of_two() { geom.size as usize - 1 } else { 0 },
             cpu_slab: [const { KmemCacheCpu::new() }; NR_CPUS],
@@ -157,6 +167,15 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Copies `init_on_alloc=` / `init_on_free=` into the cache, except where Linux leaves them
+    /// off (`slab_want_init_on_alloc`/`_free`): a constructor's work would be undone, and
+    /// `SLAB_POISON` already overwrites freed objects.
+    pub(crate) fn apply_auto_init(&self, a: &AutoInit) {
+        let exempt = self.ctor.is_some() || self.geom.flags.contains(SlabFlags::SLAB_POISON);
+        self.init_on_alloc.store(a.init_on_alloc() && !exempt, Relaxed);
+        self.init_on_free.store(a.init_on_free() && !exempt, Relaxed);
     }
     /// The size callers asked for.
     pub fn object_size(&self) -> usize {
@@ -367,9 +386,12 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     ) -> Result<NonNull<u8>, AllocError> {
         if !self.debug {
             if let Some(p) = self.alloc_fast(cpu) {
-                if gfp.contains(GfpFlags::__GFP_ZERO) {
-                    // SAFETY: the first `orig` bytes are the caller's part of the fresh object.
-                    unsafe { p.as_ptr().write_bytes(0, orig as usize) };
+                if gfp.contains(GfpFlags::__GFP_ZERO) || self.init_on_alloc.load(Relaxed) {
+                    // The whole object, not only the `orig` bytes asked for: `ksize` and an
+                    // in-place `krealloc` hand the rest to the caller too (SLUB zeroes
+                    // `object_size`).
+                    // SAFETY: the fresh object is ours: `object_size` bytes from `p`.
+                    unsafe { p.as_ptr().write_bytes(0, self.geom.object_size as usize) };
                 }
                 return Ok(p);
             }
@@ -433,9 +455,12 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                 // SAFETY: as above.
                 unsafe { debug::set_track(g, p, false, loc) };
             }
-            if gfp.contains(GfpFlags::__GFP_ZERO) {
-                // SAFETY: the first `orig` bytes are the caller's part of the object.
-                unsafe { p.write_bytes(0, orig as usize) };
+            if gfp.contains(GfpFlags::__GFP_ZERO) || self.init_on_alloc.load(Relaxed) {
+                // The whole object, except that a kmalloc red zone (tracked requested size)
+                // keeps its pattern beyond `orig`, as SLUB's `slab_post_alloc_hook`.
+                let len = if g.orig_size_offset != 0 { orig } else { g.object_size };
+                // SAFETY: the object is ours; `len <= object_size`.
+                unsafe { p.write_bytes(0, len as usize) };
             }
             // SAFETY: objects are inside the direct map, never at address 0.
             return Ok(unsafe { NonNull::new_unchecked(p) });

@@ -138,8 +138,9 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
                         .map_err(SlabError::Corrupted)?;
                 }
             }
-            if zero {
-                // kfree_sensitive: clear what the caller could have written, after the checks.
+            if zero || self.init_on_free.load(Relaxed) {
+                // kfree_sensitive or init_on_free: clear what the caller could have written,
+                // after the checks (a kmalloc red zone beyond the requested size stays).
                 // SAFETY: the object is allocated and being freed by its owner; the lock is held.
                 unsafe { p.write_bytes(0, debug::orig_size(g, p) as usize) };
                 core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);

@@ -26,6 +26,8 @@ pub(crate) mod testprov;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_args;
+#[cfg(test)]
 mod tests_debug;
 #[cfg(test)]
 mod tests_percpu;

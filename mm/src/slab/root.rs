@@ -11,6 +11,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::addr::{DirectMap, Pfn};
+use crate::auto_init::AutoInit;
 use crate::gfp::GfpFlags;
 use crate::page::{Page, PageProvider, PageState};
 use crate::AllocError;
@@ -148,6 +149,10 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
         if align != 0 && !align.is_power_of_two() {
             return invalid("alignment is not a power of two");
         }
+        if align > MAX_OBJECT_SIZE as usize {
+            // Checked before the narrowing below: 1 << 32 must not become an alignment of 0.
+            return invalid("alignment above the slab size");
+        }
         let root = self.kmem_cache();
         let flags = flags | root.debug_cfg.flags_for(name);
         let align = calculate_alignment(flags, align.max(1) as u32, size as u32);
@@ -170,6 +175,7 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
             self.root.as_ptr(),
             root.debug_cfg,
         );
+        value.apply_auto_init(&root.auto_init);
         // SAFETY: a fresh `kmem_cache` object, sized and aligned for the struct.
         unsafe { cache.as_ptr().write(value) };
         // Link it after the root: the list is only walked under the registry lock.
@@ -178,6 +184,18 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
         unsafe { cache.as_ref() }.next.store(root.next.load(Relaxed), Relaxed);
         root.next.store(cache.as_ptr(), Relaxed);
         Ok(CacheHandle { cache })
+    }
+
+    /// Sets `init_on_alloc=` / `init_on_free=` for every cache, and for caches created later.
+    pub fn set_auto_init(&self, init_on_alloc: bool, init_on_free: bool) {
+        let root = self.kmem_cache();
+        root.auto_init.set(init_on_alloc, init_on_free);
+        self.for_each_cache(|c| c.apply_auto_init(&root.auto_init));
+    }
+
+    /// The `init_on_alloc=` / `init_on_free=` switches of this allocator.
+    pub fn auto_init(&self) -> &AutoInit {
+        &self.kmem_cache().auto_init
     }
 
     /// Calls `f` on every cache (the root first), under the registry lock.

@@ -15,7 +15,7 @@ use crate::page::{FreePagesError, Page, PageProvider, PageState, MAX_PAGE_ORDER}
 use crate::AllocError;
 
 /// First pfn of the emulated RAM: not 0, so that a zero physical address is never valid.
-const FIRST_PFN: u64 = 0x100;
+pub(crate) const FIRST_PFN: u64 = 0x100;
 
 pub struct TestProvider {
     buf: *mut u8,

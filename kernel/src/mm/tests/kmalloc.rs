@@ -148,16 +148,21 @@ ktest!(
     fn kzalloc_kcalloc_zero_and_array_overflow_is_an_error() {
         let _tidy = Tidy;
         // Dirty a block, free it, and get it back zeroed (LIFO free lists).
-        for size in [40usize, 512, 20000] {
+        // The whole usable size (`ksize`) is zeroed, not only the bytes asked for: an in-place
+        // krealloc hands the rest to the caller (SLUB zeroes `object_size`).
+        for size in [40usize, 100, 512, 20000] {
             let dirty = kmalloc(size, KERNEL).unwrap();
-            // SAFETY: `size` bytes of a live block.
-            unsafe { dirty.as_ptr().write_bytes(0xee, size) };
+            let ks = ksize(dirty.as_ptr()).unwrap();
+            // SAFETY: `ks` usable bytes of a live block.
+            unsafe { dirty.as_ptr().write_bytes(0xee, ks) };
             kfree(dirty.as_ptr()).unwrap();
             let z = kzalloc(size, KERNEL).unwrap();
-            // SAFETY: `size` bytes of a live block.
-            let bytes = unsafe { core::slice::from_raw_parts(z.as_ptr(), size) };
-            assert!(bytes.iter().all(|&b| b == 0), "kzalloc({size}) not zeroed");
-            kfree(z.as_ptr()).unwrap();
+            assert_eq!(z, dirty, "LIFO reuse");
+            assert_eq!(nonzero_words(z.as_ptr(), ks), 0, "kzalloc({size}) left bytes of ksize {ks}");
+            let g = krealloc(z.as_ptr(), ks, KERNEL | GfpFlags::__GFP_ZERO).unwrap();
+            assert_eq!(g, z, "in place");
+            assert_eq!(nonzero_words(g.as_ptr(), ks), 0);
+            kfree(g.as_ptr()).unwrap();
         }
         let c = kcalloc(100, 12, KERNEL).unwrap();
         assert_eq!(ksize(c.as_ptr()), Ok(2048));
@@ -197,7 +202,16 @@ ktest!(
         assert_ne!(moved, p);
         assert_eq!(ksize(moved.as_ptr()), Ok(8192));
         // SAFETY: the first 20 bytes of a live block of 8192.
-        assert_eq!(unsafe { core::slice::from_raw_parts(moved.as_ptr(), 20) }, b"krealloc keeps this!");
+        let kept = unsafe { core::slice::from_raw_parts(moved.as_ptr(), 20) };
+        if node().auto_init.init_on_alloc() {
+            // Linux 6.12 `__do_krealloc`: with init_on_alloc, shrinking to 10 zeroed the spare
+            // bytes from 10 on (`memset(p + new_size, 0, ks - new_size)`).
+            assert_eq!(kept, b"krealloc k\0\0\0\0\0\0\0\0\0\0");
+            // SAFETY: as above.
+            unsafe { core::ptr::copy_nonoverlapping(b"krealloc keeps this!".as_ptr(), moved.as_ptr(), 20) };
+        } else {
+            assert_eq!(kept, b"krealloc keeps this!");
+        }
         // The old block was freed (it is the head of its free list again: double free).
         assert!(matches!(kfree(p.as_ptr()), Err(SlabError::DoubleFree { .. })));
         // Into kmalloc-large and back.
@@ -233,6 +247,46 @@ fn nonzero_words(p: *const u8, len: usize) -> usize {
 }
 
 ktest!(
+    fn init_on_alloc_and_init_on_free_zero_objects_and_pages() {
+        let _tidy = Tidy;
+        // The boot's settings come back at the end (the suite also runs with them on).
+        struct Restore(bool, bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                crate::mm::set_auto_init(self.0, self.1);
+            }
+        }
+        let a = &node().auto_init;
+        let _restore = Restore(a.init_on_alloc(), a.init_on_free());
+        for size in [64usize, 3000, 20000] {
+            let p = kmalloc(size, KERNEL).unwrap();
+            let ks = ksize(p.as_ptr()).unwrap();
+            // SAFETY: `ks` usable bytes of a live block.
+            unsafe { p.as_ptr().write_bytes(0xee, ks) };
+            kfree(p.as_ptr()).unwrap();
+            crate::mm::set_auto_init(true, false);
+            let q = kmalloc(size, KERNEL).unwrap();
+            assert_eq!(q, p);
+            assert_eq!(nonzero_words(q.as_ptr(), ks), 0, "init_on_alloc, kmalloc({size})");
+            // SAFETY: as above.
+            unsafe { q.as_ptr().write_bytes(0xdd, ks) };
+            crate::mm::set_auto_init(false, true);
+            kfree(q.as_ptr()).unwrap();
+            // The freed object may hold the free pointer (one word in the middle).
+            assert!(nonzero_words(q.as_ptr(), ks) <= 1, "init_on_free, kfree of kmalloc({size})");
+            crate::mm::set_auto_init(false, false);
+        }
+        let frame = alloc_pages(KERNEL, 2).unwrap();
+        let va = crate::mm::page_alloc::phys_to_virt(frame.start_address()).as_mut_ptr::<u8>();
+        // SAFETY: the 4 pages just allocated.
+        unsafe { va.write_bytes(0x77, 4 * PAGE_SIZE) };
+        crate::mm::set_auto_init(false, true);
+        __free_pages(frame, 2).unwrap();
+        assert_eq!(nonzero_words(va, 4 * PAGE_SIZE), 0, "init_on_free, order-2 pages");
+    }
+);
+
+ktest!(
     fn kfree_sensitive_zeroes_the_block() {
         let _tidy = Tidy;
         for size in [8usize, 64, 200, 4096, 8192, 30000] {
@@ -245,12 +299,18 @@ ktest!(
             let allowed = if size <= 8192 { 1 } else { 0 };
             assert!(left <= allowed, "kfree_sensitive({size}) left {left} non-zero words");
         }
-        // Plain kfree does not zero (so the check above can tell them apart).
+        // Plain kfree does not zero (so the check above can tell them apart), unless the boot
+        // asked for `init_on_free=1`.
         let p = kmalloc(64, KERNEL).unwrap();
         // SAFETY: 64 bytes of a live block.
         unsafe { p.as_ptr().write_bytes(0xa7, 64) };
         kfree(p.as_ptr()).unwrap();
-        assert!(nonzero_words(p.as_ptr(), 64) > 1, "plain kfree zeroed the object");
+        let left = nonzero_words(p.as_ptr(), 64);
+        if node().auto_init.init_on_free() {
+            assert!(left <= 1, "init_on_free=1: kfree left {left} non-zero words");
+        } else {
+            assert!(left > 1, "plain kfree zeroed the object");
+        }
     }
 );
 
