@@ -10,6 +10,7 @@ pub mod memory_map;
 pub mod page_alloc;
 pub mod report;
 pub mod slab;
+pub mod stress;
 mod tests;
 pub mod vmalloc;
 
