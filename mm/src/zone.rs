@@ -193,15 +193,19 @@ impl Zone {
     pub fn is_populated(&self) -> bool {
         self.present_pages != 0
     }
+    #[inline]
     pub fn min_wmark_pages(&self) -> u64 {
         self.watermark[0].load(Relaxed)
     }
+    #[inline]
     pub fn low_wmark_pages(&self) -> u64 {
         self.watermark[1].load(Relaxed)
     }
+    #[inline]
     pub fn high_wmark_pages(&self) -> u64 {
         self.watermark[2].load(Relaxed)
     }
+    #[inline]
     pub fn promo_wmark_pages(&self) -> u64 {
         self.watermark[3].load(Relaxed)
     }

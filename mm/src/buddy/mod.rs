@@ -424,10 +424,12 @@ impl Node {
         self.limits
     }
     /// `vm.min_free_kbytes`: as computed at init (`init_per_zone_wmark_min`) or last set.
+    #[inline]
     pub fn min_free_kbytes(&self) -> u64 {
         self.min_free_kbytes.load(Relaxed)
     }
     /// Linux's `totalreserve_pages`.
+    #[inline]
     pub fn totalreserve_pages(&self) -> u64 {
         self.totalreserve_pages.load(Relaxed)
     }
