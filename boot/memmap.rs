@@ -502,7 +502,7 @@ fn draw_panel(svg: &mut String, map: &PageMap, x0: u64) -> u64 {
             let w = if n == 0 { 0 } else { (n * (CHART_W - 90) / max).max(1) };
             let _ = writeln!(
                 svg,
-                r#"<text x="{cx}" y="{}" class="axis">{order:>2}</text><rect class="bar" data-zone="{}" data-order="{order}" data-count="{n}" x="{}" y="{cy}" width="{w}" height="11" fill="{}"/><text x="{}" y="{}" class="axis">{n}</text>"#,
+                r##"<text x="{cx}" y="{}" class="axis">{order:>2}</text><rect class="bar" data-zone="{}" data-order="{order}" data-count="{n}" x="{}" y="{cy}" width="{w}" height="11" fill="{}" stroke="#2f6f3f" stroke-width="0.5"/><text x="{}" y="{}" class="axis">{n}</text>"##,
                 cy + 10,
                 esc(zone),
                 cx + 22,

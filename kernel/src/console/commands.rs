@@ -137,7 +137,7 @@ fn stress(session: &mut Session, a: &[&str]) {
     let mask = CpuMask(online.iter().take(cpus).fold(0, |m, c| m | 1 << c));
     kprintln!(
         "stress: {cpus} CPU{} x {ops} operations: kmalloc/kzalloc/krealloc/kfree, alloc_pages orders 0..4, \
-         vmalloc/vfree, a kmem_cache; objects freed by other CPUs (Ctrl-C stops it)",
+         vmalloc/vfree, a kmem_cache; objects handed between CPUs (Ctrl-C stops it)",
         if cpus == 1 { "" } else { "s" }
     );
     static SHOWN: AtomicU64 = AtomicU64::new(u64::MAX);
