@@ -7,7 +7,9 @@
 //! suite (`test`, `test=NAME`), the benchmark (`bench`) or a fault scenario (`fault=NAME`).
 
 pub mod bench;
+pub mod memmap;
 pub mod procfs;
+pub mod setup;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -50,10 +52,6 @@ const QEMU_EXIT_FAILURE: i32 = (0x11 << 1) | 1;
 /// Most CPUs `--smp` accepts: the kernel's `mm::NR_CPUS` (`tests/runner.rs` checks they agree).
 pub const MAX_SMP: u32 = 16;
 
-/// Debian's OVMF firmware (package `ovmf`).
-const OVMF_PATHS: &[&str] =
-    &["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd", "/usr/share/OVMF/OVMF.fd"];
-
 /// What to boot and how.
 #[derive(Clone, Debug)]
 pub struct BootOptions {
@@ -77,6 +75,26 @@ pub struct BootOptions {
     pub qemu_args: Vec<String>,
     /// Which kernel build boots.
     pub kernel: Kernel,
+    /// Where the kernel's serial input comes from.
+    pub input: Input,
+    /// Keep the bootloader's own log lines off the serial port (the console boots quietly).
+    pub quiet_bootloader: bool,
+    /// Draw each `$ memmap NAME.svg` block the kernel prints into `NAME.svg` in this directory
+    /// as it completes (the console's `memmap`).
+    pub memmap_dir: Option<PathBuf>,
+}
+
+/// The kernel's serial input (COM1's receive side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// None: QEMU's stdin is /dev/null (the demo, the tests, the bench).
+    None,
+    /// The runner's terminal, handed to QEMU, which puts it in raw mode; Ctrl-C reaches the
+    /// kernel as a byte instead of killing QEMU. No timeout.
+    Terminal,
+    /// The runner's stdin, forwarded to QEMU; at its end the runner sends Ctrl-D (the console
+    /// then exits at its prompt), so `printf 'kmalloc 100\n' | cargo run -- --console` ends.
+    Forward,
 }
 
 impl Default for BootOptions {
@@ -92,6 +110,9 @@ impl Default for BootOptions {
             echo: true,
             qemu_args: Vec::new(),
             kernel: Kernel::Checked,
+            input: Input::None,
+            quiet_bootloader: false,
+            memmap_dir: None,
         }
     }
 }
@@ -168,15 +189,11 @@ impl fmt::Display for RunnerError {
 impl std::error::Error for RunnerError {}
 
 fn qemu_binary() -> Result<PathBuf, RunnerError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
-        .ok_or(RunnerError::QemuMissing)
+    setup::find_qemu().ok_or(RunnerError::QemuMissing)
 }
 
-fn ovmf() -> Result<&'static str, RunnerError> {
-    OVMF_PATHS.iter().copied().find(|p| Path::new(p).is_file()).ok_or(RunnerError::OvmfMissing)
+fn ovmf() -> Result<PathBuf, RunnerError> {
+    setup::find_ovmf().ok_or(RunnerError::OvmfMissing)
 }
 
 /// Directory for disk images: next to the kernel binary, inside cargo's target directory.
@@ -192,6 +209,16 @@ fn image_dir() -> PathBuf {
 /// Builds a disk image that boots the kernel with `cmdline`. Returns the image's path; the caller
 /// removes it.
 pub fn build_image(kernel: Kernel, cmdline: &str, uefi: bool) -> Result<PathBuf, RunnerError> {
+    build_image_with(kernel, cmdline, uefi, false)
+}
+
+/// [`build_image`]; `quiet_bootloader` turns the bootloader's serial log off.
+pub fn build_image_with(
+    kernel: Kernel,
+    cmdline: &str,
+    uefi: bool,
+    quiet_bootloader: bool,
+) -> Result<PathBuf, RunnerError> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = image_dir();
     std::fs::create_dir_all(&dir).map_err(|e| RunnerError::Io(format!("creating {}", dir.display()), e))?;
@@ -203,6 +230,12 @@ pub fn build_image(kernel: Kernel, cmdline: &str, uefi: bool) -> Result<PathBuf,
     let image = dir.join(format!("{stem}.{}.img", if uefi { "uefi" } else { "bios" }));
     let mut builder = bootloader::DiskImageBuilder::new(PathBuf::from(kernel.path()));
     builder.set_ramdisk(cmdline_file.clone());
+    if quiet_bootloader {
+        let mut config = bootloader::BootConfig::default();
+        config.serial_logging = false;
+        config.frame_buffer_logging = false;
+        builder.set_boot_config(&config);
+    }
     let result = if uefi { builder.create_uefi_image(&image) } else { builder.create_bios_image(&image) };
     let _ = std::fs::remove_file(&cmdline_file);
     result.map_err(|e| RunnerError::Image(format!("{e:#}")))?;
@@ -218,7 +251,13 @@ fn qemu_command(opts: &BootOptions, image: &Path) -> Result<Command, RunnerError
     }
     cmd.args(["-m", &opts.memory]);
     cmd.args(["-smp", &opts.smp.to_string()]);
-    cmd.args(["-serial", "stdio", "-display", "none", "-no-reboot"]);
+    if opts.input == Input::None {
+        cmd.args(["-serial", "stdio"]);
+    } else {
+        // signal=off: Ctrl-C on a terminal is a byte for the kernel, not SIGINT for QEMU.
+        cmd.args(["-chardev", "stdio,id=com1,signal=off", "-serial", "chardev:com1"]);
+    }
+    cmd.args(["-display", "none", "-no-reboot"]);
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     // A CPU model with the features the kernel relies on (NX, 1 GiB pages, invpcid not needed).
     cmd.args(["-cpu", "qemu64,+pdpe1gb,+nx"]);
@@ -231,6 +270,9 @@ fn qemu_command(opts: &BootOptions, image: &Path) -> Result<Command, RunnerError
     cmd.args(&opts.qemu_args);
     Ok(cmd)
 }
+
+/// The kernel console's prompt (`kernel/src/console/mod.rs`).
+pub const CONSOLE_PROMPT: &str = "mm> ";
 
 /// Where the bootloader loads the kernel (a static PIE linked at 0): the first slot of its dynamic
 /// range (`kernel/src/main.rs`: `BOOTLOADER_CONFIG`, `mm::layout::DYNAMIC_START`), as long as
@@ -252,7 +294,7 @@ pub fn boot(opts: &BootOptions) -> Result<Outcome, RunnerError> {
     if opts.uefi {
         ovmf()?;
     }
-    let image = build_image(opts.kernel, &opts.cmdline, opts.uefi)?;
+    let image = build_image_with(opts.kernel, &opts.cmdline, opts.uefi, opts.quiet_bootloader)?;
     let result = run_qemu(opts, &image);
     if std::env::var_os("MEMKERNEL_KEEP_IMAGES").is_none() {
         let _ = std::fs::remove_file(&image);
@@ -264,23 +306,55 @@ pub fn boot(opts: &BootOptions) -> Result<Outcome, RunnerError> {
 
 fn run_qemu(opts: &BootOptions, image: &Path) -> Result<Outcome, RunnerError> {
     let mut cmd = qemu_command(opts, image)?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let stdin = match opts.input {
+        Input::None => Stdio::null(),
+        Input::Terminal => Stdio::inherit(),
+        Input::Forward => Stdio::piped(),
+    };
+    cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn().map_err(|e| RunnerError::Io("starting qemu-system-x86_64".into(), e))?;
+    // The forwarded input waits for the console's first prompt: bytes the UART receives
+    // before the kernel takes over are dropped (the driver's init discards stale input).
+    let (prompt_seen, wait_prompt) = std::sync::mpsc::channel::<()>();
+    if let Some(mut to_qemu) = child.stdin.take() {
+        // Detached: it may block on our stdin after QEMU is gone; the process exit ends it.
+        std::thread::spawn(move || {
+            if wait_prompt.recv().is_err() {
+                return;
+            }
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_qemu);
+            // A last Enter ends an unterminated line; Ctrl-D at the empty prompt exits.
+            let _ = to_qemu.write_all(b"\n\x04");
+        });
+    }
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let echo = opts.echo;
+    let memmap_dir = opts.memmap_dir.clone();
     let reader = std::thread::spawn(move || {
         let mut log = Vec::new();
         let mut buf = [0u8; 4096];
+        let mut maps = memmap_dir.map(memmap::BlockWatcher::new);
+        let mut prompt_seen = Some(prompt_seen);
         loop {
             match stdout.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if prompt_seen.is_some() {
+                        let tail = &log[log.len().saturating_sub(CONSOLE_PROMPT.len())..];
+                        let seen = [tail, &buf[..n]].concat();
+                        if seen.windows(CONSOLE_PROMPT.len()).any(|w| w == CONSOLE_PROMPT.as_bytes()) {
+                            let _ = prompt_seen.take().map(|tx| tx.send(()));
+                        }
+                    }
                     if echo {
                         let mut out = std::io::stdout().lock();
                         let _ = out.write_all(&buf[..n]);
                         let _ = out.flush();
                     }
                     log.extend_from_slice(&buf[..n]);
+                    if let Some(w) = maps.as_mut() {
+                        w.feed(&buf[..n]);
+                    }
                 }
             }
         }
@@ -296,7 +370,7 @@ fn run_qemu(opts: &BootOptions, image: &Path) -> Result<Outcome, RunnerError> {
                     other => Status::NoExitReport(other),
                 }
             }
-            None if !opts.gdb && start.elapsed() > opts.timeout => {
+            None if !opts.gdb && opts.input != Input::Terminal && start.elapsed() > opts.timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
                 break Status::Timeout(opts.timeout);
@@ -307,6 +381,26 @@ fn run_qemu(opts: &BootOptions, image: &Path) -> Result<Outcome, RunnerError> {
     // The kernel's console sends CR LF; tests and parsers see plain LF.
     let serial = String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace("\r\n", "\n");
     Ok(Outcome { status, serial })
+}
+
+/// What a `cargo run` boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// The demo workload, then exit (today's behaviour without a terminal).
+    Demo,
+    /// The console; `terminal`: the runner's terminal is its input, else stdin is forwarded.
+    Console { terminal: bool },
+}
+
+/// The choice, from the options and whether stdin and stdout are both a terminal: `--console`
+/// always gives the console, `--demo` or another mode (`--test`, `--bench`, ...) never does,
+/// and a plain run gives it exactly on a terminal.
+pub fn session_kind(console: bool, demo_or_other_mode: bool, terminal: bool) -> SessionKind {
+    if console || (!demo_or_other_mode && terminal) {
+        SessionKind::Console { terminal }
+    } else {
+        SessionKind::Demo
+    }
 }
 
 /// Parses a memory size as QEMU takes it (`512M`, `1G`, `16G`, plain numbers are MiB) into bytes.

@@ -3,16 +3,24 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use memkernel::bench;
-use memkernel::{boot, parse_memory, BootOptions, Status};
+use std::io::IsTerminal;
+
+use memkernel::{bench, memmap, setup};
+use memkernel::{boot, parse_memory, session_kind, BootOptions, Input, SessionKind, Status};
 
 const USAGE: &str = "\
 usage: cargo run [-- OPTIONS]
 
-Builds a disk image of the kernel, boots it under QEMU and streams the serial log.
-Exits 0 when the kernel reports success, 1 otherwise (failure, hang, triple fault).
+Builds a disk image of the kernel, boots it under QEMU and streams the serial log. On a
+terminal (stdin and stdout), a plain `cargo run` opens the kernel's console (`mm> `, type
+`help`); otherwise it runs the demo workload and exits. Exits 0 when the kernel reports
+success, 1 otherwise (failure, hang, triple fault), 2 on bad options or missing QEMU/OVMF.
 
 options:
+  --console         the console even without a terminal: commands come from stdin, e.g.
+                    printf 'kmalloc 100\\nexit\\n' | cargo run -- --console
+  --demo            the demo even on a terminal
+  --memmap FILE     run the demo and draw physical memory before and after it into FILE (SVG)
   --memory SIZE     guest RAM, as QEMU's -m takes it (default 1G; 64M to 16G are supported)
   --uefi            boot through OVMF (UEFI) instead of the BIOS
   --smp N           number of virtual CPUs, 1 to 16 (default 1); all are brought online
@@ -36,6 +44,13 @@ options:
 struct Extra {
     bench: bool,
     update_baseline: bool,
+    /// `--console` / `--demo`.
+    console: bool,
+    demo: bool,
+    /// `--memmap FILE`.
+    memmap: Option<String>,
+    /// `--bench`, `--test`, `--fault` or `--memmap`: a kernel mode that is never the console.
+    other_mode: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
@@ -100,6 +115,18 @@ fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
                 _ => mode.push("test".into()),
             },
             "--fault" => mode.push(format!("fault={}", value(&mut it, arg)?)),
+            "--console" => {
+                extra_mode.console = true;
+                mode.push("console".into());
+            }
+            "--demo" => {
+                extra_mode.demo = true;
+                mode.push("demo".into());
+            }
+            "--memmap" => {
+                extra_mode.memmap = Some(value(&mut it, arg)?);
+                mode.push("memmap".into());
+            }
             "--cmdline" => extra.push(value(&mut it, arg)?),
             "--qemu" => {
                 opts.qemu_args.extend(it.by_ref().cloned());
@@ -109,8 +136,15 @@ fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
         }
     }
     if mode.len() > 1 {
-        return Err(format!("choose one of --bench, --test, --fault (got {})", mode.join(", ")));
+        return Err(format!(
+            "choose one of --bench, --test, --fault, --console, --demo, --memmap (got {})",
+            mode.join(", ")
+        ));
     }
+    // `demo` is the kernel's default (no word on its command line); `console` is added when the
+    // session is chosen (`console_options`), which a plain run on a terminal also does.
+    mode.retain(|m| m != "demo" && m != "console");
+    extra_mode.other_mode = !mode.is_empty();
     if extra_mode.update_baseline && !extra_mode.bench {
         return Err("--update-baseline goes with --bench".into());
     }
@@ -235,6 +269,47 @@ fn readme_table_only() -> ExitCode {
     }
 }
 
+/// The console: the kernel boots with `console`, quietly, its input the terminal or stdin, and
+/// `memmap FILE.svg` blocks are drawn into the current directory.
+fn console_options(opts: &mut BootOptions, terminal: bool) {
+    opts.cmdline =
+        if opts.cmdline.is_empty() { "console".into() } else { format!("console {}", opts.cmdline) };
+    opts.input = if terminal { Input::Terminal } else { Input::Forward };
+    opts.quiet_bootloader = true;
+    opts.memmap_dir = Some(std::env::current_dir().unwrap_or_else(|_| ".".into()));
+}
+
+/// `--memmap FILE`: the demo's before and after maps, side by side, into FILE.
+fn write_memmap(serial: &str, file: &str) -> bool {
+    let maps = match memmap::find_all(serial) {
+        Ok(m) if m.len() == 2 => m,
+        Ok(m) => {
+            eprintln!(
+                "runner: the kernel printed {} page-state maps, not the two (before, after) of --memmap",
+                m.len()
+            );
+            return false;
+        }
+        Err(e) => {
+            eprintln!("runner: bad page-state map: {e}");
+            return false;
+        }
+    };
+    match std::fs::write(file, memmap::render_svg(&[&maps[0], &maps[1]])) {
+        Ok(()) => {
+            eprintln!(
+                "runner: wrote {file}: physical memory {} and {} (open it in a browser)",
+                maps[0].label, maps[1].label
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("runner: writing {file}: {e}");
+            false
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--readme-table") {
@@ -244,7 +319,7 @@ fn main() -> ExitCode {
         }
         return readme_table_only();
     }
-    let (opts, extra) = match parse_args(&args) {
+    let (mut opts, extra) = match parse_args(&args) {
         Ok(parsed) => parsed,
         Err(msg) if msg.is_empty() => {
             print!("{USAGE}");
@@ -255,6 +330,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A terminal is stdin and stdout both (`cargo run | less` is not one).
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let kind = session_kind(extra.console, extra.demo || extra.other_mode, terminal);
+    if let SessionKind::Console { terminal } = kind {
+        console_options(&mut opts, terminal);
+    }
+    match setup::ensure(opts.uefi, terminal, &mut std::io::stdin().lock()) {
+        Ok(()) => {}
+        Err(setup::SetupError::NotInstalled) => return ExitCode::from(2),
+        Err(setup::SetupError::InstallFailed(why)) => {
+            eprintln!("runner: {why}");
+            return ExitCode::FAILURE;
+        }
+    }
     eprintln!(
         "runner: booting {} with {} RAM{}{}{}",
         if opts.uefi { "UEFI (OVMF)" } else { "BIOS" },
@@ -277,6 +366,11 @@ fn main() -> ExitCode {
             eprintln!("runner: {}", outcome.status);
             if outcome.status != Status::Success {
                 return ExitCode::FAILURE;
+            }
+            if let Some(file) = &extra.memmap {
+                if !write_memmap(&outcome.serial, file) {
+                    return ExitCode::FAILURE;
+                }
             }
             if extra.bench {
                 let b = bench::bench_options();

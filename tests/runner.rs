@@ -6,17 +6,55 @@ fn runner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_memkernel"))
 }
 
+/// The exact command a fresh machine needs, as the runner computes it here (root or sudo,
+/// `apt-get update` first when apt has no package lists).
+fn install_line(packages: &[&str]) -> String {
+    use memkernel::setup::{command_line, have_apt_lists, install_commands, is_root};
+    command_line(&install_commands(packages, is_root(), have_apt_lists()))
+}
+
+/// Without a terminal, a missing QEMU (or OVMF) ends the run before any build with the exact
+/// install command and status 2.
 #[test]
-fn missing_qemu_names_the_debian_package_without_a_backtrace() {
+fn missing_qemu_and_ovmf_print_the_install_command_and_exit_2() {
     let empty = std::env::temp_dir().join(format!("memkernel-no-qemu-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    let out = runner().env("PATH", &empty).env("RUST_BACKTRACE", "1").output().expect("runner starts");
+    let no_ovmf = empty.join("OVMF.fd");
+    for (env_path, args, packages) in
+        [(Some(&empty), &[][..], &["qemu-system-x86", "ovmf"][..]), (None, &["--uefi"][..], &["ovmf"][..])]
+    {
+        let mut cmd = runner();
+        cmd.args(args).env("MEMKERNEL_OVMF", &no_ovmf).env("RUST_BACKTRACE", "1");
+        if let Some(p) = env_path {
+            cmd.env("PATH", p);
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().expect("runner starts");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: exit status; stderr:\n{stderr}");
+        let line = install_line(packages);
+        assert!(
+            stderr.contains(&format!("install with (Debian):\n  {line}\n")),
+            "{args:?}: wants `{line}`; stderr:\n{stderr}"
+        );
+        if env_path.is_some() {
+            assert!(stderr.contains("qemu-system-x86_64 is not installed"), "stderr:\n{stderr}");
+        }
+        assert!(!stderr.contains("booting"), "nothing boots: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "stderr:\n{stderr}");
+    }
     let _ = std::fs::remove_dir(&empty);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit status; stderr:\n{stderr}");
-    assert!(stderr.contains("qemu-system-x86_64 is not installed"), "stderr:\n{stderr}");
-    assert!(stderr.contains("`qemu-system-x86`"), "Debian package not named; stderr:\n{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "stderr:\n{stderr}");
+}
+
+/// A plain run is the console exactly on a terminal; `--console` always, `--demo` and the other
+/// modes never.
+#[test]
+fn the_console_is_chosen_by_the_terminal_and_the_options() {
+    use memkernel::{session_kind, SessionKind::*};
+    assert_eq!(session_kind(false, false, true), Console { terminal: true });
+    assert_eq!(session_kind(false, false, false), Demo, "no terminal: today's demo");
+    assert_eq!(session_kind(true, false, false), Console { terminal: false });
+    assert_eq!(session_kind(true, false, true), Console { terminal: true });
+    assert_eq!(session_kind(false, true, true), Demo, "--demo, --test, --bench, --fault, --memmap");
 }
 
 #[test]
@@ -27,6 +65,8 @@ fn bad_options_are_explained() {
         (&["--smp", "17"][..], "--smp 17: more CPUs than the kernel supports (NR_CPUS = 16; use 1 to 16)"),
         (&["--smp", "four"][..], "--smp four: not a CPU count (a number from 1 to 16)"),
         (&["--test", "a", "--fault", "b"][..], "choose one of --bench, --test, --fault"),
+        (&["--console", "--demo"][..], "choose one of --bench, --test, --fault, --console, --demo, --memmap"),
+        (&["--memmap"][..], "--memmap needs a value"),
         (&["--frobnicate"][..], "unknown option `--frobnicate`"),
     ] {
         let out = runner().args(args).output().expect("runner starts");

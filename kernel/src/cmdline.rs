@@ -19,6 +19,8 @@ pub enum Mode {
     Bench,
     /// Run a scenario that is expected to end in a fault report (host tests check it).
     Fault(&'static str),
+    /// The interactive console on the serial port (`console`): a short summary, then `mm> `.
+    Console,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +28,11 @@ pub struct Cmdline {
     pub raw: &'static str,
     pub mode: Mode,
     pub log_level: Level,
+    /// `log=` was given (the console boots quietly only when it was not).
+    pub log_given: bool,
+    /// `memmap`: the demo prints the page-state map with its statistics (before and after the
+    /// workload), which `cargo run -- --memmap FILE.svg` draws.
+    pub memmap: bool,
 }
 
 impl Cmdline {
@@ -63,15 +70,21 @@ pub fn init(boot_info: &BootInfo) -> Cmdline {
         _ => "",
     };
     RAW.call_once(|| raw);
-    let mut cmdline = Cmdline { raw, mode: Mode::Demo, log_level: Level::Info };
+    let mut cmdline =
+        Cmdline { raw, mode: Mode::Demo, log_level: Level::Info, log_given: false, memmap: false };
     for word in raw.split_ascii_whitespace() {
         match word.split_once('=') {
             None if word == "test" => cmdline.mode = Mode::Test { filter: None },
             None if word == "bench" => cmdline.mode = Mode::Bench,
+            None if word == "console" => cmdline.mode = Mode::Console,
+            None if word == "memmap" => cmdline.memmap = true,
             Some(("test", name)) => cmdline.mode = Mode::Test { filter: Some(name) },
             Some(("fault", name)) => cmdline.mode = Mode::Fault(name),
             Some(("log", level)) => match Level::parse(level) {
-                Some(l) => cmdline.log_level = l,
+                Some(l) => {
+                    cmdline.log_level = l;
+                    cmdline.log_given = true;
+                }
                 None => crate::kprintln!(
                     "[WARN ] cmdline: unknown log level `{level}` (error, warn, info, debug, trace)"
                 ),

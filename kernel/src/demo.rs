@@ -7,12 +7,19 @@ use crate::mm::page_alloc::{__free_pages, alloc_pages, Pages};
 use crate::mm::report::print_statistics;
 use crate::{info, kprintln};
 
-pub fn run() {
+/// With `memmap`, each statistics block ends with the page-state map of the same moment.
+pub fn run(memmap: bool) {
     print_statistics("after boot");
+    if memmap {
+        crate::mm::report::print_memmap("after boot");
+    }
     page_allocator_demo();
     kmalloc_demo();
     vmalloc_demo();
     print_statistics("after the demo workload");
+    if memmap {
+        crate::mm::report::print_memmap("after the demo workload");
+    }
 }
 
 fn page_allocator_demo() {

@@ -11,6 +11,7 @@ extern crate alloc;
 mod arch;
 mod bench;
 mod cmdline;
+mod console;
 mod demo;
 #[macro_use]
 mod ktest;
@@ -39,7 +40,9 @@ entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     arch::serial::init();
     let cmdline = cmdline::init(boot_info);
-    log::set_level(cmdline.log_level);
+    // The console boots quietly (warnings and errors only) and prints a summary instead.
+    let quiet = cmdline.mode == cmdline::Mode::Console && !cmdline.log_given;
+    log::set_level(if quiet { log::Level::Warn } else { cmdline.log_level });
     info!("memkernel booting (cmdline: \"{}\")", cmdline.raw);
     arch::init(boot_info, &cmdline);
     mm::init(boot_info, &cmdline);
@@ -52,12 +55,16 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     arch::smp::boot_secondary_cpus();
     match cmdline.mode {
         cmdline::Mode::Demo => {
-            demo::run();
+            demo::run(cmdline.memmap);
             info!("demo finished");
             arch::qemu::exit(arch::qemu::ExitCode::Success)
         }
         cmdline::Mode::Bench => bench::run(),
         cmdline::Mode::Test { filter } => ktest::run(filter),
         cmdline::Mode::Fault(name) => ktest::run_fault(name),
+        cmdline::Mode::Console => {
+            log::set_level(cmdline.log_level);
+            console::run()
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! - [`zone`], [`buddy`]: zones with watermarks and the buddy page allocator;
 //! - [`slab`], [`kmalloc`]: slab caches and the kmalloc family;
 //! - [`vmalloc`]: the virtual area allocator, page-table mapping and `/proc` formats behind vmalloc;
-//! - [`stats`]: `/proc`-format reports;
+//! - [`stats`]: `/proc`-format reports; [`pagemap`]: the page-state map behind the memmap picture;
 //! - [`cpus`]: [`NR_CPUS`] and the possible/online CPU counts every per-CPU structure uses.
 #![no_std]
 
@@ -28,6 +28,7 @@ pub mod mem_map;
 pub mod memblock;
 pub mod memmap;
 pub mod page;
+pub mod pagemap;
 pub mod slab;
 pub mod stats;
 pub mod sync;

@@ -127,8 +127,11 @@ pub struct Zone {
     pub(crate) spanned_pages: u64,
     pub(crate) present_pages: u64,
     pub(crate) managed_pages: u64,
-    /// min, low, high, promo (Linux's `_watermark[]`).
-    pub(crate) watermark: [u64; 4],
+    /// min, low, high, promo (Linux's `_watermark[]`). Atomics because `vm.min_free_kbytes`
+    /// changes them at run time ([`Node::setup_per_zone_wmarks`](crate::buddy::Node)) while the
+    /// allocation paths read them without a lock, as Linux's `wmark_pages()` does (a relaxed
+    /// load is a plain `mov`).
+    pub(crate) watermark: [AtomicU64; 4],
     pub(crate) lowmem_reserve: [u64; NR_LOWMEM_RESERVE],
     pub(crate) free_area: IrqSpinLock<FreeArea>,
     /// `free_area.free_pages`, published after every change under the zone lock, so that the
@@ -148,7 +151,7 @@ impl Zone {
             spanned_pages: 0,
             present_pages: 0,
             managed_pages: 0,
-            watermark: [0; 4],
+            watermark: [const { AtomicU64::new(0) }; 4],
             lowmem_reserve: [0; NR_LOWMEM_RESERVE],
             free_area: IrqSpinLock::new(FreeArea::new()),
             nr_free_pages: AtomicU64::new(0),
@@ -190,17 +193,28 @@ impl Zone {
     pub fn is_populated(&self) -> bool {
         self.present_pages != 0
     }
+    #[inline]
     pub fn min_wmark_pages(&self) -> u64 {
-        self.watermark[0]
+        self.watermark[0].load(Relaxed)
     }
+    #[inline]
     pub fn low_wmark_pages(&self) -> u64 {
-        self.watermark[1]
+        self.watermark[1].load(Relaxed)
     }
+    #[inline]
     pub fn high_wmark_pages(&self) -> u64 {
-        self.watermark[2]
+        self.watermark[2].load(Relaxed)
     }
+    #[inline]
     pub fn promo_wmark_pages(&self) -> u64 {
-        self.watermark[3]
+        self.watermark[3].load(Relaxed)
+    }
+    /// Sets `[min, low, high, promo]`; callers hold the zone lock (as Linux's
+    /// `__setup_per_zone_wmarks` does), readers need none.
+    pub(crate) fn set_watermarks(&self, wmarks: [u64; 4]) {
+        for (w, v) in self.watermark.iter().zip(wmarks) {
+            w.store(v, Relaxed);
+        }
     }
     /// Pages this zone keeps back from allocations that could have used zone `idx`
     /// (`idx` in `0..NR_LOWMEM_RESERVE`; the last entry is `ZONE_MOVABLE`).

@@ -24,6 +24,8 @@ pub const MAX_TIMER_HZ: u32 = 100_000;
 const TIMER_IRQ: u8 = 0;
 
 static TIMER_HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// Drivers' handlers of the other legacy lines (`request_irq`), by IRQ number.
+static IRQ_HANDLERS: [AtomicPtr<()>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
 static TIMER_HZ: AtomicU32 = AtomicU32::new(0);
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
@@ -156,9 +158,27 @@ extern "x86-interrupt" fn timer_interrupt(_frame: InterruptStackFrame) {
     percpu::irq_exit();
 }
 
-/// A line nobody unmasked fired: complain once per interrupt, acknowledge, go on.
-fn unexpected_irq(irq: u8) {
+/// Linux's `request_irq` for a legacy PIC line (1..15, not the timer's 0): `handler` runs in
+/// interrupt context, with interrupts disabled, on the boot CPU, before the EOI; the line is
+/// unmasked.
+pub fn request_irq(irq: u8, handler: fn()) {
+    assert!((1..16).contains(&irq), "request_irq({irq}): legacy lines are 1..15 (0 is the timer)");
+    IRQ_HANDLERS[irq as usize].store(handler as *mut (), Ordering::Release);
+    pic::set_masked(irq, false);
+}
+
+/// A legacy line fired: its driver's handler, or a complaint if nobody asked for it.
+fn legacy_irq(irq: u8) {
     percpu::irq_enter();
+    let h = IRQ_HANDLERS[irq as usize].load(Ordering::Acquire);
+    if !h.is_null() {
+        // SAFETY: `IRQ_HANDLERS` only holds null or a `fn()` stored by `request_irq`.
+        let handler = unsafe { core::mem::transmute::<*mut (), fn()>(h) };
+        handler();
+        pic::eoi(irq);
+        percpu::irq_exit();
+        return;
+    }
     // IRQ 7 and 15 are also what the PIC raises for a spurious interrupt (a request withdrawn
     // before the CPU acknowledged it); those are not in service and must not get an EOI
     // (for 15, the master still needs one for the cascade line).
@@ -175,7 +195,7 @@ fn unexpected_irq(irq: u8) {
 
 macro_rules! irq_handlers {
     ($($name:ident = $irq:literal),* $(,)?) => {
-        $(extern "x86-interrupt" fn $name(_frame: InterruptStackFrame) { unexpected_irq($irq) })*
+        $(extern "x86-interrupt" fn $name(_frame: InterruptStackFrame) { legacy_irq($irq) })*
         const OTHER_IRQS: &[(u8, extern "x86-interrupt" fn(InterruptStackFrame))] = &[$(($irq, $name)),*];
     };
 }

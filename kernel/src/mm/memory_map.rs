@@ -93,6 +93,15 @@ impl MemoryMap {
         self.regions().iter().filter(|r| pred(r.kind)).map(|r| r.size()).sum()
     }
 
+    /// Bytes of usable RAM, of RAM the bootloader used, and reserved by the firmware.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        (
+            self.total(|k| k == RegionKind::Usable),
+            self.total(|k| k == RegionKind::Bootloader),
+            self.total(|k| matches!(k, RegionKind::Firmware(_))),
+        )
+    }
+
     /// Prints the map in Linux's e820 format, with a size column and totals.
     pub fn print(&self) {
         kprintln!("BIOS-provided physical RAM map (via the bootloader):");
@@ -110,9 +119,7 @@ impl MemoryMap {
                 kind
             );
         }
-        let usable = self.total(|k| k == RegionKind::Usable);
-        let boot = self.total(|k| k == RegionKind::Bootloader);
-        let reserved = self.total(|k| matches!(k, RegionKind::Firmware(_)));
+        let (usable, boot, reserved) = self.totals();
         kprintln!(
             "e820: total RAM {} (usable {}, bootloader {}), reserved {}, highest RAM address {:#x}",
             Size(usable + boot),

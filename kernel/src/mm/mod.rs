@@ -10,6 +10,7 @@ pub mod memory_map;
 pub mod page_alloc;
 pub mod report;
 pub mod slab;
+pub mod stress;
 mod tests;
 pub mod vmalloc;
 
@@ -23,6 +24,36 @@ use memory_map::MemoryMap;
 
 static NODE: spin::Once<Node> = spin::Once::new();
 static BOOT: spin::Once<BootLayout> = spin::Once::new();
+/// The firmware's memory map and memblock's reservations, kept after boot for the console's
+/// summary and the page-state map (which tells reserved pages apart by them).
+static FIRMWARE_MAP: spin::Once<MemoryMap> = spin::Once::new();
+static BOOT_RESERVATIONS: spin::Once<BootReservations> = spin::Once::new();
+
+/// Most memblock reservations kept after boot (QEMU boots make four or five).
+pub const MAX_BOOT_RESERVATIONS: usize = 32;
+
+/// memblock's reservations as they stood when the buddy allocator took over.
+pub struct BootReservations {
+    pub ranges: [::mm::memblock::MemBlockRange; MAX_BOOT_RESERVATIONS],
+    pub len: usize,
+    pub bytes: u64,
+}
+
+impl BootReservations {
+    pub fn ranges(&self) -> &[::mm::memblock::MemBlockRange] {
+        &self.ranges[..self.len]
+    }
+}
+
+/// The firmware memory map as the bootloader passed it.
+pub fn firmware_map() -> &'static MemoryMap {
+    FIRMWARE_MAP.get().expect("mm::init has not run")
+}
+
+/// memblock's reservations at hand-over.
+pub fn boot_reservations() -> &'static BootReservations {
+    BOOT_RESERVATIONS.get().expect("mm::init has not run")
+}
 
 /// Where the bootloader put things, fixed at boot.
 #[derive(Clone, Copy, Debug)]
@@ -81,8 +112,12 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
     let Some(offset) = boot_info.physical_memory_offset.into_option() else {
         panic!("the bootloader did not map physical memory (BOOTLOADER_CONFIG.mappings.physical_memory)");
     };
-    let map = MemoryMap::from_bootloader(&boot_info.memory_regions);
-    map.print();
+    // The console prints a summary instead of the boot report.
+    let quiet = cmdline.mode == crate::cmdline::Mode::Console;
+    let map = FIRMWARE_MAP.call_once(|| MemoryMap::from_bootloader(&boot_info.memory_regions));
+    if !quiet {
+        map.print();
+    }
 
     let layout = BootLayout {
         direct_map_base: offset,
@@ -112,7 +147,21 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
     let node = NODE.call_once(|| node);
     INIT_COST.call_once(|| InitCost { ticks, managed_pages: node.totals().managed_pages });
 
-    report::print_boot_summary(&memblock, node);
+    BOOT_RESERVATIONS.call_once(|| {
+        let mut kept = BootReservations {
+            ranges: [::mm::memblock::MemBlockRange { start: 0, end: 0, label: "" }; MAX_BOOT_RESERVATIONS],
+            len: 0,
+            bytes: memblock.reserved_bytes(),
+        };
+        for r in memblock.reservations().take(MAX_BOOT_RESERVATIONS) {
+            kept.ranges[kept.len] = *r;
+            kept.len += 1;
+        }
+        kept
+    });
+    if !quiet {
+        report::print_boot_summary(&memblock, node);
+    }
     crate::arch::fault::set_address_describer(report::describe_address);
 
     slab::init(cmdline.get("slab_debug"));

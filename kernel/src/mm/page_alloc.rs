@@ -176,7 +176,9 @@ pub fn free_pages(addr: VirtAddr, order: u32) -> Result<(), FreePagesError> {
         return Err(FreePagesError::NotManaged { pfn: Pfn(u64::MAX) });
     };
     if !phys.is_aligned(4096u64) {
-        return Err(FreePagesError::Misaligned { pfn: Pfn::from_phys(phys), order });
+        let e = FreePagesError::Misaligned { pfn: Pfn::from_phys(phys), order };
+        report_refused_free(&e, core::panic::Location::caller());
+        return Err(e);
     }
     __free_pages(PhysFrame::containing_address(phys), order)
 }

@@ -73,15 +73,98 @@ pub fn print_proc(name: &str, write: impl FnOnce(&mut dyn Write) -> fmt::Result)
     kprintln!();
 }
 
-/// Prints `/proc/buddyinfo`, `/proc/zoneinfo` (key lines) and `/proc/meminfo`.
+/// Writes one `/proc` file's content.
+pub type ProcWriter = fn(&mut dyn Write) -> fmt::Result;
+
+/// The `/proc` files the kernel has, in the order the statistics print them: what
+/// [`print_statistics`] prints and the console's `cat /proc/NAME` reads. A new file is one
+/// more entry here.
+pub const PROC_FILES: &[(&str, ProcWriter)] = &[
+    ("buddyinfo", write_buddyinfo),
+    ("zoneinfo", write_zoneinfo),
+    ("slabinfo", write_slabinfo),
+    ("vmallocinfo", write_vmallocinfo),
+    ("meminfo", write_meminfo),
+];
+
+fn write_buddyinfo(w: &mut dyn Write) -> fmt::Result {
+    ::mm::stats::write_buddyinfo(w, super::node())
+}
+
+fn write_zoneinfo(w: &mut dyn Write) -> fmt::Result {
+    ::mm::stats::write_zoneinfo(w, super::node())
+}
+
+fn write_slabinfo(w: &mut dyn Write) -> fmt::Result {
+    super::slab::slab().slabinfo(w)
+}
+
+fn write_vmallocinfo(w: &mut dyn Write) -> fmt::Result {
+    super::vmalloc::write_vmallocinfo(w)
+}
+
+fn write_meminfo(w: &mut dyn Write) -> fmt::Result {
+    ::mm::stats::write_meminfo(w, &meminfo())
+}
+
+/// The writer of `/proc/NAME`.
+pub fn proc_file(name: &str) -> Option<ProcWriter> {
+    PROC_FILES.iter().find(|(n, _)| *n == name).map(|&(_, w)| w)
+}
+
+/// Prints every file of [`PROC_FILES`] under a header line.
 pub fn print_statistics(when: &str) {
     kprintln!("---- memory statistics {when} ----");
-    let node = super::node();
-    print_proc("buddyinfo", |w| ::mm::stats::write_buddyinfo(w, node));
-    print_proc("zoneinfo", |w| ::mm::stats::write_zoneinfo(w, node));
-    print_proc("slabinfo", |w| super::slab::slab().slabinfo(w));
-    print_proc("vmallocinfo", |w| super::vmalloc::write_vmallocinfo(w));
-    print_proc("meminfo", |w| ::mm::stats::write_meminfo(w, &meminfo()));
+    for &(name, write) in PROC_FILES {
+        print_proc(name, write);
+    }
+}
+
+/// Most slab caches the page-state map names (more are drawn as slab of an unnamed cache).
+const MEMMAP_CACHES: usize = 128;
+
+/// Prints the page-state map (`::mm::pagemap`'s text form, `$ memmap LABEL` ... empty line),
+/// which the runner draws (`boot/memmap.rs`). Exact when nothing allocates meanwhile (the demo
+/// on one CPU); takes no allocator lock while it walks and allocates nothing.
+pub fn print_memmap(label: &str) {
+    let mut caches: [(usize, &'static str); MEMMAP_CACHES] = [(0, ""); MEMMAP_CACHES];
+    let mut n = 0;
+    super::slab::slab().for_each_cache(|c| {
+        if n < MEMMAP_CACHES {
+            caches[n] = (c as *const _ as usize, c.name());
+            n += 1;
+        }
+    });
+    let _ = ::mm::pagemap::write_pagemap(&mut Console, label, super::node(), &caches[..n], reserved_kind);
+}
+
+/// Why a page the allocators do not manage is not theirs: memblock's reservations (the
+/// bootloader's one is the kernel image and its company), then the firmware map.
+pub fn reserved_kind(pfn: Pfn) -> ::mm::pagemap::ReservedKind {
+    use ::mm::memmap::RegionKind;
+    use ::mm::pagemap::ReservedKind;
+    let pa = pfn.0 << 12;
+    let page = pa..pa + 4096;
+    for r in super::boot_reservations().ranges() {
+        if r.start < page.end && page.start < r.end {
+            return if r.label.starts_with("bootloader") {
+                ReservedKind::Kernel
+            } else {
+                ReservedKind::Memblock
+            };
+        }
+    }
+    let mut kind = ReservedKind::Hole;
+    for r in super::firmware_map().regions() {
+        if r.start < page.end && page.start < r.end {
+            match r.kind {
+                RegionKind::Bootloader => return ReservedKind::Kernel,
+                // Firmware memory, or a page only partly usable RAM (never handed out).
+                RegionKind::Firmware(_) | RegionKind::Usable => kind = ReservedKind::Firmware,
+            }
+        }
+    }
+    kind
 }
 
 /// The `/proc/meminfo` figures from every layer that exists.

@@ -250,7 +250,8 @@ pub fn kfree_sensitive(ptr: *const u8) -> Result<(), SlabError> {
     kmalloc_instance().kfree_sensitive(ptr).inspect_err(|e| report_bad_free("kfree_sensitive", e, loc))
 }
 
-/// `kmem_cache_create(name, size, align, flags, ctor)`.
+/// `kmem_cache_create(name, size, align, flags, ctor)`. A refusal (bad size or alignment, no
+/// memory for the cache) is reported with the caller.
 #[track_caller]
 pub fn kmem_cache_create(
     name: &'static str,
@@ -259,7 +260,37 @@ pub fn kmem_cache_create(
     flags: SlabFlags,
     ctor: Option<fn(*mut u8)>,
 ) -> Result<KmemCache, SlabError> {
-    slab().kmem_cache_create(name, size, align, flags, ctor)
+    let loc = core::panic::Location::caller();
+    slab().kmem_cache_create(name, size, align, flags, ctor).inspect_err(|e| match e {
+        SlabError::Alloc(a) => {
+            warn_failure("kmem_cache_create", size, GfpFlags::GFP_KERNEL, *a, loc);
+        }
+        other => report_bad_free("kmem_cache_create", other, loc),
+    })
+}
+
+/// `kmem_cache_alloc(cache, gfp)`, with the allocation-failure warning.
+#[track_caller]
+pub fn kmem_cache_alloc(cache: &KmemCache, gfp: GfpFlags) -> Result<NonNull<u8>, AllocError> {
+    might_sleep_if(gfp);
+    let loc = core::panic::Location::caller();
+    cache.alloc(gfp).map_err(|e| warn_failure("kmem_cache_alloc", cache.object_size(), gfp, e, loc))
+}
+
+/// `kmem_cache_free(cache, ptr)`: a pointer of another cache, an interior pointer or a double
+/// free is refused, reported with the caller and changes nothing.
+#[track_caller]
+pub fn kmem_cache_free(cache: &KmemCache, ptr: NonNull<u8>) -> Result<(), SlabError> {
+    let loc = core::panic::Location::caller();
+    cache.free(ptr).inspect_err(|e| report_bad_free("kmem_cache_free", e, loc))
+}
+
+/// `kmem_cache_destroy(cache)`: refused (the handle given back) while objects are allocated,
+/// reported with the caller, as Linux's "Slab cache still has objects".
+#[track_caller]
+pub fn kmem_cache_destroy(cache: KmemCache) -> Result<(), (KmemCache, SlabError)> {
+    let loc = core::panic::Location::caller();
+    cache.destroy().inspect_err(|(_, e)| report_bad_free("kmem_cache_destroy", e, loc))
 }
 
 /// The kmalloc request that satisfies `layout`: kmalloc aligns power-of-two sizes naturally (up

@@ -47,7 +47,7 @@ impl Node {
     fn rmqueue_pcplist_fast(&self, cpu: CpuId) -> Option<u32> {
         let highest = ZoneType::Normal as usize;
         let zone = &self.zones[self.normal_first as usize];
-        if zone.free_pages() <= zone.watermark[0] + zone.lowmem_reserve[highest] {
+        if zone.free_pages() <= zone.min_wmark_pages() + zone.lowmem_reserve[highest] {
             return None;
         }
         let mut pcp = zone.pcp[cpu.0].lock();

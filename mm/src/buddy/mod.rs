@@ -42,6 +42,7 @@ pub mod pcp;
 mod tests;
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::auto_init::AutoInit;
@@ -49,6 +50,7 @@ use crate::gfp::GfpFlags;
 use crate::mem_map::{MemMap, MemMapError, SECTION_SIZE_BITS};
 use crate::memblock::MemBlock;
 use crate::page::{FreePagesError, Page, PageProvider, PageState, MAX_PAGE_ORDER, NO_PAGE};
+use crate::sync::IrqSpinLock;
 use crate::zone::{self, FreeArea, Zone, ZoneLimits, ZoneType, MAX_NR_ZONES};
 use crate::AllocError;
 use pcp::NR_CPUS;
@@ -107,6 +109,24 @@ impl fmt::Display for NodeInitError {
 impl From<MemMapError> for NodeInitError {
     fn from(e: MemMapError) -> Self {
         NodeInitError::MemMap(e)
+    }
+}
+
+/// Why a `vm.*` setting was refused. Nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysctlError {
+    /// The value is outside what the setting takes (Linux: `-EINVAL` from
+    /// `proc_dointvec_minmax`).
+    OutOfRange { value: u64, max: u64 },
+}
+
+impl fmt::Display for SysctlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SysctlError::OutOfRange { value, max } => {
+                write!(f, "{value} is out of range (0 to {max}): Invalid argument")
+            }
+        }
     }
 }
 
@@ -170,8 +190,12 @@ pub struct Node {
     zones: [Zone; MAX_NR_ZONES],
     dm: DirectMap,
     limits: ZoneLimits,
-    min_free_kbytes: u64,
-    totalreserve_pages: u64,
+    /// `vm.min_free_kbytes`: computed at init, changed by [`Node::set_min_free_kbytes`].
+    min_free_kbytes: AtomicU64,
+    /// Linux's `totalreserve_pages`, recomputed with the watermarks.
+    totalreserve_pages: AtomicU64,
+    /// Serialises watermark updates (Linux's `setup_per_zone_wmarks` lock).
+    wmark_lock: IrqSpinLock<()>,
     /// The first populated zone of the Normal zonelist (Normal, else DMA32, else DMA; Normal
     /// if none is), for the order-0 fast path.
     normal_first: u8,
@@ -254,7 +278,7 @@ impl Node {
         let min_free_kbytes = zone::min_free_kbytes(lowmem);
         let reserves = zone::lowmem_reserves(managed);
         for (i, z) in zones.iter_mut().enumerate() {
-            z.watermark = zone::zone_watermarks(min_free_kbytes, z.managed_pages, lowmem);
+            z.set_watermarks(zone::zone_watermarks(min_free_kbytes, z.managed_pages, lowmem));
             z.lowmem_reserve = reserves[i];
             // The per-CPU lists (zone_pcp_init / pageset_set_batch).
             let batch = pcp::zone_batchsize(z.managed_pages);
@@ -274,8 +298,9 @@ impl Node {
             zones,
             dm,
             limits,
-            min_free_kbytes,
-            totalreserve_pages,
+            min_free_kbytes: AtomicU64::new(min_free_kbytes),
+            totalreserve_pages: AtomicU64::new(totalreserve_pages),
+            wmark_lock: IrqSpinLock::new(()),
             normal_first,
             auto_init: AutoInit::new(),
         })
@@ -402,18 +427,55 @@ impl Node {
     pub fn limits(&self) -> ZoneLimits {
         self.limits
     }
-    /// `min_free_kbytes` as computed at init.
+    /// `vm.min_free_kbytes`: as computed at init (`init_per_zone_wmark_min`) or last set.
+    #[inline]
     pub fn min_free_kbytes(&self) -> u64 {
-        self.min_free_kbytes
+        self.min_free_kbytes.load(Relaxed)
     }
     /// Linux's `totalreserve_pages`.
+    #[inline]
     pub fn totalreserve_pages(&self) -> u64 {
-        self.totalreserve_pages
+        self.totalreserve_pages.load(Relaxed)
+    }
+
+    /// Writing `vm.min_free_kbytes` (Linux's `min_free_kbytes_sysctl_handler`): stores the
+    /// value and recomputes every zone's watermarks and `totalreserve_pages` from it
+    /// ([`Node::setup_per_zone_wmarks`]). Linux takes any value from 0 to `INT_MAX` (the
+    /// sysctl is an `int` with minimum 0); larger values are refused with nothing changed.
+    /// Free pages are not touched: a watermark above them makes the next allocations fail or
+    /// dip into reserves exactly as the new figures say.
+    pub fn set_min_free_kbytes(&self, kbytes: u64) -> Result<(), SysctlError> {
+        if kbytes > i32::MAX as u64 {
+            return Err(SysctlError::OutOfRange { value: kbytes, max: i32::MAX as u64 });
+        }
+        let _g = self.wmark_lock.lock();
+        self.min_free_kbytes.store(kbytes, Relaxed);
+        self.setup_per_zone_wmarks_locked();
+        Ok(())
+    }
+
+    /// Linux's `setup_per_zone_wmarks`: `[min, low, high, promo]` of every zone from
+    /// `min_free_kbytes`, each zone's written under its lock, then `totalreserve_pages`. (Linux
+    /// then resizes the per-CPU lists' `high` from the low watermark, `zone_pcp_update`; here
+    /// `high` follows the batch only, which the watermarks do not change.)
+    pub fn setup_per_zone_wmarks(&self) {
+        let _g = self.wmark_lock.lock();
+        self.setup_per_zone_wmarks_locked();
+    }
+
+    fn setup_per_zone_wmarks_locked(&self) {
+        let kbytes = self.min_free_kbytes.load(Relaxed);
+        let lowmem: u64 = self.zones.iter().map(|z| z.managed_pages).sum();
+        for z in &self.zones {
+            let _fa = z.free_area.lock();
+            z.set_watermarks(zone::zone_watermarks(kbytes, z.managed_pages, lowmem));
+        }
+        self.totalreserve_pages.store(zone::totalreserve_pages(&self.zones), Relaxed);
     }
 
     /// Page totals over the zones (each zone's counters read under its lock).
     pub fn totals(&self) -> MemTotals {
-        let mut t = MemTotals { totalreserve_pages: self.totalreserve_pages, ..MemTotals::default() };
+        let mut t = MemTotals { totalreserve_pages: self.totalreserve_pages(), ..MemTotals::default() };
         for z in &self.zones {
             let fa = z.free_area_snapshot();
             t.spanned_pages += z.spanned_pages;
@@ -499,7 +561,7 @@ fn free_range_init(mm: &MemMap, fa: &mut FreeArea, start: u64, end: u64) {
 #[inline]
 fn zone_watermark_ok(z: &Zone, free_pages: u64, order: u32, highest: usize, flags: AllocFlags) -> bool {
     let free = free_pages as i64 - ((1i64 << order) - 1);
-    let mut min = z.watermark[0] as i64;
+    let mut min = z.min_wmark_pages() as i64;
     if flags.min_reserve {
         min -= min / 2;
         if flags.non_block {

@@ -157,6 +157,56 @@ fn watermarks_and_reserves_follow_linux_formulas() {
     assert_eq!(n.totalreserve_pages(), reserve);
 }
 
+/// `vm.min_free_kbytes=N` recomputes every watermark and `totalreserve_pages` as init did for
+/// the computed value, refuses values beyond `INT_MAX` unchanged, and the allocator obeys the
+/// new watermarks at once.
+#[test]
+fn set_min_free_kbytes_recomputes_watermarks_as_linux() {
+    let m = &TestMachine::standard();
+    let n = &m.node;
+    let initial = n.min_free_kbytes();
+    let figures = |n: &Node| {
+        (
+            n.zones().each_ref().map(|z| {
+                [z.min_wmark_pages(), z.low_wmark_pages(), z.high_wmark_pages(), z.promo_wmark_pages()]
+            }),
+            n.totalreserve_pages(),
+        )
+    };
+    let at_boot = figures(n);
+    let lowmem: u64 = n.zones().iter().map(|z| z.managed_pages()).sum();
+    for kb in [0u64, 128, 4 * initial, 65536] {
+        n.set_min_free_kbytes(kb).unwrap();
+        assert_eq!(n.min_free_kbytes(), kb);
+        for z in n.zones() {
+            let w = zone::zone_watermarks(kb, z.managed_pages(), lowmem);
+            assert_eq!(
+                [z.min_wmark_pages(), z.low_wmark_pages(), z.high_wmark_pages(), z.promo_wmark_pages()],
+                w,
+                "{kb} kB, zone {}",
+                z.name()
+            );
+        }
+        assert_eq!(n.totalreserve_pages(), zone::totalreserve_pages(n.zones()));
+    }
+    let before = figures(n);
+    let e = n.set_min_free_kbytes(1 << 31).unwrap_err();
+    assert_eq!(e, SysctlError::OutOfRange { value: 1 << 31, max: i32::MAX as u64 });
+    assert_eq!(std::format!("{e}"), "2147483648 is out of range (0 to 2147483647): Invalid argument");
+    assert_eq!((n.min_free_kbytes(), figures(n)), (65536, before), "a refused value changes nothing");
+
+    // A min watermark above every zone's free pages: GFP_KERNEL fails, nothing is taken.
+    let free = n.totals().free_pages;
+    n.set_min_free_kbytes(free * 8).unwrap();
+    assert!(matches!(n.alloc_pages(GfpFlags::GFP_KERNEL, 0), Err(AllocError::OutOfMemory { .. })));
+    assert_eq!(n.totals().free_pages, free);
+    // Back to the boot value: the boot figures exactly, and allocations succeed again.
+    n.set_min_free_kbytes(initial).unwrap();
+    assert_eq!(figures(n), at_boot);
+    let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
+    n.free_pages(p, 0).unwrap();
+}
+
 #[test]
 fn zonelists_and_gfp_zone_modifiers() {
     let m = &TestMachine::standard();

@@ -18,7 +18,7 @@
 
 use core::panic::Location;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering::Relaxed};
 
 use crate::addr::{DirectMap, Pfn};
 use crate::auto_init::AutoInit;
@@ -64,6 +64,13 @@ pub(crate) enum Which {
     Empty,
 }
 
+/// [`KmemCache::fast_flags`]: a `slab_debug` cache (`kmem_cache_debug()`).
+pub(crate) const FAST_DEBUG: u8 = 1;
+/// [`KmemCache::fast_flags`]: `init_on_alloc` applies to the cache.
+pub(crate) const FAST_INIT_ON_ALLOC: u8 = 2;
+/// [`KmemCache::fast_flags`]: `init_on_free` applies to the cache.
+pub(crate) const FAST_INIT_ON_FREE: u8 = 4;
+
 /// A slab cache. Created by [`SlabAllocator::kmem_cache_create`](super::SlabAllocator), which
 /// places it in an object of the bootstrap `kmem_cache` cache; all methods take `&self`.
 pub struct KmemCache<'p, P: PageProvider> {
@@ -91,6 +98,10 @@ pub struct KmemCache<'p, P: PageProvider> {
     /// [`AutoInit`] switches, off for caches with a constructor or `SLAB_POISON`).
     pub(crate) init_on_alloc: AtomicBool,
     pub(crate) init_on_free: AtomicBool,
+    /// What the fast paths must know, in the one byte they load: [`FAST_DEBUG`] (never take
+    /// them), [`FAST_INIT_ON_ALLOC`] (zero what the allocation fast path hands out),
+    /// [`FAST_INIT_ON_FREE`] (frees take the slow path, which zeroes).
+    pub(crate) fast_flags: AtomicU8,
     /// Root only: `init_on_alloc=` / `init_on_free=`, copied into every cache.
     pub(crate) auto_init: AutoInit,
     /// The per-CPU slabs, indexed by [`CpuId`].
@@ -147,6 +158,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             debug: geom.flags.intersects(SlabFlags::DEBUG),
             init_on_alloc: AtomicBool::new(false),
             init_on_free: AtomicBool::new(false),
+            fast_flags: AtomicU8::new(if geom.flags.intersects(SlabFlags::DEBUG) { FAST_DEBUG } else { 0 }),
             auto_init: AutoInit::new(),
             span: geom.objects as usize * geom.size as usize,
             pow2_mask: if geom.size.is_power_of_two() { geom.size as usize - 1 } else { 0 },
@@ -174,8 +186,17 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     /// `SLAB_POISON` already overwrites freed objects.
     pub(crate) fn apply_auto_init(&self, a: &AutoInit) {
         let exempt = self.ctor.is_some() || self.geom.flags.contains(SlabFlags::SLAB_POISON);
-        self.init_on_alloc.store(a.init_on_alloc() && !exempt, Relaxed);
-        self.init_on_free.store(a.init_on_free() && !exempt, Relaxed);
+        let (on_alloc, on_free) = (a.init_on_alloc() && !exempt, a.init_on_free() && !exempt);
+        self.init_on_alloc.store(on_alloc, Relaxed);
+        self.init_on_free.store(on_free, Relaxed);
+        let mut fast = if self.debug { FAST_DEBUG } else { 0 };
+        if on_alloc {
+            fast |= FAST_INIT_ON_ALLOC;
+        }
+        if on_free {
+            fast |= FAST_INIT_ON_FREE;
+        }
+        self.fast_flags.store(fast, Relaxed);
     }
     /// The size callers asked for.
     pub fn object_size(&self) -> usize {
@@ -384,9 +405,10 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         orig: u32,
         loc: &'static Location<'static>,
     ) -> Result<NonNull<u8>, AllocError> {
-        if !self.debug {
+        let fast = self.fast_flags.load(Relaxed);
+        if fast & FAST_DEBUG == 0 {
             if let Some(p) = self.alloc_fast(cpu) {
-                if gfp.contains(GfpFlags::__GFP_ZERO) || self.init_on_alloc.load(Relaxed) {
+                if gfp.contains(GfpFlags::__GFP_ZERO) || fast & FAST_INIT_ON_ALLOC != 0 {
                     // The whole object, not only the `orig` bytes asked for: `ksize` and an
                     // in-place `krealloc` hand the rest to the caller too (SLUB zeroes
                     // `object_size`).

@@ -37,7 +37,7 @@ use core::ptr::NonNull;
 use crate::buddy::CpuId;
 use crate::page::{Page, PageProvider, NO_PAGE};
 
-use super::cache::{CacheState, KmemCache, Which};
+use super::cache::{CacheState, KmemCache, Which, FAST_DEBUG, FAST_INIT_ON_FREE};
 use super::free::Released;
 
 /// CPU slots of every cache: the per-CPU page lists' `NR_CPUS` (one constant for the whole
@@ -309,7 +309,8 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     /// double free, a debug cache).
     #[inline(always)]
     pub(crate) fn free_fast(&self, cpu: CpuId, pfn: u32, page: &Page, addr: usize) -> bool {
-        if self.debug
+        // One load for debug caches and init_on_free (whose zeroing the slow path does).
+        if self.fast_flags.load(Relaxed) & (FAST_DEBUG | FAST_INIT_ON_FREE) != 0
             || !self.is_object_start_nodebug(self.slab_start(pfn), addr)
             || self.freelist_head(page) == addr
         {
@@ -324,21 +325,10 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         {
             return false;
         }
-        if self.init_on_free.load(Relaxed) {
-            self.init_on_free_object(addr);
-        }
         c.sheaf[n & (SHEAF_CAPACITY - 1)].store(addr, Relaxed);
         c.sheaf_len.store(n as u32 + 1, Relaxed);
         c.stat(&slot, SlabStat::FreeFastpath);
         true
-    }
-
-    /// `init_on_free` on the fast path: zeroes the object being freed (`object_size` bytes; fast
-    /// path caches have no debug metadata inside the object).
-    #[cold]
-    pub(crate) fn init_on_free_object(&self, addr: usize) {
-        // SAFETY: `addr` is an allocated object of this cache being freed by its owner.
-        unsafe { self.ptr(addr).write_bytes(0, self.geom.object_size as usize) };
     }
 
     /// Makes slab `pfn` the active slab of slot `c`: its whole free list becomes the private
