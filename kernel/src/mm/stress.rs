@@ -109,13 +109,18 @@ pub(crate) fn release(v: u64) {
     }
 }
 
-struct Rng(u64);
+/// A tiny deterministic generator (xorshift64), also used by the vmalloc test scenarios.
+pub struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+    /// A value below `n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
     }
 }
 

@@ -642,19 +642,7 @@ ktest!(
 
 // ---- Linux lib/test_vmalloc.c scenarios ----
 
-/// A tiny deterministic generator (xorshift) for the random scenarios.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::mm::stress::Rng;
 
 const ROUNDS: usize = 500;
 
