@@ -52,6 +52,11 @@ pub fn get_global(key: &str) -> Option<&'static str> {
     raw.split_ascii_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The whole boot command line (after [`init`]).
+pub fn raw() -> Option<&'static str> {
+    RAW.get().copied()
+}
+
 /// Copies the command line out of the ramdisk (whose memory is the bootloader's) and parses it.
 pub fn init(boot_info: &BootInfo) -> Cmdline {
     let raw: &'static str = match boot_info.ramdisk_addr.into_option() {

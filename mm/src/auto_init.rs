@@ -36,8 +36,8 @@ impl AutoInit {
         Self { on_alloc: AtomicBool::new(false), on_free: AtomicBool::new(false) }
     }
 
-    /// Sets both switches.
-    pub fn set(&self, init_on_alloc: bool, init_on_free: bool) {
+    /// Sets both switches (the owner's `set_auto_init` does, and updates its fast paths).
+    pub(crate) fn set(&self, init_on_alloc: bool, init_on_free: bool) {
         self.on_alloc.store(init_on_alloc, Relaxed);
         self.on_free.store(init_on_free, Relaxed);
     }

@@ -22,6 +22,7 @@ pub mod addr;
 pub mod auto_init;
 pub mod buddy;
 pub mod cpus;
+pub mod fault_inject;
 pub mod gfp;
 pub mod kmalloc;
 pub mod mem_map;
@@ -56,6 +57,9 @@ pub enum AllocError {
     OutOfMemory { order: u32 },
     /// An argument is invalid (zero size, alignment not a power of two, `n * size` overflows).
     Invalid(&'static str),
+    /// Failed on purpose by fault injection (`by`: `failslab` or `fail_page_alloc`, see
+    /// [`fault_inject`]); nothing was short. Callers handle it as any allocation failure.
+    FaultInjected { by: &'static str },
 }
 
 impl fmt::Display for AllocError {
@@ -69,6 +73,7 @@ impl fmt::Display for AllocError {
             }
             AllocError::OutOfMemory { order } => write!(f, "out of memory (order {order})"),
             AllocError::Invalid(why) => write!(f, "invalid request: {why}"),
+            AllocError::FaultInjected { by } => write!(f, "failed by fault injection ({by})"),
         }
     }
 }

@@ -55,6 +55,9 @@ pub fn run(session: &mut Session, line: &str) -> Flow {
         "kmem_cache_destroy" => session.kmem_cache_destroy(a),
         "stress" => stress(session, a),
         "sysctl" => sysctl(a),
+        "echo" => super::fault::echo(a),
+        "failslab" => super::fault::shorthand("failslab", a),
+        "fail_page_alloc" => super::fault::shorthand("fail_page_alloc", a),
         "memmap" => memmap(a),
         "allocations" if a.is_empty() => session.list(),
         "exit" if a.is_empty() => return Flow::Exit,
@@ -93,6 +96,10 @@ joined by |. Refusals print the API's one-line report.
   kmem_cache_destroy NAME         refused while objects are allocated
   stress OPS [CPUS]               the soak workload: OPS random operations on each of CPUS CPUs
   sysctl vm.min_free_kbytes[=N]   read, or set and recompute every zone's watermarks
+  failslab [ATTR=VALUE...|off]    fault injection for slab allocations: the attributes, or set
+  fail_page_alloc [ATTR=VALUE...|off]  them (probability=5 times=-1 ignore-gfp-wait=N ...)
+  echo VALUE > /sys/kernel/debug/failslab/ATTR    Linux's debugfs files (also fail_page_alloc/,
+  cat /sys/kernel/debug/failslab/ATTR             and /sys/kernel/slab/CACHE/failslab)
   memmap [FILE.svg]               the page-state map; the runner draws it into FILE.svg
   allocations                     what the console holds
   help, exit                      exit lists what is left allocated, QEMU exits
@@ -102,9 +109,12 @@ keys: Backspace, Ctrl-U (erase the line), Up/Down (history), Ctrl-C (stop a comm
 
 fn cat(a: &[&str]) {
     if a.is_empty() {
-        return kprintln!("usage: cat /proc/FILE...");
+        return kprintln!("usage: cat /proc/FILE... (or /sys/kernel/debug/failslab/ATTR ...)");
     }
     for path in a {
+        if super::fault::cat(path) {
+            continue;
+        }
         let name = path.strip_prefix("/proc/").unwrap_or(path);
         match crate::mm::report::proc_file(name) {
             Some(write) => {

@@ -10,6 +10,7 @@
 
 mod args;
 mod commands;
+mod fault;
 mod line;
 mod session;
 mod tests;

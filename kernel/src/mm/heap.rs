@@ -11,6 +11,7 @@ use ::mm::{AllocError, GfpFlags};
 
 use ::mm::kmalloc::KMALLOC_MAX_CACHE_SIZE;
 
+use super::fault_inject::without_faults;
 use super::slab::{implicit_gfp, is_ready, kfree, kfree_large, kmalloc_instance, kmalloc_size_for};
 
 struct KernelHeap;
@@ -42,8 +43,7 @@ unsafe impl GlobalAlloc for KernelHeap {
         if layout.align() <= 8 {
             // krealloc keeps the block while it fits and copies otherwise; 8-byte alignment holds.
             let gfp = implicit_gfp() | GfpFlags::__GFP_NOWARN;
-            return kmalloc_instance()
-                .krealloc(ptr, new_size, gfp)
+            return without_faults(|| kmalloc_instance().krealloc(ptr, new_size, gfp))
                 .map_or(core::ptr::null_mut(), |p| p.as_ptr());
         }
         // SAFETY: forwarded under the caller's contract; the default allocates, copies, frees.
@@ -64,13 +64,15 @@ unsafe impl GlobalAlloc for KernelHeap {
 
 /// The global allocator's kmalloc call: no flags from the caller, so `GFP_KERNEL` (or
 /// `GFP_ATOMIC` in interrupt context), and no warning line (Rust reports the failure itself).
+/// Fault injection spares it: `Box::new` and friends cannot handle a failure (see
+/// [`super::fault_inject`]).
 fn heap_alloc(layout: Layout, zero: bool) -> *mut u8 {
     let Some(size) = kmalloc_size_for(layout).filter(|_| is_ready()) else {
         return core::ptr::null_mut();
     };
     let gfp =
         implicit_gfp() | GfpFlags::__GFP_NOWARN | if zero { GfpFlags::__GFP_ZERO } else { GfpFlags::empty() };
-    kmalloc_instance().kmalloc(size, gfp).map_or(core::ptr::null_mut(), |p| p.as_ptr())
+    without_faults(|| kmalloc_instance().kmalloc(size, gfp)).map_or(core::ptr::null_mut(), |p| p.as_ptr())
 }
 
 /// Memory for `layout` from kmalloc with explicit flags (dangling for zero-sized layouts).

@@ -4,6 +4,7 @@
 //! Bring-up order, as on Linux: firmware memory map -> memblock (early allocator) -> page
 //! descriptors and zones -> buddy allocator -> (later) slab caches -> vmalloc.
 
+pub mod fault_inject;
 pub mod heap;
 pub mod layout;
 pub mod memory_map;
@@ -168,7 +169,8 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
     let on_alloc = auto_init_param(cmdline, "init_on_alloc");
     let on_free = auto_init_param(cmdline, "init_on_free");
     set_auto_init(on_alloc, on_free);
-    crate::info!("{}", node.auto_init.report());
+    crate::info!("{}", node.auto_init().report());
+    fault_inject::init(cmdline);
     // After kmalloc: the area trees live on the heap.
     vmalloc::init();
 }
@@ -188,6 +190,6 @@ fn auto_init_param(cmdline: &crate::cmdline::Cmdline, name: &str) -> bool {
 /// Turns heap auto-initialisation on or off for the page allocator and every slab cache (the
 /// boot parameters; the benchmark flips them to measure their cost).
 pub fn set_auto_init(init_on_alloc: bool, init_on_free: bool) {
-    node().auto_init.set(init_on_alloc, init_on_free);
+    node().set_auto_init(init_on_alloc, init_on_free);
     slab::slab().set_auto_init(init_on_alloc, init_on_free);
 }

@@ -124,7 +124,8 @@ fn alloc_slowpath(gfp: GfpFlags, order: u32, err: AllocError) -> Result<Pfn, All
 #[track_caller]
 fn warn_failure(gfp: GfpFlags, order: u32, err: AllocError) -> AllocError {
     ALLOC_FAILURES.fetch_add(1, Relaxed);
-    if !gfp.contains(GfpFlags::__GFP_NOWARN) {
+    // An injected failure was reported by fault injection itself (`FAULT_INJECTION: ...`).
+    if !gfp.contains(GfpFlags::__GFP_NOWARN) && !matches!(err, AllocError::FaultInjected { .. }) {
         let loc = core::panic::Location::caller();
         crate::warn!(
             "page allocation failure: order:{order}, mode:{:#x}({:?}) at {}:{}: {err}",

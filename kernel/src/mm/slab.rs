@@ -137,7 +137,8 @@ fn warn_failure(
     loc: &core::panic::Location<'_>,
 ) -> AllocError {
     super::page_alloc::ALLOC_FAILURES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    if !gfp.contains(GfpFlags::__GFP_NOWARN) {
+    // An injected failure was reported by fault injection itself (`FAULT_INJECTION: ...`).
+    if !gfp.contains(GfpFlags::__GFP_NOWARN) && !matches!(e, AllocError::FaultInjected { .. }) {
         crate::warn!(
             "{what}({size}) failure: mode:{:#x}({gfp:?}) at {}:{}: {e}",
             gfp.bits(),

@@ -8,12 +8,15 @@ use crate::page::{FreePagesError, PageState, MAX_PAGE_ORDER};
 use crate::zone::{Zone, ZoneType};
 use crate::AllocError;
 
+use core::sync::atomic::Ordering::Relaxed;
+
 impl Node {
     /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`) on CPU 0's per-CPU lists
     /// (see [`CpuId`]). The head descriptor is `Allocated` with the order recorded. Zones are
     /// tried Normal -> DMA32 -> DMA from the highest the flags allow; a zone is used only above
     /// its `min` watermark (reduced for `__GFP_HIGH`/`GFP_ATOMIC`) plus its lowmem reserve
     /// against that highest zone. Order 0 is served from the per-CPU lists.
+    #[track_caller]
     #[inline]
     pub fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
         self.alloc_pages_cpu(CpuId::BOOT, gfp, order)
@@ -23,6 +26,9 @@ impl Node {
     ///
     /// When every zone fails, the per-CPU lists are drained (`drain_all_pages`) and the
     /// zonelist is tried once more, so pages sitting on lists never cause an `OutOfMemory`.
+    /// `fail_page_alloc` may fail the call (the caller's location is what its caller filter
+    /// sees).
+    #[track_caller]
     #[inline]
     pub fn alloc_pages_cpu(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
         // Fast path (inlined into callers): order 0 with no zone modifier and no reserve access,
@@ -33,12 +39,12 @@ impl Node {
             .union(GfpFlags::__GFP_HIGH)
             .union(GfpFlags::__GFP_NOFAIL)
             .union(GfpFlags::__GFP_ZERO);
-        if order == 0 && !gfp.intersects(SLOW) && !self.auto_init.init_on_alloc() {
+        if order == 0 && !gfp.intersects(SLOW) && !self.order0_slow.load(Relaxed) {
             if let Some(idx) = self.rmqueue_pcplist_fast(cpu) {
                 return Ok(self.mem_map.index_to_pfn(idx));
             }
         }
-        self.alloc_pages_slow(cpu, gfp, order)
+        self.alloc_pages_slow(cpu, gfp, order, core::panic::Location::caller())
     }
 
     /// The fast path of [`Node::alloc_pages_cpu`]: the first populated zone of the Normal
@@ -61,7 +67,13 @@ impl Node {
 
     /// Everything [`Node::alloc_pages_cpu`]'s fast path does not cover.
     #[inline(never)]
-    fn alloc_pages_slow(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+    fn alloc_pages_slow(
+        &self,
+        cpu: CpuId,
+        gfp: GfpFlags,
+        order: u32,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<Pfn, AllocError> {
         if order > MAX_PAGE_ORDER {
             return Err(AllocError::OrderTooLarge { order });
         }
@@ -70,6 +82,10 @@ impl Node {
             return Err(AllocError::Invalid("__GFP_NOFAIL with order > 1"));
         }
         let highest = gfp_zone(gfp)?;
+        // Linux's `prepare_alloc_pages`: before any attempt, so no reclaim or retry follows.
+        if self.fail_page_alloc.attr.active() && self.fail_page_alloc.should_fail(gfp, order, caller) {
+            return Err(AllocError::FaultInjected { by: "fail_page_alloc" });
+        }
         let flags = AllocFlags::from_gfp(gfp);
         // One call site, so that the zonelist walk is inlined here.
         let mut drained = false;

@@ -42,10 +42,11 @@ pub mod pcp;
 mod tests;
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::auto_init::AutoInit;
+use crate::fault_inject::{FailPageAlloc, FaultConfigError};
 use crate::gfp::GfpFlags;
 use crate::mem_map::{MemMap, MemMapError, SECTION_SIZE_BITS};
 use crate::memblock::MemBlock;
@@ -200,7 +201,12 @@ pub struct Node {
     /// if none is), for the order-0 fast path.
     normal_first: u8,
     /// `init_on_alloc=` / `init_on_free=` for this node's pages.
-    pub auto_init: AutoInit,
+    auto_init: AutoInit,
+    /// The `fail_page_alloc` fault-injection attributes of this node.
+    fail_page_alloc: FailPageAlloc,
+    /// Order-0 allocations skip the per-CPU fast path: `init_on_alloc` is on, or
+    /// `fail_page_alloc` may fail order 0. One flag, so the fast path tests one byte.
+    order0_slow: AtomicBool,
 }
 
 impl Node {
@@ -303,6 +309,8 @@ impl Node {
             wmark_lock: IrqSpinLock::new(()),
             normal_first,
             auto_init: AutoInit::new(),
+            fail_page_alloc: FailPageAlloc::new(),
+            order0_slow: AtomicBool::new(false),
         })
     }
 
@@ -571,7 +579,60 @@ fn zone_watermark_ok(z: &Zone, free_pages: u64, order: u32, highest: usize, flag
     free > min + z.lowmem_reserve[highest] as i64
 }
 
+impl Node {
+    /// `init_on_alloc=` / `init_on_free=` of this node.
+    pub fn auto_init(&self) -> &AutoInit {
+        &self.auto_init
+    }
+
+    /// Sets `init_on_alloc=` / `init_on_free=` for this node's pages.
+    pub fn set_auto_init(&self, init_on_alloc: bool, init_on_free: bool) {
+        self.auto_init.set(init_on_alloc, init_on_free);
+        self.refresh_order0_slow();
+    }
+
+    /// The `fail_page_alloc` fault-injection attributes (read them; change them with
+    /// [`Node::set_fail_page_alloc`] and friends, which also switch the fast path).
+    pub fn fail_page_alloc(&self) -> &FailPageAlloc {
+        &self.fail_page_alloc
+    }
+
+    /// Writes one `fail_page_alloc` attribute by its debugfs name (`probability`, `times`,
+    /// `min-order`, `ignore-gfp-wait`, ...).
+    pub fn set_fail_page_alloc(&self, attr: &str, value: &str) -> Result<(), FaultConfigError> {
+        let r = self.fail_page_alloc.set(attr, value);
+        self.refresh_order0_slow();
+        r
+    }
+
+    /// The `fail_page_alloc=<interval>,<probability>,<space>,<times>` boot parameter.
+    pub fn setup_fail_page_alloc(&self, param: &str) -> Result<(), FaultConfigError> {
+        let r = self.fail_page_alloc.attr.setup(param);
+        self.refresh_order0_slow();
+        r
+    }
+
+    /// Sets the four main `fail_page_alloc` attributes at once (probability 0 turns it off).
+    pub fn configure_fail_page_alloc(
+        &self,
+        interval: u64,
+        probability: u32,
+        space: i64,
+        times: i64,
+    ) -> Result<(), FaultConfigError> {
+        let r = self.fail_page_alloc.attr.configure(interval, probability, space, times);
+        self.refresh_order0_slow();
+        r
+    }
+
+    fn refresh_order0_slow(&self) {
+        let slow = self.auto_init.init_on_alloc() || self.fail_page_alloc.active_at_order0();
+        self.order0_slow.store(slow, Relaxed);
+    }
+}
+
 impl PageProvider for Node {
+    #[track_caller]
     fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
         Node::alloc_pages(self, gfp, order)
     }

@@ -285,12 +285,12 @@ fn init_on_alloc_and_init_on_free_zero_pages() {
         let p = n.alloc_pages(GfpFlags::GFP_KERNEL, order).unwrap();
         fill(p, order, 0xa5);
         n.free_pages(p, order).unwrap();
-        n.auto_init.set(true, false);
+        n.set_auto_init(true, false);
         let q = n.alloc_pages(GfpFlags::GFP_KERNEL, order).unwrap();
         assert_eq!(q, p, "order {order}: the same block comes back");
         assert!(zero(q, order), "order {order}: init_on_alloc");
         fill(q, order, 0x5a);
-        n.auto_init.set(false, true);
+        n.set_auto_init(false, true);
         // A misaligned or wrong-order free is refused and zeroes nothing.
         if order > 0 {
             assert!(n.free_pages(q, order - 1).is_err());
@@ -299,7 +299,7 @@ fn init_on_alloc_and_init_on_free_zero_pages() {
         n.free_pages(q, order).unwrap();
         assert!(zero(q, order), "order {order}: init_on_free");
         assert!(n.free_pages(q, order).is_err(), "double free still refused");
-        n.auto_init.set(false, false);
+        n.set_auto_init(false, false);
     }
 }
 
@@ -551,4 +551,36 @@ fn fast_path_probe() {
     if let Some(p) = held {
         n.free_pages(p, 0).unwrap();
     }
+}
+
+/// `fail_page_alloc` fails only what its attributes admit (order 0 only with `min-order=0`,
+/// then also on the per-CPU fast path), allocates nothing when it fails, and once off the
+/// allocator serves the same blocks as before.
+#[test]
+fn fail_page_alloc_fails_page_allocations_as_configured() {
+    let m = &TestMachine::standard();
+    let n = &m.node;
+    let atomic = GfpFlags::GFP_ATOMIC | GfpFlags::__GFP_NOWARN;
+    let p0 = n.alloc_pages(atomic, 0).unwrap();
+    n.free_pages(p0, 0).unwrap();
+    let free = n.totals().free_pages;
+    n.configure_fail_page_alloc(1, 100, 0, -1).unwrap();
+    let injected = Err(AllocError::FaultInjected { by: "fail_page_alloc" });
+    assert_eq!(n.alloc_pages(atomic, 0), Ok(p0), "min-order is 1 by default");
+    n.free_pages(p0, 0).unwrap();
+    assert_eq!(n.alloc_pages(atomic, 3), injected);
+    assert!(n.alloc_pages(GfpFlags::GFP_KERNEL, 3).is_ok_and(|p| n.free_pages(p, 3).is_ok()));
+    n.set_fail_page_alloc("min-order", "0").unwrap();
+    n.set_fail_page_alloc("ignore-gfp-wait", "N").unwrap();
+    assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOWARN, 0), injected);
+    assert_eq!(n.alloc_pages(atomic | GfpFlags::__GFP_HIGHMEM, 0), Ok(p0), "ignore-gfp-highmem");
+    n.free_pages(p0, 0).unwrap();
+    assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL, 0), Ok(p0));
+    n.free_pages(p0, 0).unwrap();
+    assert_eq!(n.totals().free_pages, free, "failed calls took nothing");
+    assert_eq!(n.alloc_pages(atomic, MAX_PAGE_ORDER + 1), Err(AllocError::OrderTooLarge { order: 11 }));
+    n.configure_fail_page_alloc(1, 0, 0, 1).unwrap();
+    assert_eq!(n.alloc_pages(atomic, 0), Ok(p0), "off: the fast path serves order 0 again");
+    n.free_pages(p0, 0).unwrap();
+    assert_eq!(n.fail_page_alloc().attr.injected(), 2);
 }

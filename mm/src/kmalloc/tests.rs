@@ -467,3 +467,60 @@ fn init_on_alloc_and_init_on_free() {
         slab.set_auto_init(false, false);
     });
 }
+
+/// `failslab` fails slab allocations only while active, never the bootstrap cache, never
+/// `__GFP_NOFAIL`, `GFP_KERNEL` only with `ignore-gfp-wait=N`, and marked caches only under
+/// `cache-filter`; a failed call changes no counter; turning it off restores the fast path.
+#[test]
+fn failslab_fails_slab_allocations_as_configured() {
+    with_kmalloc(PAGES, "", |_, km| {
+        let slab = km.slab();
+        let atomic = GfpFlags::GFP_ATOMIC | GfpFlags::__GFP_NOWARN;
+        let warm = km.kmalloc(64, atomic).unwrap();
+        km.kfree(warm.as_ptr()).unwrap();
+        slab.configure_failslab(1, 100, 0, -1).unwrap();
+        let live = km.kmalloc_slab(64, atomic).unwrap().live_objects();
+        assert_eq!(km.kmalloc(64, atomic), Err(AllocError::FaultInjected { by: "failslab" }));
+        assert_eq!(km.kmalloc_slab(64, atomic).unwrap().live_objects(), live, "nothing allocated");
+        assert!(km.kmalloc(64, GFP).is_ok(), "ignore-gfp-wait is Y by default");
+        slab.set_failslab("ignore-gfp-wait", "N").unwrap();
+        assert!(km.kzalloc(8, GFP | GfpFlags::__GFP_NOWARN).is_err());
+        assert!(km.kmalloc(64, GFP | GfpFlags::__GFP_NOFAIL).is_ok(), "__GFP_NOFAIL never fails");
+        // Cache creation takes its struct from the bootstrap cache, which failslab spares.
+        let c = slab.kmem_cache_create("fi_test", 40, 8, SlabFlags::empty(), None).unwrap();
+        assert!(c.alloc(atomic).is_err());
+        slab.set_failslab("cache-filter", "Y").unwrap();
+        assert!(!c.failslab_mark());
+        let o = c.alloc(atomic).unwrap();
+        c.set_failslab_mark(true);
+        assert!(c.alloc(atomic).is_err(), "a marked cache fails under cache-filter");
+        let m = slab.kmem_cache_create("fi_marked", 40, 8, SlabFlags::SLAB_FAILSLAB, None).unwrap();
+        assert!(m.failslab_mark() && m.alloc(atomic).is_err(), "SLAB_FAILSLAB marks at creation");
+        // A krealloc that cannot grow in place fails and keeps the old block.
+        slab.set_failslab("cache-filter", "N").unwrap();
+        let p = km.kmalloc(64, GFP | GfpFlags::__GFP_NOFAIL).unwrap();
+        fill(p, 64, 0x3c);
+        assert!(matches!(
+            km.krealloc(p.as_ptr(), 1000, atomic),
+            Err(SlabError::Alloc(AllocError::FaultInjected { by: "failslab" }))
+        ));
+        assert!(bytes(p, 0, 64).iter().all(|&b| b == 0x3c));
+        slab.set_failslab("times", "2").unwrap();
+        assert!(km.kmalloc(64, atomic).is_err() && km.kmalloc(64, atomic).is_err());
+        assert!(km.kmalloc(64, atomic).is_ok(), "times ran out");
+        assert_eq!(slab.failslab().attr.times(), 0);
+        slab.configure_failslab(1, 0, 0, 1).unwrap();
+        let q = km.kmalloc(64, atomic).unwrap();
+        let cache = km.kmalloc_slab(64, atomic).unwrap();
+        let fast_before = cache.stat(crate::slab::SlabStat::AllocFastpath);
+        km.kfree(q.as_ptr()).unwrap();
+        let r = km.kmalloc(64, atomic).unwrap();
+        assert_eq!(cache.stat(crate::slab::SlabStat::AllocFastpath), fast_before + 1, "fast path again");
+        for x in [p, r] {
+            km.kfree(x.as_ptr()).unwrap();
+        }
+        c.free(o).unwrap();
+        c.destroy().unwrap();
+        m.destroy().unwrap();
+    });
+}

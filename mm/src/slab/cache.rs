@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering::R
 use crate::addr::{DirectMap, Pfn};
 use crate::auto_init::AutoInit;
 use crate::buddy::CpuId;
+use crate::fault_inject::FailSlab;
 use crate::gfp::GfpFlags;
 use crate::page::{Page, PageProvider, NO_PAGE};
 use crate::sync::IrqSpinLock;
@@ -70,6 +71,9 @@ pub(crate) const FAST_DEBUG: u8 = 1;
 pub(crate) const FAST_INIT_ON_ALLOC: u8 = 2;
 /// [`KmemCache::fast_flags`]: `init_on_free` applies to the cache.
 pub(crate) const FAST_INIT_ON_FREE: u8 = 4;
+/// [`KmemCache::fast_flags`]: `failslab` is active: allocations take the slow path, which asks
+/// it (Linux's `should_failslab_active` static key).
+pub(crate) const FAST_FAILSLAB: u8 = 8;
 
 /// A slab cache. Created by [`SlabAllocator::kmem_cache_create`](super::SlabAllocator), which
 /// places it in an object of the bootstrap `kmem_cache` cache; all methods take `&self`.
@@ -104,6 +108,11 @@ pub struct KmemCache<'p, P: PageProvider> {
     pub(crate) fast_flags: AtomicU8,
     /// Root only: `init_on_alloc=` / `init_on_free=`, copied into every cache.
     pub(crate) auto_init: AutoInit,
+    /// Root only: the `failslab` fault-injection attributes.
+    pub(crate) failslab: FailSlab,
+    /// `/sys/kernel/slab/NAME/failslab` (`SLAB_FAILSLAB`): the cache fails under `failslab`'s
+    /// `cache-filter`.
+    pub(crate) failslab_mark: AtomicBool,
     /// The per-CPU slabs, indexed by [`CpuId`].
     pub(crate) cpu_slab: [KmemCacheCpu; NR_CPUS],
     /// Bytes of a slab covered by objects (`objects * size`), for the free fast path's
@@ -160,6 +169,8 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             init_on_free: AtomicBool::new(false),
             fast_flags: AtomicU8::new(if geom.flags.intersects(SlabFlags::DEBUG) { FAST_DEBUG } else { 0 }),
             auto_init: AutoInit::new(),
+            failslab: FailSlab::new(),
+            failslab_mark: AtomicBool::new(geom.flags.contains(SlabFlags::SLAB_FAILSLAB)),
             span: geom.objects as usize * geom.size as usize,
             pow2_mask: if geom.size.is_power_of_two() { geom.size as usize - 1 } else { 0 },
             cpu_slab: [const { KmemCacheCpu::new() }; NR_CPUS],
@@ -181,10 +192,12 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         self.name
     }
 
-    /// Copies `init_on_alloc=` / `init_on_free=` into the cache, except where Linux leaves them
-    /// off (`slab_want_init_on_alloc`/`_free`): a constructor's work would be undone, and
-    /// `SLAB_POISON` already overwrites freed objects.
-    pub(crate) fn apply_auto_init(&self, a: &AutoInit) {
+    /// Copies the root's `init_on_alloc=` / `init_on_free=` into the cache, except where Linux
+    /// leaves them off (`slab_want_init_on_alloc`/`_free`): a constructor's work would be undone,
+    /// and `SLAB_POISON` already overwrites freed objects. With `failslab` active, allocations
+    /// take the slow path (never for the bootstrap cache, which Linux exempts too).
+    pub(crate) fn apply_root_config(&self, root: &KmemCache<'p, P>) {
+        let a = &root.auto_init;
         let exempt = self.ctor.is_some() || self.geom.flags.contains(SlabFlags::SLAB_POISON);
         let (on_alloc, on_free) = (a.init_on_alloc() && !exempt, a.init_on_free() && !exempt);
         self.init_on_alloc.store(on_alloc, Relaxed);
@@ -196,7 +209,29 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         if on_free {
             fast |= FAST_INIT_ON_FREE;
         }
+        if root.failslab.attr.active() && !core::ptr::eq(self, root) {
+            fast |= FAST_FAILSLAB;
+        }
         self.fast_flags.store(fast, Relaxed);
+    }
+
+    /// The cache's `failslab` mark (`/sys/kernel/slab/NAME/failslab`), used by `failslab`'s
+    /// `cache-filter`.
+    pub fn failslab_mark(&self) -> bool {
+        self.failslab_mark.load(Relaxed)
+    }
+
+    pub fn set_failslab_mark(&self, on: bool) {
+        self.failslab_mark.store(on, Relaxed);
+    }
+
+    /// Linux's `should_failslab`: asked on the slow path while `failslab` is active.
+    #[cold]
+    #[inline(never)]
+    fn should_failslab(&self, gfp: GfpFlags, loc: &'static Location<'static>) -> bool {
+        // SAFETY: `root` is the bootstrap cache, which is never freed.
+        let root = unsafe { &*self.root };
+        root.failslab.should_fail(self.geom.object_size as usize, self.failslab_mark(), gfp, loc)
     }
     /// The size callers asked for.
     pub fn object_size(&self) -> usize {
@@ -406,7 +441,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         loc: &'static Location<'static>,
     ) -> Result<NonNull<u8>, AllocError> {
         let fast = self.fast_flags.load(Relaxed);
-        if fast & FAST_DEBUG == 0 {
+        if fast & (FAST_DEBUG | FAST_FAILSLAB) == 0 {
             if let Some(p) = self.alloc_fast(cpu) {
                 if gfp.contains(GfpFlags::__GFP_ZERO) || fast & FAST_INIT_ON_ALLOC != 0 {
                     // The whole object, not only the `orig` bytes asked for: `ksize` and an
@@ -431,6 +466,9 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         orig: u32,
         loc: &'static Location<'static>,
     ) -> Result<NonNull<u8>, AllocError> {
+        if self.fast_flags.load(Relaxed) & FAST_FAILSLAB != 0 && self.should_failslab(gfp, loc) {
+            return Err(AllocError::FaultInjected { by: "failslab" });
+        }
         let c = self.cpu_slab(cpu);
         loop {
             let mut guard = self.state.lock();

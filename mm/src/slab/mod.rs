@@ -70,6 +70,9 @@ bitflags! {
         const SLAB_RECLAIM_ACCOUNT = 0x0002_0000;
         /// Internal: a kmalloc cache (Linux `SLAB_KMALLOC`); enables the kmalloc tail red zone.
         const SLAB_KMALLOC = 0x0010_0000;
+        /// `SLAB_FAILSLAB`: the cache fails under `failslab`'s `cache-filter` (the cache's
+        /// `failslab` mark starts set; see [`crate::fault_inject::FailSlab`]).
+        const SLAB_FAILSLAB = 0x0200_0000;
     }
 }
 

@@ -12,6 +12,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::addr::{DirectMap, Pfn};
 use crate::auto_init::AutoInit;
+use crate::fault_inject::{FailSlab, FaultConfigError};
 use crate::gfp::GfpFlags;
 use crate::page::{Page, PageProvider, PageState};
 use crate::AllocError;
@@ -175,7 +176,7 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
             self.root.as_ptr(),
             root.debug_cfg,
         );
-        value.apply_auto_init(&root.auto_init);
+        value.apply_root_config(root);
         // SAFETY: a fresh `kmem_cache` object, sized and aligned for the struct.
         unsafe { cache.as_ptr().write(value) };
         // Link it after the root: the list is only walked under the registry lock.
@@ -190,7 +191,46 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
     pub fn set_auto_init(&self, init_on_alloc: bool, init_on_free: bool) {
         let root = self.kmem_cache();
         root.auto_init.set(init_on_alloc, init_on_free);
-        self.for_each_cache(|c| c.apply_auto_init(&root.auto_init));
+        self.for_each_cache(|c| c.apply_root_config(root));
+    }
+
+    /// The `failslab` fault-injection attributes of this allocator (read them; change them with
+    /// [`SlabAllocator::set_failslab`] and friends, which also switch the fast paths).
+    pub fn failslab(&self) -> &FailSlab {
+        &self.kmem_cache().failslab
+    }
+
+    /// Writes one `failslab` attribute by its debugfs name (`probability`, `times`,
+    /// `ignore-gfp-wait`, `cache-filter`, ...).
+    pub fn set_failslab(&self, attr: &str, value: &str) -> Result<(), FaultConfigError> {
+        let r = self.failslab().set(attr, value);
+        self.refresh_fast_flags();
+        r
+    }
+
+    /// The `failslab=<interval>,<probability>,<space>,<times>` boot parameter.
+    pub fn setup_failslab(&self, param: &str) -> Result<(), FaultConfigError> {
+        let r = self.failslab().attr.setup(param);
+        self.refresh_fast_flags();
+        r
+    }
+
+    /// Sets the four main `failslab` attributes at once (probability 0 turns it off).
+    pub fn configure_failslab(
+        &self,
+        interval: u64,
+        probability: u32,
+        space: i64,
+        times: i64,
+    ) -> Result<(), FaultConfigError> {
+        let r = self.failslab().attr.configure(interval, probability, space, times);
+        self.refresh_fast_flags();
+        r
+    }
+
+    fn refresh_fast_flags(&self) {
+        let root = self.kmem_cache();
+        self.for_each_cache(|c| c.apply_root_config(root));
     }
 
     /// The `init_on_alloc=` / `init_on_free=` switches of this allocator.

@@ -203,7 +203,7 @@ ktest!(
         assert_eq!(ksize(moved.as_ptr()), Ok(8192));
         // SAFETY: the first 20 bytes of a live block of 8192.
         let kept = unsafe { core::slice::from_raw_parts(moved.as_ptr(), 20) };
-        if node().auto_init.init_on_alloc() {
+        if node().auto_init().init_on_alloc() {
             // Linux 6.12 `__do_krealloc`: with init_on_alloc, shrinking to 10 zeroed the spare
             // bytes from 10 on (`memset(p + new_size, 0, ks - new_size)`).
             assert_eq!(kept, b"krealloc k\0\0\0\0\0\0\0\0\0\0");
@@ -256,7 +256,7 @@ ktest!(
                 crate::mm::set_auto_init(self.0, self.1);
             }
         }
-        let a = &node().auto_init;
+        let a = node().auto_init();
         let _restore = Restore(a.init_on_alloc(), a.init_on_free());
         for size in [64usize, 3000, 20000] {
             let p = kmalloc(size, KERNEL).unwrap();
@@ -306,7 +306,7 @@ ktest!(
         unsafe { p.as_ptr().write_bytes(0xa7, 64) };
         kfree(p.as_ptr()).unwrap();
         let left = nonzero_words(p.as_ptr(), 64);
-        if node().auto_init.init_on_free() {
+        if node().auto_init().init_on_free() {
             assert!(left <= 1, "init_on_free=1: kfree left {left} non-zero words");
         } else {
             assert!(left > 1, "plain kfree zeroed the object");

@@ -1,5 +1,6 @@
 //! In-kernel tests of the memory subsystem (registered with `ktest!`, run by `cargo run -- --test`).
 
+mod fault_inject;
 mod kmalloc;
 mod kmalloc_irq;
 mod page_alloc;
