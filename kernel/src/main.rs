@@ -53,6 +53,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         arch::smp::set_fault_cpu(1);
     }
     arch::smp::boot_secondary_cpus();
+    // Boot is done: `failslab=` / `fail_page_alloc=` start failing allocations now.
+    mm::fault_inject::boot_done();
     match cmdline.mode {
         cmdline::Mode::Demo => {
             demo::run(cmdline.memmap);

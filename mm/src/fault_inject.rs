@@ -180,6 +180,8 @@ pub struct FaultAttr {
     rng: AtomicU64,
     /// A caller filter is set (checked before taking the filter's lock).
     filtered: AtomicBool,
+    /// Paused by its owner (the attributes are kept, nothing fails, the fast paths run).
+    paused: AtomicBool,
     filter: IrqSpinLock<CallerFilter>,
     injected: AtomicU64,
 }
@@ -205,6 +207,7 @@ impl FaultAttr {
             count: AtomicU64::new(0),
             rng: AtomicU64::new(DEFAULT_SEED),
             filtered: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             filter: IrqSpinLock::new(CallerFilter {
                 require: [0; MAX_FILTER_LEN],
                 require_len: 0,
@@ -219,10 +222,17 @@ impl FaultAttr {
         self.name
     }
 
-    /// Failures can be injected (`probability` > 0): the allocators' fast paths step aside.
+    /// Failures can be injected (`probability` > 0, not paused): the allocators' fast paths
+    /// step aside.
     #[inline(always)]
     pub fn active(&self) -> bool {
-        self.probability.load(Relaxed) != 0
+        self.probability.load(Relaxed) != 0 && !self.paused.load(Relaxed)
+    }
+
+    /// Pauses or resumes injection without touching the attributes. The allocators'
+    /// `pause_*` methods call this and switch their fast paths.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Relaxed);
     }
 
     pub fn probability(&self) -> u32 {
@@ -361,7 +371,7 @@ impl FaultAttr {
     #[inline(never)]
     pub fn should_fail(&self, size: usize, nowarn: bool, caller: &'static Location<'static>) -> bool {
         let probability = self.probability.load(Relaxed);
-        if probability == 0 || suppressed() {
+        if probability == 0 || self.paused.load(Relaxed) || suppressed() {
             return false;
         }
         if self.filtered.load(Relaxed) && !self.filter.lock().admits(caller) {

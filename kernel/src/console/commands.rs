@@ -171,12 +171,13 @@ fn stress(session: &mut Session, a: &[&str]) {
         kprint!(" ^C");
     }
     kprintln!(
-        "\nstress: {} of {} operations in {} ms{}; {} objects passed through the exchange (freed by whichever CPU took them); {} damaged, {} failed",
+        "\nstress: {} of {} operations in {} ms{}; {} objects passed through the exchange (freed by whichever CPU took them); {} allocations refused; {} damaged, {} failed",
         r.ops_done,
         r.ops_per_cpu * r.cpus as u64,
         r.ms,
         if r.stopped { " (stopped by Ctrl-C)" } else { "" },
         r.handed,
+        r.refused,
         r.corrupt,
         r.failed
     );

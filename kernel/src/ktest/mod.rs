@@ -8,6 +8,7 @@
 //! ```ignore
 //! crate::ktest!(fn double_free_is_reported() { ... });          // runs in every `test` boot
 //! crate::ktest!(#[explicit] fn harness_selftest_fail_x() { ... }); // only when a filter names it
+//! crate::ktest!(#[needs_memory] fn zone_fallback() { ... });       // no fault injection in it
 //! crate::kfault!(fn null_deref() { ... });                      // `fault=null_deref`
 //! ```
 //!
@@ -33,6 +34,9 @@ pub struct KTest {
     pub func: fn(),
     /// Run only when the filter names it (tests that must fail, for the harness's own tests).
     pub explicit: bool,
+    /// The test checks what allocations return, so it needs them to succeed: fault injection
+    /// (`failslab=`, `fail_page_alloc=`) is suspended while it runs.
+    pub needs_memory: bool,
 }
 
 impl KTest {
@@ -74,12 +78,15 @@ pub struct KFault {
 #[macro_export]
 macro_rules! ktest {
     (#[explicit] fn $name:ident() $body:block) => {
-        $crate::ktest!(@register true, $name, $body);
+        $crate::ktest!(@register true, false, $name, $body);
+    };
+    (#[needs_memory] fn $name:ident() $body:block) => {
+        $crate::ktest!(@register false, true, $name, $body);
     };
     (fn $name:ident() $body:block) => {
-        $crate::ktest!(@register false, $name, $body);
+        $crate::ktest!(@register false, false, $name, $body);
     };
-    (@register $explicit:expr, $name:ident, $body:block) => {
+    (@register $explicit:expr, $needs_memory:expr, $name:ident, $body:block) => {
         fn $name() $body
         const _: () = {
             #[used(linker)]
@@ -88,6 +95,7 @@ macro_rules! ktest {
                 path: concat!(module_path!(), "::", stringify!($name)),
                 func: $name,
                 explicit: $explicit,
+                needs_memory: $needs_memory,
             };
         };
     };
@@ -173,6 +181,9 @@ fn run_one(test: &'static KTest) -> bool {
     let irq_enabled = x86_64::instructions::interrupts::are_enabled();
     let irq_depth = arch::percpu::this().irq_depth();
     let timer = interrupts::timer_state();
+    // Tests that check allocation results run without fault injection; the others run with
+    // whatever `failslab=`/`fail_page_alloc=` set, and must pass anyway.
+    let _no_faults = test.needs_memory.then(crate::mm::fault_inject::suspend);
     CURRENT.store(test as *const KTest as *mut KTest, Ordering::Release);
     // SAFETY: `CONTEXT` is used by one test at a time (tests do not nest: `run` is only called
     // once, from `kernel_main`), and `abandon_current_test` throws to it only while `CURRENT`

@@ -15,7 +15,8 @@
 //! - the Rust global allocator (`alloc::Box`, `Vec`, ...): its callers cannot handle a failure
 //!   (an infallible `Box::new` would abort the kernel), so [`without_faults`] wraps it; code that
 //!   can handle failure uses `KBox`/`KVec` or kmalloc, which fault injection reaches;
-//! - anything inside [`suspend`] (in-kernel tests that must allocate say so with it).
+//! - anything inside [`suspend`] (in-kernel tests that must allocate say so with it);
+//! - the boot itself, until [`boot_done`]: injection starts when the kernel is up.
 
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -31,20 +32,32 @@ use crate::cmdline::Cmdline;
 /// The two attribute sets, by their debugfs directory names.
 pub const FAULT_NAMES: [&str; 2] = ["failslab", "fail_page_alloc"];
 
-/// Holders of [`suspend`] guards (any CPU).
-static SUSPENDED: AtomicU32 = AtomicU32::new(0);
+/// Holders of [`suspend`] guards, plus one while the kernel boots: boot code has no way to go
+/// on without its memory (Linux's would panic too), so injection starts after it. While it is
+/// above 0 both sets are paused (attributes kept, fast paths back on).
+static SUSPENDED: spin::Mutex<u32> = spin::Mutex::new(1);
+static BOOTING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 /// Depth of [`without_faults`] per CPU, touched only by its CPU.
 static NOFAULT_DEPTH: [AtomicU32; NR_CPUS] = [const { AtomicU32::new(0) }; NR_CPUS];
 
 fn suppressed() -> bool {
-    if SUSPENDED.load(Relaxed) != 0 {
-        return true;
-    }
     let cpu = crate::arch::percpu::cpu_id() as usize;
     NOFAULT_DEPTH.get(cpu).is_some_and(|d| d.load(Relaxed) != 0)
 }
 
-/// Runs `f` with fault injection off on this CPU.
+fn pause(paused: bool) {
+    slab().pause_failslab(paused);
+    node().pause_fail_page_alloc(paused);
+}
+
+/// Called once the kernel is up (CPUs online), before the demo, tests or console run.
+pub fn boot_done() {
+    if BOOTING.swap(false, Relaxed) {
+        drop(Suspended(()));
+    }
+}
+
+/// Runs `f` with fault injection off on this CPU (the other CPUs are not affected).
 #[inline]
 pub fn without_faults<R>(f: impl FnOnce() -> R) -> R {
     let cpu = crate::arch::percpu::cpu_id() as usize;
@@ -64,14 +77,23 @@ pub struct Suspended(());
 
 impl Drop for Suspended {
     fn drop(&mut self) {
-        SUSPENDED.fetch_sub(1, Relaxed);
+        let mut n = SUSPENDED.lock();
+        *n -= 1;
+        if *n == 0 {
+            pause(false);
+        }
     }
 }
 
-/// Turns fault injection off everywhere while the guard lives (the attributes are kept).
+/// Turns fault injection off everywhere while the guard lives (the attributes are kept, and
+/// the allocators' fast paths run as without it). Process context only.
 #[must_use = "fault injection resumes when the guard is dropped"]
 pub fn suspend() -> Suspended {
-    SUSPENDED.fetch_add(1, Relaxed);
+    let mut n = SUSPENDED.lock();
+    if *n == 0 {
+        pause(true);
+    }
+    *n += 1;
     Suspended(())
 }
 
@@ -135,6 +157,8 @@ fn dump(d: &FaultDump) {
 pub fn init(cmdline: &Cmdline) {
     ::mm::fault_inject::set_dump_fn(dump);
     ::mm::fault_inject::set_suppress_fn(suppressed);
+    // Paused until `boot_done` (the boot holds one `suspend` count).
+    pause(true);
     apply_cmdline(cmdline.raw);
     for which in FAULT_NAMES {
         if let Some(line) = summary(which) {
@@ -196,7 +220,7 @@ pub fn summary(which: &str) -> Option<impl fmt::Display + 'static> {
         "fail_page_alloc" => &node().fail_page_alloc().attr,
         _ => return None,
     };
-    if !attr.active() {
+    if attr.probability() == 0 {
         return None;
     }
     struct Line(&'static str);
@@ -297,6 +321,11 @@ pub fn attr_names(which: &str) -> impl Iterator<Item = &'static str> {
         _ => &[],
     };
     FAULT_ATTR_NAMES.iter().chain(extra).copied()
+}
+
+/// Either set can fail allocations now (attributes on, not suspended).
+pub fn active() -> bool {
+    (slab().failslab().attr.active() || node().fail_page_alloc().attr.active()) && !suppressed()
 }
 
 /// Failures injected so far by `failslab` and `fail_page_alloc`.

@@ -28,6 +28,8 @@ const EXCHANGE: usize = 64;
 static XCHG: [AtomicU64; EXCHANGE] = [const { AtomicU64::new(0) }; EXCHANGE];
 static CORRUPT: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
+/// Allocations refused (out of memory, or failed by fault injection): allowed, counted.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
 static HANDED: AtomicU64 = AtomicU64::new(0);
 static TEST_CACHE: spin::Once<KmemCache> = spin::Once::new();
 const CACHE_OBJ: usize = 200;
@@ -160,9 +162,17 @@ fn reallocate(v: u64, rng: &mut Rng) -> u64 {
     let (_, param, addr) = unpack(v);
     let new_words = 1 + rng.next() % 512;
     check(addr, param as usize * 8);
-    let Ok(n) = krealloc(addr as *const u8, new_words as usize * 8, KERNEL) else {
-        FAILED.fetch_add(1, Relaxed);
-        return v;
+    let n = match krealloc(addr as *const u8, new_words as usize * 8, KERNEL) {
+        Ok(n) => n,
+        // Refused for want of memory: the old block stays valid, as it must.
+        Err(::mm::slab::SlabError::Alloc(_)) => {
+            REFUSED.fetch_add(1, Relaxed);
+            return v;
+        }
+        Err(_) => {
+            FAILED.fetch_add(1, Relaxed);
+            return v;
+        }
     };
     let n = n.as_ptr() as u64;
     let kept = new_words.min(param) as usize;
@@ -194,7 +204,7 @@ fn mix(cpu: usize, ops: u64, ctl: &Control) {
         let slot = (r % HELD as u64) as usize;
         if held[slot] == 0 {
             held[slot] = allocate(&mut rng).unwrap_or_else(|| {
-                FAILED.fetch_add(1, Relaxed);
+                REFUSED.fetch_add(1, Relaxed);
                 0
             });
         } else if (r >> 16).is_multiple_of(8) {
@@ -323,8 +333,11 @@ pub struct Report {
     pub irq_ops: u64,
     /// Objects whose fill pattern was damaged.
     pub corrupt: u64,
-    /// Allocations or frees that failed.
+    /// Frees (or reallocations) refused: always a bug.
     pub failed: u64,
+    /// Allocations refused for want of memory (or by fault injection): allowed; nothing may be
+    /// lost by them.
+    pub refused: u64,
     /// Every zone's free pages, every cache's objects and vmalloc's counts as before the run.
     pub free_pages_same: bool,
     pub caches_same: bool,
@@ -348,10 +361,12 @@ pub fn run(
     ctl: &mut Control,
     irq: Option<(&dyn Fn(), &dyn Fn() -> u64)>,
 ) -> Result<Report, &'static str> {
+    // The set-up and the figures must not be failed by fault injection; the mix itself is.
+    let setup = crate::mm::fault_inject::suspend();
     TEST_CACHE
         .try_call_once(|| kmem_cache_create("stress-mix", CACHE_OBJ, 0, SlabFlags::empty(), None))
         .map_err(|_| "cannot create the workload's kmem_cache")?;
-    for a in [&CORRUPT, &FAILED, &HANDED] {
+    for a in [&CORRUPT, &FAILED, &HANDED, &REFUSED] {
         a.store(0, SeqCst);
     }
     let cpus = CpuMask(cpus.0 & CpuMask::online().0);
@@ -360,6 +375,7 @@ pub fn run(
     ctl.stopped.store(false, SeqCst);
     grow_vmalloc_trees()?;
     let before = figures();
+    drop(setup);
     if let Some((start, _)) = irq {
         start();
     }
@@ -368,6 +384,7 @@ pub fn run(
     smp_call_on_cpus(cpus, &|cpu| mix(cpu, ops, ctl)).map_err(|_| "the CPUs could not be called")?;
     let ms = (crate::arch::rdtsc() - start) / apic::tsc_per_ms().max(1);
     let irq_ops = irq.map_or(0, |(_, stop)| stop());
+    let _figures = crate::mm::fault_inject::suspend();
     for x in &XCHG {
         let v = x.swap(0, AcqRel);
         if v != 0 {
@@ -385,6 +402,7 @@ pub fn run(
         irq_ops,
         corrupt: CORRUPT.load(SeqCst),
         failed: FAILED.load(SeqCst),
+        refused: REFUSED.load(SeqCst),
         free_pages_same: after.0 == before.0,
         caches_same: after.1 == before.1,
         vmalloc_same: after.2 == before.2,

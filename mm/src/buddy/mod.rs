@@ -625,6 +625,12 @@ impl Node {
         r
     }
 
+    /// Pauses or resumes `fail_page_alloc`, keeping its attributes (the fast path follows).
+    pub fn pause_fail_page_alloc(&self, paused: bool) {
+        self.fail_page_alloc.attr.set_paused(paused);
+        self.refresh_order0_slow();
+    }
+
     fn refresh_order0_slow(&self) {
         let slow = self.auto_init.init_on_alloc() || self.fail_page_alloc.active_at_order0();
         self.order0_slow.store(slow, Relaxed);

@@ -228,6 +228,12 @@ impl<'p, P: PageProvider> SlabAllocator<'p, P> {
         r
     }
 
+    /// Pauses or resumes `failslab`, keeping its attributes (the fast paths follow).
+    pub fn pause_failslab(&self, paused: bool) {
+        self.failslab().attr.set_paused(paused);
+        self.refresh_fast_flags();
+    }
+
     fn refresh_fast_flags(&self) {
         let root = self.kmem_cache();
         self.for_each_cache(|c| c.apply_root_config(root));

@@ -178,7 +178,7 @@ fn shootdown_reader() {
 }
 
 crate::ktest!(
-    fn vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning() {
+    #[needs_memory] fn vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning() {
         if mm::num_online_cpus() < 2 {
             crate::info!(
                 "shootdown test: needs 2 CPUs, {} online; checked at --smp 4",
@@ -237,15 +237,19 @@ pub(crate) fn run_mix(ops: u64, with_timer: bool) {
     let r = stress::run(ops, CpuMask::online(), &mut ctl, irq).expect("the stress workload starts");
     crate::info!(
         "smp mix: {} CPUs x {ops} ops in {} ms, {} objects handed across CPUs, {} GFP_ATOMIC ops in \
-         timer interrupts",
+         timer interrupts, {} allocations refused",
         r.cpus,
         r.ms,
         r.handed,
-        r.irq_ops
+        r.irq_ops,
+        r.refused
     );
     assert_eq!(r.ops_done, ops * r.cpus as u64, "every operation ran");
     assert_eq!(r.corrupt, 0, "fill patterns damaged");
-    assert_eq!(r.failed, 0, "allocations or frees failed");
+    assert_eq!(r.failed, 0, "frees or reallocations were refused");
+    if !crate::mm::fault_inject::active() {
+        assert_eq!(r.refused, 0, "allocations failed without fault injection");
+    }
     assert!(r.vmalloc_same, "vmalloc counts differ after the mix");
     assert!(r.caches_same, "cache object counts differ after the mix");
     assert!(r.free_pages_same, "zone free pages differ after the mix");
