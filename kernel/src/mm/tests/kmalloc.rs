@@ -58,7 +58,8 @@ fn phys(p: *const u8) -> u64 {
 }
 
 ktest!(
-    #[needs_memory] fn size_class_boundaries() {
+    #[needs_memory]
+    fn size_class_boundaries() {
         let _tidy = Tidy;
         // (request, cache, ksize): Linux's x86_64 classes, kmalloc-large above 8 KiB.
         let cases: [(usize, Option<&str>, usize); 10] = [
@@ -106,7 +107,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn minimum_and_natural_alignment() {
+    #[needs_memory]
+    fn minimum_and_natural_alignment() {
         let _tidy = Tidy;
         for size in (1..=256).chain([300, 1000, 3000, 5000, 8000]) {
             let p = kmalloc(size, KERNEL).unwrap();
@@ -125,7 +127,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn blocks_are_physically_contiguous() {
+    #[needs_memory]
+    fn blocks_are_physically_contiguous() {
         let _tidy = Tidy;
         for size in [64usize, 4096, 8192, 8193, 65536, 1 << 20, KMALLOC_MAX_SIZE] {
             let p = kmalloc(size, KERNEL).unwrap();
@@ -145,7 +148,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn kzalloc_kcalloc_zero_and_array_overflow_is_an_error() {
+    #[needs_memory]
+    fn kzalloc_kcalloc_zero_and_array_overflow_is_an_error() {
         let _tidy = Tidy;
         // Dirty a block, free it, and get it back zeroed (LIFO free lists).
         // The whole usable size (`ksize`) is zeroed, not only the bytes asked for: an in-place
@@ -184,7 +188,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn krealloc_keeps_block_while_it_fits_and_contents_always() {
+    #[needs_memory]
+    fn krealloc_keeps_block_while_it_fits_and_contents_always() {
         let _tidy = Tidy;
         let p = kmalloc(20, KERNEL).unwrap();
         assert_eq!(ksize(p.as_ptr()), Ok(32));
@@ -247,7 +252,8 @@ fn nonzero_words(p: *const u8, len: usize) -> usize {
 }
 
 ktest!(
-    #[needs_memory] fn init_on_alloc_and_init_on_free_zero_objects_and_pages() {
+    #[needs_memory]
+    fn init_on_alloc_and_init_on_free_zero_objects_and_pages() {
         let _tidy = Tidy;
         // The boot's settings come back at the end (the suite also runs with them on).
         struct Restore(bool, bool);
@@ -287,7 +293,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn kfree_sensitive_zeroes_the_block() {
+    #[needs_memory]
+    fn kfree_sensitive_zeroes_the_block() {
         let _tidy = Tidy;
         for size in [8usize, 64, 200, 4096, 8192, 30000] {
             let p = kmalloc(size, KERNEL).unwrap();
@@ -315,7 +322,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn misuse_is_refused_and_changes_nothing() {
+    #[needs_memory]
+    fn misuse_is_refused_and_changes_nothing() {
         let _tidy = Tidy;
         let obj = kmalloc(64, KERNEL).unwrap();
         let large = kmalloc(16384, KERNEL).unwrap();
@@ -414,7 +422,8 @@ impl Drop for Held {
 }
 
 ktest!(
-    #[needs_memory] fn exhaustion_and_full_recovery() {
+    #[needs_memory]
+    fn exhaustion_and_full_recovery() {
         let _tidy = Tidy;
         shrink_all();
         let before = buddy_snapshot();
@@ -484,7 +493,8 @@ impl Drop for PageChain {
 }
 
 ktest!(
-    #[needs_memory] fn page_allocation_reclaims_cached_empty_slabs() {
+    #[needs_memory]
+    fn page_allocation_reclaims_cached_empty_slabs() {
         let _tidy = Tidy;
         shrink_all();
         let before = buddy_snapshot();
@@ -518,7 +528,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn gfp_dma_comes_from_dma_caches_below_16m() {
+    #[needs_memory]
+    fn gfp_dma_comes_from_dma_caches_below_16m() {
         let _tidy = Tidy;
         for size in [8usize, 100, 1024, 8192] {
             let p = kmalloc(size, KERNEL | GfpFlags::GFP_DMA).unwrap();
@@ -584,7 +595,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn kbox_kvec_report_failure_and_free_on_drop() {
+    #[needs_memory]
+    fn kbox_kvec_report_failure_and_free_on_drop() {
         let _tidy = Tidy;
         let live = |size| kmalloc_instance().kmalloc_slab(size, KERNEL).unwrap().live_objects();
         let before = live(32);

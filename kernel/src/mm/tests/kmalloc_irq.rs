@@ -78,7 +78,8 @@ fn stress_handler() {
 }
 
 ktest!(
-    #[needs_memory] fn kmalloc_from_timer_interrupt_and_task_concurrently() {
+    #[needs_memory]
+    fn kmalloc_from_timer_interrupt_and_task_concurrently() {
         let _tidy = super::kmalloc::Tidy;
         let saved = interrupts::timer_state();
         IRQ_PAIRS.store(0, Relaxed);
@@ -158,7 +159,8 @@ fn sleeping_handler() {
 }
 
 ktest!(
-    #[needs_memory] fn gfp_kernel_in_interrupt_is_reported() {
+    #[needs_memory]
+    fn gfp_kernel_in_interrupt_is_reported() {
         let _tidy = super::kmalloc::Tidy;
         let saved = interrupts::timer_state();
         SLEEP_DONE.store(0, Relaxed);

@@ -94,7 +94,8 @@ fn exhaust(gfp: GfpFlags) -> Chain {
 }
 
 ktest!(
-    #[needs_memory] fn alloc_each_order_is_aligned_and_recorded() {
+    #[needs_memory]
+    fn alloc_each_order_is_aligned_and_recorded() {
         let before = snapshot();
         for order in 0..=MAX_PAGE_ORDER {
             let frame = alloc_pages(GfpFlags::GFP_KERNEL, order).expect("alloc_pages");
@@ -113,7 +114,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn gfp_zero_and_get_zeroed_page_return_zeroed_memory() {
+    #[needs_memory]
+    fn gfp_zero_and_get_zeroed_page_return_zeroed_memory() {
         // Dirty blocks, free them, and ask for zeroed ones: LIFO free lists hand the same ones back.
         for order in [0u32, 3] {
             let dirty = __get_free_pages(GfpFlags::GFP_KERNEL, order).expect("alloc");
@@ -136,7 +138,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn address_conversions_round_trip() {
+    #[needs_memory]
+    fn address_conversions_round_trip() {
         let frame = alloc_pages(GfpFlags::GFP_KERNEL, 2).expect("alloc");
         let va = phys_to_virt(frame.start_address());
         assert_eq!(virt_to_phys(va), Some(frame.start_address()));
@@ -151,7 +154,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn order_above_max_is_refused() {
+    #[needs_memory]
+    fn order_above_max_is_refused() {
         let before = snapshot();
         assert_eq!(
             alloc_pages(GfpFlags::GFP_KERNEL | NOWARN, 11),
@@ -165,7 +169,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn double_free_is_refused_and_changes_nothing() {
+    #[needs_memory]
+    fn double_free_is_refused_and_changes_nothing() {
         let frame = alloc_pages(GfpFlags::GFP_KERNEL, 1).unwrap();
         __free_pages(frame, 1).unwrap();
         let before = snapshot();
@@ -178,7 +183,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn wrong_order_and_interior_pointer_are_refused() {
+    #[needs_memory]
+    fn wrong_order_and_interior_pointer_are_refused() {
         let frame = alloc_pages(GfpFlags::GFP_KERNEL, 2).unwrap();
         let before = snapshot();
         assert_eq!(
@@ -214,7 +220,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn zone_modifiers_select_zones() {
+    #[needs_memory]
+    fn zone_modifiers_select_zones() {
         let dma = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, 0).expect("GFP_DMA");
         assert!(dma.start_address().as_u64() < 16 << 20);
         assert_eq!(zone_of(dma), ZoneType::Dma);
@@ -233,7 +240,8 @@ ktest!(
 // Exhausts the DMA zone with `GFP_DMA`: every block must come from below 16 MiB, the last
 // request must fail with OutOfMemory, and freeing restores the zone exactly.
 ktest!(
-    #[needs_memory] fn dma_zone_exhaustion_and_recovery() {
+    #[needs_memory]
+    fn dma_zone_exhaustion_and_recovery() {
         let before = snapshot();
         {
             let chain = exhaust(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA);
@@ -254,7 +262,8 @@ ktest!(
 
 // Exhausts everything GFP_DMA32 may use (DMA32, then DMA by fallback).
 ktest!(
-    #[needs_memory] fn dma32_exhaustion_falls_back_to_dma_and_recovers() {
+    #[needs_memory]
+    fn dma32_exhaustion_falls_back_to_dma_and_recovers() {
         let before = snapshot();
         {
             let chain = exhaust(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA32);
@@ -271,7 +280,8 @@ ktest!(
 // Exhausts all memory with GFP_KERNEL (Normal -> DMA32 -> DMA), checks the failure and
 // recovery: afterwards an order-10 block is available again and the free lists are as before.
 ktest!(
-    #[needs_memory] fn total_exhaustion_and_full_recovery() {
+    #[needs_memory]
+    fn total_exhaustion_and_full_recovery() {
         let before = snapshot();
         let free_before = node().totals().free_pages;
         {
@@ -290,7 +300,8 @@ ktest!(
 
 // `GFP_NOWAIT` stops at the min watermark; `GFP_ATOMIC` may dip below it into the reserve.
 ktest!(
-    #[needs_memory] fn atomic_dips_into_reserves_nowait_does_not() {
+    #[needs_memory]
+    fn atomic_dips_into_reserves_nowait_does_not() {
         let before = snapshot();
         {
             let _chain = exhaust(GfpFlags::GFP_NOWAIT);
@@ -304,7 +315,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn oom_failure_counts_and_nofail_order_limit() {
+    #[needs_memory]
+    fn oom_failure_counts_and_nofail_order_limit() {
         let failures = ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed);
         let _chain = exhaust(GfpFlags::GFP_KERNEL);
         assert!(alloc_pages(GfpFlags::GFP_KERNEL | NOWARN, 0).is_err());
@@ -315,7 +327,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn pages_owner_frees_on_drop() {
+    #[needs_memory]
+    fn pages_owner_frees_on_drop() {
         let before = snapshot();
         {
             let mut pages = Pages::alloc(GfpFlags::GFP_KERNEL, 3).unwrap();
@@ -341,7 +354,8 @@ ktest!(
 // zone's free count, as on Linux), comes back first, is protected against a double free, and
 // drain_pages gives it back to the buddy lists.
 ktest!(
-    #[needs_memory] fn order0_pages_go_through_the_per_cpu_list() {
+    #[needs_memory]
+    fn order0_pages_go_through_the_per_cpu_list() {
         node().drain_pages();
         let frame = alloc_pages(GfpFlags::GFP_KERNEL, 0).expect("alloc");
         let zone = node().zone(zone_of(frame));

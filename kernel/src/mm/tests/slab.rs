@@ -17,7 +17,8 @@ const KERNEL: GfpFlags = GfpFlags::GFP_KERNEL;
 const DEBUG: SlabFlags = SlabFlags::DEBUG;
 
 ktest!(
-    #[needs_memory] fn create_alloc_free_shrink_destroy() {
+    #[needs_memory]
+    fn create_alloc_free_shrink_destroy() {
         let _tidy = super::kmalloc::Tidy;
         shrink_all();
         let before = buddy_snapshot();
@@ -111,7 +112,8 @@ fn ctor(p: *mut u8) {
 }
 
 ktest!(
-    #[needs_memory] fn ctor_runs_when_a_slab_is_populated() {
+    #[needs_memory]
+    fn ctor_runs_when_a_slab_is_populated() {
         let _tidy = super::kmalloc::Tidy;
         CTOR_CALLS.store(0, Relaxed);
         let cache = kmem_cache_create("test-ctor", 48, 0, SlabFlags::empty(), Some(ctor)).unwrap();
@@ -138,7 +140,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn hwcache_align_and_explicit_alignment() {
+    #[needs_memory]
+    fn hwcache_align_and_explicit_alignment() {
         let _tidy = super::kmalloc::Tidy;
         let hw = kmem_cache_create("test-hwcache", 40, 0, SlabFlags::SLAB_HWCACHE_ALIGN, None).unwrap();
         let al = kmem_cache_create("test-align256", 40, 256, SlabFlags::empty(), None).unwrap();
@@ -171,7 +174,8 @@ impl Drop for Tracked {
 }
 
 ktest!(
-    #[needs_memory] fn typed_cache_frees_on_drop() {
+    #[needs_memory]
+    fn typed_cache_frees_on_drop() {
         let _tidy = super::kmalloc::Tidy;
         TRACKED_DROPS.store(0, Relaxed);
         let cache = TypedCache::<_, Tracked>::new(slab(), "test-typed", SlabFlags::empty()).unwrap();
@@ -220,7 +224,8 @@ fn check_report(
 }
 
 ktest!(
-    #[needs_memory] fn red_zone_overwrite_is_reported_on_free() {
+    #[needs_memory]
+    fn red_zone_overwrite_is_reported_on_free() {
         let _tidy = super::kmalloc::Tidy;
         let cache = kmem_cache_create("test-redzone", 32, 0, DEBUG, None).unwrap();
         let obj = cache.alloc(KERNEL).unwrap();
@@ -262,7 +267,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn write_after_free_is_reported_and_object_quarantined() {
+    #[needs_memory]
+    fn write_after_free_is_reported_and_object_quarantined() {
         let _tidy = super::kmalloc::Tidy;
         let cache = kmem_cache_create("test-poison", 64, 0, DEBUG, None).unwrap();
         let keep = cache.alloc(KERNEL).unwrap();
@@ -293,7 +299,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn corrupted_free_pointer_is_detected() {
+    #[needs_memory]
+    fn corrupted_free_pointer_is_detected() {
         let _tidy = super::kmalloc::Tidy;
         // No debug flags: the free pointer lives inside the free object, where a use after free
         // hits it.
@@ -340,7 +347,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn double_free_in_debug_cache_is_found_anywhere_on_the_free_list() {
+    #[needs_memory]
+    fn double_free_in_debug_cache_is_found_anywhere_on_the_free_list() {
         let _tidy = super::kmalloc::Tidy;
         let cache = kmem_cache_create("test-dfree", 32, 0, DEBUG, None).unwrap();
         let a = cache.alloc(KERNEL).unwrap();
@@ -361,7 +369,8 @@ ktest!(
 // sheaf, every counter is readable from kernel code by its SLUB_STATS name, and flushing the
 // CPU leaves slabinfo counting exactly the live objects.
 ktest!(
-    #[needs_memory] fn kmalloc_pairs_take_the_per_cpu_fast_paths() {
+    #[needs_memory]
+    fn kmalloc_pairs_take_the_per_cpu_fast_paths() {
         use ::mm::slab::SlabStat;
         let _tidy = super::kmalloc::Tidy;
         let cache = kmalloc_instance().kmalloc_slab(64, KERNEL).unwrap();

@@ -178,7 +178,8 @@ fn shootdown_reader() {
 }
 
 crate::ktest!(
-    #[needs_memory] fn vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning() {
+    #[needs_memory]
+    fn vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning() {
         if mm::num_online_cpus() < 2 {
             crate::info!(
                 "shootdown test: needs 2 CPUs, {} online; checked at --smp 4",

@@ -170,7 +170,8 @@ impl Buf {
 }
 
 ktest!(
-    #[needs_memory] fn vmalloc_maps_separate_pages_and_vfree_gives_everything_back() {
+    #[needs_memory]
+    fn vmalloc_maps_separate_pages_and_vfree_gives_everything_back() {
         warm_up(&[3 * P + 1]);
         let before = state();
         let p = vmalloc(3 * P + 1).expect("vmalloc");
@@ -201,7 +202,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn vzalloc_and_gfp_zero_return_zeroed_memory() {
+    #[needs_memory]
+    fn vzalloc_and_gfp_zero_return_zeroed_memory() {
         // Dirty pages, free them; LIFO free lists hand the same frames back.
         let dirty = vmalloc(8 * P).expect("vmalloc");
         write_pattern(dirty, 8 * P, 0xa5);
@@ -245,7 +247,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn misuse_of_vfree_and_vunmap_is_reported_and_changes_nothing() {
+    #[needs_memory]
+    fn misuse_of_vfree_and_vunmap_is_reported_and_changes_nothing() {
         let p = vmalloc(2 * P).expect("vmalloc");
         let a = p.as_ptr() as usize;
         let k = crate::mm::slab::kmalloc(64, GfpFlags::GFP_KERNEL).unwrap();
@@ -288,7 +291,8 @@ fn check_pattern_free(p: NonNull<u8>) {
 }
 
 ktest!(
-    #[needs_memory] fn vmalloc_out_of_frames_unwinds() {
+    #[needs_memory]
+    fn vmalloc_out_of_frames_unwinds() {
         warm_up(&[64 * P]);
         let before = state();
         // Hold all memory but 100 pages, then ask for 300: the failure comes half way.
@@ -317,7 +321,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn vmalloc_works_on_physically_scattered_memory() {
+    #[needs_memory]
+    fn vmalloc_works_on_physically_scattered_memory() {
         warm_up(&[16 << 20, 16 << 10]);
         let k = crate::mm::slab::kmalloc(16 << 10, GfpFlags::GFP_KERNEL).expect("kmalloc before fragmenting");
         crate::mm::slab::kfree(k.as_ptr()).unwrap();
@@ -390,7 +395,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn large_vmalloc_of_most_free_memory_and_back() {
+    #[needs_memory]
+    fn large_vmalloc_of_most_free_memory_and_back() {
         let free = free_pages() as usize;
         // Leave room for the page tables (one PT per 512 pages) and the watermarks.
         let nr = free - free / 8;
@@ -445,7 +451,8 @@ fn timer_vfree() {
 }
 
 ktest!(
-    #[needs_memory] fn vfree_in_interrupt_is_deferred_and_vmalloc_is_refused() {
+    #[needs_memory]
+    fn vfree_in_interrupt_is_deferred_and_vmalloc_is_refused() {
         warm_up(&[5 * P]);
         let before = state();
         let p = vmalloc(5 * P).unwrap();
@@ -481,7 +488,8 @@ fn deferred_pending() -> usize {
 }
 
 ktest!(
-    #[needs_memory] fn deferred_vfree_is_drained_by_the_next_vmalloc() {
+    #[needs_memory]
+    fn deferred_vfree_is_drained_by_the_next_vmalloc() {
         let before = state();
         let p = vmalloc(P).unwrap();
         vfree_atomic(p.as_ptr()).unwrap();
@@ -495,7 +503,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn vmap_maps_the_callers_pages_and_vunmap_leaves_them() {
+    #[needs_memory]
+    fn vmap_maps_the_callers_pages_and_vunmap_leaves_them() {
         let mut pages: [Option<Pages>; 4] = Default::default();
         let mut pfns = [Pfn(0); 4];
         for (i, slot) in pages.iter_mut().enumerate() {
@@ -539,7 +548,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn kvmalloc_uses_kmalloc_when_it_can_and_vmalloc_above_it() {
+    #[needs_memory]
+    fn kvmalloc_uses_kmalloc_when_it_can_and_vmalloc_above_it() {
         let before = state();
         let small = kvmalloc(1000, GfpFlags::GFP_KERNEL).unwrap();
         assert!(!is_vmalloc_addr(small.as_ptr()), "1000 bytes come from kmalloc");
@@ -557,7 +567,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn owners_free_on_drop() {
+    #[needs_memory]
+    fn owners_free_on_drop() {
         warm_up(&[8 * P]);
         let before = state();
         {
@@ -586,7 +597,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn describer_names_the_area_its_guard_page_and_the_caller() {
+    #[needs_memory]
+    fn describer_names_the_area_its_guard_page_and_the_caller() {
         let p = vmalloc(2 * P).unwrap();
         let a = p.as_ptr() as usize;
         let inside = describe(a + 100);
@@ -614,7 +626,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn vfree_flushes_the_tlb_so_a_reused_range_sees_new_frames() {
+    #[needs_memory]
+    fn vfree_flushes_the_tlb_so_a_reused_range_sees_new_frames() {
         use crate::mm::vmalloc::tlb::{FULL_FLUSHES, SINGLE_PAGE_FLUSHES, TLB_FLUSH_ALL_THRESHOLD};
         for nr in [1, TLB_FLUSH_ALL_THRESHOLD, TLB_FLUSH_ALL_THRESHOLD + 1, 256] {
             let p = vmalloc(nr * P).unwrap();
@@ -647,7 +660,8 @@ use crate::mm::stress::Rng;
 const ROUNDS: usize = 500;
 
 ktest!(
-    #[needs_memory] fn test_vmalloc_fixed_size_alloc() {
+    #[needs_memory]
+    fn test_vmalloc_fixed_size_alloc() {
         warm_up(&[P]);
         let before = state();
         for _ in 0..ROUNDS {
@@ -661,7 +675,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn test_vmalloc_full_fit_alloc() {
+    #[needs_memory]
+    fn test_vmalloc_full_fit_alloc() {
         // Three areas; free the middle one; the same size fits the hole exactly and gets it.
         let a = vmalloc(P).unwrap();
         let b = vmalloc(P).unwrap();
@@ -680,7 +695,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn test_vmalloc_long_busy_list_alloc() {
+    #[needs_memory]
+    fn test_vmalloc_long_busy_list_alloc() {
         const BUSY: usize = 5000;
         warm_up(&[P]);
         let before = state();
@@ -703,7 +719,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn test_vmalloc_random_size_alloc() {
+    #[needs_memory]
+    fn test_vmalloc_random_size_alloc() {
         let before = state();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut live = [0usize; 64];
@@ -727,7 +744,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn test_vmalloc_fixed_align_alloc() {
+    #[needs_memory]
+    fn test_vmalloc_fixed_align_alloc() {
         let before = state();
         for shift in 12..=24 {
             let align = 1usize << shift;
@@ -740,7 +758,8 @@ ktest!(
 );
 
 ktest!(
-    #[needs_memory] fn test_vmalloc_random_size_align_alloc() {
+    #[needs_memory]
+    fn test_vmalloc_random_size_align_alloc() {
         let before = state();
         let mut rng = Rng(0x1234_5678_9abc_def1);
         for _ in 0..ROUNDS / 2 {

@@ -81,6 +81,8 @@ impl Setup {
 }
 
 #[test]
+// Not under Miri (CI time): 3 min under Miri; the same map/unmap code runs under Miri in crossing_table_boundaries_and_partial_unmap and failure_half_way_unwinds_everything.
+#[cfg_attr(miri, ignore)]
 fn map_translate_unmap_and_tables_return() {
     let mut s = setup(256);
     let frames = s.data_frames(10);
