@@ -88,6 +88,18 @@ fn in_kernel_suite_passes_with_failslab_and_fail_page_alloc_at_5_percent() {
     assert!(refused > 100, "the stress mixes saw no injected failure:\n{}", out.serial);
 }
 
+/// The demo workload with half of its allocations failed: it reports each failure and ends.
+#[test]
+fn demo_completes_with_fault_injection_at_50_percent() {
+    let cmdline = "failslab=1,50,0,-1 failslab.ignore-gfp-wait=N fail_page_alloc=1,50,0,-1 \
+        fail_page_alloc.ignore-gfp-wait=N fail_page_alloc.min-order=0";
+    let out = boot_smp(cmdline, "1G", false, 1);
+    expect_status(&out, Status::Success, "demo with fault injection at 50%");
+    expect_line(&out, "demo finished", "demo end");
+    expect_line(&out, "FAULT_INJECTION: forcing a failure.", "Linux's report of an injected failure");
+    expect_line(&out, "name failslab, interval 1, probability 50, space 0, times -1", "the attributes");
+}
+
 #[test]
 fn filter_selects_tests_by_name() {
     let out = boot_with("test=arch::tests::rdtsc", "64M", false);

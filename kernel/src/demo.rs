@@ -27,7 +27,15 @@ fn page_allocator_demo() {
     // One block of each order from the normal zonelist, held at once.
     let mut held: [Option<Pages>; 11] = Default::default();
     for (order, slot) in held.iter_mut().enumerate() {
-        let pages = Pages::alloc(GfpFlags::GFP_KERNEL, order as u32).expect("demo allocation");
+        // Every allocation here may fail (out of memory, or `failslab=`/`fail_page_alloc=`):
+        // the demo says so and goes on.
+        let pages = match Pages::alloc(GfpFlags::GFP_KERNEL, order as u32) {
+            Ok(p) => p,
+            Err(e) => {
+                info!("alloc_pages(GFP_KERNEL, order {order:>2}) failed: {e}");
+                continue;
+            }
+        };
         info!(
             "alloc_pages(GFP_KERNEL, order {:>2}) -> phys {:#012x} ({}, zone {})",
             pages.order(),
@@ -67,7 +75,13 @@ fn kmalloc_demo() {
     use crate::mm::slab::{kfree, kmalloc, ksize};
     kprintln!("---- demo: kmalloc and slab caches ----");
     for size in [1usize, 8, 9, 96, 97, 192, 193, 1000, 8192, 8193, 100_000] {
-        let p = kmalloc(size, GfpFlags::GFP_KERNEL).expect("demo kmalloc");
+        let p = match kmalloc(size, GfpFlags::GFP_KERNEL) {
+            Ok(p) => p,
+            Err(e) => {
+                info!("kmalloc({size:>6}, GFP_KERNEL) failed: {e}");
+                continue;
+            }
+        };
         let phys = crate::mm::page_alloc::virt_to_phys(x86_64::VirtAddr::from_ptr(p.as_ptr()))
             .expect("kmalloc memory is in the direct map");
         info!(
@@ -85,19 +99,22 @@ fn kmalloc_demo() {
     let boxed = alloc::boxed::Box::new([0u64; 8]);
     let mut v: KVec<u32> = KVec::new();
     for i in 0..1000 {
-        v.push(i, GfpFlags::GFP_KERNEL).expect("demo KVec push");
+        if let Err(e) = v.push(i, GfpFlags::GFP_KERNEL) {
+            info!("KVec::push failed at element {i}: {e}");
+            break;
+        }
     }
-    let kb = KBox::new(42u64, GfpFlags::GFP_KERNEL).expect("demo KBox");
+    let kb = KBox::new(42u64, GfpFlags::GFP_KERNEL);
     let mut map = alloc::collections::BTreeMap::new();
     for i in 0..200u32 {
         map.insert(i, alloc::format!("value {i}"));
     }
     info!(
-        "Box<[u64; 8]> at {:p}, KVec of {} u32 (capacity {}), KBox = {}, BTreeMap of {} Strings: all on kmalloc",
+        "Box<[u64; 8]> at {:p}, KVec of {} u32 (capacity {}), KBox = {:?}, BTreeMap of {} Strings: all on kmalloc",
         &*boxed,
         v.len(),
         v.capacity(),
-        *kb,
+        kb.as_deref(),
         map.len()
     );
     crate::mm::report::print_proc("slabinfo", |w| crate::mm::slab::slab().slabinfo(w));
@@ -108,11 +125,17 @@ fn kmalloc_demo() {
 static DEMO_TABLE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 fn vmalloc_demo() {
-    use crate::mm::vmalloc::{vfree, vmalloc, vmalloc_to_pfn, vmap, vunmap, vzalloc};
+    use crate::mm::vmalloc::{vfree, vmalloc, vmalloc_to_pfn, vzalloc};
     kprintln!("---- demo: vmalloc and vmap ----");
     let mut freed = [core::ptr::null(); 2];
     for (i, size) in [5000usize, 64 << 10].into_iter().enumerate() {
-        let p = vmalloc(size).expect("demo vmalloc");
+        let p = match vmalloc(size) {
+            Ok(p) => p,
+            Err(e) => {
+                info!("vmalloc({size:>6}) failed: {e:?}");
+                continue;
+            }
+        };
         let pfns: [u64; 2] =
             [0, 1].map(|pg| vmalloc_to_pfn(p.as_ptr().wrapping_add(pg * 4096)).map_or(0, |f| f.0));
         info!(
@@ -123,15 +146,38 @@ fn vmalloc_demo() {
         );
         freed[i] = p.as_ptr();
     }
-    let table = vzalloc(1 << 20).expect("demo vzalloc");
-    DEMO_TABLE.store(table.as_ptr() as usize, core::sync::atomic::Ordering::Relaxed);
-    info!("vzalloc(1 MiB) -> {:p}: kept live across the final statistics", table.as_ptr());
-    // vmap: four scattered pages seen as one contiguous buffer.
-    let pages: [Pages; 4] =
-        core::array::from_fn(|_| Pages::alloc(GfpFlags::GFP_KERNEL, 0).expect("demo page"));
-    let pfns = pages.each_ref().map(|p| ::mm::Pfn::from_phys(p.frame().start_address()));
+    match vzalloc(1 << 20) {
+        Ok(table) => {
+            DEMO_TABLE.store(table.as_ptr() as usize, core::sync::atomic::Ordering::Relaxed);
+            info!("vzalloc(1 MiB) -> {:p}: kept live across the final statistics", table.as_ptr());
+        }
+        Err(e) => info!("vzalloc(1 MiB) failed: {e:?}"),
+    }
+    vmap_demo();
+    for p in freed.into_iter().filter(|p| !p.is_null()) {
+        vfree(p).expect("demo vfree");
+    }
+    info!("vunmap'ed the vmap area and vfree'd the two vmalloc areas");
+}
+
+/// vmap: four scattered pages seen as one contiguous buffer.
+fn vmap_demo() {
+    use crate::mm::vmalloc::{vmap, vunmap};
+    let mut pages: [Option<Pages>; 4] = Default::default();
+    for slot in &mut pages {
+        match Pages::alloc(GfpFlags::GFP_KERNEL, 0) {
+            Ok(p) => *slot = Some(p),
+            Err(e) => return info!("vmap demo: alloc_pages failed: {e}"),
+        }
+    }
+    let pfns = pages
+        .each_ref()
+        .map(|p| ::mm::Pfn::from_phys(p.as_ref().expect("allocated above").frame().start_address()));
     // SAFETY: the frames belong to `pages`, which lives until after the vunmap below.
-    let v = unsafe { vmap(&pfns, ::mm::vmalloc::VmFlags::VM_MAP) }.expect("demo vmap");
+    let v = match unsafe { vmap(&pfns, ::mm::vmalloc::VmFlags::VM_MAP) } {
+        Ok(v) => v,
+        Err(e) => return info!("vmap of 4 pages failed: {e:?}"),
+    };
     info!(
         "vmap of pages at phys {:#x}, {:#x}, {:#x}, {:#x} -> {:p} (16 KiB contiguous)",
         pfns[0].0 << 12,
@@ -143,8 +189,4 @@ fn vmalloc_demo() {
     crate::mm::report::print_proc("vmallocinfo", |w| crate::mm::vmalloc::write_vmallocinfo(w));
     vunmap(v.as_ptr()).expect("demo vunmap");
     drop(pages);
-    for p in freed {
-        vfree(p).expect("demo vfree");
-    }
-    info!("vunmap'ed the vmap area and vfree'd the two vmalloc areas");
 }
