@@ -209,6 +209,9 @@ fn scripted_session_covers_every_command() {
         "kmem_cache_destroy NAME",
         "stress OPS [CPUS]",
         "sysctl vm.min_free_kbytes",
+        "failslab [ATTR=VALUE",
+        "fail_page_alloc [ATTR=VALUE",
+        "echo VALUE > /sys/kernel/debug/failslab/ATTR",
         "memmap",
         "exit",
     ] {
@@ -328,6 +331,47 @@ fn scripted_session_covers_every_command() {
         &["sysctl: cannot stat /proc/sys/vm/swappiness: No such file or directory"],
     );
     s.expect(&format!("sysctl vm.min_free_kbytes={kb}"), &[&format!("vm.min_free_kbytes = {kb}")]);
+
+    // Fault injection, with Linux's debugfs files and the shorthand.
+    s.expect(
+        "failslab",
+        &["failslab: off (probability 0)", "ignore-gfp-wait     Y", "times               1"],
+    );
+    s.expect(
+        "failslab probability=100 times=2 ignore-gfp-wait=N verbose=1",
+        &["failslab: on (0 failures injected so far)", "probability         100"],
+    );
+    s.expect(
+        "kmalloc 64",
+        &[
+            "FAULT_INJECTION: forcing a failure.",
+            "name failslab, interval 1, probability 100, space 0, times 1",
+            "kmalloc failed: failed by fault injection (failslab)",
+        ],
+    );
+    s.expect(
+        "kzalloc 64 GFP_KERNEL|__GFP_NOWARN",
+        &["kzalloc failed (no warning: __GFP_NOWARN): failed by fault"],
+    );
+    let fi = s.expect("kmalloc 64", &["kmalloc(64, GFP_KERNEL) = 0x"]);
+    s.expect(&format!("kfree {:#x}", hex_after(&fi, "= ")), &["freed"]);
+    s.expect("cat /sys/kernel/debug/failslab/times", &["0"]);
+    s.expect("echo 101 > /sys/kernel/debug/failslab/probability", &["echo: write error: Invalid argument"]);
+    s.expect("echo 1 > /sys/kernel/debug/failslab/nonesuch", &["No such file or directory"]);
+    s.expect("cat /sys/kernel/debug/failslab", &["Is a directory"]);
+    s.cmd("echo 0 > /sys/kernel/debug/fail_page_alloc/min-order");
+    s.cmd("echo N > /sys/kernel/debug/fail_page_alloc/ignore-gfp-wait");
+    s.cmd("echo -1 > /sys/kernel/debug/fail_page_alloc/times");
+    s.cmd("echo 100 > /sys/kernel/debug/fail_page_alloc/probability");
+    s.expect("cat /sys/kernel/debug/fail_page_alloc/min-order", &["0"]);
+    s.expect("alloc_pages 0", &["FAULT_INJECTION: forcing a failure.", "name fail_page_alloc, interval 1"]);
+    s.expect("fail_page_alloc off", &["fail_page_alloc: off (probability 0) ("]);
+    s.expect("cat /sys/kernel/slab/kmalloc-64/failslab", &["0"]);
+    s.cmd("echo 1 > /sys/kernel/slab/kmalloc-64/failslab");
+    s.expect("cat /sys/kernel/slab/kmalloc-64/failslab", &["1"]);
+    s.expect("echo 1 > /sys/kernel/slab/nonesuch/failslab", &["No such file or directory"]);
+    s.expect("failslab bogus=1", &["failslab: bogus=1: no such attribute"]);
+    s.expect("failslab off", &["failslab: off (probability 0)"]);
 
     // The soak workload, to the end, then aborted with Ctrl-C while it runs.
     s.expect(

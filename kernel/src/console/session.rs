@@ -116,9 +116,13 @@ fn gfp_arg<'a>(cmd: &str, s: Option<&&'a str>) -> Option<(GfpFlags, &'a str)> {
 }
 
 /// A failure the API kept quiet about (`__GFP_NOWARN`): the console says it.
-fn quiet_failure(cmd: &str, gfp: GfpFlags, e: &dyn core::fmt::Display) {
+fn quiet_failure(cmd: &str, gfp: GfpFlags, e: &::mm::AllocError) {
     if gfp.contains(GfpFlags::__GFP_NOWARN) {
         kprintln!("{cmd} failed (no warning: __GFP_NOWARN): {e}");
+    } else if matches!(e, ::mm::AllocError::FaultInjected { .. }) {
+        // The API prints no allocation-failure warning for it (fault injection reports it,
+        // unless its `verbose` is 0): say what happened.
+        kprintln!("{cmd} failed: {e}");
     }
 }
 
