@@ -79,7 +79,7 @@ pub fn alloc_pages(gfp: GfpFlags, order: u32) -> Result<PhysFrame, AllocError> {
 #[track_caller]
 #[inline]
 pub(crate) fn alloc_pfn(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
-    match node().alloc_pages_cpu(this_cpu(), gfp, order) {
+    match node().alloc_pages_cpu_at(this_cpu(), gfp, order, core::panic::Location::caller()) {
         Ok(pfn) => Ok(pfn),
         Err(e) => alloc_slowpath(gfp, order, e),
     }

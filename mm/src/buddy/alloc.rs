@@ -16,7 +16,6 @@ impl Node {
     /// tried Normal -> DMA32 -> DMA from the highest the flags allow; a zone is used only above
     /// its `min` watermark (reduced for `__GFP_HIGH`/`GFP_ATOMIC`) plus its lowmem reserve
     /// against that highest zone. Order 0 is served from the per-CPU lists.
-    #[track_caller]
     #[inline]
     pub fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
         self.alloc_pages_cpu(CpuId::BOOT, gfp, order)
@@ -26,11 +25,26 @@ impl Node {
     ///
     /// When every zone fails, the per-CPU lists are drained (`drain_all_pages`) and the
     /// zonelist is tried once more, so pages sitting on lists never cause an `OutOfMemory`.
-    /// `fail_page_alloc` may fail the call (the caller's location is what its caller filter
-    /// sees).
-    #[track_caller]
+    /// `fail_page_alloc` may fail the call; its caller filter sees this function's location
+    /// (use [`Node::alloc_pages_cpu_at`] to name the caller).
     #[inline]
     pub fn alloc_pages_cpu(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        self.alloc_pages_cpu_at(cpu, gfp, order, core::panic::Location::caller())
+    }
+
+    /// [`Node::alloc_pages_cpu`] on behalf of the code at `caller`, which `fail_page_alloc`'s
+    /// caller filter sees (the kernel's `alloc_pages` passes its `#[track_caller]` location).
+    /// Always inlined, as the free side below: left to itself the compiler moved the order-0
+    /// paths out of line once this function grew its fault-injection check (smpN order-0 pair
+    /// 188 -> 204 instructions).
+    #[inline(always)]
+    pub fn alloc_pages_cpu_at(
+        &self,
+        cpu: CpuId,
+        gfp: GfpFlags,
+        order: u32,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<Pfn, AllocError> {
         // Fast path (inlined into callers): order 0 with no zone modifier and no reserve access,
         // served by the first zone of the Normal zonelist when it is above its watermark and
         // the list is not empty. Exactly what the general path below would do in that case.
@@ -44,7 +58,7 @@ impl Node {
                 return Ok(self.mem_map.index_to_pfn(idx));
             }
         }
-        self.alloc_pages_slow(cpu, gfp, order, core::panic::Location::caller())
+        self.alloc_pages_slow(cpu, gfp, order, caller)
     }
 
     /// The fast path of [`Node::alloc_pages_cpu`]: the first populated zone of the Normal
@@ -191,7 +205,7 @@ impl Node {
 
     /// [`Node::free_pages`] onto the per-CPU list of `cpu` (which need not be the CPU that
     /// allocated the page, as on Linux). A list above `high` gives `batch` pages back.
-    #[inline]
+    #[inline(always)]
     pub fn free_pages_cpu(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         // Fast path (inlined into callers): a managed order-0 `Allocated` page, claimed by one
         // atomic transition. Everything else, errors included, takes the general path.
@@ -208,8 +222,9 @@ impl Node {
     }
 
     /// `free_unref_page`: pushes a page (already `PcpFree`) onto the list of `cpu`, giving a
-    /// batch back when the list goes above `high`.
-    #[inline]
+    /// batch back when the list goes above `high`. Always inlined: it is the order-0 free fast
+    /// path.
+    #[inline(always)]
     fn free_unref_page(&self, cpu: CpuId, zone: &Zone, idx: u32) {
         let mut pcp = zone.pcp[cpu.0].lock();
         pcp.push_head(&self.mem_map, idx);

@@ -638,7 +638,6 @@ impl Node {
 }
 
 impl PageProvider for Node {
-    #[track_caller]
     fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
         Node::alloc_pages(self, gfp, order)
     }
