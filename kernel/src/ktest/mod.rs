@@ -20,6 +20,7 @@
 //! or machine check stays "in progress" for the CPU (no `iretq` happened).
 
 mod catch;
+mod leak;
 mod selftest;
 
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -221,9 +222,12 @@ pub fn run(filter: Option<&str>) -> ! {
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut failures: [&str; MAX_LISTED_FAILURES] = [""; MAX_LISTED_FAILURES];
     let mut last = None;
+    leak::warm_up();
     while let Some(test) = next_test(filter, last) {
         last = Some(test.name());
-        if run_one(test) {
+        let before = leak::take();
+        // An abandoned test leaks by nature (its destructors did not run): not checked again.
+        if run_one(test) && leak::check(&before, test.name()) {
             passed += 1;
             kprintln!("test {} ... ok", test.name());
         } else {

@@ -88,6 +88,24 @@ ktest!(
     }
 );
 
+ktest!(
+    #[explicit]
+    fn harness_selftest_fail_leaks_objects() {
+        // Returns normally but keeps a kmalloc object: the leak check must fail it.
+        let p = crate::mm::slab::kmalloc(64, ::mm::GfpFlags::GFP_KERNEL).expect("kmalloc(64)");
+        core::hint::black_box(p);
+    }
+);
+
+ktest!(
+    #[explicit]
+    fn harness_selftest_fail_leaks_pages() {
+        // Keeps an order-2 block: four pages of a zone missing.
+        let f = crate::mm::page_alloc::alloc_pages(::mm::GfpFlags::GFP_KERNEL, 2).expect("order 2");
+        core::hint::black_box(f);
+    }
+);
+
 fn panicking_tick() {
     panic!("deliberate panic in the timer interrupt handler");
 }

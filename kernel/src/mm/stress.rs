@@ -256,12 +256,26 @@ pub(crate) fn figures() -> ([u64; 3], CacheCounts, crate::mm::vmalloc::VmallocCo
     (free, cache_counts(), crate::mm::vmalloc::counts())
 }
 
+/// What a run keeps once grown: the workload's cache and vmalloc's area trees (the in-kernel
+/// harness calls it before the first test, so that its leak check does not charge them to the
+/// first test that needs them).
+/// `areas`: how many one-page areas vmalloc's trees must hold without growing (see
+/// [`grow_vmalloc_trees`]).
+pub(crate) fn warm_up(areas: usize) {
+    let _ =
+        TEST_CACHE.try_call_once(|| kmem_cache_create("stress-mix", CACHE_OBJ, 0, SlabFlags::empty(), None));
+    let _ = grow_vmalloc_trees_to(areas);
+}
+
 /// vmalloc's area trees keep their node arrays at their high-water mark (kmalloc'd vectors
 /// that never shrink). Take them beyond what the mix can reach (at most `HELD` areas per CPU
 /// plus the exchange, and as many holes) before the first figures, so that the comparison sees
 /// only what the mix itself leaves behind.
 fn grow_vmalloc_trees() -> Result<(), &'static str> {
-    let most = 2 * (mm::num_online_cpus() * HELD + EXCHANGE) + 2;
+    grow_vmalloc_trees_to(2 * (mm::num_online_cpus() * HELD + EXCHANGE) + 2)
+}
+
+fn grow_vmalloc_trees_to(most: usize) -> Result<(), &'static str> {
     let mut areas = alloc::vec::Vec::new();
     areas.try_reserve_exact(most).map_err(|_| "no memory for the vmalloc warm-up's list")?;
     let mut result = Ok(());
