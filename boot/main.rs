@@ -34,6 +34,9 @@ options:
                     (after a change to the table's layout; no boot)
   --test [NAME]     boot the in-kernel test suite, or only the tests whose name contains NAME
   --fault NAME      boot a fault scenario (e.g. vmalloc-guard); it is expected to fail loudly
+  --soak [OPS]      the stress workload on every CPU (--smp N) with fault injection at 1% and
+                    GFP_ATOMIC work in every timer interrupt; OPS operations in all (default
+                    10000000); fails on any damage, loss or inconsistent /proc figure
   --cmdline ARGS    extra kernel command-line words (e.g. \"log=debug slab_debug=FZPU\")
   --qemu ARGS...    pass the remaining arguments to QEMU unchanged
   -h, --help        this text
@@ -115,6 +118,19 @@ fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
                 _ => mode.push("test".into()),
             },
             "--fault" => mode.push(format!("fault={}", value(&mut it, arg)?)),
+            "--soak" => {
+                match it.clone().next() {
+                    Some(n) if !n.starts_with("--") => {
+                        it.next();
+                        let ops: u64 =
+                            n.replace('_', "").parse().ok().filter(|&o| o > 0).ok_or_else(|| {
+                                format!("--soak {n}: not an operation count (e.g. 10000000)")
+                            })?;
+                        mode.push(format!("soak={ops}"));
+                    }
+                    _ => mode.push("soak".into()),
+                }
+            }
             "--console" => {
                 extra_mode.console = true;
                 mode.push("console".into());
@@ -137,7 +153,7 @@ fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
     }
     if mode.len() > 1 {
         return Err(format!(
-            "choose one of --bench, --test, --fault, --console, --demo, --memmap (got {})",
+            "choose one of --bench, --test, --fault, --soak, --console, --demo, --memmap (got {})",
             mode.join(", ")
         ));
     }
@@ -147,6 +163,10 @@ fn parse_args(args: &[String]) -> Result<(BootOptions, Extra), String> {
     extra_mode.other_mode = !mode.is_empty();
     if extra_mode.update_baseline && !extra_mode.bench {
         return Err("--update-baseline goes with --bench".into());
+    }
+    if mode.iter().any(|m| m == "soak" || m.starts_with("soak=")) && !timeout_given {
+        // A soak runs as long as its operation count takes (10M: minutes under TCG).
+        opts.timeout = Duration::from_secs(6 * 3600);
     }
     mode.extend(extra);
     opts.cmdline = mode.join(" ");

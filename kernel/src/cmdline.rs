@@ -21,6 +21,8 @@ pub enum Mode {
     Fault(&'static str),
     /// The interactive console on the serial port (`console`): a short summary, then `mm> `.
     Console,
+    /// `soak[=OPS]`: the stress workload on every CPU with fault injection (see `soak.rs`).
+    Soak(u64),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +84,13 @@ pub fn init(boot_info: &BootInfo) -> Cmdline {
             None if word == "test" => cmdline.mode = Mode::Test { filter: None },
             None if word == "bench" => cmdline.mode = Mode::Bench,
             None if word == "console" => cmdline.mode = Mode::Console,
+            None if word == "soak" => cmdline.mode = Mode::Soak(crate::soak::DEFAULT_OPS),
+            Some(("soak", ops)) => match ops.parse::<u64>() {
+                Ok(n) if n > 0 => cmdline.mode = Mode::Soak(n),
+                _ => {
+                    crate::kprintln!("[WARN ] cmdline: soak={ops}: not an operation count; running the demo")
+                }
+            },
             None if word == "memmap" => cmdline.memmap = true,
             Some(("test", name)) => cmdline.mode = Mode::Test { filter: Some(name) },
             Some(("fault", name)) => cmdline.mode = Mode::Fault(name),

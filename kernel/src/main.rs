@@ -19,6 +19,7 @@ mod ktest;
 mod log;
 mod mm;
 mod panic;
+mod soak;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -68,5 +69,6 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             log::set_level(cmdline.log_level);
             console::run()
         }
+        cmdline::Mode::Soak(ops) => soak::run(&cmdline, ops),
     }
 }

@@ -5,6 +5,7 @@
 //! vmalloc's counts must be what they were. The SMP tests (`mm/tests/smp.rs`) run it and assert
 //! on its [`Report`]; the console's `stress OPS [CPUS]` runs it with a progress line and Ctrl-C.
 
+pub mod timer;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
 use ::mm::slab::SlabFlags;

@@ -11,16 +11,15 @@
 //!   were. Once plain, once with every CPU's local APIC timer doing GFP_ATOMIC work in interrupt
 //!   context meanwhile.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
-use ::mm::{GfpFlags, Pfn, NR_CPUS};
+use ::mm::{GfpFlags, Pfn};
 
 use crate::arch::apic;
 use crate::arch::exceptions::read_nofault;
 use crate::arch::smp_call::{smp_call_on_cpus, CpuMask};
 use crate::mm::page_alloc::{__free_pages, alloc_pages, phys_to_virt};
-use crate::mm::slab::kmalloc;
-use crate::mm::stress::{self, fill, pack, release, Kind, P};
+use crate::mm::stress::{self, P};
 use crate::mm::vmalloc::{vfree, vmalloc, vmap, vunmap};
 use ::mm::vmalloc::VmFlags;
 
@@ -234,7 +233,7 @@ pub(crate) fn run_mix(ops: u64, with_timer: bool) {
     let never = || false;
     let mut ctl = stress::Control::new(&never, None);
     let irq: Option<(&dyn Fn(), &dyn Fn() -> u64)> =
-        if with_timer { Some((&irq_work_start, &irq_work_stop)) } else { None };
+        if with_timer { Some((&stress::timer::start, &timer_stop)) } else { None };
     let r = stress::run(ops, CpuMask::online(), &mut ctl, irq).expect("the stress workload starts");
     crate::info!(
         "smp mix: {} CPUs x {ops} ops in {} ms, {} objects handed across CPUs, {} GFP_ATOMIC ops in \
@@ -256,6 +255,13 @@ pub(crate) fn run_mix(ops: u64, with_timer: bool) {
     assert!(r.free_pages_same, "zone free pages differ after the mix");
 }
 
+/// [`stress::timer::stop`], which must have seen GFP_ATOMIC work.
+fn timer_stop() -> u64 {
+    let ops = stress::timer::stop();
+    assert!(ops > 0, "no timer interrupt did GFP_ATOMIC work");
+    ops
+}
+
 fn stress_ops() -> u64 {
     crate::cmdline::get_global("stress_ops").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_OPS)
 }
@@ -271,62 +277,3 @@ crate::ktest!(
         run_mix(stress_ops() / 2, true);
     }
 );
-
-// ---- GFP_ATOMIC work in every CPU's timer interrupt ----
-
-const IRQ_HELD: usize = 8;
-static IRQ_SLOTS: [[AtomicU64; IRQ_HELD]; NR_CPUS] =
-    [const { [const { AtomicU64::new(0) }; IRQ_HELD] }; NR_CPUS];
-static IRQ_RUNS: [AtomicUsize; NR_CPUS] = [const { AtomicUsize::new(0) }; NR_CPUS];
-static IRQ_OPS: AtomicU64 = AtomicU64::new(0);
-
-/// Per tick: replace two held objects of this CPU (kmalloc or an order-0 page, GFP_ATOMIC).
-fn atomic_work() {
-    let cpu = crate::arch::percpu::cpu_id() as usize;
-    let run = IRQ_RUNS[cpu].fetch_add(1, Relaxed);
-    for k in 0..2 {
-        let slot = &IRQ_SLOTS[cpu][(run * 2 + k) % IRQ_HELD];
-        let old = slot.swap(0, Relaxed);
-        if old != 0 {
-            release(old);
-        }
-        let v = if (run + k).is_multiple_of(3) {
-            alloc_pages(GfpFlags::GFP_ATOMIC, 0).ok().map(|f| {
-                let a = phys_to_virt(f.start_address()).as_u64();
-                fill(a, P);
-                pack(Kind::Pages, 0, a)
-            })
-        } else {
-            let size = 8 * (1 + (run % 64) as u64);
-            kmalloc(size as usize, GfpFlags::GFP_ATOMIC).ok().map(|p| {
-                fill(p.as_ptr() as u64, size as usize);
-                pack(Kind::Kmalloc, size / 8, p.as_ptr() as u64)
-            })
-        };
-        slot.store(v.unwrap_or(0), Relaxed);
-        IRQ_OPS.fetch_add(2, Relaxed);
-    }
-}
-
-fn irq_work_start() {
-    IRQ_OPS.store(0, SeqCst);
-    crate::arch::interrupts::set_timer_handler(Some(atomic_work));
-    crate::arch::smp_call::on_each_cpu(&|| apic::start_timer(2000)).unwrap();
-}
-
-/// Stops every CPU's timer, frees what the handlers held, returns the operations they did.
-fn irq_work_stop() -> u64 {
-    crate::arch::smp_call::on_each_cpu(&apic::stop_timer).unwrap();
-    crate::arch::interrupts::set_timer_handler(None);
-    for cpu in IRQ_SLOTS.iter() {
-        for s in cpu {
-            let v = s.swap(0, SeqCst);
-            if v != 0 {
-                release(v);
-            }
-        }
-    }
-    let ops = IRQ_OPS.load(SeqCst);
-    assert!(ops > 0, "no timer interrupt did GFP_ATOMIC work");
-    ops
-}
