@@ -36,6 +36,21 @@ fn slab_debug_boot_option_red_zones_kmalloc_32() {
         what,
     );
     expect_line(&out, "; last freed at kernel/src/mm/tests/slab.rs:", what);
+    // Linux's report shape (mm/slub.c): at free time (the kfree is refused) and at allocation
+    // time (the damaged free object is isolated).
+    for line in [
+        "=============================================================================\nBUG kmalloc-32 (Not tainted): kmalloc Redzone overwritten\n-----",
+        " @offset=18. First byte 0x55 instead of 0xcc\nAllocated in kernel/src/mm/tests/slab.rs:",
+        "BUG kmalloc-32 (Not tainted): Poison overwritten",
+        " @offset=0. First byte 0x99 instead of 0x6b\nAllocated in kernel/src/mm/tests/slab.rs:",
+        "\nFreed in kernel/src/mm/tests/slab.rs:",
+        ": 99 6b 6b 6b 6b 6b 6b 6b 6b 6b 6b 6b 6b 6b 6b 6b .kkkkkkkkkkkkkkk",
+        "not freed: isolated, never handed out again",
+        "FIX kmalloc-32: Object at 0x",
+        " isolated: never handed out again",
+    ] {
+        expect_line(&out, line, what);
+    }
     expect_line(&out, "slab_debug kmalloc-32 checks done", what);
     expect_line(&out, "1 passed, 0 failed", what);
 }

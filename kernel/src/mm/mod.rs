@@ -11,6 +11,7 @@ pub mod memory_map;
 pub mod page_alloc;
 pub mod report;
 pub mod slab;
+pub mod slab_bug;
 pub mod stress;
 mod tests;
 pub mod vmalloc;

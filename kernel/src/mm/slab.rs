@@ -53,6 +53,7 @@ pub fn init(slab_debug: Option<&'static str>) {
     };
     // Per-CPU slabs are indexed by the running CPU (before any cache exists).
     ::mm::slab::set_this_cpu_fn(slab_cpu);
+    ::mm::slab::debug::set_corruption_report_fn(super::slab_bug::report_isolated);
     let slab_allocator = SlabAllocator::new(super::node(), hardening_seed(), debug)
         .unwrap_or_else(|e| panic!("cannot bootstrap the slab allocator: {e}"));
     let kmalloc =
@@ -155,6 +156,9 @@ fn warn_failure(
 #[cold]
 #[inline(never)]
 fn report_bad_free(what: &str, e: &SlabError, loc: &core::panic::Location<'_>) {
+    if let SlabError::Corrupted(c) = e {
+        super::slab_bug::print_slab_bug(c, "not freed: isolated, never handed out again");
+    }
     crate::error!("{what} refused at {}:{}: {e}", loc.file(), loc.line());
 }
 
@@ -265,6 +269,12 @@ pub fn kmem_cache_create(
     ctor: Option<fn(*mut u8)>,
 ) -> Result<KmemCache, SlabError> {
     let loc = core::panic::Location::caller();
+    if crate::arch::in_interrupt() {
+        // Linux's takes `slab_mutex` (it may sleep): a bug in the caller, refused here.
+        let e = SlabError::InInterrupt { what: "kmem_cache_create", cache: name };
+        report_bad_free("kmem_cache_create", &e, loc);
+        return Err(e);
+    }
     slab().kmem_cache_create(name, size, align, flags, ctor).inspect_err(|e| match e {
         SlabError::Alloc(a) => {
             warn_failure("kmem_cache_create", size, GfpFlags::GFP_KERNEL, *a, loc);
@@ -294,6 +304,11 @@ pub fn kmem_cache_free(cache: &KmemCache, ptr: NonNull<u8>) -> Result<(), SlabEr
 #[track_caller]
 pub fn kmem_cache_destroy(cache: KmemCache) -> Result<(), (KmemCache, SlabError)> {
     let loc = core::panic::Location::caller();
+    if crate::arch::in_interrupt() {
+        let e = SlabError::InInterrupt { what: "kmem_cache_destroy", cache: cache.name() };
+        report_bad_free("kmem_cache_destroy", &e, loc);
+        return Err((cache, e));
+    }
     cache.destroy().inspect_err(|(_, e)| report_bad_free("kmem_cache_destroy", e, loc))
 }
 

@@ -267,6 +267,11 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
             self.cpu_slab.iter().map(|c| (c.nr_free.load(Relaxed) + c.sheaf_len.load(Relaxed)) as u64).sum();
         st.inuse - st.quarantined - parked
     }
+    /// Objects isolated by `slab_debug` (damaged; counted in use, never handed out again).
+    pub fn quarantined(&self) -> u64 {
+        self.state.lock().quarantined
+    }
+
     /// The last corruption found while allocating (poison/red zone of a free object, bad free
     /// pointer), and how many were found in total. Such objects are quarantined, never handed out.
     pub fn last_report(&self) -> (Option<Corruption>, u32) {
@@ -284,6 +289,7 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     pub(crate) fn record(&self, c: Corruption) {
         *self.last_report.lock() = Some(c);
         self.reports.fetch_add(1, Relaxed);
+        super::debug::report_corruption(&c);
     }
 
     // ---- addresses and encoding ----

@@ -4,6 +4,7 @@
 //! All functions here work on raw object pointers of a slab the caller holds the cache lock of.
 
 use core::panic::Location;
+use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 use super::layout::CacheGeom;
 use super::{Corruption, CorruptionKind, SlabFlags};
@@ -16,6 +17,27 @@ pub const POISON_END: u8 = 0xa5;
 pub const RED_INACTIVE: u8 = 0xbb;
 /// Red zone of an allocated object (`SLUB_RED_ACTIVE`).
 pub const RED_ACTIVE: u8 = 0xcc;
+
+static REPORT_FN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Installs the function that reports damage found while allocating (a free object's poison or
+/// red zone, a corrupt free pointer): the object is isolated, never handed out, and nobody is
+/// told unless this function is. The kernel prints Linux's `BUG cache (Not tainted): ...` report.
+/// Damage found while freeing is returned to the caller (`SlabError::Corrupted`) instead.
+pub fn set_corruption_report_fn(f: fn(&Corruption)) {
+    REPORT_FN.store(f as *mut (), Relaxed);
+}
+
+/// Reports `c` through the installed function, if any.
+#[cold]
+pub(crate) fn report_corruption(c: &Corruption) {
+    let f = REPORT_FN.load(Relaxed);
+    if !f.is_null() {
+        // SAFETY: only `set_corruption_report_fn` stores here, and it stores a `fn(&Corruption)`.
+        let f = unsafe { core::mem::transmute::<*mut (), fn(&Corruption)>(f) };
+        f(c);
+    }
+}
 
 /// `__OBJECT_POISON`: poison applies only when nothing must survive in a free object.
 pub fn poisons(g: &CacheGeom, has_ctor: bool) -> bool {

@@ -177,6 +177,9 @@ pub enum SlabError {
     CacheBusy { cache: &'static str, live: u64 },
     /// A creation argument is invalid.
     InvalidCache { name: &'static str, why: &'static str },
+    /// Called from interrupt context, where `what` may not run (it may sleep on Linux:
+    /// `kmem_cache_create`/`kmem_cache_destroy` take `slab_mutex`).
+    InInterrupt { what: &'static str, cache: &'static str },
 }
 
 impl From<AllocError> for SlabError {
@@ -209,6 +212,9 @@ impl fmt::Display for SlabError {
                 write!(f, "cannot destroy cache {cache}: {live} objects are still allocated")
             }
             SlabError::InvalidCache { name, why } => write!(f, "cannot create cache {name}: {why}"),
+            SlabError::InInterrupt { what, cache } => {
+                write!(f, "{what}({cache}) called from interrupt context: it may sleep")
+            }
         }
     }
 }

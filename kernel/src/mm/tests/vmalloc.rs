@@ -428,7 +428,7 @@ ktest!(
 
 static IRQ_TARGET: AtomicUsize = AtomicUsize::new(0);
 static IRQ_DONE: AtomicUsize = AtomicUsize::new(0);
-static IRQ_RESULTS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+static IRQ_RESULTS: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
 
 fn code(r: Result<(), VmError>) -> usize {
     match r {
@@ -447,12 +447,29 @@ fn timer_vfree() {
     IRQ_RESULTS[0].store(code(vfree(addr)), SeqCst);
     IRQ_RESULTS[1].store(code(vfree(addr)), SeqCst);
     IRQ_RESULTS[2].store(code(vmalloc(P).map(|_| ())), SeqCst);
+    // vunmap may sleep (Linux: `might_sleep(); BUG_ON(in_interrupt())`): refused, even for an
+    // address that is no vmap area, before anything is looked up.
+    IRQ_RESULTS[3].store(code(vunmap(addr)), SeqCst);
+    // kmem_cache_create/destroy take a sleeping lock on Linux: refused with a report.
+    let created =
+        crate::mm::slab::kmem_cache_create("irq-cache", 32, 0, ::mm::slab::SlabFlags::empty(), None);
+    IRQ_RESULTS[4].store(
+        match created {
+            Err(::mm::slab::SlabError::InInterrupt { what: "kmem_cache_create", .. }) => 3,
+            Err(_) => 4,
+            Ok(c) => {
+                let _ = crate::mm::slab::kmem_cache_destroy(c);
+                1
+            }
+        },
+        SeqCst,
+    );
     IRQ_DONE.store(1, SeqCst);
 }
 
 ktest!(
     #[needs_memory]
-    fn vfree_in_interrupt_is_deferred_and_vmalloc_is_refused() {
+    fn vfree_in_interrupt_is_deferred_and_vmalloc_vunmap_and_cache_creation_are_refused() {
         warm_up(&[5 * P]);
         let before = state();
         let p = vmalloc(5 * P).unwrap();
@@ -472,7 +489,9 @@ ktest!(
         assert_eq!(IRQ_RESULTS[0].load(SeqCst), 1, "vfree in interrupt context is queued");
         assert_eq!(IRQ_RESULTS[1].load(SeqCst), 2, "a second vfree of the same area is a double free");
         assert_eq!(IRQ_RESULTS[2].load(SeqCst), 3, "vmalloc in interrupt context is refused");
-        assert_eq!(VMALLOC_IN_INTERRUPT.load(SeqCst), refused + 1);
+        assert_eq!(IRQ_RESULTS[3].load(SeqCst), 3, "vunmap in interrupt context is refused");
+        assert_eq!(IRQ_RESULTS[4].load(SeqCst), 3, "kmem_cache_create in interrupt context is refused");
+        assert_eq!(VMALLOC_IN_INTERRUPT.load(SeqCst), refused + 2);
         // Still mapped until the drain.
         assert_eq!(deferred_pending(), 1);
         assert_eq!(counts().nr_areas, before.counts.nr_areas + 1);

@@ -72,7 +72,7 @@ pub enum VmError {
     /// vfree/vunmap (interior, guard page, double free), wrong kind, out of pages or tables.
     Vmalloc(VmallocError),
     /// vmalloc/vmap called in interrupt context: they may sleep (Linux BUGs on it).
-    InInterrupt { caller: &'static Location<'static> },
+    InInterrupt { what: &'static str, caller: &'static Location<'static> },
     /// More pages requested than the machine has (Linux checks against `totalram_pages`).
     MoreThanRam { nr_pages: usize, totalram_pages: usize },
     /// vfree/vunmap of an address outside the vmalloc range; `direct_map` says it is a
@@ -93,9 +93,15 @@ impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             VmError::Vmalloc(e) => e.fmt(f),
-            VmError::InInterrupt { caller } => write!(
+            VmError::InInterrupt { what: "vunmap", caller } => write!(
                 f,
-                "called from interrupt context at {}:{} (vmalloc may sleep: allocate in process context or use kmalloc(GFP_ATOMIC))",
+                "called from interrupt context at {}:{} (vunmap may sleep: unmap in process context)",
+                caller.file(),
+                caller.line()
+            ),
+            VmError::InInterrupt { what, caller } => write!(
+                f,
+                "called from interrupt context at {}:{} ({what} may sleep: allocate in process context or use kmalloc(GFP_ATOMIC))",
                 caller.file(),
                 caller.line()
             ),
@@ -214,11 +220,11 @@ fn warn_failure(size: usize, gfp: GfpFlags, e: &VmError) {
 /// The interrupt-context check of vmalloc and vmap (Linux: `BUG_ON(in_interrupt())` in
 /// `__get_vm_area_node`, plus `might_sleep`): reported with the caller and refused.
 #[track_caller]
-fn check_context(what: &str) -> Result<(), VmError> {
+fn check_context(what: &'static str) -> Result<(), VmError> {
     if crate::arch::in_interrupt() {
         let caller = Location::caller();
         VMALLOC_IN_INTERRUPT.fetch_add(1, Relaxed);
-        let e = VmError::InInterrupt { caller };
+        let e = VmError::InInterrupt { what, caller };
         crate::error!("BUG: {what} {e}");
         return Err(e);
     }
@@ -341,9 +347,11 @@ pub unsafe fn vmap(pages: &[Pfn], flags: VmFlags) -> Result<NonNull<u8>, VmError
     }
 }
 
-/// `vunmap(addr)`: unmaps a vmap area; its frames are not freed.
+/// `vunmap(addr)`: unmaps a vmap area; its frames are not freed. Refused in interrupt context
+/// (it may sleep: Linux's `BUG_ON(in_interrupt())`; there is no deferred vunmap).
 #[track_caller]
 pub fn vunmap(addr: *const u8) -> Result<(), VmError> {
+    check_context("vunmap")?;
     let result = release(addr, AreaKind::Vmap).map(|_| ());
     if let Err(e) = &result {
         report_bad_free("vunmap", e);
