@@ -36,9 +36,11 @@ bitflags! {
         const __GFP_NOWARN = 0x2000;
         /// `___GFP_RETRY_MAYFAIL`: try hard, but may fail.
         const __GFP_RETRY_MAYFAIL = 0x4000;
-        /// `___GFP_NOFAIL`: the caller cannot handle failure; the allocator retries forever.
-        /// **Discouraged** (as on Linux): it hides out-of-memory as a hang. New code should handle
-        /// `AllocError` instead. Never valid with orders above 1.
+        /// `___GFP_NOFAIL`: the caller cannot handle failure; the allocator reclaims and retries,
+        /// with access to the `min` reserve, and is never failed by fault injection. Linux
+        /// retries forever; here, with nothing left to reclaim, the kernel fails it loudly after
+        /// a bounded number of rounds rather than hang. **Discouraged** (as on Linux): new code
+        /// should handle `AllocError` instead. Never valid with orders above 1.
         const __GFP_NOFAIL = 0x8000;
         /// `___GFP_NORETRY`: give up early.
         const __GFP_NORETRY = 0x10000;

@@ -106,18 +106,44 @@ fn alloc_slowpath(gfp: GfpFlags, order: u32, err: AllocError) -> Result<Pfn, All
         }
     }
     if gfp.contains(GfpFlags::__GFP_NOFAIL) && order <= 1 {
-        // Discouraged, as on Linux: the caller chose a hang over an error.
-        loop {
-            if let Some(shrink) = SHRINKER.get() {
-                shrink();
-            }
-            if let Ok(pfn) = node.alloc_pages_cpu(this_cpu(), gfp, order) {
-                return Ok(pfn);
-            }
-            core::hint::spin_loop();
-        }
+        return nofail_retry(gfp, order);
     }
     Err(warn_failure(gfp, order, AllocError::OutOfMemory { order }))
+}
+
+/// Rounds of reclaim-and-retry a `__GFP_NOFAIL` allocation gets before it fails.
+pub const NOFAIL_RETRIES: u32 = 1000;
+
+/// `__GFP_NOFAIL` (discouraged, as on Linux): reclaim, drain and retry, with access to the `min`
+/// reserve as Linux gives it (`ALLOC_MIN_RESERVE` in `__alloc_pages_slowpath`). Linux retries
+/// forever; with nothing to reclaim (no swap, no page cache here) that is a silent hang, so after
+/// [`NOFAIL_RETRIES`] rounds it fails loudly instead, whatever `__GFP_NOWARN` says.
+#[track_caller]
+#[cold]
+#[inline(never)]
+fn nofail_retry(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+    let node = node();
+    let with_reserve = gfp | GfpFlags::__GFP_HIGH;
+    for _ in 0..NOFAIL_RETRIES {
+        if let Some(shrink) = SHRINKER.get() {
+            shrink();
+        }
+        drain_all_pages();
+        if let Ok(pfn) = node.alloc_pages_cpu(this_cpu(), with_reserve, order) {
+            return Ok(pfn);
+        }
+        core::hint::spin_loop();
+    }
+    ALLOC_FAILURES.fetch_add(1, Relaxed);
+    let loc = core::panic::Location::caller();
+    crate::error!(
+        "page allocation failure: order:{order}, mode:{:#x}({:?}) at {}:{}: __GFP_NOFAIL, but nothing could be reclaimed in {NOFAIL_RETRIES} rounds: failing instead of hanging",
+        gfp.bits(),
+        gfp,
+        loc.file(),
+        loc.line()
+    );
+    Err(AllocError::OutOfMemory { order })
 }
 
 /// Linux's `warn_alloc`: one line, unless `__GFP_NOWARN`.

@@ -323,6 +323,14 @@ ktest!(
         assert!(ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed) > failures);
         // __GFP_NOFAIL above order 1 is refused rather than looping forever.
         assert!(alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL | NOWARN, 2).is_err());
+        // Order 0 with __GFP_NOFAIL may use the min reserve (as Linux's slow path)...
+        let reserve = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL, 0).expect("the min reserve");
+        // ... and once that is gone too, it fails loudly after its retries instead of hanging.
+        let _deeper = exhaust(GfpFlags::GFP_ATOMIC);
+        let failures = ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed);
+        assert!(alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL | NOWARN, 0).is_err());
+        assert_eq!(ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed), failures + 1);
+        __free_pages(reserve, 0).unwrap();
     }
 );
 
