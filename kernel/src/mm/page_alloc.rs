@@ -41,6 +41,9 @@ pub fn might_sleep_if(gfp: GfpFlags) {
 #[inline(never)]
 fn might_sleep_report(gfp: GfpFlags, loc: &'static core::panic::Location<'static>) {
     MIGHT_SLEEP_VIOLATIONS.fetch_add(1, Relaxed);
+    if !crate::log::ratelimit(loc) {
+        return;
+    }
     crate::error!(
         "BUG: sleeping function called from invalid context at {}:{} (gfp {:#x}: {:?} in interrupt context; use GFP_ATOMIC)",
         loc.file(),
@@ -151,8 +154,11 @@ fn nofail_retry(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
 fn warn_failure(gfp: GfpFlags, order: u32, err: AllocError) -> AllocError {
     ALLOC_FAILURES.fetch_add(1, Relaxed);
     // An injected failure was reported by fault injection itself (`FAULT_INJECTION: ...`).
-    if !gfp.contains(GfpFlags::__GFP_NOWARN) && !matches!(err, AllocError::FaultInjected { .. }) {
-        let loc = core::panic::Location::caller();
+    let loc = core::panic::Location::caller();
+    if !gfp.contains(GfpFlags::__GFP_NOWARN)
+        && !matches!(err, AllocError::FaultInjected { .. })
+        && crate::log::ratelimit(loc)
+    {
         crate::warn!(
             "page allocation failure: order:{order}, mode:{:#x}({:?}) at {}:{}: {err}",
             gfp.bits(),
@@ -180,6 +186,9 @@ pub fn __free_pages(frame: PhysFrame, order: u32) -> Result<(), FreePagesError> 
 #[cold]
 #[inline(never)]
 fn report_refused_free(e: &FreePagesError, loc: &'static core::panic::Location<'static>) {
+    if !crate::log::ratelimit(loc) {
+        return;
+    }
     crate::warn!("__free_pages refused at {}:{}: {e}", loc.file(), loc.line());
 }
 

@@ -135,11 +135,14 @@ fn warn_failure(
     size: usize,
     gfp: GfpFlags,
     e: AllocError,
-    loc: &core::panic::Location<'_>,
+    loc: &'static core::panic::Location<'static>,
 ) -> AllocError {
     super::page_alloc::ALLOC_FAILURES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // An injected failure was reported by fault injection itself (`FAULT_INJECTION: ...`).
-    if !gfp.contains(GfpFlags::__GFP_NOWARN) && !matches!(e, AllocError::FaultInjected { .. }) {
+    if !gfp.contains(GfpFlags::__GFP_NOWARN)
+        && !matches!(e, AllocError::FaultInjected { .. })
+        && crate::log::ratelimit(loc)
+    {
         crate::warn!(
             "{what}({size}) failure: mode:{:#x}({gfp:?}) at {}:{}: {e}",
             gfp.bits(),
@@ -155,7 +158,10 @@ fn warn_failure(
 /// caller location would be this file.
 #[cold]
 #[inline(never)]
-fn report_bad_free(what: &str, e: &SlabError, loc: &core::panic::Location<'_>) {
+fn report_bad_free(what: &str, e: &SlabError, loc: &'static core::panic::Location<'static>) {
+    if !crate::log::ratelimit(loc) {
+        return;
+    }
     if let SlabError::Corrupted(c) = e {
         super::slab_bug::print_slab_bug(c, "not freed: isolated, never handed out again");
     }

@@ -642,3 +642,20 @@ crate::kfault!(
         crate::error!("read {v:#x} through ZERO_SIZE_PTR");
     }
 );
+
+ktest!(
+    fn repeated_refusals_from_one_caller_are_rate_limited() {
+        use core::sync::atomic::Ordering::Relaxed;
+        let on_stack = 0u64;
+        let p = core::ptr::addr_of!(on_stack).cast::<u8>();
+        let before = crate::log::SUPPRESSED.load(Relaxed);
+        // One call site, 15 refusals within the interval: 10 reported, 5 suppressed.
+        for _ in 0..15 {
+            assert!(kfree(p).is_err());
+        }
+        assert_eq!(crate::log::SUPPRESSED.load(Relaxed) - before, 5);
+        // Another caller is not silenced by the first one.
+        assert!(kfree(p).is_err(), "still refused");
+        assert_eq!(crate::log::SUPPRESSED.load(Relaxed) - before, 5);
+    }
+);

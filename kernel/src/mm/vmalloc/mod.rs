@@ -206,8 +206,8 @@ pub fn is_vmalloc_addr(addr: *const u8) -> bool {
 #[track_caller]
 fn warn_failure(size: usize, gfp: GfpFlags, e: &VmError) {
     super::page_alloc::ALLOC_FAILURES.fetch_add(1, Relaxed);
-    if !gfp.contains(GfpFlags::__GFP_NOWARN) {
-        let loc = Location::caller();
+    let loc = Location::caller();
+    if !gfp.contains(GfpFlags::__GFP_NOWARN) && crate::log::ratelimit(loc) {
         crate::warn!(
             "vmalloc error: size {size}, mode:{:#x}({gfp:?}) at {}:{}: {e}",
             gfp.bits(),
@@ -279,6 +279,9 @@ pub fn __vmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
 #[track_caller]
 fn report_bad_free(what: &str, e: &VmError) {
     let loc = Location::caller();
+    if !crate::log::ratelimit(loc) {
+        return;
+    }
     crate::error!("{what} refused at {}:{}: {e}", loc.file(), loc.line());
 }
 
