@@ -335,8 +335,11 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             return Ok(0);
         }
         Ok(match self.lookup(ptr)? {
-            Owner::Slab { cache, pfn, .. } => {
+            Owner::Slab { cache, pfn, page } => {
                 cache.check_object_start(pfn, ptr as usize)?;
+                if cache.known_free(pfn, page, ptr as usize, true) {
+                    return Err(SlabError::Freed { cache: cache.name(), addr: ptr as usize });
+                }
                 cache.object_size()
             }
             Owner::Large { order, .. } => PAGE_SIZE << order,
@@ -356,8 +359,12 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             return Ok(self.kmalloc_traced(new_size, gfp, loc)?);
         }
         let owner = self.lookup(ptr)?;
-        if let Owner::Slab { cache, pfn, .. } = &owner {
+        if let Owner::Slab { cache, pfn, page } = &owner {
             cache.check_object_start(*pfn, ptr as usize)?;
+            // Resizing (or zeroing) a free object in place would damage the free list.
+            if cache.known_free(*pfn, page, ptr as usize, false) {
+                return Err(SlabError::Freed { cache: cache.name(), addr: ptr as usize });
+            }
         }
         if new_size == 0 {
             self.kfree_inner(ptr, false, loc)?;

@@ -169,6 +169,8 @@ pub enum SlabError {
     InteriorLarge { addr: usize, block: usize },
     /// The object is already free.
     DoubleFree { cache: &'static str, addr: usize },
+    /// The object is free: asked about after it was freed (use after free).
+    Freed { cache: &'static str, addr: usize },
     /// The object belongs to cache `owner`, not to `cache` it was freed to.
     WrongCache { cache: &'static str, owner: &'static str, addr: usize },
     /// A debug check failed; the object was not freed.
@@ -203,6 +205,9 @@ impl fmt::Display for SlabError {
             }
             SlabError::DoubleFree { cache, addr } => {
                 write!(f, "{cache}: double free of {addr:#x}: the object is already free")
+            }
+            SlabError::Freed { cache, addr } => {
+                write!(f, "{cache}: {addr:#x} is a free object (use after free)")
             }
             SlabError::WrongCache { cache, owner, addr } => {
                 write!(f, "{cache}: free of {addr:#x}, which belongs to cache {owner}")

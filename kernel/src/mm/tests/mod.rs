@@ -3,6 +3,7 @@
 mod fault_inject;
 mod kmalloc;
 mod kmalloc_irq;
+mod matrix;
 mod page_alloc;
 mod slab;
 mod smp;
