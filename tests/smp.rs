@@ -17,6 +17,10 @@ fn all_cpus_online(memory: &str, uefi: bool, cpus: u32) {
     }
     let plural = if cpus == 1 { "" } else { "s" };
     expect_line(&out, &format!("smp: Brought up 1 node, {cpus} CPU{plural}\n"), &what);
+    // The trampoline goes back to the page allocator once every AP is up (Linux's message).
+    expect_line(&out, "smp: Brought up 1 node", &what);
+    let freed = out.serial.find("Freeing AP trampoline memory: 16K").expect("trampoline given back");
+    assert!(freed > out.serial.find("smp: Brought up").unwrap(), "{what}: freed before bring-up ended");
     // zoneinfo: pagesets for exactly the online CPUs, in every populated zone.
     let zoneinfo = memkernel::procfs::block(&out.serial, "zoneinfo").expect("zoneinfo block");
     let populated = zoneinfo.matches("\n  pagesets").count() as u32;

@@ -126,7 +126,9 @@ pub struct Zone {
     pub(crate) zone_start_pfn: u64,
     pub(crate) spanned_pages: u64,
     pub(crate) present_pages: u64,
-    pub(crate) managed_pages: u64,
+    /// Pages given to the buddy allocator. Atomic: `Node::free_reserved_area` adds pages at
+    /// run time (Linux's `adjust_managed_page_count`).
+    pub(crate) managed_pages: AtomicU64,
     /// min, low, high, promo (Linux's `_watermark[]`). Atomics because `vm.min_free_kbytes`
     /// changes them at run time ([`Node::setup_per_zone_wmarks`](crate::buddy::Node)) while the
     /// allocation paths read them without a lock, as Linux's `wmark_pages()` does (a relaxed
@@ -150,7 +152,7 @@ impl Zone {
             zone_start_pfn: 0,
             spanned_pages: 0,
             present_pages: 0,
-            managed_pages: 0,
+            managed_pages: AtomicU64::new(0),
             watermark: [const { AtomicU64::new(0) }; 4],
             lowmem_reserve: [0; NR_LOWMEM_RESERVE],
             free_area: IrqSpinLock::new(FreeArea::new()),
@@ -187,7 +189,7 @@ impl Zone {
     }
     /// Pages given to the buddy allocator.
     pub fn managed_pages(&self) -> u64 {
-        self.managed_pages
+        self.managed_pages.load(Relaxed)
     }
     /// Linux's `populated_zone`.
     pub fn is_populated(&self) -> bool {
@@ -303,7 +305,7 @@ pub fn totalreserve_pages(zones: &[Zone]) -> u64 {
         .map(|z| {
             let i = z.zone_type as usize;
             let max = z.lowmem_reserve[i..].iter().copied().max().unwrap_or(0);
-            (max + z.high_wmark_pages()).min(z.managed_pages)
+            (max + z.high_wmark_pages()).min(z.managed_pages())
         })
         .sum()
 }

@@ -13,9 +13,10 @@
 //!    trampoline patched with both; INIT, 10 ms, STARTUP, 200 us, STARTUP (the MP spec's
 //!    sequence); then up to [`AP_BOOT_TIMEOUT_MS`] for the AP to report in. One log line per CPU
 //!    that comes up; a CPU that does not is reported, put back in INIT, and skipped. Then
-//!    `smp: Brought up 1 node, N CPUs`, as Linux prints it. The trampoline stays reserved, as
-//!    Linux keeps its real-mode trampoline (there for CPU hotplug and resume; here: the buddy
-//!    allocator has no path yet to take reserved memory late, Linux's `free_reserved_area`).
+//!    `smp: Brought up 1 node, N CPUs`, as Linux prints it. Then the trampoline's 16 KiB go to
+//!    the page allocator (`free_reserved_area`: `Freeing AP trampoline memory: 16K`); Linux
+//!    keeps its real-mode trampoline for CPU hotplug and resume, which this kernel does not
+//!    have. A CPU that did not come up was put back in INIT, so it cannot run from it later.
 //!
 //! On the AP ([`ap_entry`], called by the trampoline on the AP's own stack): the boot CPU's CR3,
 //! CR0, CR4 and EFER; GS -> its per-CPU block (so fault reports name it); its GDT/TSS; the
@@ -141,6 +142,16 @@ pub fn boot_secondary_cpus() -> usize {
     }
     mm::cpus::set_num_online_cpus(online);
     crate::info!("smp: Brought up 1 node, {online} CPU{}", if online == 1 { "" } else { "s" });
+    if phys != 0 {
+        // Every AP is in its idle loop on its own stack and page tables, or was put back in
+        // INIT: nothing runs from the trampoline any more.
+        TRAMPOLINE_PHYS.store(0, Ordering::Relaxed);
+        if let Err(e) =
+            crate::mm::page_alloc::free_reserved_area(phys, phys + TRAMPOLINE_SIZE, "AP trampoline")
+        {
+            crate::warn!("smp: the AP trampoline stays reserved: {e}");
+        }
+    }
     online
 }
 

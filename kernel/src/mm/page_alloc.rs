@@ -192,6 +192,15 @@ fn report_refused_free(e: &FreePagesError, loc: &'static core::panic::Location<'
     crate::warn!("__free_pages refused at {}:{}: {e}", loc.file(), loc.line());
 }
 
+/// Linux's `free_reserved_area(start, end, poison, s)`: gives boot memory that is no longer
+/// needed (physical `[start, end)`, reserved until now) to the page allocator, and prints
+/// Linux's `Freeing <what> memory: <N>K`. Boot CPU, once per range.
+pub fn free_reserved_area(start: u64, end: u64, what: &str) -> Result<u64, ::mm::buddy::FreeReservedError> {
+    let pages = node().free_reserved_area(start, end)?;
+    crate::info!("Freeing {what} memory: {}K", pages * 4);
+    Ok(pages)
+}
+
 /// Allocates a block and returns its direct-map address (Linux's `__get_free_pages`).
 #[track_caller]
 pub fn __get_free_pages(gfp: GfpFlags, order: u32) -> Result<VirtAddr, AllocError> {

@@ -131,7 +131,7 @@ impl Node {
         flags: AllocFlags,
     ) -> Option<u32> {
         for zone in self.zones[..=highest].iter().rev() {
-            if zone.managed_pages == 0 {
+            if zone.managed_pages() == 0 {
                 continue;
             }
             let idx = if order == 0 {
@@ -286,5 +286,59 @@ impl Node {
     unsafe fn kernel_init_pages(&self, pfn: Pfn, order: u32) {
         // SAFETY: the caller's contract; `dm` maps managed memory (init contract).
         unsafe { core::ptr::write_bytes(self.dm.pfn_to_virt(pfn), 0, PAGE_SIZE << order) };
+    }
+}
+
+/// Why [`Node::free_reserved_area`] refused a range. Nothing was given back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeReservedError {
+    /// The range is empty or not page-aligned.
+    BadRange { start: u64, end: u64 },
+    /// A frame of the range has no page descriptor (a hole, beyond RAM).
+    NotDescribed { pfn: Pfn },
+    /// A frame of the range is not reserved (already managed by the allocator).
+    NotReserved { pfn: Pfn, state: PageState },
+}
+
+impl core::fmt::Display for FreeReservedError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            FreeReservedError::BadRange { start, end } => {
+                write!(f, "[{start:#x}, {end:#x}) is not a non-empty page-aligned range")
+            }
+            FreeReservedError::NotDescribed { pfn } => write!(f, "pfn {:#x} has no page descriptor", pfn.0),
+            FreeReservedError::NotReserved { pfn, state } => {
+                write!(f, "pfn {:#x} is not reserved (it is {state:?})", pfn.0)
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Linux's `free_reserved_area`: gives the reserved pages of physical `[start, end)` (boot
+    /// memory no longer needed, such as the AP trampoline) to the buddy allocator; their zones'
+    /// managed pages grow by as much (`adjust_managed_page_count`). Every page is checked first,
+    /// so a refusal gives nothing back. Returns the pages freed.
+    pub fn free_reserved_area(&self, start: u64, end: u64) -> Result<u64, FreeReservedError> {
+        if start >= end || start % PAGE_SIZE as u64 != 0 || end % PAGE_SIZE as u64 != 0 {
+            return Err(FreeReservedError::BadRange { start, end });
+        }
+        let pfns = (start / PAGE_SIZE as u64..end / PAGE_SIZE as u64).map(Pfn);
+        for pfn in pfns.clone() {
+            let page = self.page(pfn).ok_or(FreeReservedError::NotDescribed { pfn })?;
+            if page.state() != PageState::Reserved {
+                return Err(FreeReservedError::NotReserved { pfn, state: page.state() });
+            }
+        }
+        let mut freed = 0;
+        for pfn in pfns {
+            let page = self.page(pfn).expect("checked above");
+            page.set_order(0);
+            page.set_state(PageState::Allocated);
+            self.zones[page.zone() as usize].managed_pages.fetch_add(1, Relaxed);
+            self.free_pages(pfn, 0).expect("an allocated order-0 page of managed memory");
+            freed += 1;
+        }
+        Ok(freed)
     }
 }

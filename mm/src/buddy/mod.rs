@@ -36,6 +36,7 @@
 //! ```
 
 mod alloc;
+pub use alloc::FreeReservedError;
 mod free;
 pub mod pcp;
 #[cfg(test)]
@@ -272,22 +273,22 @@ impl Node {
         mb.for_each_free_range(|start, end| {
             for_each_zone_run(&limits, start >> PAGE_SHIFT, end >> PAGE_SHIFT, |zt, s, e| {
                 let zone = &mut zones[zt as usize];
-                zone.managed_pages += e - s;
+                *zone.managed_pages.get_mut() += e - s;
                 free_range_init(&mem_map, zone.free_area.get_mut(), s, e);
             });
         });
         mb.retire();
 
         // init_per_zone_wmark_min -> setup_per_zone_wmarks, setup_per_zone_lowmem_reserve.
-        let managed = [0, 1, 2].map(|i| zones[i].managed_pages);
+        let managed = [0, 1, 2].map(|i| zones[i].managed_pages());
         let lowmem: u64 = managed.iter().sum();
         let min_free_kbytes = zone::min_free_kbytes(lowmem);
         let reserves = zone::lowmem_reserves(managed);
         for (i, z) in zones.iter_mut().enumerate() {
-            z.set_watermarks(zone::zone_watermarks(min_free_kbytes, z.managed_pages, lowmem));
+            z.set_watermarks(zone::zone_watermarks(min_free_kbytes, z.managed_pages(), lowmem));
             z.lowmem_reserve = reserves[i];
             // The per-CPU lists (zone_pcp_init / pageset_set_batch).
-            let batch = pcp::zone_batchsize(z.managed_pages);
+            let batch = pcp::zone_batchsize(z.managed_pages());
             for slot in z.pcp.iter_mut() {
                 let p = slot.get_mut();
                 (p.batch, p.high) = (batch, pcp::pcp_high(batch));
@@ -297,7 +298,7 @@ impl Node {
         }
         let totalreserve_pages = zone::totalreserve_pages(&zones);
         let normal_first =
-            zones.iter().rposition(|z| z.managed_pages != 0).unwrap_or(ZoneType::Normal as usize) as u8;
+            zones.iter().rposition(|z| z.managed_pages() != 0).unwrap_or(ZoneType::Normal as usize) as u8;
         Ok(Node {
             node_id,
             mem_map,
@@ -473,10 +474,10 @@ impl Node {
 
     fn setup_per_zone_wmarks_locked(&self) {
         let kbytes = self.min_free_kbytes.load(Relaxed);
-        let lowmem: u64 = self.zones.iter().map(|z| z.managed_pages).sum();
+        let lowmem: u64 = self.zones.iter().map(|z| z.managed_pages()).sum();
         for z in &self.zones {
             let _fa = z.free_area.lock();
-            z.set_watermarks(zone::zone_watermarks(kbytes, z.managed_pages, lowmem));
+            z.set_watermarks(zone::zone_watermarks(kbytes, z.managed_pages(), lowmem));
         }
         self.totalreserve_pages.store(zone::totalreserve_pages(&self.zones), Relaxed);
     }
@@ -488,7 +489,7 @@ impl Node {
             let fa = z.free_area_snapshot();
             t.spanned_pages += z.spanned_pages;
             t.present_pages += z.present_pages;
-            t.managed_pages += z.managed_pages;
+            t.managed_pages += z.managed_pages();
             t.free_pages += fa.free_pages;
             t.buddyinfo_pages += fa.nr_free.iter().enumerate().map(|(o, n)| n << o).sum::<u64>();
             t.pcp_pages += self.pcp_pages(z.zone_type);

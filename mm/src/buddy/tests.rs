@@ -584,3 +584,42 @@ fn fail_page_alloc_fails_page_allocations_as_configured() {
     n.free_pages(p0, 0).unwrap();
     assert_eq!(n.fail_page_alloc().attr.injected(), 2);
 }
+
+/// `free_reserved_area` gives reserved boot memory to the allocator (free and managed pages
+/// grow by as much, the pages can be allocated), and refuses, giving nothing back, a range with
+/// a page that is not reserved, not described, or not page-aligned.
+#[test]
+fn free_reserved_area_gives_reserved_pages_to_the_allocator() {
+    use super::alloc::FreeReservedError;
+    let m = &TestMachine::standard();
+    let n = &m.node;
+    // The standard machine reserves 64 KiB at 10 MiB.
+    let (start, end) = (10 * MIB, 10 * MIB + 0x4000);
+    n.drain_pages();
+    let before = n.totals();
+    assert_eq!(n.free_reserved_area(start, end), Ok(4));
+    n.drain_pages();
+    let after = n.totals();
+    assert_eq!(after.managed_pages, before.managed_pages + 4);
+    assert_eq!(after.free_pages, before.free_pages + 4);
+    let state = n.page(Pfn(start >> 12)).unwrap().state();
+    assert!(matches!(state, PageState::Buddy | PageState::FreeTail), "freed into a buddy block: {state:?}");
+    // Again: those pages are managed now; the rest of the reservation is still reserved, but a
+    // range that includes a freed page is refused as a whole.
+    assert!(matches!(n.free_reserved_area(start, end), Err(FreeReservedError::NotReserved { .. })));
+    assert!(matches!(n.free_reserved_area(start, end + 0x4000), Err(FreeReservedError::NotReserved { .. })));
+    assert_eq!(n.totals().managed_pages, after.managed_pages, "a refusal gives nothing back");
+    assert!(matches!(n.free_reserved_area(end + 1, end + 0x1000), Err(FreeReservedError::BadRange { .. })));
+    assert!(matches!(n.free_reserved_area(end, end), Err(FreeReservedError::BadRange { .. })));
+    assert!(matches!(
+        n.free_reserved_area(1 << 40, (1 << 40) + 0x1000),
+        Err(FreeReservedError::NotDescribed { .. })
+    ));
+    // A page of the allocator itself is not reserved.
+    let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
+    assert!(matches!(
+        n.free_reserved_area(p.0 << 12, (p.0 + 1) << 12),
+        Err(FreeReservedError::NotReserved { state: PageState::Allocated, .. })
+    ));
+    n.free_pages(p, 0).unwrap();
+}
