@@ -337,7 +337,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         Ok(match self.lookup(ptr)? {
             Owner::Slab { cache, pfn, page } => {
                 cache.check_object_start(pfn, ptr as usize)?;
-                if cache.known_free(pfn, page, ptr as usize, true) {
+                if cache.known_free(pfn, page, ptr as usize) {
                     return Err(SlabError::Freed { cache: cache.name(), addr: ptr as usize });
                 }
                 cache.object_size()
@@ -362,7 +362,7 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         if let Owner::Slab { cache, pfn, page } = &owner {
             cache.check_object_start(*pfn, ptr as usize)?;
             // Resizing (or zeroing) a free object in place would damage the free list.
-            if cache.known_free(*pfn, page, ptr as usize, false) {
+            if cache.known_free(*pfn, page, ptr as usize) {
                 return Err(SlabError::Freed { cache: cache.name(), addr: ptr as usize });
             }
         }
