@@ -33,6 +33,17 @@ fn soak_of_4m_operations_on_4_cpus_recovers_everything() {
     assert!(out.serial.contains("soak:  50% ("), "no progress lines:\n{}", out.serial);
 }
 
+/// The same on the boot CPU alone (no cross-CPU frees; the timer's GFP_ATOMIC work and fault
+/// injection still interleave with the workload).
+#[test]
+fn soak_of_2m_operations_on_1_cpu_recovers_everything() {
+    let out = boot_smp("soak=2000000", "1G", false, 1);
+    expect_status(&out, Status::Success, "soak on 1 CPU");
+    expect_line(&out, "soak: 1 CPU x 2000000 operations", "per-CPU count");
+    expect_line(&out, " 0 damaged, 0 refused frees; 0 of ", "no damage");
+    expect_line(&out, "soak: passed", "verdict");
+}
+
 /// The soak's own verdict: one object kept on purpose (`soak_selftest=leak`) fails the run.
 #[test]
 fn a_soak_that_loses_an_object_fails() {

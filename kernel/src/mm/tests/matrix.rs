@@ -182,3 +182,102 @@ crate::ktest!(
         kmem_cache_destroy(cache).unwrap();
     }
 );
+
+// The allocation side: every size, order, alignment, count and flag argument at and beyond its
+// edges. Each call either succeeds (and is freed) or fails with an error; none panics,
+// overflows or truncates, and the allocators end where they began.
+crate::ktest!(
+    #[needs_memory]
+    fn every_allocation_entry_point_survives_edge_arguments() {
+        use crate::mm::vmalloc::__vmalloc_node;
+        let _tidy = super::kmalloc::Tidy;
+        let huge = [usize::MAX, usize::MAX / 2 + 1, isize::MAX as usize, 1 << 48, (1 << 32) + 1];
+        // Calls that succeed leave empty slabs cached: compare with every cache shrunk.
+        shrink_all();
+        let before = state();
+        let mut calls = 0;
+        let gfps = [
+            KERNEL,
+            GfpFlags::GFP_ATOMIC,
+            GfpFlags::GFP_NOWAIT,
+            KERNEL | GfpFlags::GFP_DMA,
+            KERNEL | GfpFlags::GFP_DMA32,
+            KERNEL | GfpFlags::GFP_DMA | GfpFlags::GFP_DMA32,
+            KERNEL | GfpFlags::__GFP_ZERO | GfpFlags::__GFP_NOWARN,
+            GfpFlags::from_bits_retain(u32::MAX) - GfpFlags::__GFP_NOFAIL,
+            GfpFlags::empty(),
+        ];
+        for &gfp in &gfps {
+            let gfp = gfp | GfpFlags::__GFP_NOWARN;
+            for size in [0usize, 1, 7, 8, 8192, 8193, 4 << 20, (4 << 20) + 1].into_iter().chain(huge) {
+                if let Ok(p) = kmalloc(size, gfp) {
+                    kfree(p.as_ptr()).unwrap();
+                } else {
+                    assert!(
+                        size > 4 << 20
+                            || gfp.bits() == u32::MAX - GfpFlags::__GFP_NOFAIL.bits()
+                            || gfp.contains(GfpFlags::GFP_DMA),
+                        "kmalloc({size}, {gfp:?}) failed"
+                    );
+                }
+                calls += 1;
+            }
+            for (n, size) in [(0, 8), (8, 0), (usize::MAX, 2), (2, usize::MAX), (1 << 32, 1 << 32), (3, 1000)]
+            {
+                for r in [kmalloc_array(n, size, gfp), kcalloc(n, size, gfp)] {
+                    if let Ok(p) = r {
+                        kfree(p.as_ptr()).unwrap();
+                    } else {
+                        assert!(
+                            n.checked_mul(size).is_none_or(|b| b > 4 << 20)
+                                || gfp.contains(GfpFlags::GFP_DMA)
+                                || gfp.bits() == u32::MAX - GfpFlags::__GFP_NOFAIL.bits()
+                        );
+                    }
+                    calls += 1;
+                }
+            }
+            for order in [0, 1, 3, 10, 11, 12, 31, 32, u32::MAX] {
+                match alloc_pages(gfp, order) {
+                    Ok(f) => __free_pages(f, order).unwrap(),
+                    Err(_) => {}
+                }
+                calls += 1;
+            }
+        }
+        for size in [0usize, 1, 4096, 1 << 20].into_iter().chain(huge) {
+            for align in [0usize, 1, 3, 4096, 1 << 21, 1 << 40, usize::MAX, 1 << 63] {
+                if let Ok(p) = __vmalloc_node(size, align, KERNEL | GfpFlags::__GFP_NOWARN) {
+                    vfree(p.as_ptr()).unwrap();
+                }
+                calls += 1;
+            }
+            for r in [
+                crate::mm::vmalloc::vzalloc(size),
+                crate::mm::vmalloc::kvmalloc(size, KERNEL | GfpFlags::__GFP_NOWARN),
+            ] {
+                if let Ok(p) = r {
+                    kvfree(p.as_ptr()).unwrap();
+                }
+                calls += 1;
+            }
+        }
+        for (name, size, align) in [
+            ("", 8, 0),
+            ("m0", 0, 0),
+            ("m1", usize::MAX, 0),
+            ("m2", 8, 3),
+            ("m3", 8, 1 << 40),
+            ("m4", 8, usize::MAX),
+            ("m5", 5 << 20, 8),
+        ] {
+            if let Ok(c) = kmem_cache_create(name, size, align, SlabFlags::empty(), None) {
+                panic!("kmem_cache_create({name:?}, {size}, {align}) accepted: {c:?}");
+            }
+            calls += 1;
+        }
+        shrink_all();
+        assert_eq!(state(), before, "edge-argument calls changed the allocators");
+        crate::info!("adversarial matrix: {calls} edge-argument allocation calls, none panicked");
+    }
+);
