@@ -65,7 +65,13 @@ fn bad_options_are_explained() {
         (&["--smp", "17"][..], "--smp 17: more CPUs than the kernel supports (NR_CPUS = 16; use 1 to 16)"),
         (&["--smp", "four"][..], "--smp four: not a CPU count (a number from 1 to 16)"),
         (&["--test", "a", "--fault", "b"][..], "choose one of --bench, --test, --fault"),
-        (&["--console", "--demo"][..], "choose one of --bench, --test, --fault, --console, --demo, --memmap"),
+        (
+            &["--console", "--demo"][..],
+            "choose one of --bench, --test, --fault, --soak, --console, --demo, --memmap",
+        ),
+        (&["--soak", "0"][..], "--soak 0: not an operation count (e.g. 10000000)"),
+        (&["--soak", "lots"][..], "--soak lots: not an operation count"),
+        (&["--soak", "--test"][..], "choose one of --bench, --test, --fault, --soak"),
         (&["--memmap"][..], "--memmap needs a value"),
         (&["--frobnicate"][..], "unknown option `--frobnicate`"),
     ] {
