@@ -232,35 +232,15 @@ pub fn summary(which: &str) -> Option<impl fmt::Display + 'static> {
                 _ => FAIL_PAGE_ALLOC_NAMES.iter(),
             });
             names.try_for_each(|n| {
-                let mut v = Value::default();
+                let mut buf = [0u8; 80];
+                let mut v = crate::mm::memory_map::BufWriter { buf: &mut buf, len: 0 };
                 let _ = get(self.0, n, &mut v);
-                write!(f, " {n} {}", v.as_str().trim_end())
+                let len = v.len;
+                write!(f, " {n} {}", core::str::from_utf8(&buf[..len]).unwrap_or("?").trim_end())
             })
         }
     }
     Some(Line(if which == "failslab" { "failslab" } else { "fail_page_alloc" }))
-}
-
-/// A small buffer for one attribute value.
-#[derive(Default)]
-struct Value {
-    buf: [u8; 32],
-    len: usize,
-}
-
-impl Value {
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl fmt::Write for Value {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
 }
 
 /// Why [`set`] or [`get`] refused.
