@@ -67,3 +67,27 @@ fn a_fault_during_ap_bring_up_is_reported_with_the_cpu() {
     expect_line(&out, "[FAULT] EXCEPTION: PAGE FAULT (#PF, vector 14) on CPU 1", "fault=ap_bringup");
     expect_line(&out, "faulting address (CR2): 0x0000000000000000 = null page", "fault=ap_bringup");
 }
+
+/// The SMP issue's plain random mix at its full size: 1M operations on each of 4 CPUs
+/// (kmalloc/kzalloc/krealloc/kfree, pages of orders 0..4, vmalloc/vfree, a test cache), objects
+/// handed to other CPUs and freed there, fill patterns checked before every free, and every
+/// zone's free pages and every cache's objects back exactly at the end (the test asserts it).
+/// The timer-interrupt variant at 1M per CPU is the soak (`tests/soak.rs`).
+#[test]
+fn random_mix_of_1m_operations_per_cpu_on_4_cpus_returns_to_the_starting_figures() {
+    let out = boot_smp("test=random_mix_on_every_cpu_with_cross stress_ops=1000000", "1G", false, 4);
+    expect_status(&out, Status::Success, "1M-operation mix on 4 CPUs");
+    expect_line(&out, "smp mix: 4 CPUs x 1000000 ops in ", "the mix ran at full size");
+    expect_line(&out, " GFP_ATOMIC ops in timer interrupts, 0 allocations refused", "nothing refused");
+    expect_line(
+        &out,
+        "test mm::tests::smp::random_mix_on_every_cpu_with_cross_cpu_frees_returns_to_the_starting_figures ... ok",
+        "the test passed",
+    );
+    let handed: u64 = out
+        .serial
+        .lines()
+        .find_map(|l| l.split(" objects handed across CPUs").next()?.rsplit(", ").next()?.parse().ok())
+        .expect("the handed-over count");
+    assert!(handed > 100_000, "few objects crossed CPUs ({handed}):\n{}", out.serial);
+}
