@@ -237,6 +237,7 @@ pub(super) fn install(idt: &mut InterruptDescriptorTable) {
     idt[super::apic::TIMER_VECTOR].set_handler_fn(lapic_timer_interrupt);
     idt[super::apic::CALL_FUNCTION_VECTOR].set_handler_fn(super::smp_call::call_function_interrupt);
     idt[super::apic::SPURIOUS_VECTOR].set_handler_fn(spurious_apic_interrupt);
+    idt[super::irq_work::IRQ_WORK_VECTOR].set_handler_fn(super::irq_work::irq_work_interrupt);
     idt[pic::MASTER_VECTOR].set_handler_fn(timer_interrupt);
     for &(irq, handler) in OTHER_IRQS {
         idt[pic::MASTER_VECTOR + irq].set_handler_fn(handler);

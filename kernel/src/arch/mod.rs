@@ -13,6 +13,7 @@ pub mod fault;
 mod fault_scenarios;
 pub mod gdt;
 pub mod interrupts;
+pub mod irq_work;
 pub mod percpu;
 mod pic;
 pub mod qemu;

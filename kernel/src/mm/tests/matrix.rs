@@ -22,7 +22,7 @@ use super::buddy_snapshot;
 const KERNEL: GfpFlags = GfpFlags::GFP_KERNEL;
 
 /// Everything a refused call must leave alone (no heap use of its own: it would count itself).
-fn state() -> ([[u64; 11]; 3], [(&'static str, u64); 64], crate::mm::vmalloc::VmallocCounts) {
+pub(super) fn state() -> ([[u64; 11]; 3], [(&'static str, u64); 64], crate::mm::vmalloc::VmallocCounts) {
     let mut caches = [("", 0); 64];
     let mut n = 0;
     slab().for_each_cache(|c| {

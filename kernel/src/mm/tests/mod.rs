@@ -4,6 +4,7 @@ mod fault_inject;
 mod kmalloc;
 mod kmalloc_irq;
 mod matrix;
+mod nested_irq;
 mod page_alloc;
 mod slab;
 mod smp;
