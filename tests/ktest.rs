@@ -59,29 +59,52 @@ fn kmalloc_suite_passes_with_init_on_alloc_and_init_on_free() {
     assert!(passed >= 10 && failed == 0, "summary {passed} passed, {failed} failed:\n{}", out.serial);
 }
 
-/// The whole suite on 2 CPUs with Linux's fault injection failing 5% of the slab and page
-/// allocations (`GFP_KERNEL` and order 0 included): the kernel handles every failure, the
-/// stress mixes lose nothing, and only the tests marked `#[needs_memory]` (which check
-/// allocation results) run with it paused.
-#[test]
-fn in_kernel_suite_passes_with_failslab_and_fail_page_alloc_at_5_percent() {
-    let cmdline = "test stress_ops=50000 \
-        failslab=1,5,0,-1 failslab.ignore-gfp-wait=N failslab.verbose=0 \
-        fail_page_alloc=1,5,0,-1 fail_page_alloc.ignore-gfp-wait=N fail_page_alloc.min-order=0 \
-        fail_page_alloc.verbose=0";
-    let out = boot_smp(cmdline, "1G", false, 2);
-    expect_status(&out, Status::Success, "in-kernel suite with fault injection at 5%");
-    expect_line(&out, "fault injection: failslab on: probability 5 interval 1 times -1", "failslab= parsed");
-    expect_line(&out, "fault injection: fail_page_alloc on: probability 5", "fail_page_alloc= parsed");
+/// The whole suite with Linux's fault injection failing `percent`% of the slab and page
+/// allocations (`GFP_KERNEL` and order 0 included) on `cpus` CPUs: the kernel handles every
+/// failure, the stress mixes lose nothing, and only the tests marked `#[needs_memory]` (which
+/// check allocation results) run with it paused.
+fn suite_passes_with_fault_injection(cpus: u32, percent: u32) {
+    let cmdline = format!(
+        "test stress_ops=50000 \
+         failslab=1,{percent},0,-1 failslab.ignore-gfp-wait=N failslab.verbose=0 \
+         fail_page_alloc=1,{percent},0,-1 fail_page_alloc.ignore-gfp-wait=N fail_page_alloc.min-order=0 \
+         fail_page_alloc.verbose=0"
+    );
+    let what = format!("in-kernel suite on {cpus} CPUs with fault injection at {percent}%");
+    let out = boot_smp(&cmdline, "1G", false, cpus);
+    expect_status(&out, Status::Success, &what);
+    let on = format!("fault injection: failslab on: probability {percent} interval 1 times -1");
+    expect_line(&out, &on, "failslab= parsed");
+    expect_line(
+        &out,
+        &format!("fault injection: fail_page_alloc on: probability {percent}"),
+        "fail_page_alloc= parsed",
+    );
     let (passed, failed) = summary(&out.serial).unwrap_or_else(|| panic!("no summary line:\n{}", out.serial));
-    assert!(passed > 80 && failed == 0, "summary {passed} passed, {failed} failed:\n{}", out.serial);
+    assert!(passed > 80 && failed == 0, "{what}: {passed} passed, {failed} failed:\n{}", out.serial);
     // The mixes ran with failures injected, and got everything back (the tests assert it).
     let refused: u64 = out
         .serial
         .lines()
         .filter_map(|l| l.split(" allocations refused").next()?.rsplit(", ").next()?.parse::<u64>().ok())
         .sum();
-    assert!(refused > 100, "the stress mixes saw no injected failure:\n{}", out.serial);
+    assert!(refused > 100, "{what}: the stress mixes saw no injected failure:\n{}", out.serial);
+}
+
+#[test]
+fn in_kernel_suite_passes_on_4_cpus_with_failslab_and_fail_page_alloc_at_5_percent() {
+    suite_passes_with_fault_injection(4, 5);
+}
+
+#[test]
+fn in_kernel_suite_passes_on_1_cpu_with_failslab_and_fail_page_alloc_at_5_percent() {
+    suite_passes_with_fault_injection(1, 5);
+}
+
+/// Every allocation fails: each test not marked `#[needs_memory]` copes with nothing at all.
+#[test]
+fn in_kernel_suite_passes_on_1_cpu_with_every_allocation_failed() {
+    suite_passes_with_fault_injection(1, 100);
 }
 
 /// The demo workload with half of its allocations failed: it reports each failure and ends.
