@@ -2,7 +2,7 @@
 //! the buddy allocator of node 0 that adds what needs the kernel — the `might_sleep` check, the
 //! allocation-failure warning, reclaim-and-retry, `__GFP_NOFAIL` — and direct-map addresses.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::{AcqRel, Acquire, Relaxed}};
 
 use ::mm::buddy::CpuId;
 use ::mm::page::{FreePagesError, Page, MAX_PAGE_ORDER};
@@ -12,18 +12,44 @@ use x86_64::{PhysAddr, VirtAddr};
 
 use super::{direct_map, node};
 
-/// A function that gives memory back under pressure (the slab caches register one); returns the
-/// number of pages it freed.
+/// A function that gives memory back under pressure (the slab caches' empty slabs, vmalloc's
+/// empty page tables); returns the number of pages it freed. It may be called from inside an
+/// allocation made under the shrinker's own lock, so it must only try that lock.
 pub type Shrinker = fn() -> usize;
 
-static SHRINKER: spin::Once<Shrinker> = spin::Once::new();
+/// Registered shrinkers (Linux's shrinker list), run in registration order.
+static SHRINKERS: [AtomicPtr<()>; MAX_SHRINKERS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_SHRINKERS];
+const MAX_SHRINKERS: usize = 4;
 /// Times a sleeping allocation was requested in interrupt context (tests read it).
 pub static MIGHT_SLEEP_VIOLATIONS: AtomicUsize = AtomicUsize::new(0);
 /// Allocation failures seen (with or without a warning printed).
 pub static ALLOC_FAILURES: AtomicU64 = AtomicU64::new(0);
 
+/// Adds `f` to the shrinkers reclaim runs (Linux's `register_shrinker`); once per function.
 pub fn register_shrinker(f: Shrinker) {
-    SHRINKER.call_once(|| f);
+    for slot in &SHRINKERS {
+        match slot.compare_exchange(core::ptr::null_mut(), f as *mut (), AcqRel, Acquire) {
+            Ok(_) => return,
+            Err(p) if p == f as *mut () => return,
+            Err(_) => {}
+        }
+    }
+    panic!("register_shrinker: more than {MAX_SHRINKERS} shrinkers");
+}
+
+/// Runs every registered shrinker (Linux's `shrink_slab`); returns the pages they freed.
+pub fn shrink_all_shrinkers() -> usize {
+    let mut freed = 0;
+    for slot in &SHRINKERS {
+        let p = slot.load(Acquire);
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: `SHRINKERS` only holds null or a `Shrinker` stored by `register_shrinker`.
+        let f = unsafe { core::mem::transmute::<*mut (), Shrinker>(p) };
+        freed += f();
+    }
+    freed
 }
 
 /// Linux's `might_sleep()`: a request that may sleep (`__GFP_DIRECT_RECLAIM`, as in `GFP_KERNEL`)
@@ -98,13 +124,12 @@ fn alloc_slowpath(gfp: GfpFlags, order: u32, err: AllocError) -> Result<Pfn, All
     if !matches!(err, AllocError::OutOfMemory { .. }) {
         return Err(warn_failure(gfp, order, err));
     }
-    // Reclaim: the only reclaimable memory is empty slabs. Linux's direct reclaim in spirit.
+    // Reclaim: the only reclaimable memory is empty slabs and empty vmalloc page tables.
+    // Linux's direct reclaim in spirit.
     if gfp.allows_blocking() {
-        if let Some(shrink) = SHRINKER.get() {
-            if shrink() > 0 {
-                if let Ok(pfn) = node.alloc_pages_cpu(this_cpu(), gfp, order) {
-                    return Ok(pfn);
-                }
+        if shrink_all_shrinkers() > 0 {
+            if let Ok(pfn) = node.alloc_pages_cpu(this_cpu(), gfp, order) {
+                return Ok(pfn);
             }
         }
     }
@@ -128,9 +153,7 @@ fn nofail_retry(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
     let node = node();
     let with_reserve = gfp | GfpFlags::__GFP_HIGH;
     for _ in 0..NOFAIL_RETRIES {
-        if let Some(shrink) = SHRINKER.get() {
-            shrink();
-        }
+        shrink_all_shrinkers();
         drain_all_pages();
         if let Ok(pfn) = node.alloc_pages_cpu(this_cpu(), with_reserve, order) {
             return Ok(pfn);

@@ -248,9 +248,11 @@ fn cache_counts() -> CacheCounts {
 }
 
 /// The figures a mix must leave unchanged: every zone's free pages (after draining every CPU's
-/// pcp lists), every cache's objects (after shrinking empty slabs), vmalloc's counts.
+/// pcp lists and giving back vmalloc's empty page tables), every cache's objects (after
+/// shrinking empty slabs), vmalloc's counts.
 pub(crate) fn figures() -> ([u64; 3], CacheCounts, crate::mm::vmalloc::VmallocCounts) {
     crate::mm::vmalloc::vfree_drain();
+    crate::mm::vmalloc::shrink_page_tables();
     shrink_all();
     crate::mm::page_alloc::drain_all_pages();
     let free = core::array::from_fn(|z| crate::mm::node().zones()[z].free_pages());

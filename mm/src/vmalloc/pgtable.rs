@@ -1,24 +1,28 @@
 //! Mapping vmalloc areas into the kernel page tables (Linux's `vmap_pages_range` /
-//! `vunmap_range`), with the `x86_64` crate's [`OffsetPageTable`] over the direct map.
+//! `vunmap_range`), walking the tables by hand over the direct map: one descent per page table
+//! (2 MiB of addresses), then a loop over its PTEs.
 //!
-//! - Page-table pages come from the [`PageProvider`] (order 0; the crate zeroes a new table
-//!   before linking it), are marked [`PageState::PageTable`] and counted (`PageTables` in
-//!   meminfo). When an unmap leaves a page table (PT) or page directory (PD) empty, it is freed
-//!   and its parent entry cleared. PDPT pages — the ones PML4 entries point at — are never freed
-//!   and the PML4 itself is never touched beyond filling empty entries: on x86_64 Linux every
-//!   address space shares the kernel's PML4 entries, so they must be stable
-//!   ([`VmallocPageTables::preallocate`] fills them all at boot like `preallocate_vmalloc_pages`).
-//! - No privileged instruction runs here: TLB flushes are reported as a [`TlbFlushRange`] and the
-//!   kernel performs them (`invlpg`, or a CR4.PGE toggle: the mappings are global).
-//! - A map that fails half way (no page-table page) unmaps what it mapped and frees the tables
-//!   that became empty, so it leaves the page tables as they were.
+//! - Page-table pages come from the [`PageProvider`] (order 0, zeroed here before they are
+//!   linked), are marked [`PageState::PageTable`] and counted (`PageTables` in meminfo). They
+//!   stay once allocated, as on Linux, which never frees vmalloc page tables: the next area at
+//!   those addresses maps without allocating, zeroing or freeing a table.
+//!   [`VmallocPageTables::shrink`] gives the empty PTs and PDs back under memory pressure (the
+//!   kernel's shrinker), with the TLB flush that freeing a page table needs. PDPT pages (the
+//!   ones PML4 entries point at) are never freed and the PML4 itself is never touched beyond
+//!   filling empty entries: on x86_64 Linux every address space shares the kernel's PML4
+//!   entries, so they must be stable ([`VmallocPageTables::preallocate`] fills them all at boot
+//!   like `preallocate_vmalloc_pages`).
+//! - No privileged instruction runs here: TLB flushes are reported as a [`TlbFlushRange`] (or
+//!   asked of a callback) and the kernel performs them (`invlpg`, or a CR4.PGE toggle: the
+//!   mappings are global).
+//! - A map that fails half way (no page-table page, a page already mapped) clears what it
+//!   mapped, so it leaves no mapping behind.
 
 use core::fmt;
 
-use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{
-    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame, Size4KiB,
+    FrameAllocator, PageTable, PageTableFlags, PhysFrame, Size4KiB,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -28,8 +32,9 @@ use crate::page::{PageProvider, PageState};
 
 /// Size covered by one PML4 entry (512 GiB): the managed range must be made of whole ones.
 pub const P4_ENTRY_SPAN: u64 = 1 << 39;
-const P3_ENTRY_SPAN: u64 = 1 << 30;
-const P2_ENTRY_SPAN: u64 = 1 << 21;
+
+/// Page-table pages [`VmallocPageTables::shrink`] unlinks before one TLB flush frees them.
+pub const SHRINK_BATCH: usize = 64;
 
 /// Flags of a vmalloc mapping (Linux's `PAGE_KERNEL`): present, writable, global (the same in
 /// every address space), not executable. NO_EXECUTE needs EFER.NXE, which the bootloader sets.
@@ -137,7 +142,7 @@ struct TableAlloc<'a, P: PageProvider + ?Sized> {
 // and is not in use; the crate zeroes it before linking it as a table.
 unsafe impl<P: PageProvider + ?Sized> FrameAllocator<Size4KiB> for TableAlloc<'_, P> {
     fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        // No __GFP_ZERO: OffsetPageTable zeroes every table it creates.
+        // No __GFP_ZERO: the caller zeroes the table before linking it.
         let pfn = self.provider.alloc_pages(self.gfp, 0).ok()?;
         if let Some(page) = self.provider.page(pfn) {
             page.set_state(PageState::PageTable);
@@ -145,6 +150,16 @@ unsafe impl<P: PageProvider + ?Sized> FrameAllocator<Size4KiB> for TableAlloc<'_
         *self.nr_tables += 1;
         Some(PhysFrame::containing_address(pfn.phys()))
     }
+}
+
+/// The 512 entries of the table at `pt` (`PageTable` is `repr(C)` around exactly that array,
+/// and indexes only one entry at a time).
+///
+/// # Safety
+/// `pt` points at a live page table that nothing else accesses for `'a`.
+unsafe fn entries<'a>(pt: *mut PageTable) -> &'a mut [PageTableEntry; 512] {
+    // SAFETY: the caller's contract; the cast is layout-preserving (see above).
+    unsafe { &mut *pt.cast::<[PageTableEntry; 512]>() }
 }
 
 /// Gives a page-table page back to the provider.
@@ -189,12 +204,6 @@ impl VmallocPageTables {
     /// Page-table pages allocated by this object and in use (meminfo's `PageTables`).
     pub fn nr_pagetable_pages(&self) -> usize {
         self.nr_tables
-    }
-
-    fn mapper(&mut self) -> OffsetPageTable<'_> {
-        // SAFETY: `pml4` is the live PML4 reachable through the direct map whose base is
-        // `dm.base()` (contract of `new`), and `&mut self` makes this the only mapper.
-        unsafe { OffsetPageTable::new(&mut *self.pml4, self.dm.base()) }
     }
 
     fn check_range(&self, addr: VirtAddr, nr_pages: usize) -> Result<(), PgTableError> {
@@ -260,13 +269,16 @@ impl VmallocPageTables {
     }
 
     /// Maps `frames` at consecutive pages from `addr` with [`PAGE_KERNEL`], allocating missing
-    /// page-table pages from `provider` with `gfp`.
+    /// page-table pages from `provider` with `gfp` (Linux's `vmap_pages_range`). The walk
+    /// descends once per page table (2 MiB) and then writes its PTEs in a loop
+    /// (`vmap_pte_range`); page-table pages, once allocated, stay (as Linux keeps them) until
+    /// [`shrink`](Self::shrink) gives the empty ones back.
     ///
     /// No TLB flush is needed afterwards: x86 does not cache non-present translations. On error
-    /// nothing stays mapped and the tables allocated by this call are freed, but the pages mapped
-    /// before the failure were present for a while, so the kernel must flush
-    /// `[addr, addr + frames.len() pages)` before that virtual range is used again (Linux flushes
-    /// when it purges a freed area).
+    /// nothing stays mapped (tables this call allocated stay, empty, for the next map or the
+    /// shrinker), but the pages mapped before the failure were present for a while, so the
+    /// kernel must flush `[addr, addr + frames.len() pages)` before that virtual range is used
+    /// again (Linux flushes when it purges a freed area).
     ///
     /// # Safety
     /// The frames must not be freed while mapped, and whoever uses the mapping must own them.
@@ -278,124 +290,215 @@ impl VmallocPageTables {
         frames: &[Pfn],
     ) -> Result<(), PgTableError> {
         self.check_range(addr, frames.len())?;
-        let dm = self.dm;
-        // SAFETY: as in `mapper`; `nr_tables` is borrowed separately from the PML4.
-        let mut mapper = unsafe { OffsetPageTable::new(&mut *self.pml4, dm.base()) };
-        let mut alloc = TableAlloc { provider, gfp, nr_tables: &mut self.nr_tables };
-        let mut failure = None;
-        for (i, pfn) in frames.iter().enumerate() {
-            let page = Page::<Size4KiB>::containing_address(addr + (i * PAGE_SIZE) as u64);
-            let frame = PhysFrame::containing_address(pfn.phys());
-            // SAFETY: the page is in the vmalloc range that this object owns; the caller owns
-            // the frame (contract of this function).
-            match unsafe { mapper.map_to_with_table_flags(page, frame, PAGE_KERNEL, TABLE_FLAGS, &mut alloc) }
-            {
-                // The flush is the kernel's business (see the type's docs).
-                Ok(flush) => flush.ignore(),
+        let mut done = 0;
+        while done < frames.len() {
+            let at = addr + (done * PAGE_SIZE) as u64;
+            let pt = match self.pt_or_create(provider, gfp, at) {
+                Ok(pt) => pt,
                 Err(e) => {
-                    let addr = page.start_address();
-                    let err = match e {
-                        MapToError::FrameAllocationFailed => PgTableError::NoMemory { addr },
-                        MapToError::ParentEntryHugePage => PgTableError::HugePage { addr },
-                        MapToError::PageAlreadyMapped(_) => PgTableError::AlreadyMapped { addr },
-                    };
-                    failure = Some((i, err));
-                    break;
+                    self.clear_ptes(addr, done);
+                    return Err(e);
                 }
+            };
+            let first = usize::from(at.p1_index());
+            let n = (512 - first).min(frames.len() - done);
+            for (k, pfn) in frames[done..done + n].iter().enumerate() {
+                // SAFETY: `pt` is a live page table of our range (from `pt_or_create`), reached
+                // through the direct map, and `&mut self` makes this the only writer.
+                let entry = unsafe { &mut entries(pt)[first + k] };
+                if !entry.is_unused() {
+                    self.clear_ptes(addr, done + k);
+                    return Err(PgTableError::AlreadyMapped { addr: at + (k * PAGE_SIZE) as u64 });
+                }
+                entry.set_addr(pfn.phys(), PAGE_KERNEL);
             }
+            done += n;
         }
-        let Some((mapped, err)) = failure else { return Ok(()) };
-        for i in 0..mapped {
-            let page = Page::<Size4KiB>::containing_address(addr + (i * PAGE_SIZE) as u64);
-            let unmapped = mapper.unmap(page);
-            debug_assert!(unmapped.is_ok(), "page mapped a moment ago is not mapped");
-            if let Ok((_, flush)) = unmapped {
-                flush.ignore();
-            }
-        }
-        // Include the failed page: the tables created for it may be empty now.
-        self.free_empty_tables(provider, addr, addr + ((mapped + 1) * PAGE_SIZE) as u64);
-        Err(err)
+        Ok(())
     }
 
-    /// Unmaps `nr_pages` pages from `addr`, passing each frame to `on_frame` in address order,
-    /// and frees the page tables that became empty. Every page must be mapped, else nothing is
-    /// unmapped. The returned range must be flushed from the TLB before the frames are reused.
+    /// Unmaps `nr_pages` pages from `addr`, passing each frame to `on_frame` in address order
+    /// (Linux's `vunmap_range_noflush`: one descent per page table, then a loop over its PTEs).
+    /// Every page must be mapped, else nothing is unmapped. Page-table pages stay. The returned
+    /// range must be flushed from the TLB before the frames or the range are reused.
     pub fn unmap_pages<P: PageProvider + ?Sized>(
         &mut self,
-        provider: &P,
+        _provider: &P,
         addr: VirtAddr,
         nr_pages: usize,
         mut on_frame: impl FnMut(Pfn),
     ) -> Result<TlbFlushRange, PgTableError> {
         self.check_range(addr, nr_pages)?;
         // Check everything first so that a bad request changes nothing.
-        for i in 0..nr_pages {
-            let a = addr + (i * PAGE_SIZE) as u64;
-            self.translate(a)?;
-        }
-        let mut mapper = self.mapper();
-        for i in 0..nr_pages {
-            let page = Page::<Size4KiB>::containing_address(addr + (i * PAGE_SIZE) as u64);
-            match mapper.unmap(page) {
-                Ok((frame, flush)) => {
-                    // The flush is reported to the caller as a range.
-                    flush.ignore();
-                    on_frame(Pfn::from_phys(frame.start_address()));
-                }
-                // Checked above; only corrupt page tables get here.
-                Err(e) => unreachable!("page checked as mapped then failed to unmap: {e:?}"),
+        self.for_each_pt(addr, nr_pages, |pt, first, n, at| {
+            // SAFETY: `for_each_pt` passes live page tables of our range.
+            let entries = unsafe { &entries(pt)[first..first + n] };
+            match entries.iter().position(|e| !e.flags().contains(PageTableFlags::PRESENT)) {
+                Some(k) => Err(PgTableError::NotMapped { addr: at + (k * PAGE_SIZE) as u64 }),
+                None => Ok(()),
             }
-        }
-        let end = addr + (nr_pages * PAGE_SIZE) as u64;
-        self.free_empty_tables(provider, addr, end);
+        })?;
+        let cleared = self.for_each_pt(addr, nr_pages, |pt, first, n, _| {
+            // SAFETY: as above, and `&mut self` makes this the only writer.
+            for entry in unsafe { &mut entries(pt)[first..first + n] } {
+                on_frame(Pfn::from_phys(entry.addr()));
+                entry.set_unused();
+            }
+            Ok(())
+        });
+        debug_assert!(cleared.is_ok(), "tables checked a moment ago are gone: {cleared:?}");
         Ok(TlbFlushRange { start: addr, nr_pages })
     }
 
-    /// Frees the PTs and then the PDs covering `[lo, hi)` that have no entry left, clearing the
-    /// parent entries. PDPTs (under PML4 entries) are never freed.
-    fn free_empty_tables<P: PageProvider + ?Sized>(&mut self, provider: &P, lo: VirtAddr, hi: VirtAddr) {
-        for (span, level) in [(P2_ENTRY_SPAN, 1), (P3_ENTRY_SPAN, 2)] {
-            let mut a = lo.align_down(span);
-            while a < hi {
-                if let Some(entry) = self.entry_ptr(a, level) {
-                    // SAFETY: `entry_ptr` returns a pointer into a live table of our range, and
-                    // `&mut self` makes us its only user.
-                    let entry = unsafe { &mut *entry };
-                    let flags = entry.flags();
-                    if flags.contains(PageTableFlags::PRESENT) && !flags.contains(PageTableFlags::HUGE_PAGE) {
-                        // SAFETY: a present non-huge entry points at a table of ours, reachable
-                        // through the direct map.
-                        let table = unsafe { &*(self.dm.virt(entry.addr()) as *const PageTable) };
-                        if table.iter().all(|e| e.is_unused()) {
-                            free_table(provider, &mut self.nr_tables, entry.addr());
-                            entry.set_unused();
-                        }
-                    }
-                }
-                a += span;
+    /// Clears the first `n` PTEs from `addr`, which this object's `map_pages` just wrote.
+    fn clear_ptes(&mut self, addr: VirtAddr, n: usize) {
+        let cleared = self.for_each_pt(addr, n, |pt, first, n, _| {
+            // SAFETY: `for_each_pt` passes live page tables of our range; `&mut self`.
+            for entry in unsafe { &mut entries(pt)[first..first + n] } {
+                entry.set_unused();
             }
-        }
+            Ok(())
+        });
+        debug_assert!(cleared.is_ok(), "tables written a moment ago are gone: {cleared:?}");
     }
 
-    /// Pointer to the entry for `addr` in the table of `level` (1 = PD entry pointing at a PT,
-    /// 2 = PDPT entry pointing at a PD), if the tables above it exist.
-    fn entry_ptr(&self, addr: VirtAddr, level: u32) -> Option<*mut PageTableEntry> {
-        // SAFETY: the PML4 is live (contract of `new`).
+    /// Calls `f(pt, first, n, at)` for each page table covering `[addr, addr + nr_pages)`:
+    /// the PTEs `first..first + n` of table `pt` cover the pages from `at`. Stops at the first
+    /// error of `f`, or where a table is missing (`NotMapped`) or a huge page is (`HugePage`).
+    fn for_each_pt(
+        &self,
+        addr: VirtAddr,
+        nr_pages: usize,
+        mut f: impl FnMut(*mut PageTable, usize, usize, VirtAddr) -> Result<(), PgTableError>,
+    ) -> Result<(), PgTableError> {
+        let mut done = 0;
+        while done < nr_pages {
+            let at = addr + (done * PAGE_SIZE) as u64;
+            let pt = self.pt_of(at)?;
+            let first = usize::from(at.p1_index());
+            let n = (512 - first).min(nr_pages - done);
+            f(pt, first, n, at)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The page table (level 1) covering `addr`, if the tables above it exist.
+    fn pt_of(&self, addr: VirtAddr) -> Result<*mut PageTable, PgTableError> {
         let mut table = self.pml4;
-        let indices = [addr.p4_index(), addr.p3_index(), addr.p2_index()];
-        let depth = 3 - level as usize;
-        for &idx in &indices[..depth] {
-            // SAFETY: `table` is a live table reachable through the direct map.
-            let e = unsafe { &(&*table)[idx] };
+        for idx in [addr.p4_index(), addr.p3_index(), addr.p2_index()] {
+            // SAFETY: `table` is a live table of our range reached through the direct map.
+            let e = unsafe { &entries(table)[usize::from(idx)] };
             let flags = e.flags();
-            if !flags.contains(PageTableFlags::PRESENT) || flags.contains(PageTableFlags::HUGE_PAGE) {
-                return None;
+            if !flags.contains(PageTableFlags::PRESENT) {
+                return Err(PgTableError::NotMapped { addr });
+            }
+            if flags.contains(PageTableFlags::HUGE_PAGE) {
+                return Err(PgTableError::HugePage { addr });
             }
             table = self.dm.virt(e.addr()) as *mut PageTable;
         }
-        // SAFETY: as above; the reference ends here, the caller gets a raw pointer.
-        Some(unsafe { &mut (&mut *table)[indices[depth]] as *mut PageTableEntry })
+        Ok(table)
+    }
+
+    /// The page table covering `addr`, allocating (zeroed) the PDPT, PD and PT on the way where
+    /// they are missing (Linux's `pud_alloc`/`pmd_alloc`/`pte_alloc_kernel`).
+    fn pt_or_create<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        gfp: GfpFlags,
+        addr: VirtAddr,
+    ) -> Result<*mut PageTable, PgTableError> {
+        let mut table = self.pml4;
+        for idx in [addr.p4_index(), addr.p3_index(), addr.p2_index()] {
+            // SAFETY: `table` is a live table of our range reached through the direct map, and
+            // `&mut self` makes this the only writer of the range's entries.
+            let e = unsafe { &mut entries(table)[usize::from(idx)] };
+            let flags = e.flags();
+            if flags.contains(PageTableFlags::HUGE_PAGE) {
+                return Err(PgTableError::HugePage { addr });
+            }
+            if !flags.contains(PageTableFlags::PRESENT) {
+                let mut alloc = TableAlloc { provider, gfp, nr_tables: &mut self.nr_tables };
+                let frame = alloc.allocate_frame().ok_or(PgTableError::NoMemory { addr })?;
+                // SAFETY: a fresh page from the provider, reachable through the direct map and
+                // not yet linked: zeroed before the entry makes the walker see it.
+                unsafe { (*(self.dm.virt(frame.start_address()) as *mut PageTable)).zero() };
+                e.set_frame(frame, TABLE_FLAGS);
+            }
+            table = self.dm.virt(e.addr()) as *mut PageTable;
+        }
+        Ok(table)
+    }
+
+    /// Gives back every page table and page directory of the range that maps nothing (the
+    /// shrinker of the retained tables, for memory pressure; PDPTs under the PML4 entries stay).
+    /// The entries pointing at them are cleared first; then `flush_all` must drop every CPU's
+    /// cached translations and paging-structure entries (a CPU may still walk through a cached
+    /// PD entry), and only then are the pages freed (Linux's `pmd_free_pte_page` flushes before
+    /// `pte_free_kernel` for the same reason). `flush_all` runs once per batch of up to
+    /// [`SHRINK_BATCH`] pages, never when nothing was found. Returns the pages freed.
+    pub fn shrink<P: PageProvider + ?Sized>(&mut self, provider: &P, mut flush_all: impl FnMut()) -> usize {
+        let mut batch = [PhysAddr::zero(); SHRINK_BATCH];
+        let (mut queued, mut freed) = (0, 0);
+        let mut release = |batch: &mut [PhysAddr], queued: &mut usize, nr_tables: &mut usize| {
+            if *queued > 0 {
+                flush_all();
+                for &pa in &batch[..*queued] {
+                    free_table(provider, nr_tables, pa);
+                }
+                freed += *queued;
+                *queued = 0;
+            }
+        };
+        let mut p4 = self.start;
+        while p4 < self.end {
+            // SAFETY: the PML4 is live (contract of `new`); `&mut self` is exclusive.
+            let pml4e = unsafe { &entries(self.pml4)[usize::from(p4.p4_index())] };
+            if let Some(pdpt) = self.table_below(pml4e) {
+                for pdpte in 0..512 {
+                    // SAFETY: `pdpt` is a live table of our range; entries are plain words.
+                    let Some(pd) = self.table_below(unsafe { &entries(pdpt)[pdpte] }) else { continue };
+                    let mut pd_in_use = false;
+                    for pde in 0..512 {
+                        // SAFETY: as above.
+                        let entry = unsafe { &mut entries(pd)[pde] };
+                        match self.table_below(entry) {
+                            // SAFETY: a live page table of ours.
+                            Some(pt) if unsafe { entries(pt) }.iter().all(|e| e.is_unused()) => {
+                                batch[queued] = entry.addr();
+                                queued += 1;
+                                entry.set_unused();
+                                if queued == SHRINK_BATCH {
+                                    release(&mut batch, &mut queued, &mut self.nr_tables);
+                                }
+                            }
+                            _ => pd_in_use |= !entry.is_unused(),
+                        }
+                    }
+                    if !pd_in_use {
+                        // SAFETY: as above.
+                        let entry = unsafe { &mut entries(pdpt)[pdpte] };
+                        batch[queued] = entry.addr();
+                        queued += 1;
+                        entry.set_unused();
+                        if queued == SHRINK_BATCH {
+                            release(&mut batch, &mut queued, &mut self.nr_tables);
+                        }
+                    }
+                }
+            }
+            p4 += P4_ENTRY_SPAN;
+        }
+        release(&mut batch, &mut queued, &mut self.nr_tables);
+        freed
+    }
+
+    /// The table a present, non-huge entry points at.
+    fn table_below(&self, entry: &PageTableEntry) -> Option<*mut PageTable> {
+        let flags = entry.flags();
+        (flags.contains(PageTableFlags::PRESENT) && !flags.contains(PageTableFlags::HUGE_PAGE))
+            .then(|| self.dm.virt(entry.addr()) as *mut PageTable)
     }
 
     /// The frame mapped at `addr` (Linux's `vmalloc_to_pfn`): a read-only walk of the tables.

@@ -159,8 +159,8 @@ impl VmallocSpace {
         Ok(area)
     }
 
-    /// Frees the vmalloc area starting at `addr`: unmaps it, frees its pages and page tables
-    /// that became empty, calls `flush` with the unmapped range, and only then releases the
+    /// Frees the vmalloc area starting at `addr`: unmaps it (its page tables stay, for the next
+    /// area or the shrinker), frees its pages, calls `flush` with the unmapped range, and only then releases the
     /// virtual range, so it cannot be reused while stale translations may exist. Any other
     /// address is refused with the reason and nothing changes.
     pub fn vfree<P: PageProvider + ?Sized>(
@@ -247,7 +247,7 @@ impl VmallocSpace {
     }
 
     /// Undoes a vmalloc that failed after mapping its first `mapped` pages: unmaps them, frees
-    /// them and the page tables that became empty, flushes the whole area if anything was ever
+    /// them (the page tables stay), flushes the whole area if anything was ever
     /// present in it (`was_mapped`) and releases the range.
     fn unwind_vmalloc<P: PageProvider + ?Sized>(
         &mut self,

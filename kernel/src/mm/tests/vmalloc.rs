@@ -804,3 +804,27 @@ crate::kfault!(
         crate::error!("the write past the vmalloc area did not fault");
     }
 );
+
+ktest!(
+    #[needs_memory]
+    fn page_tables_stay_after_vfree_are_reused_and_the_shrinker_gives_them_back() {
+        use crate::mm::page_alloc::shrink_all_shrinkers;
+        shrink_page_tables();
+        let (free0, tables0) = (free_pages(), counts().pagetable_pages);
+        // 1 GiB alignment: an address under no table yet, so the area needs a new PD and PT.
+        let p = __vmalloc_node(P, 1 << 30, GfpFlags::GFP_KERNEL).unwrap();
+        assert_eq!(counts().pagetable_pages, tables0 + 2, "a PD and a PT for the new area");
+        vfree(p.as_ptr()).unwrap();
+        assert_eq!(counts().pagetable_pages, tables0 + 2, "vfree keeps the tables (as Linux)");
+        let q = __vmalloc_node(3 * P, 1 << 30, GfpFlags::GFP_KERNEL).unwrap();
+        assert_eq!(q, p, "the same range again");
+        assert_eq!(counts().pagetable_pages, tables0 + 2, "mapped without a new table");
+        // The shrinker leaves tables that map something.
+        assert_eq!(shrink_page_tables(), 0);
+        vfree(q.as_ptr()).unwrap();
+        // Reclaim runs it (registered with the page allocator): both tables go back.
+        assert!(shrink_all_shrinkers() >= 2);
+        assert_eq!(counts().pagetable_pages, tables0);
+        assert_eq!(free_pages(), free0, "every page back after the shrinker");
+    }
+);

@@ -159,6 +159,7 @@ pub fn init() {
         .unwrap_or_else(|e| panic!("vmalloc: cannot preallocate the top-level page tables: {e}"));
     TOTALRAM_PAGES.store(super::node().totals().managed_pages as usize, Relaxed);
     VMAP.call_once(|| IrqSpinLock::new(space));
+    super::page_alloc::register_shrinker(shrink_page_tables);
     crate::info!(
         "vmalloc: [{VMALLOC_START:#x}, {VMALLOC_END:#x}) {} TiB, {n} PDPT pages preallocated under its PML4 entries; TLB: invlpg up to {} pages, global flush above",
         (VMALLOC_END - VMALLOC_START) >> 40,
@@ -186,6 +187,19 @@ fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
             core::hint::spin_loop();
         }
     }
+}
+
+/// vmalloc's shrinker: gives back the page tables and page directories that map nothing. They
+/// stay after vfree, as on Linux, so that the next area at those addresses maps without
+/// allocating, zeroing and freeing tables; this returns them under memory pressure (registered
+/// with the page allocator's reclaim) and for exact free-page figures (the per-test leak check,
+/// the stress mixes). Every CPU's TLB and paging-structure caches are flushed before the pages
+/// are freed. Returns the pages freed; 0 when the vmap lock is held (reclaim may run inside a
+/// vmalloc on this CPU, whose tables are in use anyway).
+pub fn shrink_page_tables() -> usize {
+    let Some(lock) = VMAP.get() else { return 0 };
+    let Some(mut space) = lock.try_lock() else { return 0 };
+    space.tables.shrink(&VmallocPages, tlb::flush_tlb_all_cpus)
 }
 
 /// Runs `f` on the vmalloc space under its lock (statistics, tests).

@@ -63,6 +63,16 @@ pub fn flush_tlb_kernel_range(range: TlbFlushRange) {
     }
 }
 
+/// Drops every translation and cached paging-structure entry on every CPU (Linux's
+/// `flush_tlb_all`): what freeing a page table needs, since a CPU may still walk through a
+/// cached entry pointing at it.
+pub fn flush_tlb_all_cpus() {
+    flush_tlb_all();
+    if SHOOTDOWN_ENABLED.load(Relaxed) {
+        crate::arch::smp_call::shootdown(0, u64::MAX);
+    }
+}
+
 /// A remote CPU's part of a shootdown: `pages` pages from `start` with `invlpg`, or everything
 /// for `u64::MAX`. Not counted in [`SINGLE_PAGE_FLUSHES`]/[`FULL_FLUSHES`], which count the
 /// flushes requested (one per range, whatever the CPU count).

@@ -73,6 +73,13 @@ impl Setup {
         got
     }
 
+    /// The shrinker: frees the empty tables, with the number of flushes it asked for.
+    fn shrink(&mut self) -> (usize, usize) {
+        let mut flushes = 0;
+        let freed = self.pt.shrink(&self.ram, || flushes += 1);
+        (freed, flushes)
+    }
+
     fn table_pages_in_state(&self) -> usize {
         (1..4096u64)
             .filter(|&i| self.ram.page(Pfn(i)).is_some_and(|p| p.state() == PageState::PageTable))
@@ -83,7 +90,7 @@ impl Setup {
 #[test]
 // Not under Miri (CI time): 3 min under Miri; the same map/unmap code runs under Miri in crossing_table_boundaries_and_partial_unmap and failure_half_way_unwinds_everything.
 #[cfg_attr(miri, ignore)]
-fn map_translate_unmap_and_tables_return() {
+fn map_translate_unmap_and_tables_stay_until_the_shrinker() {
     let mut s = setup(256);
     let frames = s.data_frames(10);
     let free_before = s.ram.nr_free();
@@ -111,19 +118,26 @@ fn map_translate_unmap_and_tables_return() {
     assert_eq!(flush, TlbFlushRange { start: VirtAddr::new(addr), nr_pages: 10 });
     assert_eq!(flush.pages().count(), 10);
     assert_eq!(flush.end(), VirtAddr::new(addr + 10 * P));
-    // The PT and PD were freed; the PDPT under the shared PML4 entry stays.
-    assert_eq!(s.pt.nr_pagetable_pages(), 1);
-    assert_eq!(s.table_pages_in_state(), 1);
-    assert_eq!(s.ram.nr_free(), free_before - 1);
+    // The tables stay (as on Linux): the next map at these addresses allocates nothing.
+    assert_eq!(s.pt.nr_pagetable_pages(), 3);
+    assert_eq!(s.ram.nr_free(), free_before - 3);
     for i in 0..10 {
         assert_eq!(s.pfn_at(addr + i * P), None);
     }
-    // Mapping again reuses the PDPT: two new tables only, and back again.
+    s.map(addr, &frames).unwrap();
+    assert_eq!((s.pt.nr_pagetable_pages(), s.ram.nr_free()), (3, free_before - 3), "tables reused");
+    // The shrinker finds nothing to free while the PT maps pages.
+    assert_eq!(s.shrink(), (0, 0));
+    s.unmap(addr, 10).unwrap();
+    // Now it frees the PT and PD, after one flush; the PDPT under the shared PML4 entry stays.
+    assert_eq!(s.shrink(), (2, 1));
+    assert_eq!(s.pt.nr_pagetable_pages(), 1);
+    assert_eq!(s.table_pages_in_state(), 1);
+    assert_eq!(s.ram.nr_free(), free_before - 1);
+    assert_eq!(s.shrink(), (0, 0), "nothing left to shrink");
     s.map(addr, &frames).unwrap();
     assert_eq!(s.pt.nr_pagetable_pages(), 3);
-    s.unmap(addr, 10).unwrap();
-    assert_eq!(s.pt.nr_pagetable_pages(), 1);
-    assert_eq!(s.ram.nr_free(), free_before - 1);
+    assert_eq!(s.pfn_at(addr + 9 * P), Some(frames[9]));
 }
 
 #[test]
@@ -134,9 +148,11 @@ fn crossing_table_boundaries_and_partial_unmap() {
     let addr = START + GIB - 2 * P;
     s.map(addr, &frames).unwrap();
     assert_eq!(s.pt.nr_pagetable_pages(), 5);
-    // Unmapping the part below the boundary frees that PT and PD only.
+    // Unmapping the part below the boundary empties that PT and PD only: the shrinker frees
+    // those two and keeps the ones still mapping pages.
     let (_, got) = s.unmap(addr, 2).unwrap();
     assert_eq!(got, frames[..2]);
+    assert_eq!(s.shrink(), (2, 1));
     assert_eq!(s.pt.nr_pagetable_pages(), 3);
     for i in 2..6 {
         assert_eq!(s.pfn_at(addr + i * P), Some(frames[i as usize]));
@@ -144,15 +160,37 @@ fn crossing_table_boundaries_and_partial_unmap() {
     // A PT shared with other mappings is kept until its last entry goes.
     let (_, got) = s.unmap(addr + 2 * P, 1).unwrap();
     assert_eq!(got, [frames[2]]);
+    assert_eq!(s.shrink(), (0, 0));
     assert_eq!(s.pt.nr_pagetable_pages(), 3);
     s.unmap(addr + 3 * P, 3).unwrap();
+    assert_eq!(s.shrink(), (2, 1));
     assert_eq!(s.pt.nr_pagetable_pages(), 1);
     // Across a 2 MiB boundary: one PD, two PTs.
     let addr = START + 7 * MIB2 - P;
     s.map(addr, &frames[..2]).unwrap();
     assert_eq!(s.pt.nr_pagetable_pages(), 4);
     s.unmap(addr, 2).unwrap();
+    assert_eq!(s.shrink(), (3, 1));
     assert_eq!(s.pt.nr_pagetable_pages(), 1);
+}
+
+#[test]
+fn the_shrinker_frees_in_batches_each_after_a_flush() {
+    // One page in each of SHRINK_BATCH + 3 separate 2 MiB ranges: as many PTs under one PD.
+    let n = crate::vmalloc::pgtable::SHRINK_BATCH + 3;
+    let mut s = setup(256);
+    let frames = s.data_frames(n);
+    for (i, f) in frames.iter().enumerate() {
+        s.map(START + i as u64 * MIB2, core::slice::from_ref(f)).unwrap();
+    }
+    assert_eq!(s.pt.nr_pagetable_pages(), 2 + n);
+    for i in 0..n as u64 {
+        s.unmap(START + i * MIB2, 1).unwrap();
+    }
+    let free = s.ram.nr_free();
+    // n PTs and then their PD: two batches, two flushes.
+    assert_eq!(s.shrink(), (n + 1, 2));
+    assert_eq!((s.pt.nr_pagetable_pages(), s.ram.nr_free()), (1, free + n + 1));
 }
 
 #[test]
@@ -175,11 +213,17 @@ fn failure_half_way_unwinds_everything() {
         // the boundary need 2 tables, the ones above 2 more.
         let failed_at = if budget < 2 { addr } else { START + GIB };
         assert_eq!(err, PgTableError::NoMemory { addr: VirtAddr::new(failed_at) }, "budget {budget}");
-        assert_eq!(s.pt.nr_pagetable_pages(), tables, "budget {budget}: tables freed");
-        assert_eq!(s.ram.nr_free(), free, "budget {budget}: every page back");
+        // Tables allocated before the failure stay, empty, for the shrinker (no data page of
+        // the caller's is touched).
+        assert_eq!(s.pt.nr_pagetable_pages() - tables, free - s.ram.nr_free(), "budget {budget}");
+        assert_eq!(s.pt.nr_pagetable_pages() - tables, budget, "budget {budget}: every page it got is a table");
         for i in 0..6 {
             assert_eq!(s.pfn_at(addr + i * P), None, "budget {budget}: nothing left mapped");
         }
+        assert_eq!(s.pfn_at(START + P4_ENTRY_SPAN), Some(other[0]));
+        // The shrinker gives the empty tables back and leaves the other mapping's.
+        assert_eq!(s.shrink().0, budget, "budget {budget}");
+        assert_eq!((s.pt.nr_pagetable_pages(), s.ram.nr_free()), (tables, free), "budget {budget}");
         assert_eq!(s.pfn_at(START + P4_ENTRY_SPAN), Some(other[0]));
         // With enough pages it works.
         s.map(addr, &frames).unwrap();
@@ -190,7 +234,7 @@ fn failure_half_way_unwinds_everything() {
 #[test]
 fn failure_without_preallocation_keeps_only_the_pdpt() {
     // A PDPT hangs off a PML4 entry, which must stay stable once set (shared by every address
-    // space), so an unwound map keeps it; everything below it goes.
+    // space), so an unwound map keeps it; the shrinker frees what is below it.
     let mut s = setup(64);
     let frames = s.data_frames(2);
     let free = s.ram.nr_free();
@@ -198,6 +242,8 @@ fn failure_without_preallocation_keeps_only_the_pdpt() {
     let err = s.map(START, &frames).unwrap_err();
     s.ram.set_budget(usize::MAX);
     assert_eq!(err, PgTableError::NoMemory { addr: VirtAddr::new(START) });
+    assert_eq!((s.pt.nr_pagetable_pages(), s.ram.nr_free()), (2, free - 2));
+    assert_eq!(s.shrink(), (1, 1));
     assert_eq!((s.pt.nr_pagetable_pages(), s.ram.nr_free()), (1, free - 1));
 }
 
@@ -274,5 +320,6 @@ fn preallocate_fills_pml4_entries_or_unwinds() {
     s.map(START + P4_ENTRY_SPAN + 3 * GIB, &f).unwrap();
     assert_eq!(s.pt.nr_pagetable_pages(), 4);
     s.unmap(START + P4_ENTRY_SPAN + 3 * GIB, 1).unwrap();
+    assert_eq!(s.shrink(), (2, 1));
     assert_eq!(s.pt.nr_pagetable_pages(), 2);
 }

@@ -52,6 +52,8 @@ fn vmalloc_maps_zeroed_pages_and_vfree_gives_everything_back() {
     let a = s.vmalloc(&ram, gfp, VmapAreaRequest::new(5 * P), no_flush).unwrap();
     assert_eq!((a.start, a.size, a.nr_pages, a.kind), (START, 6 * P, 5, AreaKind::Vmalloc));
     // 5 pages + a PD and a PT.
+    // Page-table pages stay after an unmap; the shrinker gives the empty ones back.
+    s.tables.shrink(&ram, || {});
     assert_eq!(ram.nr_free(), free - 7);
     let dm = ram.direct_map();
     let mut seen = Vec::new();
@@ -72,6 +74,8 @@ fn vmalloc_maps_zeroed_pages_and_vfree_gives_everything_back() {
     let freed = s.vfree(&ram, a.start, |r| flushed.set(Some(r))).unwrap();
     assert_eq!(freed, a);
     assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(a.start as u64), nr_pages: 5 }));
+    // Page-table pages stay after an unmap; the shrinker gives the empty ones back.
+    s.tables.shrink(&ram, || {});
     assert_eq!(ram.nr_free(), free);
     for pfn in seen {
         assert_eq!(ram.page(pfn).unwrap().state(), PageState::Buddy);
@@ -109,6 +113,8 @@ fn vmalloc_failures_leave_nothing_behind() {
                 Some(TlbFlushRange { start: VirtAddr::new(START as u64), nr_pages: 4 })
             );
         }
+        // Page-table pages stay after an unmap; the shrinker gives the empty ones back.
+        s.tables.shrink(&ram, || {});
         assert_eq!(ram.nr_free(), free, "budget {budget}");
         assert_eq!(s.areas.nr_areas(), 0);
         assert_eq!(s.areas.vmalloc_pages(), 0);
@@ -140,6 +146,8 @@ fn vmalloc_failure_in_a_later_chunk_unwinds_the_mapped_chunks() {
             VmallocError::Pages { index: fail_at, nr_pages: nr, err: AllocError::OutOfMemory { order: 0 } }
         );
         assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(START as u64), nr_pages: nr }));
+        // Page-table pages stay after an unmap; the shrinker gives the empty ones back.
+        s.tables.shrink(&ram, || {});
         assert_eq!(ram.nr_free(), free, "fail_at {fail_at}");
         assert_eq!(s.tables.nr_pagetable_pages(), 1, "only the preallocated PDPT is left");
         assert_eq!(s.areas.nr_areas(), 0);
@@ -189,6 +197,8 @@ fn vfree_and_vunmap_refuse_wrong_addresses_and_kinds() {
     // SAFETY: as above.
     let empty = unsafe { s.vmap(&ram, GfpFlags::GFP_KERNEL, &[], Location::caller(), no_flush) };
     assert_eq!(empty, Err(VmallocError::NoPages));
+    // Page-table pages stay after an unmap; the shrinker gives the empty ones back.
+    s.tables.shrink(&ram, || {});
     assert_eq!(ram.nr_free(), free);
     assert_eq!(s.areas.nr_areas(), 2);
 
@@ -206,5 +216,7 @@ fn vfree_and_vunmap_refuse_wrong_addresses_and_kinds() {
         Err(VmallocError::Area(VmapError::NotAllocated { .. }))
     ));
     s.areas.check().unwrap();
+    assert_eq!(s.tables.nr_pagetable_pages(), 3, "the PD and PT stay for the next area");
+    assert_eq!(s.tables.shrink(&ram, || {}), 2);
     assert_eq!(s.tables.nr_pagetable_pages(), 1, "only the preallocated PDPT is left");
 }
