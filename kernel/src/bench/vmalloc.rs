@@ -85,6 +85,8 @@ pub fn run(tpk: u64) {
         (empty[last] / SIZES[last] as u64).saturating_sub(pair)
     );
 
+    parts_of_a_small_vmalloc(tpk, empty[1]);
+
     // The flush strategies alone, on an unmapped vmalloc range (invlpg of an absent
     // translation costs the same instruction).
     kprintln!(
@@ -103,4 +105,65 @@ pub fn run(tpk: u64) {
     kprintln!(
         "  (-icount counts instructions, and a TLB refill costs none: the refill after a full flush,\n   which decides the crossover on hardware, is not visible here; see mm/vmalloc/tlb.rs)"
     );
+}
+
+/// Where the instructions of a 3-page vmalloc + touch + vfree go: each piece timed on its own
+/// (the remainder is the wrappers: context checks, deferred-free drain, the lock, size checks).
+fn parts_of_a_small_vmalloc(tpk: u64, whole: u64) {
+    use ::mm::vmalloc::{TlbFlushRange, VmapAreaRequest};
+    const NR: usize = 3;
+    const N: u64 = 2000;
+    let gfp = GfpFlags::GFP_KERNEL;
+    let pages = measure(tpk, N, || {
+        let f: [_; NR] =
+            core::array::from_fn(|_| crate::mm::page_alloc::alloc_pages(gfp, 0).expect("bench page"));
+        for f in f {
+            crate::mm::page_alloc::__free_pages(f, 0).expect("bench page free");
+        }
+    });
+    let area = measure(tpk, N, || {
+        crate::mm::vmalloc::with_space_mut(|s, _| {
+            let a = s.areas.alloc_area(VmapAreaRequest::new(NR * PAGE_SIZE)).expect("bench area");
+            s.areas.free(a.start).expect("bench area free");
+        })
+    });
+    // Map and unmap 3 frames at a fixed address whose tables exist (as they do after the first
+    // vmalloc there): what the range walk costs.
+    let frames: [_; NR] =
+        core::array::from_fn(|_| crate::mm::page_alloc::alloc_pages(gfp, 0).expect("bench page"));
+    let pfns = frames.map(|f| ::mm::Pfn::from_phys(f.start_address()));
+    let at = VirtAddr::new(crate::mm::layout::VMALLOC_END - (2 << 30));
+    let map = measure(tpk, N, || {
+        crate::mm::vmalloc::with_space_mut(|s, provider| {
+            // SAFETY: the bench owns the frames and never touches the mapping; the address is in
+            // the vmalloc range far above any area the bench allocates, and unmapped right away.
+            unsafe { s.tables.map_pages(provider, gfp, at, &pfns) }.expect("bench map");
+            s.tables.unmap_pages(provider, at, NR, |_| {}).expect("bench unmap");
+        })
+    });
+    for f in frames {
+        crate::mm::page_alloc::__free_pages(f, 0).expect("bench page free");
+    }
+    let range = TlbFlushRange { start: at, nr_pages: NR };
+    let local = measure(tpk, N, || flush_pages(range));
+    let remote = measure(tpk, N, || crate::arch::smp_call::shootdown(at.as_u64(), NR as u64));
+    let empty = measure(tpk, N, || {
+        core::hint::black_box(0);
+    });
+    let net = |x: u64| x.saturating_sub(empty);
+    let rows = [
+        ("pages", "3 order-0 page allocations and frees", net(pages)),
+        ("area", "vmap_area alloc + free in the area trees", net(area)),
+        ("map", "map 3 PTEs + unmap them (tables kept, range walk)", net(map)),
+        ("flush_local", "invlpg of the 3 pages on this CPU", net(local)),
+        ("shootdown", "the same on every other CPU (IPI, wait for each)", net(remote)),
+    ];
+    let sum: u64 = rows.iter().map(|r| r.2).sum();
+    kprintln!("where a 3-page vmalloc + touch + vfree ({whole} instructions) goes, each piece timed alone:");
+    for (key, what, cost) in rows {
+        kprintln!("  {cost:>6}  {what}");
+        emit(format_args!("part.vmalloc3.{key}"), cost);
+    }
+    let rest = whole.saturating_sub(sum);
+    kprintln!("  {rest:>6}  the rest: touching 3 pages, the vmap lock, context checks, the deferred-free drain, wrappers");
 }

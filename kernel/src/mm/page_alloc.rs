@@ -2,7 +2,10 @@
 //! the buddy allocator of node 0 that adds what needs the kernel — the `might_sleep` check, the
 //! allocation-failure warning, reclaim-and-retry, `__GFP_NOFAIL` — and direct-map addresses.
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::{AcqRel, Acquire, Relaxed}};
+use core::sync::atomic::{
+    AtomicPtr, AtomicU64, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed},
+};
 
 use ::mm::buddy::CpuId;
 use ::mm::page::{FreePagesError, Page, MAX_PAGE_ORDER};
@@ -18,7 +21,8 @@ use super::{direct_map, node};
 pub type Shrinker = fn() -> usize;
 
 /// Registered shrinkers (Linux's shrinker list), run in registration order.
-static SHRINKERS: [AtomicPtr<()>; MAX_SHRINKERS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_SHRINKERS];
+static SHRINKERS: [AtomicPtr<()>; MAX_SHRINKERS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_SHRINKERS];
 const MAX_SHRINKERS: usize = 4;
 /// Times a sleeping allocation was requested in interrupt context (tests read it).
 pub static MIGHT_SLEEP_VIOLATIONS: AtomicUsize = AtomicUsize::new(0);

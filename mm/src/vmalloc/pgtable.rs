@@ -21,9 +21,7 @@
 use core::fmt;
 
 use x86_64::structures::paging::page_table::PageTableEntry;
-use x86_64::structures::paging::{
-    FrameAllocator, PageTable, PageTableFlags, PhysFrame, Size4KiB,
-};
+use x86_64::structures::paging::{FrameAllocator, PageTable, PageTableFlags, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, VirtAddr};
 
 use crate::addr::{DirectMap, Pfn, PAGE_SIZE};

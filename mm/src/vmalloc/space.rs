@@ -1,8 +1,9 @@
 //! vmalloc / vfree / vmap / vunmap over the area allocator and the page tables together
 //! (Linux's `__vmalloc_node_range`, `vfree`, `vmap`, `vunmap`), host-testable.
 //!
-//! The kernel keeps one [`VmallocSpace`] behind one lock. Page allocation happens under that
-//! lock; the page allocator never takes it, so that cannot deadlock. The kernel supplies what is
+//! The kernel keeps one [`VmallocSpace`] behind one lock. vmalloc takes it only to reserve the
+//! area and to map each chunk of pages ([`vmalloc_with`]); page allocation and zeroing run with
+//! it free. The page allocator never takes it (its reclaim only tries it). The kernel supplies what is
 //! not logic: the page provider (the buddy allocator) and the TLB flush (a callback).
 
 use core::fmt;
@@ -84,6 +85,81 @@ fn table_gfp(gfp: GfpFlags) -> GfpFlags {
     )
 }
 
+/// How [`vmalloc_with`] reaches the space: the kernel's lock, taken for each step that touches
+/// the area trees or the page tables and released in between.
+pub trait SpaceLock {
+    /// Runs `f` on the space, exclusively.
+    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R;
+}
+
+/// A space the caller already holds exclusively.
+struct Held<'a>(core::cell::RefCell<&'a mut VmallocSpace>);
+
+impl SpaceLock for Held<'_> {
+    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
+/// Linux's `__vmalloc_node_range` without holding the vmap lock across page allocation and
+/// zeroing: the area is reserved under the lock, then pages are allocated (and zeroed for
+/// `__GFP_ZERO`) a chunk at a time with the lock free, and each chunk is mapped under it.
+/// Nobody else maps into a reserved area, so the chunks need only the page-table updates
+/// locked. Each page's descriptor is marked [`PageState::Vmalloc`] with `private` = the area
+/// start. On failure everything is given back; `flush` is then called with the area's range
+/// (pages may have been mapped for a moment) before the range is freed.
+pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
+    lock: &L,
+    provider: &P,
+    gfp: GfpFlags,
+    req: VmapAreaRequest,
+    flush: impl FnOnce(TlbFlushRange),
+) -> Result<VmapArea, VmallocError> {
+    let area = lock.with(|s| s.areas.alloc_area(VmapAreaRequest { kind: AreaKind::Vmalloc, ..req }))?;
+    let start = VirtAddr::new(area.start as u64);
+    // Pages are allocated and mapped a chunk at a time through a buffer on the stack, not
+    // through a page list on the heap: a list for a large area would need a physically
+    // contiguous heap block, exactly what vmalloc exists to avoid (a 16 MiB area needs 32 KiB
+    // of list, which fails when memory is fragmented to single pages).
+    let mut chunk = [Pfn(0); VMALLOC_CHUNK];
+    let mut mapped = 0;
+    while mapped < area.nr_pages {
+        let n = VMALLOC_CHUNK.min(area.nr_pages - mapped);
+        for i in 0..n {
+            match provider.alloc_pages(gfp, 0) {
+                Ok(pfn) => {
+                    if let Some(page) = provider.page(pfn) {
+                        page.set_state(PageState::Vmalloc);
+                        page.private.store(area.start, core::sync::atomic::Ordering::Relaxed);
+                    }
+                    chunk[i] = pfn;
+                }
+                Err(err) => {
+                    for &pfn in &chunk[..i] {
+                        free_vmalloc_page(provider, pfn);
+                    }
+                    lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, mapped > 0, flush));
+                    return Err(VmallocError::Pages { index: mapped + i, nr_pages: area.nr_pages, err });
+                }
+            }
+        }
+        let at = start + (mapped * PAGE_SIZE) as u64;
+        // SAFETY: the pages were just allocated for this area and stay allocated while mapped
+        // (vfree unmaps before freeing them); the area is ours.
+        let result = lock.with(|s| unsafe { s.tables.map_pages(provider, table_gfp(gfp), at, &chunk[..n]) });
+        if let Err(e) = result {
+            for &pfn in &chunk[..n] {
+                free_vmalloc_page(provider, pfn);
+            }
+            // The failed call mapped some of the chunk for a while: always flush.
+            lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, true, flush));
+            return Err(e.into());
+        }
+        mapped += n;
+    }
+    Ok(area)
+}
+
 /// Gives a vmalloc page back to the page allocator.
 fn free_vmalloc_page<P: PageProvider + ?Sized>(provider: &P, pfn: Pfn) {
     if let Some(page) = provider.page(pfn) {
@@ -103,10 +179,8 @@ impl VmallocSpace {
     }
 
     /// Allocates an area for `req` (its `kind` is forced to vmalloc), fills it with order-0
-    /// pages from `provider` allocated with `gfp` (`__GFP_ZERO` zeroes them), and maps them.
-    /// Each page's descriptor is marked [`PageState::Vmalloc`] with `private` = the area start.
-    /// On failure everything is given back; `flush` is then called with the area's range
-    /// (pages may have been mapped for a moment) before the range is freed.
+    /// pages from `provider` allocated with `gfp` (`__GFP_ZERO` zeroes them), and maps them
+    /// ([`vmalloc_with`] with this space held throughout).
     pub fn vmalloc<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
@@ -114,49 +188,7 @@ impl VmallocSpace {
         req: VmapAreaRequest,
         flush: impl FnOnce(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
-        let area = self.areas.alloc_area(VmapAreaRequest { kind: AreaKind::Vmalloc, ..req })?;
-        let start = VirtAddr::new(area.start as u64);
-        // Pages are allocated and mapped a chunk at a time through a buffer on the stack, not
-        // through a page list on the heap: a list for a large area would need a physically
-        // contiguous heap block, exactly what vmalloc exists to avoid (a 16 MiB area needs 32 KiB
-        // of list, which fails when memory is fragmented to single pages).
-        let mut chunk = [Pfn(0); VMALLOC_CHUNK];
-        let mut mapped = 0;
-        while mapped < area.nr_pages {
-            let n = VMALLOC_CHUNK.min(area.nr_pages - mapped);
-            for i in 0..n {
-                match provider.alloc_pages(gfp, 0) {
-                    Ok(pfn) => {
-                        if let Some(page) = provider.page(pfn) {
-                            page.set_state(PageState::Vmalloc);
-                            page.private.store(area.start, core::sync::atomic::Ordering::Relaxed);
-                        }
-                        chunk[i] = pfn;
-                    }
-                    Err(err) => {
-                        for &pfn in &chunk[..i] {
-                            free_vmalloc_page(provider, pfn);
-                        }
-                        self.unwind_vmalloc(provider, &area, mapped, mapped > 0, flush);
-                        return Err(VmallocError::Pages { index: mapped + i, nr_pages: area.nr_pages, err });
-                    }
-                }
-            }
-            let at = start + (mapped * PAGE_SIZE) as u64;
-            // SAFETY: the pages were just allocated for this area and stay allocated while mapped
-            // (vfree unmaps before freeing them); the area is ours.
-            let result = unsafe { self.tables.map_pages(provider, table_gfp(gfp), at, &chunk[..n]) };
-            if let Err(e) = result {
-                for &pfn in &chunk[..n] {
-                    free_vmalloc_page(provider, pfn);
-                }
-                // The failed call mapped some of the chunk for a while: always flush.
-                self.unwind_vmalloc(provider, &area, mapped, true, flush);
-                return Err(e.into());
-            }
-            mapped += n;
-        }
-        Ok(area)
+        vmalloc_with(&Held(core::cell::RefCell::new(self)), provider, gfp, req, flush)
     }
 
     /// Frees the vmalloc area starting at `addr`: unmaps it (its page tables stay, for the next

@@ -189,6 +189,16 @@ fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
     }
 }
 
+/// The vmap lock as [`vmalloc_with`](::mm::vmalloc::vmalloc_with) takes it: once to reserve
+/// the area and once per chunk of pages mapped, never across page allocation or zeroing.
+struct VmapLock;
+
+impl ::mm::vmalloc::SpaceLock for VmapLock {
+    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R {
+        f(&mut space())
+    }
+}
+
 /// vmalloc's shrinker: gives back the page tables and page directories that map nothing. They
 /// stay after vfree, as on Linux, so that the next area at those addresses maps without
 /// allocating, zeroing and freeing tables; this returns them under memory pressure (registered
@@ -200,6 +210,12 @@ pub fn shrink_page_tables() -> usize {
     let Some(lock) = VMAP.get() else { return 0 };
     let Some(mut space) = lock.try_lock() else { return 0 };
     space.tables.shrink(&VmallocPages, tlb::flush_tlb_all_cpus)
+}
+
+/// Runs `f` on the vmalloc space and vmalloc's page provider under the lock: the benchmark
+/// times the pieces of a vmalloc (area tree, page tables) on their own.
+pub(crate) fn with_space_mut<R>(f: impl FnOnce(&mut VmallocSpace, &dyn PageProvider) -> R) -> R {
+    f(&mut space(), &VmallocPages)
 }
 
 /// Runs `f` on the vmalloc space under its lock (statistics, tests).
@@ -267,7 +283,7 @@ fn vmalloc_locked(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNull<u8
         return Err(VmError::MoreThanRam { nr_pages, totalram_pages: totalram });
     }
     let req = VmapAreaRequest { align, ..VmapAreaRequest::new(size) };
-    let area = space().vmalloc(&VmallocPages, gfp, req, tlb::flush_tlb_kernel_range)?;
+    let area = ::mm::vmalloc::vmalloc_with(&VmapLock, &VmallocPages, gfp, req, tlb::flush_tlb_kernel_range)?;
     Ok(NonNull::new(area.start as *mut u8).expect("vmalloc areas are above VMALLOC_START"))
 }
 

@@ -216,7 +216,11 @@ fn failure_half_way_unwinds_everything() {
         // Tables allocated before the failure stay, empty, for the shrinker (no data page of
         // the caller's is touched).
         assert_eq!(s.pt.nr_pagetable_pages() - tables, free - s.ram.nr_free(), "budget {budget}");
-        assert_eq!(s.pt.nr_pagetable_pages() - tables, budget, "budget {budget}: every page it got is a table");
+        assert_eq!(
+            s.pt.nr_pagetable_pages() - tables,
+            budget,
+            "budget {budget}: every page it got is a table"
+        );
         for i in 0..6 {
             assert_eq!(s.pfn_at(addr + i * P), None, "budget {budget}: nothing left mapped");
         }

@@ -220,3 +220,99 @@ fn vfree_and_vunmap_refuse_wrong_addresses_and_kinds() {
     assert_eq!(s.tables.shrink(&ram, || {}), 2);
     assert_eq!(s.tables.nr_pagetable_pages(), 1, "only the preallocated PDPT is left");
 }
+
+/// The kernel's lock for [`crate::vmalloc::vmalloc_with`] in miniature: counts how often it is
+/// taken and says whether it is held.
+struct CountingLock {
+    space: spin::Mutex<VmallocSpace>,
+    held: core::sync::atomic::AtomicBool,
+    taken: core::sync::atomic::AtomicUsize,
+}
+
+impl crate::vmalloc::SpaceLock for CountingLock {
+    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R {
+        assert!(!self.held.swap(true, Relaxed), "the vmap lock taken twice");
+        self.taken.fetch_add(1, Relaxed);
+        let r = f(&mut self.space.lock());
+        self.held.store(false, Relaxed);
+        r
+    }
+}
+
+/// A page provider that fails the test when a data page is allocated under the lock.
+struct Unlocked<'a> {
+    ram: &'a TestRam,
+    lock: &'a CountingLock,
+    data_pages: core::sync::atomic::AtomicUsize,
+}
+
+impl PageProvider for Unlocked<'_> {
+    fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+        // Page-table pages come with the mapping, under the lock; data pages never do.
+        if !self.lock.held.load(Relaxed) {
+            self.data_pages.fetch_add(1, Relaxed);
+        }
+        self.ram.alloc_pages(gfp, order)
+    }
+    fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), crate::page::FreePagesError> {
+        self.ram.free_pages(pfn, order)
+    }
+    fn page(&self, pfn: Pfn) -> Option<&crate::page::Page> {
+        self.ram.page(pfn)
+    }
+    fn direct_map(&self) -> crate::addr::DirectMap {
+        self.ram.direct_map()
+    }
+}
+
+#[test]
+fn vmalloc_allocates_pages_with_the_lock_free_and_maps_each_chunk_under_it() {
+    let (ram, space) = setup(512);
+    let lock =
+        CountingLock { space: spin::Mutex::new(space), held: Default::default(), taken: Default::default() };
+    let provider = Unlocked { ram: &ram, lock: &lock, data_pages: Default::default() };
+    let nr = 2 * crate::vmalloc::VMALLOC_CHUNK + 5;
+    let a = crate::vmalloc::vmalloc_with(
+        &lock,
+        &provider,
+        GfpFlags::GFP_KERNEL,
+        VmapAreaRequest::new(nr * P),
+        no_flush,
+    )
+    .unwrap();
+    assert_eq!(provider.data_pages.load(Relaxed), nr, "every data page allocated with the lock free");
+    // Once for the area, once per chunk of pages.
+    assert_eq!(lock.taken.load(Relaxed), 1 + 3);
+    let mut s = lock.space.lock();
+    for i in 0..nr {
+        let pfn = s.tables.vmalloc_to_pfn(VirtAddr::new((a.start + i * P) as u64)).unwrap();
+        assert_eq!(ram.page(pfn).unwrap().state(), PageState::Vmalloc);
+    }
+    let free = ram.nr_free();
+    s.vfree(&ram, a.start, |_| {}).unwrap();
+    assert_eq!(ram.nr_free(), free + nr);
+    // A failure in the second chunk: the first is unmapped and freed, under the lock.
+    s.tables.shrink(&ram, || {});
+    drop(s);
+    let before = ram.nr_free();
+    ram.set_budget(crate::vmalloc::VMALLOC_CHUNK + 3);
+    let flushed = Cell::new(false);
+    let err = crate::vmalloc::vmalloc_with(
+        &lock,
+        &provider,
+        GfpFlags::GFP_KERNEL,
+        VmapAreaRequest::new(nr * P),
+        |_| flushed.set(true),
+    );
+    ram.set_budget(usize::MAX);
+    // The budget buys a PD, a PT (the shrinker took the first area's) and CHUNK + 1 pages.
+    assert!(
+        matches!(err, Err(VmallocError::Pages { index, .. }) if index == crate::vmalloc::VMALLOC_CHUNK + 1)
+    );
+    assert!(flushed.get(), "the mapped chunk was flushed before the range was released");
+    assert!(!lock.held.load(Relaxed));
+    let mut s = lock.space.lock();
+    s.tables.shrink(&ram, || {});
+    assert_eq!(ram.nr_free(), before);
+    assert_eq!(s.areas.nr_areas(), 0);
+}
