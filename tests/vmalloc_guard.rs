@@ -27,23 +27,6 @@ fn overrun_into_the_guard_page_is_reported_with_the_area_and_its_caller() {
     assert_eq!(parse(cr2), parse(start) + 3 * 4096, "{report}");
 }
 
-/// A read after vfree, while the area's range waits for the lazy purge: the report names the
-/// freed area, its caller and the offset.
-#[test]
-fn use_after_vfree_is_reported_with_the_freed_area() {
-    let out = boot_with("fault=use_after_vfree", "256M", false);
-    expect_status(&out, Status::KernelFailure, "use-after-vfree scenario");
-    for line in [
-        "[FAULT] EXCEPTION: PAGE FAULT (#PF, vector 14)",
-        "error code: 0x0 = page not present, read, supervisor mode",
-        "= freed vmalloc area [0xffffc900",
-        "(8192 bytes) allocated at kernel/src/mm/tests/vmalloc.rs:",
-        ", offset 0x1008: use after vfree (range waiting for the lazy purge)",
-    ] {
-        expect_line(&out, line, "use-after-vfree report");
-    }
-}
-
 #[test]
 fn vmalloc_suite_on_a_512m_guest() {
     let out = boot_with("test=mm::tests::vmalloc", "512M", false);

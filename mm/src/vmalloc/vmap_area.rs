@@ -403,12 +403,6 @@ impl VmapAreas {
         (self.lazy_pages > 0).then_some((self.lazy_lo, self.lazy_hi))
     }
 
-    /// The area waiting for the purge whose range contains `addr` (the fault describer names
-    /// a use after vfree with it).
-    pub fn lookup_lazy(&self, addr: usize) -> Option<VmapArea> {
-        self.lazy.floor(addr).filter(|e| addr < e.end()).map(to_area)
-    }
-
     /// Areas waiting for the purge, in address order (`/proc/vmallocinfo`'s "unpurged vm_area").
     pub fn lazy_areas(&self) -> impl Iterator<Item = VmapArea> + '_ {
         self.lazy.iter().map(to_area)

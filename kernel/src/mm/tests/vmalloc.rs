@@ -821,23 +821,6 @@ crate::kfault!(
     }
 );
 
-// `fault=use_after_vfree`: a read of a vfreed area whose range waits for the lazy purge. The
-// scenario drops this CPU's translation itself (the purge would, later), so the read faults
-// here rather than reading the freed frame through the cached entry, as it may on Linux.
-crate::kfault!(
-    fn use_after_vfree() {
-        let p = vmalloc(2 * P).expect("vmalloc");
-        write_pattern(p, 2 * P, 0x5a);
-        vfree(p.as_ptr()).unwrap();
-        let addr = p.as_ptr().wrapping_add(P + 8);
-        x86_64::instructions::tlb::flush(x86_64::VirtAddr::from_ptr(addr));
-        crate::info!("vfree({:p}) returned; reading {addr:p}", p.as_ptr());
-        // SAFETY: not safe — a read after vfree on purpose; the fault never returns here.
-        let v = unsafe { core::ptr::read_volatile(core::hint::black_box(addr)) };
-        crate::error!("the read after vfree did not fault (read {v:#x})");
-    }
-);
-
 ktest!(
     #[needs_memory]
     fn page_tables_stay_after_vfree_are_reused_and_the_shrinker_gives_them_back() {

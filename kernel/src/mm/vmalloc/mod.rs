@@ -524,21 +524,9 @@ pub fn describe(addr: u64, w: &mut dyn fmt::Write) -> fmt::Result {
             area.caller.file(),
             area.caller.line()
         ),
-        None => match space.areas.lookup_lazy(addr as usize) {
-            Some(area) => write!(
-                w,
-                "freed vmalloc area [{:#x}, {:#x}) ({} bytes) allocated at {}:{}, offset {:#x}: use after vfree (range waiting for the lazy purge)",
-                area.start,
-                area.mapped_end(),
-                area.usable_size(),
-                area.caller.file(),
-                area.caller.line(),
-                addr as usize - area.start
-            ),
-            None => write!(
-                w,
-                "the vmalloc range [{VMALLOC_START:#x}, {VMALLOC_END:#x}), not inside any live vmalloc area (freed or never allocated)"
-            ),
-        },
+        None => write!(
+            w,
+            "the vmalloc range [{VMALLOC_START:#x}, {VMALLOC_END:#x}), not inside any live vmalloc area (freed or never allocated)"
+        ),
     }
 }
