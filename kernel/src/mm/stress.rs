@@ -248,12 +248,10 @@ fn cache_counts() -> CacheCounts {
 }
 
 /// The figures a mix must leave unchanged: every zone's free pages (after draining every CPU's
-/// pcp lists, purging vmalloc's lazily freed ranges and giving back its empty page tables),
-/// every cache's objects (after
+/// pcp lists and giving back vmalloc's empty page tables), every cache's objects (after
 /// shrinking empty slabs), vmalloc's counts.
 pub(crate) fn figures() -> ([u64; 3], CacheCounts, crate::mm::vmalloc::VmallocCounts) {
     crate::mm::vmalloc::vfree_drain();
-    crate::mm::vmalloc::vm_unmap_aliases();
     crate::mm::vmalloc::shrink_page_tables();
     shrink_all();
     crate::mm::page_alloc::drain_all_pages();

@@ -35,15 +35,10 @@ impl fmt::Display for VmallocInfoLine<'_> {
 }
 
 impl VmapAreas {
-    /// Writes `/proc/vmallocinfo`: one line per live area, in address order, then the areas
-    /// freed and waiting for the lazy purge, as Linux 6.12's `show_purge_info` prints them
-    /// (`0x%pK-0x%pK %7ld unpurged vm_area`).
+    /// Writes `/proc/vmallocinfo`: one line per live area, in address order.
     pub fn write_vmallocinfo<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
         for area in self.areas() {
             writeln!(w, "{}", VmallocInfoLine(&area))?;
-        }
-        for a in self.lazy_areas() {
-            writeln!(w, "{:#018x}-{:#018x} {:7} unpurged vm_area", a.start, a.end(), a.size)?;
         }
         Ok(())
     }

@@ -22,5 +22,5 @@ mod tests;
 
 pub use info::{VmallocInfoLine, VmallocMeminfo};
 pub use pgtable::{PgTableError, TlbFlushRange, VmallocPageTables, PAGE_KERNEL};
-pub use space::{lazy_max_pages, vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
+pub use space::{vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
 pub use vmap_area::{AddrPlace, AreaKind, VmFlags, VmapArea, VmapAreaRequest, VmapAreas, VmapError};

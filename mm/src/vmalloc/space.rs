@@ -63,13 +63,6 @@ impl From<PgTableError> for VmallocError {
     }
 }
 
-/// Pages of lazily freed areas above which a free purges them all (Linux's `lazy_max_pages`:
-/// 32 MiB for each bit of the online CPU count, `fls(num_online_cpus())`).
-pub fn lazy_max_pages() -> usize {
-    let cpus = crate::cpus::num_online_cpus().max(1);
-    (usize::BITS - cpus.leading_zeros()) as usize * ((32 << 20) / PAGE_SIZE)
-}
-
 /// Pages vmalloc allocates and maps per step (512 bytes of frame numbers on the stack).
 pub const VMALLOC_CHUNK: usize = 64;
 
@@ -120,9 +113,9 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
     provider: &P,
     gfp: GfpFlags,
     req: VmapAreaRequest,
-    mut flush: impl FnMut(TlbFlushRange),
+    flush: impl FnOnce(TlbFlushRange),
 ) -> Result<VmapArea, VmallocError> {
-    let area = lock.with(|s| s.alloc_area(VmapAreaRequest { kind: AreaKind::Vmalloc, ..req }, &mut flush))?;
+    let area = lock.with(|s| s.areas.alloc_area(VmapAreaRequest { kind: AreaKind::Vmalloc, ..req }))?;
     let start = VirtAddr::new(area.start as u64);
     // Pages are allocated and mapped a chunk at a time through a buffer on the stack, not
     // through a page list on the heap: a list for a large area would need a physically
@@ -145,7 +138,7 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
                     for &pfn in &chunk[..i] {
                         free_vmalloc_page(provider, pfn);
                     }
-                    lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, mapped > 0, &mut flush));
+                    lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, mapped > 0, flush));
                     return Err(VmallocError::Pages { index: mapped + i, nr_pages: area.nr_pages, err });
                 }
             }
@@ -159,7 +152,7 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
                 free_vmalloc_page(provider, pfn);
             }
             // The failed call mapped some of the chunk for a while: always flush.
-            lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, true, &mut flush));
+            lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, true, flush));
             return Err(e.into());
         }
         mapped += n;
@@ -193,22 +186,20 @@ impl VmallocSpace {
         provider: &P,
         gfp: GfpFlags,
         req: VmapAreaRequest,
-        flush: impl FnMut(TlbFlushRange),
+        flush: impl FnOnce(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         vmalloc_with(&Held(core::cell::RefCell::new(self)), provider, gfp, req, flush)
     }
 
     /// Frees the vmalloc area starting at `addr`: unmaps it (its page tables stay, for the next
-    /// area or the shrinker) and frees its pages; the virtual range itself is freed lazily, as
-    /// on Linux: it becomes reusable at the next [`purge`](Self::purge), which flushes the range
-    /// of every lazily freed area from every CPU's TLB with one `flush`. A free that takes the
-    /// lazy pages past [`lazy_max_pages`] purges, and so does an allocation that finds no room.
-    /// Any other address is refused with the reason and nothing changes.
+    /// area or the shrinker), frees its pages, calls `flush` with the unmapped range, and only then releases the
+    /// virtual range, so it cannot be reused while stale translations may exist. Any other
+    /// address is refused with the reason and nothing changes.
     pub fn vfree<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
         addr: usize,
-        flush: impl FnMut(TlbFlushRange),
+        flush: impl FnOnce(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         self.release(provider, addr, AreaKind::Vmalloc, flush)
     }
@@ -225,7 +216,7 @@ impl VmallocSpace {
         gfp: GfpFlags,
         frames: &[Pfn],
         caller: &'static core::panic::Location<'static>,
-        mut flush: impl FnMut(TlbFlushRange),
+        flush: impl FnOnce(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         if frames.is_empty() {
             return Err(VmallocError::NoPages);
@@ -235,7 +226,7 @@ impl VmallocSpace {
             max: self.areas.range().1 - self.areas.range().0,
         }))?;
         let req = VmapAreaRequest { size, align: PAGE_SIZE, guard: true, kind: AreaKind::Vmap, caller };
-        let area = self.alloc_area(req, &mut flush)?;
+        let area = self.areas.alloc_area(req)?;
         // SAFETY: the caller owns the frames (contract of this function); the area is ours.
         let mapped = unsafe {
             self.tables.map_pages(provider, table_gfp(gfp), VirtAddr::new(area.start as u64), frames)
@@ -248,13 +239,13 @@ impl VmallocSpace {
         Ok(area)
     }
 
-    /// Unmaps the vmap area starting at `addr` (its frames stay the caller's) and frees its
-    /// range lazily, as [`vfree`](Self::vfree) does.
+    /// Unmaps the vmap area starting at `addr` (its frames stay the caller's), calls `flush`,
+    /// then releases the range.
     pub fn vunmap<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
         addr: usize,
-        flush: impl FnMut(TlbFlushRange),
+        flush: impl FnOnce(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         self.release(provider, addr, AreaKind::Vmap, flush)
     }
@@ -264,7 +255,7 @@ impl VmallocSpace {
         provider: &P,
         addr: usize,
         kind: AreaKind,
-        flush: impl FnMut(TlbFlushRange),
+        flush: impl FnOnce(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         let Some(area) = self.areas.find_vmap_area(addr) else {
             // Let the area allocator name the problem (interior, guard, double free, ...).
@@ -274,44 +265,17 @@ impl VmallocSpace {
             return Err(VmallocError::WrongKind { addr, kind: area.kind });
         }
         let start = VirtAddr::new(area.start as u64);
-        self.tables.unmap_pages(provider, start, area.nr_pages, |pfn| {
-            // Freeing before the flush is Linux's choice too (`vfree` frees the pages, the lazy
-            // purge flushes later): the virtual range is not reused before the flush, so only a
-            // use-after-vfree could go through a stale translation.
+        let range = self.tables.unmap_pages(provider, start, area.nr_pages, |pfn| {
+            // Freeing before the flush is safe: the virtual range is not reused until after the
+            // flush below, and only a use-after-vfree could go through a stale translation
+            // (Linux's lazy purge has the same window).
             if kind == AreaKind::Vmalloc {
                 free_vmalloc_page(provider, pfn);
             }
         })?;
-        let freed = self.areas.free_lazy(area.start);
-        debug_assert!(freed.is_ok(), "the area found a moment ago cannot be freed: {freed:?}");
-        if self.areas.lazy_pages() > lazy_max_pages() {
-            self.purge(flush);
-        }
+        flush(range);
+        self.free_area_unmapped(area.start);
         Ok(area)
-    }
-
-    /// Flushes the range of every lazily freed area from every CPU's TLB (one `flush` of the
-    /// range covering them all) and makes the ranges reusable (Linux's
-    /// `__purge_vmap_area_lazy`; `vm_unmap_aliases` calls it). Returns the areas purged.
-    pub fn purge(&mut self, mut flush: impl FnMut(TlbFlushRange)) -> usize {
-        let Some((lo, hi)) = self.areas.lazy_range() else { return 0 };
-        flush(TlbFlushRange { start: VirtAddr::new(lo as u64), nr_pages: (hi - lo) / PAGE_SIZE });
-        self.areas.purge_lazy()
-    }
-
-    /// An area for `req`; when no range fits, purges the lazily freed areas and tries again
-    /// (Linux's `alloc_vmap_area` retry after `reclaim_and_purge_vmap_areas`).
-    fn alloc_area(
-        &mut self,
-        req: VmapAreaRequest,
-        flush: &mut impl FnMut(TlbFlushRange),
-    ) -> Result<VmapArea, VmallocError> {
-        match self.areas.alloc_area(req) {
-            Err(VmapError::NoSpace { .. }) if self.purge(&mut *flush) > 0 => {
-                Ok(self.areas.alloc_area(req)?)
-            }
-            other => Ok(other?),
-        }
     }
 
     /// Undoes a vmalloc that failed after mapping its first `mapped` pages: unmaps them, frees
@@ -323,7 +287,7 @@ impl VmallocSpace {
         area: &VmapArea,
         mapped: usize,
         was_mapped: bool,
-        mut flush: impl FnMut(TlbFlushRange),
+        flush: impl FnOnce(TlbFlushRange),
     ) {
         let start = VirtAddr::new(area.start as u64);
         if mapped > 0 {

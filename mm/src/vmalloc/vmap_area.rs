@@ -160,9 +160,6 @@ pub enum VmapError {
     Interior { addr: usize, area_start: usize, area_end: usize },
     /// The address is in the guard page of a live area.
     InGuard { addr: usize, area_start: usize },
-    /// The address is in an area already freed whose range waits for the lazy purge (its TLB
-    /// flush): a double free, or a free of a pointer into it.
-    Unpurged { addr: usize, area_start: usize, area_end: usize },
 }
 
 impl fmt::Display for VmapError {
@@ -198,10 +195,6 @@ impl fmt::Display for VmapError {
             InGuard { addr, area_start } => {
                 write!(f, "{addr:#x} is in the guard page of the vmap area at {area_start:#x}")
             }
-            Unpurged { addr, area_start, area_end } => write!(
-                f,
-                "{addr:#x} is in the area {area_start:#x}-{area_end:#x}, already freed and waiting for the lazy purge: double free"
-            ),
         }
     }
 }
@@ -232,13 +225,6 @@ pub struct VmapAreas {
     end: usize,
     free: Tree<()>,
     busy: Tree<AreaData>,
-    /// Areas freed lazily: unmapped, their range not yet reusable until one TLB flush across
-    /// CPUs purges them all (Linux's `vmap_node.lazy`).
-    lazy: Tree<AreaData>,
-    /// Pages (guard included) and the covering range `[lo, hi)` of the lazy areas.
-    lazy_pages: usize,
-    lazy_lo: usize,
-    lazy_hi: usize,
     free_bytes: usize,
     /// Pages of live `Vmalloc` areas (Linux's `nr_vmalloc_pages`, for `VmallocUsed`).
     vmalloc_pages: usize,
@@ -253,18 +239,7 @@ impl VmapAreas {
         let mut free = Tree::new();
         free.reserve(1).map_err(|_| VmapError::NoMemory)?;
         free.insert(start, end - start, ());
-        Ok(VmapAreas {
-            start,
-            end,
-            free,
-            busy: Tree::new(),
-            lazy: Tree::new(),
-            lazy_pages: 0,
-            lazy_lo: usize::MAX,
-            lazy_hi: 0,
-            free_bytes: end - start,
-            vmalloc_pages: 0,
-        })
+        Ok(VmapAreas { start, end, free, busy: Tree::new(), free_bytes: end - start, vmalloc_pages: 0 })
     }
 
     /// The managed range `[start, end)`.
@@ -303,14 +278,10 @@ impl VmapAreas {
         // what keeps the walk free of backtracking.
         let length = if req.align <= PAGE_SIZE { Some(total) } else { total.checked_add(req.align - 1) };
         let length = length.ok_or(no_space)?;
-        // The area needs a busy node. There are never more free ranges than busy and lazy areas
-        // + 1, so room for `busy + lazy + 2` free nodes covers a split now and any later free
-        // or purge; room for every busy area in the lazy tree covers any lazy free: `free`,
-        // `free_lazy` and `purge_lazy` then never allocate and cannot fail for want of memory.
-        // Reserve before changing anything.
-        let areas = self.busy.len() + self.lazy.len();
-        self.free.reserve_total(areas + 2).map_err(|_| VmapError::NoMemory)?;
-        self.lazy.reserve_total(areas + 1).map_err(|_| VmapError::NoMemory)?;
+        // The area needs a busy node. There are never more free ranges than busy areas + 1, so
+        // room for `busy + 2` free nodes covers a split now and any later free: `free` then
+        // never allocates and cannot fail for want of memory. Reserve before changing anything.
+        self.free.reserve_total(self.busy.len() + 2).map_err(|_| VmapError::NoMemory)?;
         self.busy.reserve(1).map_err(|_| VmapError::NoMemory)?;
 
         let (range, addr) = self
@@ -370,59 +341,6 @@ impl VmapAreas {
         Ok(area)
     }
 
-    /// Frees the area starting at `addr` lazily (Linux's `free_vmap_area_noflush`): it leaves
-    /// the live areas at once, but its range is reusable only after [`purge_lazy`]
-    /// (Self::purge_lazy), which the caller runs after one TLB flush of [`lazy_range`]
-    /// (Self::lazy_range) on every CPU. Refused as [`free`](Self::free) refuses. O(log n).
-    pub fn free_lazy(&mut self, addr: usize) -> Result<VmapArea, VmapError> {
-        let Some(entry) = self.busy.get(addr) else {
-            return Err(self.classify_bad_free(addr));
-        };
-        self.busy.remove(addr);
-        // No allocation: `alloc_area` reserved a lazy node for every busy area.
-        self.lazy.insert(entry.start, entry.size, entry.value);
-        let area = to_area(entry);
-        if area.kind == AreaKind::Vmalloc {
-            self.vmalloc_pages -= area.nr_pages;
-        }
-        self.lazy_pages += area.size / PAGE_SIZE;
-        self.lazy_lo = self.lazy_lo.min(area.start);
-        self.lazy_hi = self.lazy_hi.max(area.end());
-        Ok(area)
-    }
-
-    /// Pages (guard pages included) of the areas waiting for the purge (Linux's
-    /// `vmap_lazy_nr`).
-    pub fn lazy_pages(&self) -> usize {
-        self.lazy_pages
-    }
-
-    /// `[lo, hi)` covering every area waiting for the purge: the range to flush before
-    /// [`purge_lazy`](Self::purge_lazy). `None` when none waits.
-    pub fn lazy_range(&self) -> Option<(usize, usize)> {
-        (self.lazy_pages > 0).then_some((self.lazy_lo, self.lazy_hi))
-    }
-
-    /// Areas waiting for the purge, in address order (`/proc/vmallocinfo`'s "unpurged vm_area").
-    pub fn lazy_areas(&self) -> impl Iterator<Item = VmapArea> + '_ {
-        self.lazy.iter().map(to_area)
-    }
-
-    /// Gives every lazily freed range back to the free ranges (Linux's
-    /// `__purge_vmap_area_lazy` after its flush). The caller has flushed [`lazy_range`]
-    /// (Self::lazy_range) on every CPU. Returns the areas purged.
-    pub fn purge_lazy(&mut self) -> usize {
-        let mut n = 0;
-        while let Some(e) = self.lazy.ceil(self.start) {
-            self.lazy.remove(e.start);
-            // No allocation: `alloc_area` reserved the free nodes (see there).
-            self.insert_free(e.start, e.size);
-            n += 1;
-        }
-        (self.lazy_pages, self.lazy_lo, self.lazy_hi) = (0, usize::MAX, 0);
-        n
-    }
-
     fn insert_free(&mut self, start: usize, size: usize) {
         let end = start + size;
         let prev = self.free.floor(start).filter(|p| p.end() == start);
@@ -447,9 +365,6 @@ impl VmapAreas {
     fn classify_bad_free(&self, addr: usize) -> VmapError {
         if addr < self.start || addr >= self.end {
             return VmapError::OutOfRange { addr, start: self.start, end: self.end };
-        }
-        if let Some(e) = self.lazy.floor(addr).filter(|e| addr < e.end()) {
-            return VmapError::Unpurged { addr, area_start: e.start, area_end: e.end() };
         }
         match self.lookup(addr) {
             Some((area, AddrPlace::Inside { .. })) => {
@@ -527,27 +442,12 @@ impl VmapAreas {
     pub fn check(&self) -> Result<(), &'static str> {
         self.free.check()?;
         self.busy.check()?;
-        self.lazy.check()?;
-        let lazy_pages: usize = self.lazy.iter().map(|e| e.size / PAGE_SIZE).sum();
-        if lazy_pages != self.lazy_pages {
-            return Err("lazy page count is wrong");
-        }
-        if self.lazy.iter().any(|e| e.start < self.lazy_lo || e.end() > self.lazy_hi) {
-            return Err("a lazy area is outside the lazy range");
-        }
-        // Busy and lazy areas both occupy their ranges: merge them in address order.
         let mut free = self.free.iter().peekable();
-        let (mut live, mut lazy) = (self.busy.iter().peekable(), self.lazy.iter().peekable());
-        let mut busy = core::iter::from_fn(move || match (live.peek(), lazy.peek()) {
-            (Some(b), Some(l)) if l.start < b.start => lazy.next().map(|e| (e, false)),
-            (Some(_), _) => live.next().map(|e| (e, true)),
-            (None, _) => lazy.next().map(|e| (e, false)),
-        })
-        .peekable();
+        let mut busy = self.busy.iter().peekable();
         let (mut at, mut prev_free, mut free_bytes, mut pages) = (self.start, false, 0, 0);
         loop {
             let take_free = match (free.peek(), busy.peek()) {
-                (Some(f), Some((b, _))) => f.start < b.start,
+                (Some(f), Some(b)) => f.start < b.start,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => break,
@@ -560,8 +460,8 @@ impl VmapAreas {
                 free_bytes += f.size;
                 (f.start, f.end())
             } else {
-                let (b, live) = busy.next().unwrap();
-                if live && b.value.kind == AreaKind::Vmalloc {
+                let b = busy.next().unwrap();
+                if b.value.kind == AreaKind::Vmalloc {
                     pages += b.value.nr_pages;
                 }
                 (b.start, b.end())

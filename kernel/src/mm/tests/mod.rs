@@ -15,9 +15,8 @@ use crate::mm::node;
 /// Free-list counts of every zone: equal snapshots mean the page allocator is unchanged. The
 /// per-CPU lists are drained first (Linux's `drain_all_pages`): their pages are free but not on
 /// the free lists, and which pages sit there depends on the order of earlier frees. vmalloc's
-/// lazily freed ranges are purged and its empty page tables (kept after vfree) given back first.
+/// empty page tables (kept after vfree) are given back first too.
 pub(super) fn buddy_snapshot() -> [[u64; 11]; 3] {
-    crate::mm::vmalloc::vm_unmap_aliases();
     crate::mm::vmalloc::shrink_page_tables();
     node().drain_pages();
     let mut s = [[0; 11]; 3];
@@ -29,7 +28,6 @@ pub(super) fn buddy_snapshot() -> [[u64; 11]; 3] {
 
 /// Free pages on the buddy lists after draining the per-CPU lists (MemFree's count).
 pub(super) fn free_pages_drained() -> u64 {
-    crate::mm::vmalloc::vm_unmap_aliases();
     crate::mm::vmalloc::shrink_page_tables();
     node().drain_pages();
     node().totals().free_pages

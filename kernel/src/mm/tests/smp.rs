@@ -1,9 +1,8 @@
 //! SMP tests of the memory subsystem: every online CPU at once.
 //!
 //! - The TLB shootdown: CPU 1 reads a vmalloc page in a loop while CPU 0 vfrees it (and vunmaps
-//!   a vmap of other frames at, usually, the same address); once the free and the purge of the
-//!   lazily freed range (`vm_unmap_aliases`, which any reuse of the range waits for) have
-//!   returned, CPU 1 must never read the old contents. Without the shootdown (`tlb_shootdown=off`, see
+//!   a vmap of other frames at, usually, the same address); once the free has returned, CPU 1
+//!   must never read the old contents. Without the shootdown (`tlb_shootdown=off`, see
 //!   `tests/smp.rs`) it does, through its stale TLB entry.
 //! - A random mix on every CPU (the stress workload, `crate::mm::stress`: kmalloc/kzalloc/
 //!   krealloc/kfree, alloc_pages orders 0..4, vmalloc/vfree, a kmem_cache), objects handed to
@@ -21,7 +20,7 @@ use crate::arch::exceptions::read_nofault;
 use crate::arch::smp_call::{smp_call_on_cpus, CpuMask};
 use crate::mm::page_alloc::{__free_pages, alloc_pages, phys_to_virt};
 use crate::mm::stress::{self, P};
-use crate::mm::vmalloc::{vfree, vm_unmap_aliases, vmalloc, vmap, vunmap};
+use crate::mm::vmalloc::{vfree, vmalloc, vmap, vunmap};
 use ::mm::vmalloc::VmFlags;
 
 const KERNEL: GfpFlags = GfpFlags::GFP_KERNEL;
@@ -125,10 +124,6 @@ fn shootdown_rounds() -> Result<u64, WriterError> {
             return Err(reader_stuck(round, g_vmalloc, "vmalloc"));
         }
         vfree(p.as_ptr()).unwrap();
-        // vfree frees the range lazily, as Linux: it is flushed from every CPU, and reusable,
-        // at the purge, which vm_unmap_aliases runs now (without it the vmap below would get
-        // another address and the test would prove nothing).
-        vm_unmap_aliases();
         FREED_PLUS1.store(g_vmalloc + 1, Release);
 
         let pfn = Pfn::from_phys(frame.start_address());
@@ -140,7 +135,6 @@ fn shootdown_rounds() -> Result<u64, WriterError> {
             return Err(reader_stuck(round, g_vmap, "vmap of other frames"));
         }
         vunmap(q.as_ptr()).unwrap();
-        vm_unmap_aliases();
         FREED_PLUS1.store(g_vmap + 1, Release);
         __free_pages(frame, 0).unwrap();
     }

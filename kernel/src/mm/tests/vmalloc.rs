@@ -515,11 +515,8 @@ ktest!(
         assert_eq!(deferred_pending(), 1);
         let q = vmalloc(P).unwrap();
         assert_eq!(deferred_pending(), 0, "vmalloc drained the queue");
-        assert!(find_vm_area(p.as_ptr()).is_none(), "the drained area is freed");
+        assert_eq!(q, p, "the drained area's range was reused");
         vfree(q.as_ptr()).unwrap();
-        vm_unmap_aliases();
-        assert_eq!(vmalloc(P).unwrap(), p, "its range is reused once purged");
-        vfree(p.as_ptr()).unwrap();
         assert_eq!(state(), before);
     }
 );
@@ -649,27 +646,16 @@ ktest!(
 
 ktest!(
     #[needs_memory]
-    fn the_lazy_purge_flushes_the_tlb_so_a_reused_range_sees_new_frames() {
+    fn vfree_flushes_the_tlb_so_a_reused_range_sees_new_frames() {
         use crate::mm::vmalloc::tlb::{FULL_FLUSHES, SINGLE_PAGE_FLUSHES, TLB_FLUSH_ALL_THRESHOLD};
-        for nr in [1, TLB_FLUSH_ALL_THRESHOLD - 1, TLB_FLUSH_ALL_THRESHOLD, 256] {
-            vm_unmap_aliases();
+        for nr in [1, TLB_FLUSH_ALL_THRESHOLD, TLB_FLUSH_ALL_THRESHOLD + 1, 256] {
             let p = vmalloc(nr * P).unwrap();
             // Cache every translation, with a pattern the next frames will not have.
             write_pattern(p, nr * P, 0xee);
             let (single, full) = (SINGLE_PAGE_FLUSHES.load(SeqCst), FULL_FLUSHES.load(SeqCst));
             vfree(p.as_ptr()).unwrap();
-            // Lazy, as Linux: no flush yet, and the range is not reusable yet.
-            assert_eq!((SINGLE_PAGE_FLUSHES.load(SeqCst), FULL_FLUSHES.load(SeqCst)), (single, full));
-            assert!(matches!(find_vm_area(p.as_ptr()), None), "a freed area is not live");
-            let other = vmalloc(nr * P).unwrap();
-            assert_ne!(other, p, "the unpurged range is not handed out");
-            vfree(other.as_ptr()).unwrap();
-            assert_eq!(vm_unmap_aliases(), 2);
-            // One flush over the range covering both areas and their guard pages.
-            let (a, b) = (p.as_ptr() as usize, other.as_ptr() as usize);
-            let flushed = ((a.max(b) + (nr + 1) * P - a.min(b)) / P) as u64;
-            if flushed <= TLB_FLUSH_ALL_THRESHOLD as u64 {
-                assert_eq!(SINGLE_PAGE_FLUSHES.load(SeqCst), single + flushed);
+            if nr <= TLB_FLUSH_ALL_THRESHOLD {
+                assert_eq!(SINGLE_PAGE_FLUSHES.load(SeqCst), single + nr as u64);
                 assert_eq!(FULL_FLUSHES.load(SeqCst), full);
             } else {
                 assert_eq!(SINGLE_PAGE_FLUSHES.load(SeqCst), single);
@@ -677,7 +663,7 @@ ktest!(
             }
             // Dirty the freed frames through the direct map so a stale translation would show.
             let q = vzalloc(nr * P).unwrap();
-            assert_eq!(q, p, "after the purge the lowest fit reuses the range");
+            assert_eq!(q, p, "the lowest fit reuses the range");
             // SAFETY: nr pages of the live area.
             let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), nr * P) };
             assert!(bytes.iter().all(|&b| b == 0), "{nr} pages: stale TLB entry after vfree");
@@ -715,12 +701,10 @@ ktest!(
         let b = vmalloc(P).unwrap();
         let c = vmalloc(P).unwrap();
         vfree(b.as_ptr()).unwrap();
-        vm_unmap_aliases();
         let b2 = vmalloc(P).unwrap();
         assert_eq!(b2, b, "full fit");
         // A bigger request does not fit the hole and goes above.
         vfree(b2.as_ptr()).unwrap();
-        vm_unmap_aliases();
         let big = vmalloc(2 * P).unwrap();
         assert!(big.as_ptr() as usize > c.as_ptr() as usize);
         for p in [a, c, big] {
@@ -831,7 +815,6 @@ ktest!(
         let p = __vmalloc_node(P, 1 << 30, GfpFlags::GFP_KERNEL).unwrap();
         assert_eq!(counts().pagetable_pages, tables0 + 2, "a PD and a PT for the new area");
         vfree(p.as_ptr()).unwrap();
-        vm_unmap_aliases();
         assert_eq!(counts().pagetable_pages, tables0 + 2, "vfree keeps the tables (as Linux)");
         let q = __vmalloc_node(3 * P, 1 << 30, GfpFlags::GFP_KERNEL).unwrap();
         assert_eq!(q, p, "the same range again");

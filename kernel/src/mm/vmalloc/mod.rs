@@ -189,15 +189,6 @@ fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
     }
 }
 
-/// Linux's `vm_unmap_aliases`: purges every lazily freed area now (one TLB flush of their
-/// range on every CPU), so that no CPU holds a translation of a freed area and their ranges are
-/// free. vfree and vunmap free ranges lazily (see `mm::vmalloc::VmallocSpace::vfree`); code
-/// that needs the translations gone at once (before handing the frames to a device, or the
-/// leak check's exact figures) calls this. Returns the areas purged.
-pub fn vm_unmap_aliases() -> usize {
-    space().purge(tlb::flush_tlb_kernel_range)
-}
-
 /// The vmap lock as [`vmalloc_with`](::mm::vmalloc::vmalloc_with) takes it: once to reserve
 /// the area and once per chunk of pages mapped, never across page allocation or zeroing.
 struct VmapLock;

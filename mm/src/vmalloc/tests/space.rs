@@ -3,8 +3,6 @@
 use core::cell::Cell;
 use core::panic::Location;
 use core::sync::atomic::Ordering::Relaxed;
-use std::format;
-use std::string::String;
 use std::vec::Vec;
 
 use x86_64::VirtAddr;
@@ -72,14 +70,10 @@ fn vmalloc_maps_zeroed_pages_and_vfree_gives_everything_back() {
     // The guard page is not mapped.
     assert_eq!(s.tables.vmalloc_to_pfn(VirtAddr::new((a.start + 5 * P) as u64)), None);
 
-    let freed = s.vfree(&ram, a.start, no_flush).unwrap();
-    assert_eq!(freed, a);
-    // The range waits for the lazy purge, which flushes it (guard page included) once.
-    assert_eq!(s.areas.lazy_range(), Some((a.start, a.end())));
     let flushed = Cell::new(None);
-    assert_eq!(s.purge(|r| flushed.set(Some(r))), 1);
-    assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(a.start as u64), nr_pages: 6 }));
-    assert_eq!(s.purge(no_flush), 0, "nothing left to purge, nothing flushed");
+    let freed = s.vfree(&ram, a.start, |r| flushed.set(Some(r))).unwrap();
+    assert_eq!(freed, a);
+    assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(a.start as u64), nr_pages: 5 }));
     // Page-table pages stay after an unmap; the shrinker gives the empty ones back.
     s.tables.shrink(&ram, || {});
     assert_eq!(ram.nr_free(), free);
@@ -209,29 +203,14 @@ fn vfree_and_vunmap_refuse_wrong_addresses_and_kinds() {
     assert_eq!(s.areas.nr_areas(), 2);
 
     // vunmap leaves the caller's frames alone.
-    s.vunmap(&ram, v.start, no_flush).unwrap();
+    let flushed = Cell::new(None);
+    s.vunmap(&ram, v.start, |r| flushed.set(Some(r))).unwrap();
+    assert_eq!(flushed.get().map(|r| r.nr_pages), Some(3));
     for f in &frames {
         assert_eq!(ram.page(*f).unwrap().state(), PageState::Allocated);
     }
-    s.vfree(&ram, a.start, no_flush).unwrap();
-    // Double free while the range waits for the purge, then after it.
-    assert_eq!(
-        s.vfree(&ram, a.start, no_flush),
-        Err(VmallocError::Area(VmapError::Unpurged {
-            addr: a.start,
-            area_start: a.start,
-            area_end: a.end()
-        }))
-    );
-    assert!(matches!(
-        s.vunmap(&ram, v.start + P, no_flush),
-        Err(VmallocError::Area(VmapError::Unpurged { .. }))
-    ));
-    s.areas.check().unwrap();
-    let flushed = Cell::new(None);
-    assert_eq!(s.purge(|r| flushed.set(Some(r))), 2);
-    // One flush covering both areas (3 + 2 pages and their guards).
-    assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(a.start as u64), nr_pages: 7 }));
+    s.vfree(&ram, a.start, |_| {}).unwrap();
+    // Double free after the real one.
     assert!(matches!(
         s.vfree(&ram, a.start, no_flush),
         Err(VmallocError::Area(VmapError::NotAllocated { .. }))
@@ -336,68 +315,4 @@ fn vmalloc_allocates_pages_with_the_lock_free_and_maps_each_chunk_under_it() {
     s.tables.shrink(&ram, || {});
     assert_eq!(ram.nr_free(), before);
     assert_eq!(s.areas.nr_areas(), 0);
-}
-
-#[test]
-fn lazily_freed_ranges_are_purged_past_lazy_max_pages_or_when_no_range_fits() {
-    use crate::vmalloc::lazy_max_pages;
-    let (ram, mut s) = setup(400);
-    let max = lazy_max_pages();
-    assert_eq!(max, 8192, "one CPU: 32 MiB of pages (fls(1) = 1)");
-    // Areas of 1 MiB (255 pages + guard): the free that takes the lazy pages past the limit
-    // purges them all with one flush.
-    let size = (1 << 20) - P;
-    let mut flushes = Vec::new();
-    let mut freed = 0;
-    loop {
-        let a = s.vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(size), no_flush).unwrap();
-        s.vfree(&ram, a.start, |r| flushes.push(r)).unwrap();
-        freed += 1;
-        if !flushes.is_empty() {
-            break;
-        }
-        assert_eq!(s.areas.lazy_pages(), freed * 256);
-        assert_eq!(s.areas.lazy_areas().count(), freed);
-    }
-    assert_eq!(freed, max / 256 + 1, "purged by the free that passed {max} pages");
-    assert_eq!(flushes.len(), 1);
-    assert_eq!(flushes[0], TlbFlushRange { start: VirtAddr::new(START as u64), nr_pages: freed * 256 });
-    assert_eq!((s.areas.lazy_pages(), s.areas.lazy_range()), (0, None));
-    s.areas.check().unwrap();
-    // An allocation that finds no range purges and retries: one lazy area over the whole range.
-    let (lo, hi) = s.areas.range();
-    let all = s.areas.alloc_area(VmapAreaRequest::new(hi - lo - P)).unwrap();
-    s.areas.free_lazy(all.start).unwrap();
-    assert!(matches!(s.areas.alloc_area(VmapAreaRequest::new(P)), Err(VmapError::NoSpace { .. })));
-    let frames = [ram.take()];
-    let flushed = Cell::new(0);
-    // SAFETY: the test owns the frame and never uses the mapping.
-    let v = unsafe {
-        s.vmap(&ram, GfpFlags::GFP_KERNEL, &frames, Location::caller(), |_| flushed.set(flushed.get() + 1))
-    }
-    .unwrap();
-    assert_eq!((v.start, flushed.get()), (START, 1), "one purge, one flush, then the lowest range");
-    assert_eq!(s.areas.lazy_pages(), 0);
-    s.vunmap(&ram, v.start, no_flush).unwrap();
-    s.purge(|_| {});
-    s.areas.check().unwrap();
-}
-
-#[test]
-fn vmallocinfo_lists_unpurged_areas_as_linux_does() {
-    let (ram, mut s) = setup(32);
-    let a = s.vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(2 * P), no_flush).unwrap();
-    let b = s.vmalloc(&ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(P), no_flush).unwrap();
-    s.vfree(&ram, a.start, no_flush).unwrap();
-    let mut text = String::new();
-    s.areas.write_vmallocinfo(&mut text).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with(&format!("{:#018x}-{:#018x}    8192 ", b.start, b.end())), "{text}");
-    // Linux 6.12 mm/vmalloc.c show_purge_info(): "0x%pK-0x%pK %7ld unpurged vm_area", last.
-    assert_eq!(lines[1], format!("{:#018x}-{:#018x}   12288 unpurged vm_area", a.start, a.end()));
-    s.purge(|_| {});
-    text.clear();
-    s.areas.write_vmallocinfo(&mut text).unwrap();
-    assert_eq!(text.lines().count(), 1);
 }
