@@ -93,7 +93,7 @@ pub fn for_each_run(
                 let block = 1u64 << order;
                 match page.state() {
                     PageState::Buddy => (PageUse::Free { order: order as u8 }, block),
-                    PageState::PcpFree => (PageUse::Pcp, 1),
+                    PageState::PcpFree => (PageUse::Pcp, block),
                     PageState::Slab => (PageUse::Slab { cache: page.private.load(Relaxed) }, block),
                     PageState::KmallocLarge => (PageUse::KmallocLarge, block),
                     PageState::Allocated => (PageUse::Allocated, block),

@@ -78,8 +78,8 @@ pub fn write_zoneinfo_cpus(w: &mut dyn Write, node: &Node, online: usize) -> fmt
             let Some(p) = node.pcp_info(zone.zone_type(), cpu) else { break };
             write!(
                 w,
-                "\n    cpu: {cpu}\n              count: {}\n              high:  {}\n              batch: {}",
-                p.count, p.high, p.batch
+                "\n    cpu: {cpu}\n              count:    {}\n              high:     {}\n              batch:    {}\n              high_min: {}\n              high_max: {}",
+                p.count, p.high, p.batch, p.high_min, p.high_max
             )?;
         }
         write!(w, "\n  node_unreclaimable:  0\n  start_pfn:           {}\n", zone.zone_start_pfn())?;
@@ -254,8 +254,9 @@ mod tests {
             "Node 0, zone      DMA\n  pages free     {free}\n        boost    0\n        min      {}\n        \
              low      {}\n        high     {}\n        promo    {}\n        spanned  512\n        \
              present  415\n        managed  {free}\n        cma      0\n        protection: (0, {}, {}, {})\n      \
-             nr_free_pages {free}\n  pagesets\n    cpu: 0\n              count: 0\n              \
-             high:  6\n              batch: 1\n    cpu: 1\n              count: 0\n",
+             nr_free_pages {free}\n  pagesets\n    cpu: 0\n              count:    0\n              \
+             high:     {high}\n              batch:    1\n              high_min: {high}\n              \
+             high_max: {high_max}\n    cpu: 1\n              count:    0\n",
             z.min_wmark_pages(),
             z.low_wmark_pages(),
             z.high_wmark_pages(),
@@ -264,9 +265,14 @@ mod tests {
             r[2],
             r[3],
             free = z.managed_pages(),
+            high = n.pcp_info(z.zone_type(), 0).unwrap().high_min,
+            high_max = n.pcp_info(z.zone_type(), 0).unwrap().high_max,
         );
         assert!(s.starts_with(&expect), "got:\n{s}\nexpected prefix:\n{expect}");
-        assert!(s.contains("              batch: 1\n  node_unreclaimable:  0\n  start_pfn:           0\n"));
+        assert!(s.contains(&std::format!(
+            "              high_max: {}\n  node_unreclaimable:  0\n  start_pfn:           0\n",
+            n.pcp_info(z.zone_type(), 1).unwrap().high_max
+        )));
         assert_eq!(s.matches("\n    cpu: ").count(), 3 * 2, "pagesets of online CPUs, populated zones only");
         let mut one = String::new();
         write_zoneinfo(&mut one, n).unwrap();
@@ -289,9 +295,15 @@ mod tests {
         write_zoneinfo(&mut s, n).unwrap();
         let section = &s[s.find("zone   Normal").unwrap()..];
         assert!(section.contains(&std::format!("\n  pages free     {}\n", free_before - 1)));
-        assert!(
-            section.contains("\n  pagesets\n    cpu: 0\n              count: 1\n              high:  6\n")
-        );
+        let info = n.pcp_info(crate::zone::ZoneType::Normal, 0).unwrap();
+        assert!(section.contains(&std::format!(
+            "\n  pagesets\n    cpu: 0\n              count:    1\n              high:     {}\n              \
+             batch:    {}\n              high_min: {}\n              high_max: {}\n",
+            info.high,
+            info.batch,
+            info.high_min,
+            info.high_max
+        )));
         assert_eq!(n.drain_pages(), 1);
         assert_eq!(normal.free_pages(), free_before);
     }

@@ -6,7 +6,7 @@
 //! `calculate_totalreserve_pages`.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::addr::PAGE_SHIFT;
 use crate::buddy::pcp::{PerCpuPages, NR_CPUS};
@@ -140,8 +140,15 @@ pub struct Zone {
     /// watermark check and reports read it without the lock (Linux's `NR_FREE_PAGES` vmstat).
     /// Pages on per-CPU lists are not in it, as on Linux.
     pub(crate) nr_free_pages: AtomicU64,
-    /// Per-CPU lists of free order-0 pages (Linux's `per_cpu_pageset`), see `buddy::pcp`.
+    /// Per-CPU lists of free blocks of orders 0..=3 (Linux's `per_cpu_pageset`), see
+    /// `buddy::pcp`.
     pub(crate) pcp: [IrqSpinLock<PerCpuPages>; NR_CPUS],
+    /// Linux's `ZONE_BELOW_HIGH`: free pages were last seen below the high watermark, so frees
+    /// shrink the per-CPU lists toward `high_min` (see `buddy::pcp`).
+    pub(crate) below_high: AtomicBool,
+    /// The per-CPU lists' `high` was set by hand ([`crate::buddy::Node::set_pcp_batch`], Linux's
+    /// `percpu_pagelist_high_fraction`): `zone_pcp_update` leaves it alone.
+    pub(crate) pcp_manual: AtomicBool,
 }
 
 impl Zone {
@@ -158,6 +165,8 @@ impl Zone {
             free_area: IrqSpinLock::new(FreeArea::new()),
             nr_free_pages: AtomicU64::new(0),
             pcp: [const { IrqSpinLock::new(PerCpuPages::new()) }; NR_CPUS],
+            below_high: AtomicBool::new(false),
+            pcp_manual: AtomicBool::new(false),
         }
     }
 

@@ -141,6 +141,9 @@ pub fn boot_secondary_cpus() -> usize {
         }
     }
     mm::cpus::set_num_online_cpus(online);
+    // Linux's page_alloc_cpu_online -> zone_pcp_update: high_min/high_max are split over the
+    // online CPUs.
+    crate::mm::node().zone_pcp_update();
     crate::info!("smp: Brought up 1 node, {online} CPU{}", if online == 1 { "" } else { "s" });
     if phys != 0 {
         // Every AP is in its idle loop on its own stack and page tables, or was put back in

@@ -1,6 +1,7 @@
 //! `alloc_pages`/`free_pages`: the inlined order-0 fast paths over the per-CPU lists and the
 //! general paths (zonelist walk, watermarks, drain-and-retry, error classification).
 
+use super::pcp::{PAGE_ALLOC_COSTLY_ORDER, PCPF_PREV_FREE_HIGH_ORDER, PCP_BATCH_SCALE_MAX};
 use super::{gfp_zone, zone_watermark_ok, AllocFlags, CpuId, Node};
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::gfp::GfpFlags;
@@ -71,7 +72,9 @@ impl Node {
             return None;
         }
         let mut pcp = zone.pcp[cpu.0].lock();
-        let idx = pcp.pop_head(&self.mem_map);
+        // rmqueue_pcplist: an allocation halves the run of frees that scales spills.
+        pcp.free_count >>= 1;
+        let idx = pcp.pop_head(&self.mem_map, 0);
         drop(pcp);
         let idx = idx?;
         // Ours now: on no list. Its order is already 0.
@@ -134,8 +137,8 @@ impl Node {
             if zone.managed_pages() == 0 {
                 continue;
             }
-            let idx = if order == 0 {
-                self.rmqueue_pcplist(zone, cpu, highest, flags)
+            let idx = if order <= PAGE_ALLOC_COSTLY_ORDER {
+                self.rmqueue_pcplist(zone, cpu, order, highest, flags)
             } else {
                 self.rmqueue_buddy(zone, order, highest, flags)
             };
@@ -146,9 +149,11 @@ impl Node {
         None
     }
 
-    /// Order 0 from the per-CPU list of `cpu` (`rmqueue_pcplist`), refilled from the buddy
-    /// lists when empty. The watermark is checked first on the lock-free free counter
-    /// (`zone_watermark_fast`).
+    /// Orders 0..=3 from the per-CPU lists of `cpu` (Linux 6.12's `rmqueue_pcplist` and
+    /// `__rmqueue_pcplist`), the order's list refilled from the buddy lists when empty
+    /// (`nr_pcp_alloc` blocks). The watermark is checked first on the lock-free free counter
+    /// (`zone_watermark_fast`; for orders above 0 without the free-area walk, as the list may
+    /// hold the block).
     ///
     /// If the zone is below its watermark but has pages on per-CPU lists, they are given back
     /// and the check repeated before falling back to a lower zone: otherwise up to
@@ -156,29 +161,39 @@ impl Node {
     /// and lower zones are the scarcer ones. (Linux leaves this to the slow path's
     /// `drain_all_pages`; here it keeps the zonelist order exact. It runs only at the watermark.)
     #[inline]
-    fn rmqueue_pcplist(&self, zone: &Zone, cpu: CpuId, highest: usize, flags: AllocFlags) -> Option<u32> {
-        if !zone_watermark_ok(zone, zone.free_pages(), 0, highest, flags)
-            && (self.drain_zone(zone) == 0 || !zone_watermark_ok(zone, zone.free_pages(), 0, highest, flags))
+    fn rmqueue_pcplist(
+        &self,
+        zone: &Zone,
+        cpu: CpuId,
+        order: u32,
+        highest: usize,
+        flags: AllocFlags,
+    ) -> Option<u32> {
+        if !zone_watermark_ok(zone, zone.free_pages(), order, highest, flags)
+            && (self.drain_zone(zone) == 0
+                || !zone_watermark_ok(zone, zone.free_pages(), order, highest, flags))
         {
             return None;
         }
         let mut pcp = zone.pcp[cpu.0].lock();
-        let idx = match pcp.pop_head(&self.mem_map) {
+        pcp.free_count >>= 1;
+        let idx = match pcp.pop_head(&self.mem_map, order) {
             Some(idx) => idx,
             None => {
-                if self.pcp_refill(zone, &mut pcp) == 0 {
+                if self.pcp_refill(zone, &mut pcp, order) == 0 {
                     return None;
                 }
-                pcp.pop_head(&self.mem_map)?
+                pcp.pop_head(&self.mem_map, order)?
             }
         };
         drop(pcp);
-        // Ours now: not on any list. Its order is already 0.
+        // Ours now: not on any list. Its order is already recorded.
         self.desc(idx).set_state(PageState::Allocated);
         Some(idx)
     }
 
-    /// Orders above 0, straight from the buddy lists under the zone lock.
+    /// Orders above `PAGE_ALLOC_COSTLY_ORDER`, straight from the buddy lists under the zone
+    /// lock.
     #[inline(always)]
     fn rmqueue_buddy(&self, zone: &Zone, order: u32, highest: usize, flags: AllocFlags) -> Option<u32> {
         let mut fa = zone.free_area.lock();
@@ -191,6 +206,9 @@ impl Node {
         let page = self.desc(idx);
         page.set_order(order);
         page.set_state(PageState::Allocated);
+        if fa.free_pages < zone.high_wmark_pages() {
+            zone.below_high.store(true, Relaxed); // ZONE_BELOW_HIGH (see `pcp`)
+        }
         zone.publish_free(&fa);
         Some(idx)
     }
@@ -213,7 +231,7 @@ impl Node {
             if let Some(idx) = self.mem_map.pfn_to_index(pfn) {
                 let page = self.desc(idx);
                 if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
-                    self.free_unref_page(cpu, &self.zones[page.zone() as usize], idx);
+                    self.free_unref_page_commit(cpu, &self.zones[page.zone() as usize], idx, 0);
                     return Ok(());
                 }
             }
@@ -221,16 +239,34 @@ impl Node {
         self.free_pages_slow(cpu, pfn, order)
     }
 
-    /// `free_unref_page`: pushes a page (already `PcpFree`) onto the list of `cpu`, giving a
-    /// batch back when the list goes above `high`. Always inlined: it is the order-0 free fast
-    /// path.
+    /// Linux 6.12's `free_unref_page_commit`: pushes a block of order 0..=3 (already
+    /// `PcpFree`) onto the lists of `cpu`, counting the run of frees, and, out of line, runs
+    /// `nr_pcp_high` and spills `nr_pcp_free` pages when the lists reach `high`. Always inlined:
+    /// with order 0 it is the free fast path.
     #[inline(always)]
-    fn free_unref_page(&self, cpu: CpuId, zone: &Zone, idx: u32) {
+    fn free_unref_page_commit(&self, cpu: CpuId, zone: &Zone, idx: u32, order: u32) {
         let mut pcp = zone.pcp[cpu.0].lock();
-        pcp.push_head(&self.mem_map, idx);
-        if pcp.count > pcp.high {
-            let batch = pcp.batch;
-            self.pcp_spill(zone, &mut pcp, batch);
+        // A free halves the refill scaling of nr_pcp_alloc.
+        pcp.alloc_factor >>= 1;
+        pcp.push_head(&self.mem_map, order, idx);
+        let batch = pcp.batch;
+        let mut free_high = false;
+        if order != 0 {
+            // High-order pages on lists fragment memory: a run of them is spilled at once.
+            free_high = pcp.free_count >= batch && pcp.flags & PCPF_PREV_FREE_HIGH_ORDER != 0;
+            pcp.flags |= PCPF_PREV_FREE_HIGH_ORDER;
+        } else {
+            // (Linux tests the bit first to keep the cache line clean; here it is the same line
+            // as `count`, so an unconditional store is one branch less.)
+            pcp.flags &= !PCPF_PREV_FREE_HIGH_ORDER;
+        }
+        if pcp.free_count < batch << PCP_BATCH_SCALE_MAX {
+            pcp.free_count += 1 << order;
+        }
+        // `nr_pcp_high` changes nothing and returns `high` unless one of these holds (`high` is
+        // kept within [high_min, high_max]).
+        if pcp.count >= pcp.high || free_high || zone.below_high.load(Relaxed) {
+            self.pcp_commit_slow(zone, &mut pcp, order, free_high);
         }
     }
 
@@ -246,16 +282,16 @@ impl Node {
         let idx = self.mem_map.pfn_to_index(pfn).ok_or(FreePagesError::NotManaged { pfn })?;
         let page = self.desc(idx);
         let zone = &self.zones[page.zone() as usize];
-        if order == 0 {
+        if order <= PAGE_ALLOC_COSTLY_ORDER {
             // The order of an `Allocated` head is stable until it is freed, and claiming it is
-            // one atomic transition: two CPUs freeing the same page cannot both succeed, even
+            // one atomic transition: two CPUs freeing the same block cannot both succeed, even
             // onto different lists.
-            if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
+            if page.order() == order && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
                 if self.auto_init.init_on_free() {
-                    // SAFETY: the claim above made the page ours alone (on no list yet).
-                    unsafe { self.kernel_init_pages(pfn, 0) };
+                    // SAFETY: the claim above made the block ours alone (on no list yet).
+                    unsafe { self.kernel_init_pages(pfn, order) };
                 }
-                self.free_unref_page(cpu, zone, idx);
+                self.free_unref_page_commit(cpu, zone, idx, order);
                 return Ok(());
             }
             // Classified under the zone lock so that no block is split or merged meanwhile.

@@ -17,8 +17,8 @@ impl Node {
         match page.state() {
             PageState::Allocated => FreePagesError::WrongOrder { pfn, allocated: page.order(), given: order },
             PageState::Buddy => FreePagesError::DoubleFree { pfn, head: pfn, order: page.order() },
-            // On a per-CPU list: free as an order-0 page of its own.
-            PageState::PcpFree => FreePagesError::DoubleFree { pfn, head: pfn, order: 0 },
+            // The head of a block on a per-CPU list: free as a block of its own.
+            PageState::PcpFree => FreePagesError::DoubleFree { pfn, head: pfn, order: page.order() },
             PageState::Reserved => FreePagesError::Reserved { pfn },
             state @ (PageState::Slab
             | PageState::KmallocLarge
@@ -32,15 +32,13 @@ impl Node {
                         continue;
                     }
                     match hp.state() {
-                        PageState::Buddy => {
+                        PageState::Buddy | PageState::PcpFree => {
                             return FreePagesError::DoubleFree { pfn, head, order: hp.order() };
                         }
                         PageState::Allocated => {
                             return FreePagesError::NotBlockHead { pfn, head, order: hp.order() };
                         }
-                        // A per-CPU list page is order 0: it covers only itself, and `pfn`
-                        // (a FreeTail) is not it.
-                        PageState::Reserved | PageState::FreeTail | PageState::PcpFree => {}
+                        PageState::Reserved | PageState::FreeTail => {}
                         state => return FreePagesError::WrongOwner { pfn, state },
                     }
                 }

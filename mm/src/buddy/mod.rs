@@ -11,8 +11,9 @@
 //!   order; its other pages keep `FreeTail` (nobody writes tail descriptors on the fast paths);
 //! - pages never handed out (holes, memblock reservations) are `Reserved`.
 //!
-//! Order-0 pages go through per-CPU lists first (see [`pcp`]): a steady alloc/free pair
-//! neither splits nor merges. Pages on those lists are `PcpFree` and not counted as free.
+//! Blocks of orders 0..=3 (`PAGE_ALLOC_COSTLY_ORDER`) go through per-CPU lists first (see
+//! [`pcp`]): a steady alloc/free pair neither splits nor merges. Blocks on those lists are
+//! `PcpFree` and not counted as free.
 //!
 //! Allocation walks the zonelist from the highest zone the GFP flags allow down to DMA,
 //! checking each zone's `min` watermark as `__zone_watermark_ok` does; it splits a larger block
@@ -39,6 +40,7 @@ mod alloc;
 pub use alloc::FreeReservedError;
 mod free;
 pub mod pcp;
+mod pcp_ops;
 #[cfg(test)]
 mod tests;
 
@@ -287,11 +289,11 @@ impl Node {
         for (i, z) in zones.iter_mut().enumerate() {
             z.set_watermarks(zone::zone_watermarks(min_free_kbytes, z.managed_pages(), lowmem));
             z.lowmem_reserve = reserves[i];
-            // The per-CPU lists (zone_pcp_init / pageset_set_batch).
-            let batch = pcp::zone_batchsize(z.managed_pages());
+            // The per-CPU lists (Linux 6.12 zone_pcp_init -> zone_set_pageset_high_and_batch).
+            let (batch, high_min, high_max) =
+                pcp::pageset_high_and_batch(z.managed_pages(), z.low_wmark_pages(), crate::num_online_cpus());
             for slot in z.pcp.iter_mut() {
-                let p = slot.get_mut();
-                (p.batch, p.high) = (batch, pcp::pcp_high(batch));
+                slot.get_mut().pageset_update(batch, high_min, high_max);
             }
             let free = z.free_area.get_mut().free_pages;
             *z.nr_free_pages.get_mut() = free;
@@ -465,8 +467,8 @@ impl Node {
 
     /// Linux's `setup_per_zone_wmarks`: `[min, low, high, promo]` of every zone from
     /// `min_free_kbytes`, each zone's written under its lock, then `totalreserve_pages`. (Linux
-    /// then resizes the per-CPU lists' `high` from the low watermark, `zone_pcp_update`; here
-    /// `high` follows the batch only, which the watermarks do not change.)
+    /// then resizes the per-CPU lists from the new low watermark, `zone_pcp_update`, and so
+    /// does this.)
     pub fn setup_per_zone_wmarks(&self) {
         let _g = self.wmark_lock.lock();
         self.setup_per_zone_wmarks_locked();
@@ -480,6 +482,9 @@ impl Node {
             z.set_watermarks(zone::zone_watermarks(kbytes, z.managed_pages(), lowmem));
         }
         self.totalreserve_pages.store(zone::totalreserve_pages(&self.zones), Relaxed);
+        // Linux 6.12 setup_per_zone_wmarks: "the watermark size have changed so update the pcpu
+        // batch and high limits".
+        self.zone_pcp_update();
     }
 
     /// Page totals over the zones (each zone's counters read under its lock).

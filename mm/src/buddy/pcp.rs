@@ -1,56 +1,111 @@
-//! Per-CPU page lists (Linux's `struct per_cpu_pages`, "pcp"): the order-0 fast path.
+//! Per-CPU page lists (Linux's `struct per_cpu_pages`, "pcp"): the fast path for orders
+//! `0..=PAGE_ALLOC_COSTLY_ORDER`, with Linux 6.12's sizing and auto-tuning of `high`.
 //!
-//! Every zone has one list per CPU ([`NR_CPUS`] slots) of free order-0 pages, linked through the
-//! descriptors' `next`/`prev` as indices, with `count`, `high` and `batch`:
-//! - allocation takes the list's first page (`rmqueue_pcplist`); an empty list is first refilled
-//!   with `batch` pages from the buddy lists under the zone lock (`rmqueue_bulk`, added at the
-//!   tail);
-//! - freeing pushes the page at the head (`free_unref_page`, hot pages are reused first); when
-//!   `count` exceeds `high`, `batch` pages from the tail (the coldest) go back to the buddy lists,
-//!   merging as usual (`free_pcppages_bulk`).
+//! Every zone has one [`PerCpuPages`] per CPU ([`NR_CPUS`] slots). As in Linux 6.12, a
+//! `per_cpu_pages` holds one list per order up to [`PAGE_ALLOC_COSTLY_ORDER`] (Linux multiplies
+//! that by `MIGRATE_PCPTYPES` and adds a THP list; this allocator has no migrate types), each
+//! list of free blocks of that order linked through the head descriptors' `next`/`prev`, and
+//! `count` counts *pages* over all the lists:
+//! - allocation takes the first block of the order's list (`rmqueue_pcplist` /
+//!   `__rmqueue_pcplist`); an empty list is refilled under the zone lock with `nr_pcp_alloc()`
+//!   blocks of that order (`rmqueue_bulk`, added at the tail);
+//! - freeing pushes the block at the head (`free_unref_page_commit`: hot blocks are reused
+//!   first); when `count` reaches the `high` that `nr_pcp_high()` returns, `nr_pcp_free()` pages
+//!   leave the cold ends of the lists, round-robin over the orders starting with the freed one,
+//!   back to the buddy lists, merging as usual (`free_pcppages_bulk`).
 //!
-//! So a steady alloc/free pair touches only the list: no split, no merge, no zone lock.
+//! So a steady alloc/free pair of order 0..3 touches only the list: no split, no merge, no zone
+//! lock.
 //!
-//! The watermark is checked (on the lock-free free counter) before each order-0 allocation,
-//! not for each page of a refill: as on Linux, a refill may take the zone up to `batch - 1`
-//! pages below the watermark it passed. A zone found below its watermark while it has pages on
-//! per-CPU lists gives them back and is checked again before the zonelist falls back to a lower
-//! zone; an allocation that fails everywhere drains all lists (`drain_all_pages`) and retries
-//! once, so pages on lists never cause an `OutOfMemory`.
+//! ## Sizing (Linux 6.12 `zone_set_pageset_high_and_batch`)
+//! - `batch` = [`zone_batchsize`] (about a quarter of managed/1024, at most 256/4, rounded to
+//!   `2^n - 1`), at least 1;
+//! - `high_min` = [`zone_highsize`] of the zone's **low watermark**: split over the online CPUs,
+//!   at least `4 * batch` (so full lists do not wake reclaim early);
+//! - `high_max` = [`zone_highsize`] of **managed / 8** (`MIN_PERCPU_PAGELIST_HIGH_FRACTION`),
+//!   split and bounded the same way;
+//! - `high` starts at `high_min` and moves between the two ([`nr_pcp_high`], [`nr_pcp_alloc`],
+//!   [`decay_pcp_high`]). Every change of the watermarks (`setup_per_zone_wmarks`, i.e.
+//!   `min_free_kbytes`) or of the online CPUs (`page_alloc_cpu_online`) recomputes the three
+//!   (`zone_pcp_update`, [`Node::zone_pcp_update`]). [`Node::set_pcp_batch`] is the
+//!   `percpu_pagelist_high_fraction` case: a manual `high`, auto-tuning off
+//!   (`high_min == high_max`).
 //!
-//! Pages on a list are in state [`PageState::PcpFree`]: free (a second free is a double free),
-//! never merged with buddies, and, as on Linux, not counted in the zone's free pages
-//! (`NR_FREE_PAGES`) nor in `/proc/buddyinfo`: both stay equal to `MemFree`, and the watermark
-//! check does not see them. `/proc/zoneinfo` shows them per CPU under "pagesets".
+//! ## Auto-tuning (Linux 6.7+, as in 6.12)
+//! Implemented as Linux does it:
+//! - `free_count` counts pages freed since the last allocation (halved by each allocation,
+//!   capped at `batch << PCP_BATCH_SCALE_MAX`); a list at `high` grows `high` to
+//!   `free_count + batch` (`nr_pcp_high`), and a spill frees `free_count` pages clamped to
+//!   `[batch, high - batch]` (`nr_pcp_free`);
+//! - `alloc_factor` doubles the order-0 refill for each refill without a free in between
+//!   (`nr_pcp_alloc`, halved on each free), and a refill first raises `high` by the batch;
+//! - consecutive frees of orders 1..3 without allocations (`PCPF_PREV_FREE_HIGH_ORDER`) drain
+//!   the list and lower `high` (`free_high`: high-order pages on lists fragment memory);
+//! - `ZONE_BELOW_HIGH`: while the zone is below its high watermark, frees lower `high` toward
+//!   `high_min` and spill down to it. Linux sets the flag in `get_page_from_freelist` on every
+//!   allocation; here it is set where the zone lock is held anyway (a refill, an order > 3
+//!   allocation, a spill), so that the order-0 fast path reads nothing new, and cleared by a
+//!   spill that leaves the zone above its high watermark (as Linux's `free_unref_page_commit`).
 //!
-//! `batch` is Linux's `zone_batchsize` (about a quarter of managed/1024, at most 256/4, rounded
-//! to `2^n - 1` so that consecutive batches do not hit the same cache colours), at least 1.
-//! `high` is `6 * batch`, the classic `pageset_set_batch` choice of Linux before 5.14 (newer
-//! kernels derive it from the low watermark and the CPU count; with one CPU the classic value
-//! keeps the lists small and predictable).
+//! Not implemented, and why:
+//! - [`decay_pcp_high`] is Linux's periodic decay, run by the vmstat worker
+//!   (`refresh_cpu_vm_stats`, every second). This kernel has no vmstat worker (nor any
+//!   deferred-work thread); the function is here, exact, and [`Node::decay_pcp_high_all`] runs
+//!   it on demand (tests, and `drain`-style callers), but nothing runs it periodically, so a
+//!   `high` raised by a burst stays up until the zone goes below its high watermark or the
+//!   lists are reconfigured;
+//! - `ZONE_RECLAIM_ACTIVE` (kswapd is reclaiming): there is no reclaim;
+//! - `PCPF_FREE_HIGH_BATCH` (set by `free_unref_folios` when a process exits and frees its
+//!   pages in bulk): there is no folio batch freeing, so it is never set, and the `free_high`
+//!   test reduces to what it is on Linux without it.
 //!
-//! Locking: each list has its own [`IrqSpinLock`]. The lock disables interrupts (an interrupt
-//! handler allocating with `GFP_ATOMIC` on the same CPU must not find the list half-updated, nor
-//! spin on a lock its own CPU holds), and being a real lock it also lets any CPU drain another
-//! CPU's list (`drain_all_pages`) without IPIs. Uncontended it costs one atomic exchange per
-//! pair of operations; a cheaper "interrupts off + this CPU's cell" scheme would need a trusted
-//! current-CPU id, which the callers do not have yet (see [`Node::alloc_pages_cpu`]).
-//! Lock order: a pcp lock, then the zone lock; never the reverse.
+//! ## Everything else
+//! The watermark is checked (on the lock-free free counter) before each allocation from a
+//! list, not for each block of a refill: as on Linux, a refill may take the zone a batch below
+//! the watermark it passed. A zone found below its watermark while it has pages on per-CPU lists
+//! gives them back and is checked again before the zonelist falls back to a lower zone; an
+//! allocation that fails everywhere drains all lists (`drain_all_pages`) and retries once, so
+//! pages on lists never cause an `OutOfMemory`.
+//!
+//! Blocks on a list are in state [`PageState::PcpFree`] (their tail pages stay `FreeTail`):
+//! free (a second free is a double free), never merged with buddies, and, as on Linux, not
+//! counted in the zone's free pages (`NR_FREE_PAGES`) nor in `/proc/buddyinfo`: both stay equal
+//! to `MemFree`, and the watermark check does not see them. `/proc/zoneinfo` shows them per CPU
+//! under "pagesets" (`count`, `high`, `batch`, `high_min`, `high_max`, as 6.12's
+//! `zoneinfo_show_print`).
+//!
+//! Locking: each list set still has its own [`IrqSpinLock`](crate::sync::IrqSpinLock), which
+//! disables interrupts (an interrupt handler allocating with `GFP_ATOMIC` on the same CPU must
+//! not find the list half-updated, nor spin on a lock its own CPU holds) and lets any CPU drain
+//! another CPU's lists (`drain_all_pages`) without IPIs. Lock order: a pcp lock, then the zone
+//! lock; never the reverse.
 
-use core::fmt;
+use crate::mem_map::MemMap;
+use crate::page::NO_PAGE;
+
 use core::sync::atomic::Ordering::Relaxed;
 
-use super::Node;
-use crate::addr::Pfn;
-use crate::mem_map::MemMap;
-use crate::page::{PageState, NO_PAGE};
-use crate::zone::{Zone, ZoneType};
-
 /// CPU slots per zone (the project-wide [`crate::NR_CPUS`]). The caller of
-/// [`Node::alloc_pages_cpu`]/[`Node::free_pages_cpu`] names its CPU; the plain
-/// [`Node::alloc_pages`]/[`Node::free_pages`] use CPU 0. Any index below `NR_CPUS` is correct
-/// from any CPU: the lists are locked.
+/// [`Node::alloc_pages_cpu`](super::Node::alloc_pages_cpu) names its CPU; the plain
+/// `alloc_pages`/`free_pages` use CPU 0. Any index below `NR_CPUS` is correct from any CPU: the
+/// lists are locked.
 pub use crate::cpus::NR_CPUS;
+
+/// Linux's `PAGE_ALLOC_COSTLY_ORDER`: the highest order kept on per-CPU lists.
+pub const PAGE_ALLOC_COSTLY_ORDER: u32 = 3;
+
+/// Lists per `PerCpuPages`: one per order `0..=PAGE_ALLOC_COSTLY_ORDER` (Linux's
+/// `NR_PCP_LISTS` without migrate types and THP).
+pub const NR_PCP_LISTS: usize = PAGE_ALLOC_COSTLY_ORDER as usize + 1;
+
+/// Linux's `CONFIG_PCP_BATCH_SCALE_MAX` (default 5): batches scale up to `batch << 5`.
+pub const PCP_BATCH_SCALE_MAX: u32 = 5;
+
+/// Linux's `MIN_PERCPU_PAGELIST_HIGH_FRACTION`: `high_max` comes from managed / 8.
+pub const MIN_PERCPU_PAGELIST_HIGH_FRACTION: u64 = 8;
+
+/// `pcp->flags`: the previous free was of order 1..3 (Linux's `PCPF_PREV_FREE_HIGH_ORDER`).
+pub const PCPF_PREV_FREE_HIGH_ORDER: u8 = 1 << 0;
 
 /// Linux's `zone_batchsize` (always at least 1).
 pub fn zone_batchsize(managed_pages: u64) -> u32 {
@@ -63,260 +118,280 @@ pub fn zone_batchsize(managed_pages: u64) -> u32 {
     ((pow - 1) as u32).max(1)
 }
 
-/// `high` for a given `batch` (see the module documentation).
-pub const fn pcp_high(batch: u32) -> u32 {
-    6 * batch
+/// Linux 6.12's `zone_highsize`: `total_pages` (the low watermark for `high_min`, managed / 8
+/// for `high_max`) split over the `online_cpus` CPUs of the node, at least `4 * batch`.
+pub fn zone_highsize(total_pages: u64, batch: u32, online_cpus: usize) -> u32 {
+    let high = total_pages / online_cpus.max(1) as u64;
+    (high.min(i32::MAX as u64) as u32).max(batch << 2)
 }
 
-/// One CPU's list of one zone (Linux's `struct per_cpu_pages`), under its own lock.
+/// Linux 6.12's `zone_set_pageset_high_and_batch` without `percpu_pagelist_high_fraction`:
+/// `(batch, high_min, high_max)` of a zone.
+pub fn pageset_high_and_batch(managed_pages: u64, low_wmark: u64, online_cpus: usize) -> (u32, u32, u32) {
+    let batch = zone_batchsize(managed_pages).max(1);
+    let high_min = zone_highsize(low_wmark, batch, online_cpus);
+    let high_max = zone_highsize(managed_pages / MIN_PERCPU_PAGELIST_HIGH_FRACTION, batch, online_cpus);
+    (batch, high_min, high_max.max(high_min))
+}
+
+/// One list: free blocks of one order, linked through the heads' descriptors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PerCpuPages {
+pub struct PcpList {
     pub(crate) head: u32,
     pub(crate) tail: u32,
-    /// Pages on the list.
+}
+
+impl PcpList {
+    const EMPTY: PcpList = PcpList { head: NO_PAGE, tail: NO_PAGE };
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head == NO_PAGE
+    }
+}
+
+/// One CPU's lists of one zone (Linux's `struct per_cpu_pages`), under its own lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PerCpuPages {
+    pub(crate) lists: [PcpList; NR_PCP_LISTS],
+    /// Pages on the lists (a block of order `o` counts `2^o`).
     pub count: u32,
-    /// Above this many pages, `batch` pages go back to the buddy lists.
+    /// At this many pages a free gives pages back (auto-tuned in `[high_min, high_max]`).
     pub high: u32,
-    /// Pages moved to or from the buddy lists at a time.
+    /// Blocks moved to or from the buddy lists at a time (scaled, see the module doc).
     pub batch: u32,
+    /// The lowest `high` auto-tuning goes to (from the low watermark).
+    pub high_min: u32,
+    /// The highest `high` auto-tuning goes to (from managed / 8).
+    pub high_max: u32,
+    /// Pages freed since the last allocation, halved by each allocation (`pcp->free_count`).
+    pub free_count: u32,
+    /// log2 of the order-0 refill multiplier (`pcp->alloc_factor`).
+    pub alloc_factor: u8,
+    /// `PCPF_*` flags.
+    pub flags: u8,
 }
 
 impl PerCpuPages {
     pub(crate) const fn new() -> PerCpuPages {
-        PerCpuPages { head: NO_PAGE, tail: NO_PAGE, count: 0, high: 0, batch: 1 }
+        PerCpuPages {
+            lists: [PcpList::EMPTY; NR_PCP_LISTS],
+            count: 0,
+            high: 0,
+            batch: 1,
+            high_min: 0,
+            high_max: 0,
+            free_count: 0,
+            alloc_factor: 0,
+            flags: 0,
+        }
     }
 
-    /// Pushes page `idx` at the head (hot end).
-    #[inline]
-    pub(crate) fn push_head(&mut self, mm: &MemMap, idx: u32) {
+    /// Sets `batch`, `high_min`, `high_max` (Linux's `pageset_update`) and brings `high` into
+    /// the new range.
+    pub(crate) fn pageset_update(&mut self, batch: u32, high_min: u32, high_max: u32) {
+        self.batch = batch;
+        self.high_min = high_min;
+        self.high_max = high_max;
+        self.high = self.high.clamp(high_min, high_max);
+    }
+
+    /// Pushes block `idx` of `order` at the head (hot end) of its list.
+    #[inline(always)]
+    pub(crate) fn push_head(&mut self, mm: &MemMap, order: u32, idx: u32) {
+        let list = &mut self.lists[order as usize];
         // SAFETY: `idx` and the list entries are valid descriptor indices (they come from
         // `pfn_to_index` or the buddy lists).
         let page = unsafe { mm.page_at_unchecked(idx) };
-        page.next.store(self.head, Relaxed);
+        page.next.store(list.head, Relaxed);
         page.prev.store(NO_PAGE, Relaxed);
-        if self.head == NO_PAGE {
-            self.tail = idx;
+        if list.head == NO_PAGE {
+            list.tail = idx;
         } else {
             // SAFETY: list entries are valid indices.
-            unsafe { mm.page_at_unchecked(self.head) }.prev.store(idx, Relaxed);
+            unsafe { mm.page_at_unchecked(list.head) }.prev.store(idx, Relaxed);
         }
-        self.head = idx;
-        self.count += 1;
+        list.head = idx;
+        self.count += 1 << order;
     }
 
-    /// Appends page `idx` at the tail (cold end).
+    /// Appends block `idx` of `order` at the tail (cold end) of its list.
     #[inline]
-    pub(crate) fn push_tail(&mut self, mm: &MemMap, idx: u32) {
+    pub(crate) fn push_tail(&mut self, mm: &MemMap, order: u32, idx: u32) {
+        let list = &mut self.lists[order as usize];
         // SAFETY: as in `push_head`.
         let page = unsafe { mm.page_at_unchecked(idx) };
         page.next.store(NO_PAGE, Relaxed);
-        page.prev.store(self.tail, Relaxed);
-        if self.tail == NO_PAGE {
-            self.head = idx;
+        page.prev.store(list.tail, Relaxed);
+        if list.tail == NO_PAGE {
+            list.head = idx;
         } else {
             // SAFETY: list entries are valid indices.
-            unsafe { mm.page_at_unchecked(self.tail) }.next.store(idx, Relaxed);
+            unsafe { mm.page_at_unchecked(list.tail) }.next.store(idx, Relaxed);
         }
-        self.tail = idx;
-        self.count += 1;
+        list.tail = idx;
+        self.count += 1 << order;
     }
 
-    /// Takes the head page.
-    #[inline]
-    pub(crate) fn pop_head(&mut self, mm: &MemMap) -> Option<u32> {
-        let idx = self.head;
+    /// Takes the head block of the `order` list.
+    #[inline(always)]
+    pub(crate) fn pop_head(&mut self, mm: &MemMap, order: u32) -> Option<u32> {
+        let list = &mut self.lists[order as usize];
+        let idx = list.head;
         if idx == NO_PAGE {
             return None;
         }
         // SAFETY: list entries are valid indices.
         let next = unsafe { mm.page_at_unchecked(idx) }.next.load(Relaxed);
-        self.head = next;
+        list.head = next;
         if next == NO_PAGE {
-            self.tail = NO_PAGE;
+            list.tail = NO_PAGE;
         } else {
             // SAFETY: list entries are valid indices.
             unsafe { mm.page_at_unchecked(next) }.prev.store(NO_PAGE, Relaxed);
         }
-        self.count -= 1;
+        self.count -= 1 << order;
         Some(idx)
     }
 
-    /// Takes the tail page.
+    /// Takes the tail block of the `order` list.
     #[inline]
-    pub(crate) fn pop_tail(&mut self, mm: &MemMap) -> Option<u32> {
-        let idx = self.tail;
+    pub(crate) fn pop_tail(&mut self, mm: &MemMap, order: u32) -> Option<u32> {
+        let list = &mut self.lists[order as usize];
+        let idx = list.tail;
         if idx == NO_PAGE {
             return None;
         }
         // SAFETY: list entries are valid indices.
         let prev = unsafe { mm.page_at_unchecked(idx) }.prev.load(Relaxed);
-        self.tail = prev;
+        list.tail = prev;
         if prev == NO_PAGE {
-            self.head = NO_PAGE;
+            list.head = NO_PAGE;
         } else {
             // SAFETY: list entries are valid indices.
             unsafe { mm.page_at_unchecked(prev) }.next.store(NO_PAGE, Relaxed);
         }
-        self.count -= 1;
+        self.count -= 1 << order;
         Some(idx)
     }
 }
 
-/// Why [`Node::set_pcp_batch`] refused a setting.
+/// Linux 6.12's `nr_pcp_high`: the `high` a free of a block compares `count` with, adjusting
+/// `pcp.high` on the way (`free_high`: consecutive high-order frees; `below_high`: the zone's
+/// `ZONE_BELOW_HIGH`).
+pub fn nr_pcp_high(pcp: &mut PerCpuPages, batch: u32, free_high: bool, below_high: bool) -> u32 {
+    let (high_min, high_max) = (pcp.high_min, pcp.high_max);
+    pcp.high = pcp.high.clamp(high_min, high_max);
+    let high = pcp.high;
+    if high == 0 {
+        return 0;
+    }
+    if free_high {
+        pcp.high = high.saturating_sub(batch << PCP_BATCH_SCALE_MAX).max(high_min);
+        return 0;
+    }
+    // (ZONE_RECLAIM_ACTIVE: no reclaim here.)
+    if high_min == high_max {
+        return high;
+    }
+    if below_high {
+        let free_count = pcp.free_count.max(batch);
+        pcp.high = high.saturating_sub(free_count).max(high_min);
+        return pcp.count.max(high_min);
+    }
+    if pcp.count >= high {
+        let need_high = pcp.free_count + batch;
+        // `high` should be large enough to hold `batch` freed pages.
+        if pcp.high < need_high {
+            pcp.high = need_high.clamp(high_min, high_max);
+        }
+    }
+    high
+}
+
+/// Linux 6.12's `nr_pcp_free`: pages a spill gives back.
+pub fn nr_pcp_free(pcp: &PerCpuPages, batch: u32, high: u32, free_high: bool) -> u32 {
+    // Free as much as possible if batch freeing high-order pages.
+    if free_high {
+        return pcp.count.min(batch << PCP_BATCH_SCALE_MAX);
+    }
+    // PCP disabled (a tiny zone whose high is below its batch).
+    if high < batch {
+        return 1;
+    }
+    // Leave at least `batch` pages; spill as many as were freed in a row. (Linux's `clamp_t`
+    // gives the upper bound when the bounds cross, `high < 2 * batch`.)
+    pcp.free_count.max(batch).min(high - batch)
+}
+
+/// Linux 6.12's `nr_pcp_alloc`: blocks of `order` a refill of an empty list takes, raising
+/// `high` (by the batch, up to `high_max`) and `alloc_factor` on the way.
+pub fn nr_pcp_alloc(pcp: &mut PerCpuPages, order: u32, below_high: bool) -> u32 {
+    let base_batch = pcp.batch;
+    let (high_min, high_max) = (pcp.high_min, pcp.high_max);
+    pcp.high = pcp.high.clamp(high_min, high_max);
+    let mut high = pcp.high;
+    // PCP disabled.
+    if high < base_batch {
+        return 1;
+    }
+    let mut batch = if order != 0 { base_batch } else { base_batch << pcp.alloc_factor };
+    // A larger `high` could have avoided going to the zone.
+    if high_min != high_max && !below_high {
+        high = (high + batch).min(high_max);
+        pcp.high = high;
+    }
+    if order == 0 {
+        let max_nr_alloc = high.saturating_sub(pcp.count + base_batch).max(base_batch);
+        // Double the refill for each refill without a free in between.
+        if batch <= max_nr_alloc && (pcp.alloc_factor as u32) < PCP_BATCH_SCALE_MAX {
+            pcp.alloc_factor += 1;
+        }
+        batch = batch.min(max_nr_alloc);
+    }
+    // Scale to the order when the batch stores pages at all (batch 1: tiny zone).
+    if batch > 1 {
+        batch = (batch >> order).max(2);
+    }
+    batch
+}
+
+/// Linux 6.12's `decay_pcp_high` (the vmstat worker's part): lowers `high` by an eighth, at
+/// most `batch << PCP_BATCH_SCALE_MAX` below `count`, not below `high_min`. Returns the pages
+/// to give back (`count - high`, if positive); the caller spills them.
+pub fn decay_pcp_high(pcp: &mut PerCpuPages) -> u32 {
+    let (high_min, batch) = (pcp.high_min, pcp.batch);
+    if pcp.high > high_min {
+        pcp.high = pcp
+            .count
+            .saturating_sub(batch << PCP_BATCH_SCALE_MAX)
+            .max(pcp.high - (pcp.high >> 3))
+            .max(high_min);
+    }
+    pcp.count.saturating_sub(pcp.high)
+}
+
+/// Why [`Node::set_pcp_batch`](super::Node::set_pcp_batch) refused a setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PcpConfigError {
     /// `batch` must be at least 1.
     ZeroBatch,
-    /// `high` must be at least `batch` (a refill must fit below `high`).
+    /// `high` (`high_min`) must be at least `batch` (a refill must fit below `high`).
     HighBelowBatch { high: u32, batch: u32 },
+    /// `high_max` must be at least `high_min`.
+    HighMaxBelowHighMin { high_min: u32, high_max: u32 },
 }
 
-impl fmt::Display for PcpConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl core::fmt::Display for PcpConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
             PcpConfigError::ZeroBatch => f.write_str("pcp: batch must be at least 1"),
             PcpConfigError::HighBelowBatch { high, batch } => {
                 write!(f, "pcp: high ({high}) must be at least batch ({batch})")
             }
-        }
-    }
-}
-
-impl Node {
-    /// Refills an empty list with up to `batch` pages of the zone (`rmqueue_bulk`), under the
-    /// zone lock. Returns the pages added (0 when the zone's buddy lists are empty).
-    #[inline(never)]
-    pub(super) fn pcp_refill(&self, zone: &Zone, pcp: &mut PerCpuPages) -> u32 {
-        let mut fa = zone.free_area.lock();
-        let mut n = 0;
-        while n < pcp.batch {
-            let Some(idx) = self.rmqueue(&mut fa, 0) else { break };
-            let page = self.desc(idx);
-            page.set_order(0);
-            page.set_state(PageState::PcpFree);
-            pcp.push_tail(&self.mem_map, idx);
-            n += 1;
-        }
-        zone.publish_free(&fa);
-        n
-    }
-
-    /// Gives `nr` pages from the cold end of the list back to the buddy lists, merging them
-    /// (`free_pcppages_bulk`), under the zone lock.
-    #[inline(never)]
-    pub(super) fn pcp_spill(&self, zone: &Zone, pcp: &mut PerCpuPages, nr: u32) {
-        let mut fa = zone.free_area.lock();
-        for _ in 0..nr {
-            let Some(idx) = pcp.pop_tail(&self.mem_map) else { break };
-            let pfn = self.mem_map.index_to_pfn(idx);
-            self.free_one_page(&mut fa, pfn, idx, 0, zone.zone_type as u8);
-        }
-        zone.publish_free(&fa);
-    }
-
-    /// Empties every CPU's list of one zone (Linux's `drain_zone_pages` over all CPUs).
-    /// Returns the pages given back.
-    pub(super) fn drain_zone(&self, zone: &Zone) -> u64 {
-        let mut n = 0;
-        for slot in &zone.pcp {
-            let mut pcp = slot.lock();
-            if pcp.count != 0 {
-                n += pcp.count as u64;
-                let count = pcp.count;
-                self.pcp_spill(zone, &mut pcp, count);
+            PcpConfigError::HighMaxBelowHighMin { high_min, high_max } => {
+                write!(f, "pcp: high_max ({high_max}) must be at least high_min ({high_min})")
             }
         }
-        n
-    }
-
-    /// Gives every page on every per-CPU list of every zone back to the buddy lists (Linux's
-    /// `drain_all_pages(NULL)`). Returns the number of pages drained. Afterwards the buddy lists
-    /// are exactly what they would be without per-CPU lists (as far as merging goes), which is
-    /// what tests comparing free-list snapshots need.
-    pub fn drain_pages(&self) -> u64 {
-        self.zones.iter().map(|z| self.drain_zone(z)).sum()
-    }
-
-    /// Pages on the per-CPU lists of zone `zt`, all CPUs.
-    pub fn pcp_pages(&self, zt: ZoneType) -> u64 {
-        self.zones[zt as usize].pcp.iter().map(|p| p.lock().count as u64).sum()
-    }
-
-    /// A copy of the list header of `cpu` in zone `zt` (`None` for `cpu >= NR_CPUS`).
-    pub fn pcp_info(&self, zt: ZoneType, cpu: usize) -> Option<PerCpuPages> {
-        self.zones[zt as usize].pcp.get(cpu).map(|p| *p.lock())
-    }
-
-    /// Calls `f(pfn)` for each page on the per-CPU lists of zone `zt` (all CPUs, head to tail),
-    /// under each list's lock: `f` must not allocate or free.
-    pub fn for_each_pcp_page(&self, zt: ZoneType, mut f: impl FnMut(usize, Pfn)) {
-        for (cpu, slot) in self.zones[zt as usize].pcp.iter().enumerate() {
-            let pcp = slot.lock();
-            let mut idx = pcp.head;
-            while idx != NO_PAGE {
-                f(cpu, self.mem_map.index_to_pfn(idx));
-                idx = self.mem_map.page_at(idx).next.load(Relaxed);
-            }
-        }
-    }
-
-    /// Sets `batch` and `high` of every CPU's list of zone `zt` (Linux sets them through
-    /// `percpu_pagelist_high_fraction`; tests use this to get batches larger than their small
-    /// zones would). The lists are drained first so that `count <= high` holds.
-    pub fn set_pcp_batch(&self, zt: ZoneType, batch: u32, high: u32) -> Result<(), PcpConfigError> {
-        if batch == 0 {
-            return Err(PcpConfigError::ZeroBatch);
-        }
-        if high < batch {
-            return Err(PcpConfigError::HighBelowBatch { high, batch });
-        }
-        let zone = &self.zones[zt as usize];
-        for slot in &zone.pcp {
-            let mut pcp = slot.lock();
-            let count = pcp.count;
-            self.pcp_spill(zone, &mut pcp, count);
-            pcp.batch = batch;
-            pcp.high = high;
-        }
-        Ok(())
-    }
-
-    /// Checks the per-CPU lists of every zone: links, counts, and that every entry is a
-    /// `PcpFree` order-0 page of the zone. Part of [`Node::check_free_lists`].
-    pub(super) fn check_pcp_lists(&self) -> Result<(), &'static str> {
-        for (zi, zone) in self.zones.iter().enumerate() {
-            for slot in &zone.pcp {
-                let pcp = slot.lock();
-                let (mut n, mut prev, mut idx) = (0u64, NO_PAGE, pcp.head);
-                while idx != NO_PAGE {
-                    let p = self.mem_map.page_at(idx);
-                    if p.prev.load(Relaxed) != prev {
-                        return Err("pcp list: broken prev link");
-                    }
-                    if p.state() != PageState::PcpFree || p.order() != 0 {
-                        return Err("pcp list: entry is not a PcpFree order-0 page");
-                    }
-                    if p.zone() as usize != zi {
-                        return Err("pcp list: entry of another zone");
-                    }
-                    n += 1;
-                    if n > self.mem_map.nr_pages() as u64 {
-                        return Err("pcp list: cycle");
-                    }
-                    prev = idx;
-                    idx = p.next.load(Relaxed);
-                }
-                if prev != pcp.tail {
-                    return Err("pcp list: tail does not match the list");
-                }
-                if n != pcp.count as u64 {
-                    return Err("pcp list: count does not match the list");
-                }
-                if pcp.count > pcp.high {
-                    return Err("pcp list: count above high");
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -358,6 +358,33 @@ ktest!(
     }
 );
 
+// Orders 1..3 have per-CPU lists of their own (Linux 6.12's per_cpu_pages): a freed order-3 block
+// waits on CPU 0's order-3 list (counted in pages, not free), comes back first, and the sizing is
+// 6.12's: high within [high_min, high_max], high_min split over the online CPUs.
+ktest!(
+    #[needs_memory]
+    fn order3_blocks_go_through_the_per_cpu_lists() {
+        node().drain_pages();
+        let frame = alloc_pages(GfpFlags::GFP_KERNEL, 3).expect("alloc");
+        let zone = node().zone(zone_of(frame));
+        let info = node().pcp_info(zone.zone_type(), 0).expect("cpu 0");
+        assert!(info.high_min <= info.high && info.high <= info.high_max);
+        assert!(info.high_min >= 4 * info.batch);
+        assert_eq!(info.count % 8, 0, "the refill took whole order-3 blocks");
+        let free = zone.free_pages();
+        __free_pages(frame, 3).expect("free");
+        assert_eq!(frame_to_page(frame).unwrap().state(), PageState::PcpFree);
+        assert_eq!(zone.free_pages(), free, "a block on a per-CPU list is not counted free");
+        assert!(matches!(__free_pages(frame, 3), Err(FreePagesError::DoubleFree { .. })));
+        let again = alloc_pages(GfpFlags::GFP_KERNEL, 3).expect("alloc");
+        assert_eq!(again, frame, "the hottest block comes back first");
+        // (This free may already spill everything: `free_high`, a run of high-order frees.)
+        __free_pages(again, 3).unwrap();
+        node().drain_pages();
+        assert_eq!(node().totals().pcp_pages, 0);
+    }
+);
+
 // Order-0 pages go through CPU 0's per-CPU list: a freed page waits there (free, but not in the
 // zone's free count, as on Linux), comes back first, is protected against a double free, and
 // drain_pages gives it back to the buddy lists.

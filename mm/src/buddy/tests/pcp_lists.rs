@@ -2,7 +2,7 @@
 //! exhaustion, and the batch/high settings.
 
 use super::*;
-use crate::buddy::pcp::{pcp_high, zone_batchsize, PcpConfigError, NR_CPUS};
+use crate::buddy::pcp::{zone_batchsize, zone_highsize, PcpConfigError, NR_CPUS};
 use crate::page::FreePagesError::*;
 
 fn cpu(i: usize) -> CpuId {
@@ -12,7 +12,7 @@ fn cpu(i: usize) -> CpuId {
 /// The pages on `cpu`'s list of `zt`, head (hot) first.
 fn list(n: &Node, zt: ZoneType, cpu: usize) -> Vec<u64> {
     let mut v = Vec::new();
-    n.for_each_pcp_page(zt, |c, p| {
+    n.for_each_pcp_page(zt, |c, p, _| {
         if c == cpu {
             v.push(p.0)
         }
@@ -28,11 +28,10 @@ fn zone_batchsize_follows_linux() {
     assert_eq!(zone_batchsize(100_000), 31); // b = 24 -> 36 -> 32 - 1
     assert_eq!(zone_batchsize(250_000), 63); // b = 61 -> 91 -> 64 - 1
     assert_eq!(zone_batchsize(1 << 30), 63); // capped: b = 64 -> 96 -> 64 - 1
-    assert_eq!(pcp_high(63), 378);
     let m = TestMachine::standard();
     let info = m.node.pcp_info(Normal, 0).unwrap();
     let batch = zone_batchsize(m.node.zone(Normal).managed_pages());
-    assert_eq!((info.count, info.batch, info.high), (0, batch, pcp_high(batch)));
+    assert_eq!((info.count, info.batch), (0, batch));
     assert_eq!(m.node.pcp_info(Normal, NR_CPUS), None);
     assert_eq!(CpuId::new(NR_CPUS), None);
 }
@@ -70,33 +69,31 @@ fn refill_takes_a_batch_and_spill_returns_the_coldest_batch() {
     }
     assert_eq!(z.free_pages(), free0 - 8);
 
-    // Frees push at the head (hot): the last freed page is the next one handed out.
+    // Frees push at the head (hot). The eighth brings count to high (8): Linux 6.12 spills
+    // when count >= high, `nr_pcp_free` pages = the run of frees (8) clamped to
+    // [batch, high - batch] = 4, from the cold end: the first four freed.
     for &p in &held {
         n.free_pages(p, 0).unwrap();
     }
-    assert_eq!(n.pcp_info(Normal, 0).unwrap().count, 8, "count == high: no spill yet");
-    assert_eq!(z.free_pages(), free0 - 8);
-    let before_spill = list(n, Normal, 0);
-    assert_eq!(before_spill[0], held[7].0);
+    assert_eq!(n.pcp_info(Normal, 0).unwrap().count, 4, "count reached high: 4 spilled");
+    assert_eq!(z.free_pages(), free0 - 4);
+    let expect: Vec<u64> = held[4..].iter().rev().map(|p| p.0).collect();
+    assert_eq!(list(n, Normal, 0), expect, "hottest first; the four coldest went back");
+    for p in &held[..4] {
+        let s = n.page(*p).unwrap().state();
+        assert!(matches!(s, PageState::Buddy | PageState::FreeTail), "spilled page merged: {s:?}");
+    }
     let hot = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
     assert_eq!(hot, held[7], "LIFO: the hottest page first");
     n.free_pages(hot, 0).unwrap();
 
-    // A ninth page takes count above high: the 4 coldest (tail) pages go back to the buddy
-    // lists. It comes from CPU 1's list (a page may be freed on another CPU than it was
-    // allocated on, as on Linux).
+    // A page may be freed on another CPU than it was allocated on, as on Linux.
     let fresh = n.alloc_pages_cpu(cpu(1), GfpFlags::GFP_KERNEL, 0).unwrap();
     assert_eq!(list(n, Normal, 1).len(), 3, "CPU 1 refilled its own list");
     n.free_pages_cpu(cpu(0), fresh, 0).unwrap();
-    let after = list(n, Normal, 0);
-    assert_eq!(after.len(), 5, "9 > high 8: a batch of 4 went back");
-    assert_eq!(after[0], fresh.0);
-    assert_eq!(&after[1..], &before_spill[..4], "the 4 coldest were spilled");
-    for p in &before_spill[4..] {
-        let s = n.page(Pfn(*p)).unwrap().state();
-        assert!(matches!(s, PageState::Buddy | PageState::FreeTail), "spilled page merged: {s:?}");
-    }
+    assert_eq!(list(n, Normal, 0)[0], fresh.0);
     n.check_free_lists().unwrap();
+    n.drain_pages();
     assert_eq!(sorted(snapshot(n)), sorted(initial), "draining restores the boot free lists");
 }
 
@@ -216,6 +213,8 @@ fn high_order_allocation_drains_pcp_lists_and_retries() {
     assert_eq!(n.pcp_pages(Dma), 0);
     assert_eq!(zone_of(&m, p), Dma);
     n.free_pages(p, 3).unwrap();
+    assert_eq!(n.pcp_pages(Dma), 8, "an order-3 block goes onto CPU 0's order-3 list");
+    n.drain_pages();
     assert_eq!(z.free_pages(), z.managed_pages());
     n.check_free_lists().unwrap();
 }
@@ -234,4 +233,160 @@ fn pcp_settings_are_checked() {
     assert_eq!(n.pcp_pages(Normal), 0, "new settings start from empty lists");
     let info = n.pcp_info(Normal, 3).unwrap();
     assert_eq!((info.batch, info.high), (2, 2));
+}
+
+#[test]
+fn pcp_sizing_follows_linux_6_12() {
+    // high = total / online CPUs, at least 4 * batch.
+    assert_eq!(zone_highsize(1000, 31, 1), 1000);
+    assert_eq!(zone_highsize(1000, 31, 4), 250);
+    assert_eq!(zone_highsize(100, 31, 1), 124);
+    assert_eq!(zone_highsize(100, 31, 0), 124, "no CPU counted: as one");
+    let m = TestMachine::standard();
+    let n = &m.node;
+    for z in n.zones().iter().filter(|z| z.managed_pages() > 0) {
+        let info = n.pcp_info(z.zone_type(), 0).unwrap();
+        let online = crate::num_online_cpus();
+        let batch = zone_batchsize(z.managed_pages());
+        assert_eq!(info.batch, batch, "{}", z.name());
+        assert_eq!(info.high_min, zone_highsize(z.low_wmark_pages(), batch, online), "{}", z.name());
+        assert_eq!(info.high_max, zone_highsize(z.managed_pages() / 8, batch, online), "{}", z.name());
+        assert_eq!(info.high, info.high_min, "high starts at high_min");
+    }
+    // A new min_free_kbytes moves the low watermark, and high_min with it (zone_pcp_update).
+    let before = n.pcp_info(Normal, 0).unwrap();
+    n.set_min_free_kbytes(n.min_free_kbytes() * 4).unwrap();
+    let after = n.pcp_info(Normal, 0).unwrap();
+    let z = n.zone(Normal);
+    assert_eq!(after.high_min, zone_highsize(z.low_wmark_pages(), after.batch, crate::num_online_cpus()));
+    assert!(after.high_min >= before.high_min);
+    // A manual setting stays through later updates (percpu_pagelist_high_fraction).
+    n.set_pcp_batch(Normal, 3, 30).unwrap();
+    n.setup_per_zone_wmarks();
+    let info = n.pcp_info(Normal, 0).unwrap();
+    assert_eq!((info.batch, info.high, info.high_min, info.high_max), (3, 30, 30, 30));
+}
+
+#[test]
+fn orders_1_to_3_use_their_own_lists() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let initial = sorted(snapshot(n));
+    n.set_pcp_batch(Normal, 8, 64).unwrap();
+    let orders = |n: &Node| {
+        let mut v = std::vec![0u32; 4];
+        n.for_each_pcp_page(Normal, |_, _, o| v[o as usize] += 1);
+        v
+    };
+    // nr_pcp_alloc: batch >> order blocks, at least 2: order 1 -> 4 blocks, order 3 -> 2.
+    let a = n.alloc_pages(GfpFlags::GFP_KERNEL, 1).unwrap();
+    assert_eq!(orders(n), [0, 3, 0, 0]);
+    assert_eq!(n.pcp_info(Normal, 0).unwrap().count, 6, "count counts pages");
+    let b = n.alloc_pages(GfpFlags::GFP_KERNEL, 3).unwrap();
+    assert_eq!(b.0 % 8, 0);
+    assert_eq!(orders(n), [0, 3, 0, 1]);
+    assert_eq!(n.pcp_info(Normal, 0).unwrap().count, 6 + 8);
+    n.check_free_lists().unwrap();
+    // Freed onto the order's list, hot end; it comes back first.
+    n.free_pages(b, 3).unwrap();
+    assert_eq!(n.page(b).unwrap().state(), PageState::PcpFree);
+    assert_eq!(n.free_pages(b, 3), Err(DoubleFree { pfn: b, head: b, order: 3 }));
+    assert_eq!(n.free_pages(b.add(1), 0), Err(DoubleFree { pfn: b.add(1), head: b, order: 3 }));
+    assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL, 3).unwrap(), b);
+    n.free_pages(b, 3).unwrap();
+    assert_eq!(n.pcp_info(Normal, 0).unwrap().count, 6 + 16);
+    n.check_free_lists().unwrap();
+    // The third high-order free since the last allocation, with free_count (12) >= batch:
+    // `free_high` gives everything back.
+    n.free_pages(a, 1).unwrap();
+    assert_eq!(n.pcp_info(Normal, 0).unwrap().count, 0);
+    assert_eq!(n.drain_pages(), 0);
+    assert_eq!(sorted(snapshot(n)), initial);
+}
+
+#[test]
+fn a_run_of_high_order_frees_empties_the_lists() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    n.set_pcp_high_range(Normal, 4, 16, 64).unwrap();
+    // 8 order-1 blocks: refills of max(4 >> 1, 2) = 2 blocks, so the lists end up empty.
+    let got: Vec<Pfn> = (0..8).map(|_| n.alloc_pages(GfpFlags::GFP_KERNEL, 1).unwrap()).collect();
+    assert_eq!(n.pcp_info(Normal, 0).unwrap().count, 0);
+    n.free_pages(got[0], 1).unwrap();
+    n.free_pages(got[1], 1).unwrap();
+    assert_eq!(n.pcp_info(Normal, 0).unwrap().count, 4);
+    // The third in a row: free_count (4) >= batch after a high-order free: free_high spills all.
+    n.free_pages(got[2], 1).unwrap();
+    let info = n.pcp_info(Normal, 0).unwrap();
+    assert_eq!(info.count, 0, "free_high gives everything back");
+    assert_eq!(info.high, info.high_min);
+    for &p in &got[3..] {
+        n.free_pages(p, 1).unwrap();
+    }
+    n.check_free_lists().unwrap();
+}
+
+#[test]
+fn high_grows_with_runs_of_frees_and_decays_back() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    assert!(!n.zone(Normal).below_high.load(core::sync::atomic::Ordering::Relaxed));
+    n.set_pcp_high_range(Normal, 4, 16, 64).unwrap();
+    // Refills raise high by the batch each time (nr_pcp_alloc), and double with alloc_factor.
+    let got: Vec<Pfn> = (0..60).map(|_| n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap()).collect();
+    let info = n.pcp_info(Normal, 0).unwrap();
+    assert!(info.high > 16 && info.high <= 64, "{info:?}");
+    assert!(info.alloc_factor > 0, "{info:?}");
+    // A long run of frees: at high, high grows to free_count + batch (nr_pcp_high), capped.
+    let mut max_high = 0;
+    for &p in &got {
+        n.free_pages(p, 0).unwrap();
+        let info = n.pcp_info(Normal, 0).unwrap();
+        max_high = max_high.max(info.high);
+        assert!(info.high >= 16 && info.high <= 64);
+        n.check_free_lists().unwrap();
+    }
+    assert_eq!(max_high, 64, "a run of frees tunes high up to high_max");
+    let info = n.pcp_info(Normal, 0).unwrap();
+    assert_eq!(info.alloc_factor, 0, "frees halve alloc_factor");
+    // decay_pcp_high (the vmstat worker's job): an eighth at a time, down to high_min.
+    let mut rounds = 0;
+    while n.pcp_info(Normal, 0).unwrap().high > 16 {
+        n.decay_pcp_high_all();
+        let info = n.pcp_info(Normal, 0).unwrap();
+        assert!(info.count <= info.high);
+        rounds += 1;
+        assert!(rounds < 100);
+    }
+    assert!(rounds > 1, "decay is gradual");
+    n.check_free_lists().unwrap();
+}
+
+#[test]
+fn below_high_watermark_frees_shrink_high() {
+    use core::sync::atomic::Ordering::Relaxed;
+    let m = TestMachine::standard();
+    let n = &m.node;
+    n.set_pcp_high_range(Normal, 4, 16, 64).unwrap();
+    let got: Vec<Pfn> = (0..60).map(|_| n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap()).collect();
+    let mut rest = got.iter();
+    // Free until the lists hold high_min pages, below high: no spill.
+    while n.pcp_info(Normal, 0).unwrap().count < 16 {
+        n.free_pages(*rest.next().unwrap(), 0).unwrap();
+    }
+    let before = n.pcp_info(Normal, 0).unwrap();
+    assert!(before.count < before.high && before.high > 16, "{before:?}");
+    // ZONE_BELOW_HIGH: the next free lowers high by the run of frees and spills (nr_pcp_high
+    // returns max(count, high_min)); the spill sees the zone above its high watermark and
+    // clears the flag (free_unref_page_commit).
+    n.zone(Normal).below_high.store(true, Relaxed);
+    n.free_pages(*rest.next().unwrap(), 0).unwrap();
+    let after = n.pcp_info(Normal, 0).unwrap();
+    assert_eq!(after.high, before.high.saturating_sub(before.free_count.max(4) + 1).max(16), "{after:?}");
+    assert!(after.count < before.count, "{after:?}");
+    assert!(!n.zone(Normal).below_high.load(Relaxed));
+    for &p in rest {
+        n.free_pages(p, 0).unwrap();
+    }
+    n.check_free_lists().unwrap();
 }

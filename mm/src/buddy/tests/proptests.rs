@@ -9,8 +9,17 @@ use crate::buddy::pcp::NR_CPUS;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { gfp: usize, order: u32, cpu: usize },
-    Free { which: usize, cpu: usize },
+    Alloc {
+        gfp: usize,
+        order: u32,
+        cpu: usize,
+    },
+    Free {
+        which: usize,
+        cpu: usize,
+    },
+    /// `decay_pcp_high` on every list (the vmstat worker's periodic job).
+    Decay,
 }
 
 const GFPS: [(GfpFlags, ZoneType); 5] = [
@@ -26,6 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..GFPS.len(), order, 0..NR_CPUS).prop_map(|(gfp, order, cpu)| Op::Alloc { gfp, order, cpu }),
         2 => (any::<usize>(), 0..NR_CPUS).prop_map(|(which, cpu)| Op::Free { which, cpu }),
+        1 => Just(Op::Decay),
     ]
 }
 
@@ -46,7 +56,7 @@ fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
         for o in 0..=MAX_PAGE_ORDER {
             n.for_each_free_block(zt, o, |p| blocks.push((p.0, p.0 + (1 << o), Kind::Buddy)));
         }
-        n.for_each_pcp_page(zt, |_, p| blocks.push((p.0, p.0 + 1, Kind::Pcp)));
+        n.for_each_pcp_page(zt, |_, p, o| blocks.push((p.0, p.0 + (1 << o), Kind::Pcp)));
     }
     blocks.sort_unstable();
     for w in blocks.windows(2) {
@@ -67,19 +77,24 @@ fn check_accounting(n: &Node, live: &BTreeMap<u64, u32>) {
         assert_eq!(free + pcp + used, z.managed_pages(), "{}", z.name());
         for cpu in 0..NR_CPUS {
             let info = n.pcp_info(z.zone_type(), cpu).unwrap();
-            assert!(info.count <= info.high, "{}: pcp count above high", z.name());
+            assert!(
+                info.high_min <= info.high && info.high <= info.high_max,
+                "{}: high out of range",
+                z.name()
+            );
         }
     }
     n.check_free_lists().unwrap();
 }
 
-/// `pcp`: `None` keeps the boot batch/high, `Some((batch, high))` sets them in every zone.
-fn run(small: bool, pcp: Option<(u32, u32)>, ops: Vec<Op>) {
+/// `pcp`: `None` keeps the boot sizing, `Some((batch, high_min, high_max))` sets it in every
+/// zone (auto-tuned between the two highs when they differ).
+fn run(small: bool, pcp: Option<(u32, u32, u32)>, ops: Vec<Op>) {
     let m = if small { TestMachine::small() } else { TestMachine::standard() };
     let n = &m.node;
-    if let Some((batch, high)) = pcp {
+    if let Some((batch, high_min, high_max)) = pcp {
         for zt in ZoneType::ALL {
-            n.set_pcp_batch(zt, batch, high).unwrap();
+            n.set_pcp_high_range(zt, batch, high_min, high_max).unwrap();
         }
     }
     let initial = sorted(snapshot(n));
@@ -113,6 +128,9 @@ fn run(small: bool, pcp: Option<(u32, u32)>, ops: Vec<Op>) {
                 }
                 live.insert(p.0, order);
                 order_of_live.push(p.0);
+            }
+            Op::Decay => {
+                n.decay_pcp_high_all();
             }
             Op::Free { which, cpu } => {
                 if order_of_live.is_empty() {
@@ -148,7 +166,7 @@ proptest! {
     #[test]
     fn random_alloc_free_matches_model(
         small in any::<bool>().prop_map(|b| b || cfg!(miri)),
-        pcp in prop::option::of((1u32..=8, 1u32..=4).prop_map(|(b, k)| (b, b * k))),
+        pcp in prop::option::of((1u32..=8, 1u32..=4, 1u32..=4).prop_map(|(b, k, m)| (b, b * k, b * k * m))),
         ops in prop::collection::vec(op(), if cfg!(miri) { 1..40 } else { 1..400 })) {
         run(small, pcp, ops);
     }
