@@ -1,5 +1,5 @@
 //! The picture of physical memory: parses the kernel's page-state map (the `$ memmap LABEL`
-//! block, `mm/src/pagemap.rs` writes it) and draws it as SVG, one cell per page (per block of
+//! block, `kernel/libs/mm/src/pagemap.rs` writes it) and draws it as SVG, one cell per page (per block of
 //! 2^k pages when memory is larger than 1 GiB), coloured by what the page holds, with the zone
 //! boundaries, holes, a legend with page counts and, beside the map, a bar chart of the free
 //! blocks of each order in each zone (what `/proc/buddyinfo` counts).

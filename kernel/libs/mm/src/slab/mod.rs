@@ -22,15 +22,7 @@ pub mod typed;
 pub mod validate;
 
 #[cfg(test)]
-pub(crate) mod testprov;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_args;
-#[cfg(test)]
-mod tests_debug;
-#[cfg(test)]
-mod tests_percpu;
+pub(crate) mod tests;
 
 use core::fmt;
 use core::panic::Location;

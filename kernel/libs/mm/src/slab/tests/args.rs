@@ -5,9 +5,9 @@
 
 use proptest::prelude::*;
 
-use super::testprov::TestProvider;
-use super::tests::SEED;
-use super::*;
+use crate::slab::tests::prov::TestProvider;
+use crate::slab::tests::SEED;
+use crate::slab::*;
 use crate::gfp::GfpFlags;
 
 const PAGES: usize = if cfg!(miri) { 1024 } else { 4096 };
@@ -25,7 +25,7 @@ fn check(slab: &SlabAllocator<'_, TestProvider>, size: usize, align: usize, flag
                     // buddy blocks are naturally aligned physically and the direct map base is
                     // aligned far beyond any slab).
                     let phys = crate::page::PageProvider::direct_map(slab.provider()).phys(obj.as_ptr());
-                    let off = phys.as_u64() - super::testprov::FIRST_PFN * crate::PAGE_SIZE as u64;
+                    let off = phys.as_u64() - crate::slab::tests::prov::FIRST_PFN * crate::PAGE_SIZE as u64;
                     assert_eq!(off % align.max(1) as u64, 0, "size {size} align {align}");
                     cache.free(obj).unwrap();
                 }

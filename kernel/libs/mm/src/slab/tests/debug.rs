@@ -2,10 +2,10 @@
 
 use core::ptr::NonNull;
 
-use super::debug::{POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
-use super::testprov::TestProvider;
-use super::tests::SEED;
-use super::*;
+use crate::slab::debug::{POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
+use crate::slab::tests::prov::TestProvider;
+use crate::slab::tests::SEED;
+use crate::slab::*;
 use crate::gfp::GfpFlags;
 use crate::kmalloc::Kmalloc;
 

@@ -10,9 +10,9 @@ use core::ptr::NonNull;
 
 use proptest::prelude::*;
 
-use super::testprov::TestProvider;
-use super::tests::SEED;
-use super::*;
+use crate::slab::tests::prov::TestProvider;
+use crate::slab::tests::SEED;
+use crate::slab::*;
 use crate::buddy::CpuId;
 use crate::gfp::GfpFlags;
 

@@ -4,7 +4,7 @@ use core::ptr::NonNull;
 use std::vec::Vec;
 
 use super::*;
-use crate::slab::testprov::TestProvider;
+use crate::slab::tests::prov::TestProvider;
 use crate::slab::SlabDebugConfig;
 
 const GFP: GfpFlags = GfpFlags::GFP_KERNEL;

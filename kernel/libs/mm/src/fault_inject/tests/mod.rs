@@ -116,7 +116,7 @@ fn caller_filter_requires_and_rejects_by_file_and_line() {
     assert_eq!(fails(&a, 5, 8), 0);
     a.set("require-caller", this_file).unwrap();
     assert_eq!(fails(&a, 5, 8), 5);
-    a.set("reject-caller", "fault_inject/tests.rs").unwrap();
+    a.set("reject-caller", "fault_inject/tests/mod.rs").unwrap();
     assert_eq!(fails(&a, 5, 8), 0, "reject wins over require");
     a.set("reject-caller", "").unwrap();
     a.set("require-caller", "").unwrap();
@@ -173,7 +173,7 @@ fn count_dump(d: &FaultDump) {
         DUMPS.fetch_add(1, SeqCst);
         LAST_TIMES.store(d.times as usize, SeqCst);
         assert_eq!((d.interval, d.probability, d.size), (1, 100, 24));
-        assert!(d.caller.file().ends_with("tests.rs"));
+        assert!(d.caller.file().ends_with("fault_inject/tests/mod.rs"));
     }
 }
 

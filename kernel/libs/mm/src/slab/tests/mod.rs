@@ -1,4 +1,9 @@
-//! Host tests of slab caches (no debug flags; see `tests_debug` for those).
+//! Host tests of slab caches (no debug flags; see `debug` for those).
+
+mod args;
+mod debug;
+mod percpu;
+pub(crate) mod prov;
 
 use std::collections::BTreeMap;
 use std::string::String;
@@ -10,7 +15,7 @@ use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use proptest::prelude::*;
 
-use super::testprov::TestProvider;
+use crate::slab::tests::prov::TestProvider;
 use super::*;
 use crate::gfp::GfpFlags;
 use crate::page::{PageProvider, PageState};
