@@ -230,16 +230,29 @@ pub fn build_image_with(
     let image = dir.join(format!("{stem}.{}.img", if uefi { "uefi" } else { "bios" }));
     let mut builder = bootloader::DiskImageBuilder::new(PathBuf::from(kernel.path()));
     builder.set_ramdisk(cmdline_file.clone());
+    let mut config = bootloader::BootConfig::default();
+    config.log_level = bootloader_log_level(cmdline);
     if quiet_bootloader {
-        let mut config = bootloader::BootConfig::default();
         config.serial_logging = false;
         config.frame_buffer_logging = false;
-        builder.set_boot_config(&config);
     }
+    builder.set_boot_config(&config);
     let result = if uefi { builder.create_uefi_image(&image) } else { builder.create_bios_image(&image) };
     let _ = std::fs::remove_file(&cmdline_file);
     result.map_err(|e| RunnerError::Image(format!("{e:#}")))?;
     Ok(image)
+}
+
+/// The bootloader's own log level for a kernel command line. Its `INFO :` lines (ELF segments,
+/// framebuffer, page-table set-up) are detail for whoever debugs the boot, so they are printed
+/// only when the kernel's log level is `debug` or `trace` (the last `log=` word wins, as in the
+/// kernel's `cmdline.rs`); otherwise the bootloader prints its warnings and errors only.
+pub fn bootloader_log_level(cmdline: &str) -> bootloader_boot_config::LevelFilter {
+    let level = cmdline.split_ascii_whitespace().filter_map(|w| w.strip_prefix("log=")).last();
+    match level {
+        Some("debug" | "trace") => bootloader_boot_config::LevelFilter::Trace,
+        _ => bootloader_boot_config::LevelFilter::Warn,
+    }
 }
 
 /// The QEMU command line for an image.

@@ -496,7 +496,6 @@ fn without_a_terminal_a_plain_run_is_the_demo() {
         "no console word on the command line: {stderr}"
     );
     for line in [
-        "INFO : Jumping to kernel entry point",
         "[INFO ] memkernel booting (cmdline: \"\")",
         "BIOS-provided physical RAM map (via the bootloader):",
         "---- memory statistics after boot ----",
@@ -507,4 +506,19 @@ fn without_a_terminal_a_plain_run_is_the_demo() {
         assert!(stdout.contains(line), "the demo's log lacks `{line}`:\n{stdout}");
     }
     assert!(!stdout.contains("mm> ") && !stdout.contains("$ memmap"), "no console, no map:\n{stdout}");
+    assert!(!stdout.contains("INFO : "), "the bootloader's INFO lines are off by default:\n{stdout}");
+}
+
+#[test]
+fn log_debug_brings_the_bootloaders_info_lines_back() {
+    let out = runner()
+        .args(["--demo", "--cmdline", "log=debug"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("the runner starts");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}\nstdout:\n{stdout}");
+    for line in ["INFO : Jumping to kernel entry point", "INFO : Map physical memory"] {
+        assert!(stdout.contains(line), "log=debug shows the bootloader's `{line}`:\n{stdout}");
+    }
 }
