@@ -381,7 +381,8 @@ fn main() -> ExitCode {
             memkernel::KERNEL_LOAD_OFFSET
         );
     }
-    match boot(&opts) {
+    let outcome = if extra.bench { bench::boot_bench(&opts) } else { boot(&opts) };
+    match outcome {
         Ok(outcome) => {
             eprintln!("runner: {}", outcome.status);
             if outcome.status != Status::Success {

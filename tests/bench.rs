@@ -5,7 +5,7 @@
 //! both, in the commit that moves a figure.
 
 use memkernel::bench::{self, Figures};
-use memkernel::{boot, Status};
+use memkernel::Status;
 
 fn baseline() -> Figures {
     let path = bench::repo_root().join(bench::BASELINE_FILE);
@@ -16,7 +16,7 @@ fn baseline() -> Figures {
 #[test]
 fn bench_figures_match_the_baseline() {
     let opts = memkernel::BootOptions { echo: false, ..bench::bench_options() };
-    let outcome = boot(&opts).unwrap_or_else(|e| panic!("could not boot the bench: {e}"));
+    let outcome = bench::boot_bench(&opts).unwrap_or_else(|e| panic!("could not boot the bench: {e}"));
     assert_eq!(outcome.status, Status::Success, "the bench boot failed; serial log:\n{}", outcome.serial);
     let now = bench::parse_figures(&outcome.serial).unwrap_or_else(|e| panic!("bench output: {e}"));
     let drift = bench::compare(&baseline(), &now, bench::TOLERANCE);
