@@ -234,9 +234,14 @@ pub fn __get_free_pages(gfp: GfpFlags, order: u32) -> Result<VirtAddr, AllocErro
     alloc_pages(gfp, order).map(|f| phys_to_virt(f.start_address()))
 }
 
-/// Frees a block by its direct-map address (Linux's `free_pages`).
+/// Frees a block by its direct-map address (Linux's `free_pages`). Address 0 is a no-op, as in
+/// 6.12 (`mm/page_alloc.c`, `free_pages()`: `if (addr != 0)`), so a `__get_free_pages` result
+/// that was never set can be freed unconditionally.
 #[track_caller]
 pub fn free_pages(addr: VirtAddr, order: u32) -> Result<(), FreePagesError> {
+    if addr.as_u64() == 0 {
+        return Ok(());
+    }
     let Some(phys) = virt_to_phys(addr) else {
         let loc = core::panic::Location::caller();
         crate::warn!(

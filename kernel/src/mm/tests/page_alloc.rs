@@ -220,6 +220,20 @@ ktest!(
 );
 
 ktest!(
+    fn free_pages_of_address_zero_is_a_no_op() {
+        // mm/page_alloc.c (6.12), free_pages(): `if (addr != 0) { ... __free_pages(...) }`:
+        // no error, no report, nothing freed; order is not even looked at.
+        let before = snapshot();
+        assert_eq!(free_pages(x86_64::VirtAddr::zero(), 0), Ok(()));
+        assert_eq!(free_pages(x86_64::VirtAddr::zero(), 11), Ok(()));
+        assert_eq!(free_page(x86_64::VirtAddr::zero()), Ok(()));
+        assert_eq!(snapshot(), before);
+        // Address 1 (not 0) still is no direct-map address and is refused.
+        assert!(free_pages(x86_64::VirtAddr::new(1), 0).is_err());
+    }
+);
+
+ktest!(
     #[needs_memory]
     fn zone_modifiers_select_zones() {
         let dma = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, 0).expect("GFP_DMA");

@@ -531,3 +531,23 @@ proptest! {
         prop_assert_eq!(prov.pages_in_use(), base);
     }
 }
+
+/// The flag values are 6.12's: `include/linux/slab.h`, `enum _slab_flag_bits` and the
+/// `__SLAB_FLAG_BIT(_SLAB_*)` defines, on x86_64 defconfig with `CONFIG_FAILSLAB=y`
+/// (`_SLAB_DEBUG_OBJECTS` absent, so `_SLAB_NOLEAKTRACE` is bit 11 and `_SLAB_FAILSLAB` 13;
+/// `_SLAB_ACCOUNT` 14 and `_SLAB_KASAN`/`_SLAB_SKIP_KFENCE` absent, so `_SLAB_RECLAIM_ACCOUNT`
+/// is 16).
+#[test]
+fn slab_flags_have_linux_6_12_values() {
+    assert_eq!(SlabFlags::SLAB_CONSISTENCY_CHECKS.bits(), 0x1);
+    assert_eq!(SlabFlags::SLAB_RED_ZONE.bits(), 0x2);
+    assert_eq!(SlabFlags::SLAB_POISON.bits(), 0x4);
+    assert_eq!(SlabFlags::SLAB_KMALLOC.bits(), 0x8);
+    assert_eq!(SlabFlags::SLAB_HWCACHE_ALIGN.bits(), 0x10);
+    assert_eq!(SlabFlags::SLAB_CACHE_DMA.bits(), 0x20);
+    assert_eq!(SlabFlags::SLAB_STORE_USER.bits(), 0x80);
+    assert_eq!(SlabFlags::SLAB_PANIC.bits(), 0x100);
+    assert_eq!(SlabFlags::SLAB_FAILSLAB.bits(), 0x2000);
+    assert_eq!(SlabFlags::SLAB_RECLAIM_ACCOUNT.bits(), 0x1_0000);
+    assert_eq!(SlabFlags::DEBUG.bits(), 0x87, "F|Z|P|U");
+}
