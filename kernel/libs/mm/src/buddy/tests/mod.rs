@@ -304,6 +304,19 @@ fn init_on_alloc_and_init_on_free_zero_pages() {
 }
 
 /// Allocates order-0 pages with `gfp` until it fails; returns them.
+/// 6.12's two passes (`mm/page_alloc.c`, `__alloc_pages_noprof`: `get_page_from_freelist`
+/// with `ALLOC_WMARK_LOW`, then `__alloc_pages_slowpath` with `gfp_to_alloc_flags`'
+/// `ALLOC_WMARK_MIN`): exhausting memory walks the zonelist twice, every zone down to `low`
+/// first, then every zone down to `min`. So the zones of successive allocations are two
+/// non-increasing runs (Normal -> DMA32 -> DMA, then again from Normal).
+pub(crate) fn assert_low_then_min_sweeps(zones: &[ZoneType]) {
+    let ascents: Vec<usize> = (1..zones.len()).filter(|&i| zones[i - 1] < zones[i]).collect();
+    assert_eq!(ascents.len(), 1, "two zonelist sweeps (low, then min), got zones {zones:?}");
+    let (low, min) = zones.split_at(ascents[0]);
+    assert_eq!((low[0], *low.last().unwrap()), (Normal, Dma), "the low sweep uses every zone");
+    assert_eq!(min[0], Normal, "the min sweep starts again at the top");
+}
+
 fn drain(n: &Node, gfp: GfpFlags) -> Vec<Pfn> {
     let mut v = Vec::new();
     while let Ok(p) = n.alloc_pages(gfp, 0) {
@@ -325,10 +338,10 @@ fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks_on(m: &TestMac
 
     let kernel = drain(n, GfpFlags::GFP_KERNEL);
     assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL, 0), Err(AllocError::OutOfMemory { order: 0 }));
-    // Zones used in zonelist order: all Normal, then DMA32, then DMA.
+    // Zones used in zonelist order, twice: every zone down to low, then every zone down to min.
     let zones: Vec<ZoneType> = kernel.iter().map(|&p| zone_of(m, p)).collect();
-    assert!(zones.windows(2).all(|w| w[0] >= w[1]), "fallback order Normal -> DMA32 -> DMA");
-    assert_eq!((zones[0], *zones.last().unwrap()), (Normal, Dma));
+    assert_low_then_min_sweeps(&zones);
+    assert_eq!(*zones.last().unwrap(), Dma);
     // Each zone stopped exactly at min + lowmem_reserve[Normal].
     for z in n.zones() {
         let stop = z.min_wmark_pages() + z.lowmem_reserve()[Normal as usize];
@@ -624,4 +637,29 @@ fn free_reserved_area_gives_reserved_pages_to_the_allocator() {
         Err(FreeReservedError::NotReserved { state: PageState::Allocated, .. })
     ));
     n.free_pages(p, 0).unwrap();
+}
+
+/// 6.12, `mm/page_alloc.c`, `__alloc_pages_noprof`: the first attempt is
+/// `get_page_from_freelist(..., ALLOC_WMARK_LOW, ...)`; only `__alloc_pages_slowpath` goes down
+/// to `min`. So once Normal is at its low watermark, `GFP_KERNEL` falls back to DMA32 although
+/// Normal still has pages above `min`.
+#[test]
+fn first_pass_falls_back_at_low_before_any_zone_goes_below_low() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let normal = n.zone(Normal);
+    let mut got = Vec::new();
+    loop {
+        let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
+        got.push(p);
+        if zone_of(&m, p) != Normal {
+            break;
+        }
+    }
+    assert_eq!(zone_of(&m, *got.last().unwrap()), Dma32);
+    assert!(normal.free_pages() <= normal.low_wmark_pages(), "Normal left at its low watermark");
+    assert!(normal.free_pages() > normal.min_wmark_pages(), "with pages above min still there");
+    for p in got {
+        n.free_pages(p, 0).unwrap();
+    }
 }
