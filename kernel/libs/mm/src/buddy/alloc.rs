@@ -52,7 +52,6 @@ impl Node {
         const SLOW: GfpFlags = GfpFlags::__GFP_DMA
             .union(GfpFlags::__GFP_DMA32)
             .union(GfpFlags::__GFP_HIGH)
-            .union(GfpFlags::__GFP_NOFAIL)
             .union(GfpFlags::__GFP_ZERO);
         if order == 0 && !gfp.intersects(SLOW) && !self.order0_slow.load(Relaxed) {
             if let Some(idx) = self.rmqueue_pcplist_fast(cpu) {
@@ -95,10 +94,9 @@ impl Node {
         if order > MAX_PAGE_ORDER {
             return Err(AllocError::OrderTooLarge { order });
         }
-        if order > 1 && gfp.contains(GfpFlags::__GFP_NOFAIL) {
-            // Linux WARNs: a non-failing high-order allocation can deadlock the system.
-            return Err(AllocError::Invalid("__GFP_NOFAIL with order > 1"));
-        }
+        // `__GFP_NOFAIL` above order 1 is served as any other request: 6.12 only warns
+        // (`__alloc_pages_slowpath`: `WARN_ON_ONCE(order > 1)`), which is the kernel's
+        // slow path's business, as the retrying is.
         let highest = gfp_zone(gfp)?;
         // Linux's `prepare_alloc_pages`: before any attempt, so no reclaim or retry follows.
         if self.fail_page_alloc.attr.active() && self.fail_page_alloc.should_fail(gfp, order, caller) {

@@ -139,8 +139,9 @@ impl fmt::Display for SysctlError {
 struct AllocFlags {
     /// `ALLOC_WMARK_MIN` (0) or `ALLOC_WMARK_LOW` (1): the index of the watermark checked.
     wmark: usize,
-    /// `ALLOC_MIN_RESERVE`: `__GFP_HIGH` (and `__GFP_NOFAIL`, as Linux's last-resort path gives
-    /// it): may use half of `min`.
+    /// `ALLOC_MIN_RESERVE`: `__GFP_HIGH`: may use half of `min`. (`__GFP_NOFAIL` gets it only
+    /// in 6.12's last resort, `__alloc_pages_cpuset_fallback(..., ALLOC_MIN_RESERVE, ...)` after
+    /// reclaim failed: the kernel's NOFAIL retry adds `__GFP_HIGH` for that.)
     min_reserve: bool,
     /// `ALLOC_NON_BLOCK`: cannot reclaim; together with `min_reserve` (GFP_ATOMIC) may use
     /// another quarter of what is left. Alone (GFP_NOWAIT) it grants nothing.
@@ -161,7 +162,7 @@ impl AllocFlags {
     fn from_gfp(gfp: GfpFlags) -> AllocFlags {
         AllocFlags {
             wmark: 0,
-            min_reserve: gfp.intersects(GfpFlags::__GFP_HIGH.union(GfpFlags::__GFP_NOFAIL)),
+            min_reserve: gfp.contains(GfpFlags::__GFP_HIGH),
             non_block: !gfp.allows_blocking(),
         }
     }
