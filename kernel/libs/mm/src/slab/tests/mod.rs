@@ -157,6 +157,36 @@ fn destroy_refuses_while_objects_are_live() {
     c.destroy().unwrap();
 }
 
+/// What 6.12's `__kmem_cache_shutdown` lists for a cache destroyed with objects (`mm/slub.c`,
+/// `free_partial` -> `list_slab_objects`: one `slab_err` per partial slab in use, then
+/// `Object 0x%p @offset=%tu` per allocated object) after `flush_all_cpus_locked`.
+#[test]
+fn objects_remaining_lists_the_live_objects_of_partial_slabs() {
+    let prov = setup(PAGES);
+    let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
+    let c = slab.kmem_cache_create("left", 64, 0, SlabFlags::empty(), None).unwrap();
+    let objs: Vec<NonNull<u8>> = (0..3).map(|_| c.alloc(GFP).unwrap()).collect();
+    c.shrink();
+    let (mut slabs, mut found) = (Vec::new(), Vec::new());
+    c.objects_remaining(|start, objects, inuse, fp| slabs.push((start, objects, inuse, fp)), |p, off| {
+        found.push((p, off))
+    })
+    .unwrap();
+    assert_eq!(slabs.len(), 1);
+    let (start, objects, inuse, fp) = slabs[0];
+    assert_eq!((objects, inuse), (64, 3), "a 4 KiB slab of 64-byte objects, 3 in use");
+    assert!(fp >= start && fp < start + 4096, "the first free object of the slab");
+    let mut want: Vec<(usize, usize)> = objs.iter().map(|p| (p.as_ptr() as usize, p.as_ptr() as usize - start)).collect();
+    want.sort();
+    found.sort();
+    assert_eq!(found, want);
+    // Reporting changed nothing.
+    for p in objs {
+        c.free(p).unwrap();
+    }
+    c.destroy().unwrap();
+}
+
 #[test]
 fn create_rejects_bad_arguments() {
     let prov = setup(PAGES);
