@@ -119,6 +119,12 @@ impl MemoryMap {
                 kind
             );
         }
+        // arch/x86/kernel/setup.c (6.12), trim_bios_range(): the first page is the BIOS's,
+        // taken out of RAM before memblock is built (see `MemBlock::new`), and logged by
+        // e820__range_update (KERN_DEBUG there).
+        if self.regions().iter().any(|r| r.kind == RegionKind::Usable && r.start < 0x1000 && r.end > 0) {
+            crate::debug!("e820: update [mem 0x00000000-0x00000fff] usable ==> reserved");
+        }
         let (usable, boot, reserved) = self.totals();
         kprintln!(
             "e820: total RAM {} (usable {}, bootloader {}), reserved {}, highest RAM address {:#x}",

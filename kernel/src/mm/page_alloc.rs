@@ -3,7 +3,7 @@
 //! allocation-failure warning, reclaim-and-retry, `__GFP_NOFAIL` — and direct-map addresses.
 
 use core::sync::atomic::{
-    AtomicPtr, AtomicU64, AtomicUsize,
+    AtomicBool, AtomicPtr, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed},
 };
 
@@ -118,38 +118,80 @@ pub(crate) fn alloc_pfn(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
     }
 }
 
-/// After a failed attempt: if the flags allow reclaim, shrink the slab caches and retry once;
-/// with `__GFP_NOFAIL`, forever; otherwise the failure warning.
+/// After a failed attempt, 6.12's `__alloc_pages_slowpath` as far as it applies here:
+/// `__GFP_NOFAIL`'s `WARN_ON_ONCE(order > 1)` and `WARN_ON_ONCE(!can_direct_reclaim)`; direct
+/// reclaim (the registered shrinkers: empty slabs, empty vmalloc page tables) and one retry
+/// when the flags allow blocking; for a blocking `__GFP_NOFAIL`, retrying (see
+/// [`nofail_retry`]); otherwise the failure warning. A non-blocking `__GFP_NOFAIL` fails as
+/// any non-blocking request (6.12, `nopage:` `if (!can_direct_reclaim) goto fail;`).
 #[track_caller]
 #[cold]
 #[inline(never)]
 fn alloc_slowpath(gfp: GfpFlags, order: u32, err: AllocError) -> Result<Pfn, AllocError> {
     let node = node();
+    let nofail = gfp.contains(GfpFlags::__GFP_NOFAIL);
+    if nofail {
+        nofail_warnings(gfp, order, core::panic::Location::caller());
+    }
     if !matches!(err, AllocError::OutOfMemory { .. }) {
         return Err(warn_failure(gfp, order, err));
     }
-    // Reclaim: the only reclaimable memory is empty slabs and empty vmalloc page tables.
-    // Linux's direct reclaim in spirit.
     if gfp.allows_blocking() {
         if shrink_all_shrinkers() > 0 {
             if let Ok(pfn) = node.alloc_pages_cpu(this_cpu(), gfp, order) {
                 return Ok(pfn);
             }
         }
-    }
-    if gfp.contains(GfpFlags::__GFP_NOFAIL) && order <= 1 {
-        return nofail_retry(gfp, order);
+        if nofail {
+            return nofail_retry(gfp, order);
+        }
     }
     Err(warn_failure(gfp, order, AllocError::OutOfMemory { order }))
 }
 
+/// 6.12's `WARN_ON_ONCE(order > 1)` and `WARN_ON_ONCE(!can_direct_reclaim)` at the top of
+/// `__alloc_pages_slowpath` for `__GFP_NOFAIL` (`mm/page_alloc.c`): each printed once per
+/// boot, in `WARN`'s shape, naming the caller. Neither refuses the request.
+#[cold]
+#[inline(never)]
+fn nofail_warnings(gfp: GfpFlags, order: u32, loc: &'static core::panic::Location<'static>) {
+    let cpu = crate::arch::percpu::cpu_id();
+    if order > 1 && !NOFAIL_ORDER_WARNED.swap(true, Relaxed) {
+        crate::warn!("------------[ cut here ]------------");
+        crate::warn!(
+            "WARNING: CPU: {cpu} at mm/page_alloc.c __alloc_pages_slowpath: WARN_ON_ONCE(order > 1): __GFP_NOFAIL order {order} from {}:{}",
+            loc.file(),
+            loc.line()
+        );
+    }
+    if !gfp.allows_blocking() && !NOFAIL_NONBLOCK_WARNED.swap(true, Relaxed) {
+        crate::warn!("------------[ cut here ]------------");
+        crate::warn!(
+            "WARNING: CPU: {cpu} at mm/page_alloc.c __alloc_pages_slowpath: WARN_ON_ONCE(!can_direct_reclaim): __GFP_NOFAIL mode:{:#x}({:?}) from {}:{}",
+            gfp.bits(),
+            gfp,
+            loc.file(),
+            loc.line()
+        );
+    }
+}
+
+/// Whether `nofail_warnings` printed its `order > 1` warning (tests read it).
+pub(crate) static NOFAIL_ORDER_WARNED: AtomicBool = AtomicBool::new(false);
+/// Whether `nofail_warnings` printed its non-blocking warning (tests read it).
+pub(crate) static NOFAIL_NONBLOCK_WARNED: AtomicBool = AtomicBool::new(false);
+
 /// Rounds of reclaim-and-retry a `__GFP_NOFAIL` allocation gets before it fails.
 pub const NOFAIL_RETRIES: u32 = 1000;
 
-/// `__GFP_NOFAIL` (discouraged, as on Linux): reclaim, drain and retry, with access to the `min`
-/// reserve as Linux gives it (`ALLOC_MIN_RESERVE` in `__alloc_pages_slowpath`). Linux retries
-/// forever; with nothing to reclaim (no swap, no page cache here) that is a silent hang, so after
-/// [`NOFAIL_RETRIES`] rounds it fails loudly instead, whatever `__GFP_NOWARN` says.
+/// A blocking `__GFP_NOFAIL` (discouraged, as on Linux): 6.12 loops `retry:` forever, each
+/// round direct reclaim (`__alloc_pages_direct_reclaim`: the shrinkers, then
+/// `drain_all_pages`) and the last-resort attempt with `ALLOC_MIN_RESERVE`
+/// (`__alloc_pages_cpuset_fallback`). Here a round is the same: the shrinkers, the drain, an
+/// attempt with `__GFP_HIGH` (that reserve). With nothing else to reclaim (no page cache, no
+/// swap, no OOM killer here), waiting helps only if another CPU frees memory, so after
+/// [`NOFAIL_RETRIES`] rounds it fails loudly instead of hanging, whatever `__GFP_NOWARN` says
+/// (a deliberate deviation: 6.12 would never return).
 #[track_caller]
 #[cold]
 #[inline(never)]
@@ -234,9 +276,14 @@ pub fn __get_free_pages(gfp: GfpFlags, order: u32) -> Result<VirtAddr, AllocErro
     alloc_pages(gfp, order).map(|f| phys_to_virt(f.start_address()))
 }
 
-/// Frees a block by its direct-map address (Linux's `free_pages`).
+/// Frees a block by its direct-map address (Linux's `free_pages`). Address 0 is a no-op, as in
+/// 6.12 (`mm/page_alloc.c`, `free_pages()`: `if (addr != 0)`), so a `__get_free_pages` result
+/// that was never set can be freed unconditionally.
 #[track_caller]
 pub fn free_pages(addr: VirtAddr, order: u32) -> Result<(), FreePagesError> {
+    if addr.as_u64() == 0 {
+        return Ok(());
+    }
     let Some(phys) = virt_to_phys(addr) else {
         let loc = core::panic::Location::caller();
         crate::warn!(

@@ -169,7 +169,8 @@ pub fn reserved_kind(pfn: Pfn) -> ::mm::pagemap::ReservedKind {
 
 /// The `/proc/meminfo` figures from every layer that exists.
 pub fn meminfo() -> ::mm::stats::MemInfo {
-    let slab = super::slab::slab().totals();
+    // Large kmalloc blocks are unreclaimable slab, as in 6.12 (see `Kmalloc::slab_totals`).
+    let slab = super::slab::kmalloc_instance().slab_totals();
     let mut info = ::mm::stats::MemInfo::from_node(super::node(), slab.reclaimable_pages);
     info.slab_kb = Some(slab.slab_kb());
     info.sreclaimable_kb = Some(slab.sreclaimable_kb());

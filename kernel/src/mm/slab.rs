@@ -305,8 +305,13 @@ pub fn kmem_cache_free(cache: &KmemCache, ptr: NonNull<u8>) -> Result<(), SlabEr
     cache.free(ptr).inspect_err(|e| report_bad_free("kmem_cache_free", e, loc))
 }
 
-/// `kmem_cache_destroy(cache)`: refused (the handle given back) while objects are allocated,
-/// reported with the caller, as Linux's "Slab cache still has objects".
+/// `kmem_cache_destroy(cache)`: while objects are allocated, 6.12's report and warning
+/// (`mm/slab_common.c`, `kmem_cache_destroy`; `mm/slub.c`, `__kmem_cache_shutdown`): the empty
+/// slabs are freed, the partial slabs still in use listed (`slab_err` "Objects remaining in %s
+/// on __kmem_cache_shutdown()", each object), then `WARN(err, "%s %s: Slab cache still has
+/// objects when called from %pS")`; the cache is not destroyed and its objects are intact.
+/// 6.12 unlinks and leaks such a cache; here the handle is given back (`Err`), still listed,
+/// so the caller can free the objects and destroy it again.
 #[track_caller]
 pub fn kmem_cache_destroy(cache: KmemCache) -> Result<(), (KmemCache, SlabError)> {
     let loc = core::panic::Location::caller();
@@ -315,7 +320,41 @@ pub fn kmem_cache_destroy(cache: KmemCache) -> Result<(), (KmemCache, SlabError)
         report_bad_free("kmem_cache_destroy", &e, loc);
         return Err((cache, e));
     }
-    cache.destroy().inspect_err(|(_, e)| report_bad_free("kmem_cache_destroy", e, loc))
+    cache.destroy().inspect_err(|(c, e)| match e {
+        SlabError::CacheBusy { .. } => report_destroy_with_objects(c, loc),
+        _ => report_bad_free("kmem_cache_destroy", e, loc),
+    })
+}
+
+/// The lines 6.12 prints for `kmem_cache_destroy` of a cache with objects (see
+/// [`kmem_cache_destroy`]), the `%pS` caller being the source location.
+#[cold]
+#[inline(never)]
+fn report_destroy_with_objects(cache: &KmemCache, loc: &'static core::panic::Location<'static>) {
+    // __kmem_cache_shutdown: flush_all_cpus_locked, then free_partial discards the empty slabs.
+    cache.shrink();
+    let name = cache.name();
+    let listed = cache.objects_remaining(
+        |slab, objects, inuse, fp| {
+            // slab_err -> slab_bug, print_slab_info (dump_stack and the taint are not modelled).
+            kprintln!("=============================================================================");
+            kprintln!("BUG {name} (Not tainted): Objects remaining in {name} on __kmem_cache_shutdown()");
+            kprintln!("-----------------------------------------------------------------------------");
+            kprintln!();
+            kprintln!("Slab {slab:#x} objects={objects} used={inuse} fp={fp:#x} flags=(slab)");
+        },
+        |object, offset| kprintln!("Object {object:#x} @offset={offset}"),
+    );
+    if let Err(e) = listed {
+        crate::error!("kmem_cache_destroy {name}: listing the remaining objects stopped: {e}");
+    }
+    kprintln!("------------[ cut here ]------------");
+    kprintln!(
+        "kmem_cache_destroy {name}: Slab cache still has objects when called from {}:{}",
+        loc.file(),
+        loc.line()
+    );
+    kprintln!("WARNING: CPU: {} at mm/slab_common.c kmem_cache_destroy", crate::arch::percpu::cpu_id());
 }
 
 /// The kmalloc request that satisfies `layout`: kmalloc aligns power-of-two sizes naturally (up

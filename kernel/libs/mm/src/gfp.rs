@@ -54,8 +54,9 @@ bitflags! {
         const GFP_KERNEL = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits() | Self::__GFP_FS.bits();
         /// Interrupt context or under a spinlock: never sleeps, may use part of the reserves.
         const GFP_ATOMIC = Self::__GFP_HIGH.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
-        /// Never sleeps, never touches the reserves: fails early instead.
-        const GFP_NOWAIT = Self::__GFP_KSWAPD_RECLAIM.bits();
+        /// Never sleeps, never touches the reserves: fails early instead, and quietly: 6.12's
+        /// `GFP_NOWAIT` carries `__GFP_NOWARN` (since 6.8: a failure is expected and handled).
+        const GFP_NOWAIT = Self::__GFP_KSWAPD_RECLAIM.bits() | Self::__GFP_NOWARN.bits();
         /// `GFP_KERNEL` without filesystem or I/O recursion.
         const GFP_NOIO = Self::__GFP_RECLAIM.bits();
         const GFP_NOFS = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits();
@@ -79,10 +80,13 @@ mod tests {
 
     #[test]
     fn composite_flags_have_linux_values() {
-        // include/linux/gfp_types.h, Linux 6.x
+        // include/linux/gfp_types.h (6.12): GFP_KERNEL (__GFP_RECLAIM | __GFP_IO | __GFP_FS),
+        // GFP_ATOMIC (__GFP_HIGH|__GFP_KSWAPD_RECLAIM),
+        // GFP_NOWAIT (__GFP_KSWAPD_RECLAIM | __GFP_NOWARN).
         assert_eq!(GfpFlags::GFP_KERNEL.bits(), 0xcc0);
         assert_eq!(GfpFlags::GFP_ATOMIC.bits(), 0x820);
-        assert_eq!(GfpFlags::GFP_NOWAIT.bits(), 0x800);
+        assert_eq!(GfpFlags::GFP_NOWAIT.bits(), 0x2800);
+        assert!(GfpFlags::GFP_NOWAIT.contains(GfpFlags::__GFP_NOWARN));
         assert!(GfpFlags::GFP_KERNEL.allows_blocking());
         assert!(!GfpFlags::GFP_ATOMIC.allows_blocking());
     }

@@ -2,6 +2,11 @@
 //! (unit tests, property tests against models, Miri) over emulated physical memory. The kernel
 //! (`kernel/src/mm`) wires it to real memory and real page tables.
 //!
+//! The reference is Linux 6.12 (LTS): semantics, flag values and report formats are 6.12's,
+//! and the tests that check them cite the 6.12 source. The deliberate deviations (one node, no
+//! highmem, no page reclaim, kswapd or OOM killer, ...) are listed in the README's table
+//! "Deviations from Linux 6.12".
+//!
 //! Layers, bottom up:
 //! - [`memmap`]: the firmware's physical memory map;
 //! - [`memblock`]: the early boot allocator;

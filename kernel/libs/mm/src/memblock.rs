@@ -141,7 +141,11 @@ pub struct MemBlock {
 
 impl MemBlock {
     /// Builds the memory array from the `Usable` regions of the firmware map (trimmed to whole
-    /// pages, adjacent ranges merged) and reserves page 0, which is never handed out.
+    /// pages, adjacent ranges merged), without page 0: 6.12's x86 `setup_arch` ->
+    /// `trim_bios_range` turns the first page into reserved firmware memory before memblock is
+    /// built (`e820__range_update(0, PAGE_SIZE, E820_TYPE_RAM, E820_TYPE_RESERVED)`, logged as
+    /// `e820: update [mem 0x00000000-0x00000fff] usable ==> reserved`), so it is in no zone's
+    /// span (ZONE_DMA starts at pfn 1) and never handed out.
     pub fn new(regions: &[MemRegion]) -> Result<MemBlock, MemBlockError> {
         let mut mb = MemBlock {
             memory: RangeArray::new("memory"),
@@ -149,15 +153,12 @@ impl MemBlock {
             retired: false,
         };
         for r in regions.iter().filter(|r| r.kind == RegionKind::Usable) {
-            let start = r.start.next_multiple_of(PAGE_SIZE as u64);
+            let start = r.start.next_multiple_of(PAGE_SIZE as u64).max(PAGE_SIZE as u64);
             let end = r.end & !(PAGE_SIZE as u64 - 1);
             if start >= end {
                 continue;
             }
             mb.add_memory(start, end)?;
-        }
-        if mb.memory.overlapping(0, PAGE_SIZE as u64).is_some() {
-            mb.reserved.insert(0, PAGE_SIZE as u64, "page 0")?;
         }
         Ok(mb)
     }
@@ -324,17 +325,17 @@ mod tests {
     }
 
     #[test]
-    fn builds_memory_and_reserves_page_zero() {
+    fn builds_memory_without_page_zero() {
+        // arch/x86/kernel/setup.c (6.12), trim_bios_range(): e820__range_update(0, PAGE_SIZE,
+        // E820_TYPE_RAM, E820_TYPE_RESERVED) before memblock: page 0 is not memory at all.
         let mb = MemBlock::new(&map()).unwrap();
-        let mem: [(u64, u64); 3] = [(0, 0x9f000), (MIB, 4 * MIB), (5 * MIB, 8 * MIB)];
+        let mem: [(u64, u64); 3] = [(0x1000, 0x9f000), (MIB, 4 * MIB), (5 * MIB, 8 * MIB)];
         assert_eq!(mb.memory().len(), 3);
         for (r, (s, e)) in mb.memory().iter().zip(mem) {
             assert_eq!((r.start, r.end), (s, e));
         }
-        let res: [&MemBlockRange; 1] = [mb.reservations().next().unwrap()];
-        assert_eq!((res[0].start, res[0].end, res[0].label), (0, 0x1000, "page 0"));
-        assert_eq!(mb.reserved_bytes(), 0x1000);
-        assert_eq!(mb.memory_bytes(), 0x9f000 + 3 * MIB + 3 * MIB);
+        assert_eq!(mb.reservations().count(), 0);
+        assert_eq!(mb.memory_bytes(), 0x9e000 + 3 * MIB + 3 * MIB);
     }
 
     #[test]
@@ -400,7 +401,6 @@ mod tests {
         assert_eq!(
             v,
             [
-                (0, 0x1000, "page 0"),
                 (2 * MIB, 2 * MIB + 0x3000, "a"),
                 (2 * MIB + 0x3000, 2 * MIB + 0x4000, "b")
             ]
@@ -460,8 +460,8 @@ mod tests {
     #[test]
     fn capacity_error_and_retire() {
         let mut mb = MemBlock::new(&[MemRegion::new(0, 64 * MIB, Usable)]).unwrap();
-        // Page 0 uses one slot; fill the rest with non-adjacent reservations.
-        for i in 1..MEMBLOCK_MAX_REGIONS as u64 {
+        // Fill every slot with non-adjacent reservations.
+        for i in 1..=MEMBLOCK_MAX_REGIONS as u64 {
             mb.reserve(i * 0x2000, i * 0x2000 + 0x1000, "r").unwrap();
         }
         let err = mb.reserve(MIB * 32, MIB * 32 + 0x1000, "r");

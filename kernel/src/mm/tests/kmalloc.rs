@@ -659,3 +659,19 @@ ktest!(
         assert_eq!(crate::log::SUPPRESSED.load(Relaxed) - before, 5);
     }
 );
+
+ktest!(
+    #[needs_memory]
+    fn large_kmalloc_counts_in_meminfo_slab_and_sunreclaim() {
+        // mm/slub.c (6.12), ___kmalloc_large_node(): NR_SLAB_UNRECLAIMABLE_B += PAGE_SIZE << order;
+        // fs/proc/meminfo.c: Slab = SReclaimable + SUnreclaim.
+        let before = crate::mm::report::meminfo();
+        let p = kmalloc(64 * 1024, KERNEL).expect("kmalloc 64 KiB");
+        let during = crate::mm::report::meminfo();
+        assert_eq!(during.sunreclaim_kb, before.sunreclaim_kb.map(|k| k + 64));
+        assert_eq!(during.slab_kb, before.slab_kb.map(|k| k + 64));
+        assert_eq!(during.slab_kb, Some(during.sreclaimable_kb.unwrap() + during.sunreclaim_kb.unwrap()));
+        kfree(p.as_ptr()).unwrap();
+        assert_eq!(crate::mm::report::meminfo().slab_kb, before.slab_kb);
+    }
+);

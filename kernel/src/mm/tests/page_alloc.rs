@@ -220,6 +220,20 @@ ktest!(
 );
 
 ktest!(
+    fn free_pages_of_address_zero_is_a_no_op() {
+        // mm/page_alloc.c (6.12), free_pages(): `if (addr != 0) { ... __free_pages(...) }`:
+        // no error, no report, nothing freed; order is not even looked at.
+        let before = snapshot();
+        assert_eq!(free_pages(x86_64::VirtAddr::zero(), 0), Ok(()));
+        assert_eq!(free_pages(x86_64::VirtAddr::zero(), 11), Ok(()));
+        assert_eq!(free_page(x86_64::VirtAddr::zero()), Ok(()));
+        assert_eq!(snapshot(), before);
+        // Address 1 (not 0) still is no direct-map address and is refused.
+        assert!(free_pages(x86_64::VirtAddr::new(1), 0).is_err());
+    }
+);
+
+ktest!(
     #[needs_memory]
     fn zone_modifiers_select_zones() {
         let dma = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::GFP_DMA, 0).expect("GFP_DMA");
@@ -316,20 +330,34 @@ ktest!(
 
 ktest!(
     #[needs_memory]
-    fn oom_failure_counts_and_nofail_order_limit() {
-        let failures = ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed);
+    fn oom_failure_counts_and_nofail_as_6_12() {
+        use core::sync::atomic::Ordering::Relaxed;
+        let failures = ALLOC_FAILURES.load(Relaxed);
         let _chain = exhaust(GfpFlags::GFP_KERNEL);
         assert!(alloc_pages(GfpFlags::GFP_KERNEL | NOWARN, 0).is_err());
-        assert!(ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed) > failures);
-        // __GFP_NOFAIL above order 1 is refused rather than looping forever.
-        assert!(alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL | NOWARN, 2).is_err());
-        // Order 0 with __GFP_NOFAIL may use the min reserve (as Linux's slow path)...
+        assert!(ALLOC_FAILURES.load(Relaxed) > failures);
+        // mm/page_alloc.c (6.12), __alloc_pages_slowpath(): for __GFP_NOFAIL,
+        // WARN_ON_ONCE(order > 1) and WARN_ON_ONCE(!can_direct_reclaim), neither refusing.
+        // Order 2 is served from the min reserve if a block is there; either way it warned.
+        if let Ok(big) = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL | NOWARN, 2) {
+            __free_pages(big, 2).unwrap();
+        }
+        assert!(super::super::page_alloc::NOFAIL_ORDER_WARNED.load(Relaxed), "order > 1 warned");
+        // Order 0 with __GFP_NOFAIL gets the min reserve after reclaim failed (6.12's
+        // __alloc_pages_cpuset_fallback(..., ALLOC_MIN_RESERVE, ...))...
         let reserve = alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL, 0).expect("the min reserve");
-        // ... and once that is gone too, it fails loudly after its retries instead of hanging.
-        let _deeper = exhaust(GfpFlags::GFP_ATOMIC);
-        let failures = ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed);
+        // ... while a non-blocking __GFP_NOFAIL fails as any non-blocking request once the
+        // atomic reserve is gone (nopage: `if (!can_direct_reclaim) goto fail;`), warned once.
+        let _atomic = exhaust(GfpFlags::GFP_ATOMIC);
+        let failures = ALLOC_FAILURES.load(Relaxed);
+        assert!(alloc_pages(GfpFlags::GFP_ATOMIC | GfpFlags::__GFP_NOFAIL | NOWARN, 0).is_err());
+        assert_eq!(ALLOC_FAILURES.load(Relaxed), failures + 1);
+        assert!(super::super::page_alloc::NOFAIL_NONBLOCK_WARNED.load(Relaxed), "!can_direct_reclaim warned");
+        // With the reserve gone too, a blocking __GFP_NOFAIL fails loudly after its retries
+        // instead of hanging (the deliberate deviation: 6.12 would retry forever).
+        let failures = ALLOC_FAILURES.load(Relaxed);
         assert!(alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL | NOWARN, 0).is_err());
-        assert_eq!(ALLOC_FAILURES.load(core::sync::atomic::Ordering::Relaxed), failures + 1);
+        assert_eq!(ALLOC_FAILURES.load(Relaxed), failures + 1);
         __free_pages(reserve, 0).unwrap();
     }
 );

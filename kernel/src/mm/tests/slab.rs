@@ -446,3 +446,32 @@ ktest!(
         crate::info!("slab_debug kmalloc-32 checks done");
     }
 );
+
+ktest!(
+    #[needs_memory]
+    fn kmem_cache_destroy_with_objects_warns_and_keeps_the_cache() {
+        // mm/slab_common.c (6.12), kmem_cache_destroy(): __kmem_cache_shutdown() fails, WARN
+        // "Slab cache still has objects", the cache is not released and its objects stay valid
+        // (mm/slub.c free_partial: only the empty slabs are discarded).
+        let cache = kmem_cache_create("test-destroy-busy", 200, 0, SlabFlags::empty(), None).expect("create");
+        let objs: alloc::vec::Vec<_> = (0..30u8)
+            .map(|i| {
+                let p = kmem_cache_alloc(&cache, KERNEL).expect("alloc");
+                // SAFETY: 200 bytes of a live object.
+                unsafe { p.as_ptr().write_bytes(i, 200) };
+                p
+            })
+            .collect();
+        let (cache, e) = kmem_cache_destroy(cache).expect_err("destroy with 30 live objects");
+        assert_eq!(e, SlabError::CacheBusy { cache: "test-destroy-busy", live: 30 });
+        assert_eq!(cache.live_objects(), 30);
+        assert!(cache.validate().is_ok(), "the report changed nothing");
+        for (i, p) in objs.into_iter().enumerate() {
+            // SAFETY: 200 bytes of a live object.
+            let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), 200) };
+            assert!(bytes.iter().all(|&b| b == i as u8), "object {i} damaged by the destroy attempt");
+            kmem_cache_free(&cache, p).expect("free");
+        }
+        kmem_cache_destroy(cache).expect("destroy once empty");
+    }
+);

@@ -52,7 +52,6 @@ impl Node {
         const SLOW: GfpFlags = GfpFlags::__GFP_DMA
             .union(GfpFlags::__GFP_DMA32)
             .union(GfpFlags::__GFP_HIGH)
-            .union(GfpFlags::__GFP_NOFAIL)
             .union(GfpFlags::__GFP_ZERO);
         if order == 0 && !gfp.intersects(SLOW) && !self.order0_slow.load(Relaxed) {
             if let Some(idx) = self.rmqueue_pcplist_fast(cpu) {
@@ -63,12 +62,13 @@ impl Node {
     }
 
     /// The fast path of [`Node::alloc_pages_cpu`]: the first populated zone of the Normal
-    /// zonelist, plain `min` watermark with the Normal lowmem reserve, a page from the list.
+    /// zonelist, the `low` watermark (6.12's first attempt, `ALLOC_WMARK_LOW`) with the Normal
+    /// lowmem reserve, a page from the list.
     #[inline]
     fn rmqueue_pcplist_fast(&self, cpu: CpuId) -> Option<u32> {
         let highest = ZoneType::Normal as usize;
         let zone = &self.zones[self.normal_first as usize];
-        if zone.free_pages() <= zone.min_wmark_pages() + zone.lowmem_reserve[highest] {
+        if zone.free_pages() <= zone.low_wmark_pages() + zone.lowmem_reserve[highest] {
             return None;
         }
         let mut pcp = zone.pcp[cpu.0].lock();
@@ -94,21 +94,30 @@ impl Node {
         if order > MAX_PAGE_ORDER {
             return Err(AllocError::OrderTooLarge { order });
         }
-        if order > 1 && gfp.contains(GfpFlags::__GFP_NOFAIL) {
-            // Linux WARNs: a non-failing high-order allocation can deadlock the system.
-            return Err(AllocError::Invalid("__GFP_NOFAIL with order > 1"));
-        }
+        // `__GFP_NOFAIL` above order 1 is served as any other request: 6.12 only warns
+        // (`__alloc_pages_slowpath`: `WARN_ON_ONCE(order > 1)`), which is the kernel's
+        // slow path's business, as the retrying is.
         let highest = gfp_zone(gfp)?;
         // Linux's `prepare_alloc_pages`: before any attempt, so no reclaim or retry follows.
         if self.fail_page_alloc.attr.active() && self.fail_page_alloc.should_fail(gfp, order, caller) {
             return Err(AllocError::FaultInjected { by: "fail_page_alloc" });
         }
-        let flags = AllocFlags::from_gfp(gfp);
-        // One call site, so that the zonelist walk is inlined here.
+        // 6.12's `__alloc_pages_noprof`: a first pass over the zonelist against the `low`
+        // watermarks (`ALLOC_WMARK_LOW`), so that every zone is used down to `low` before any
+        // goes below it; then `__alloc_pages_slowpath`'s pass with `gfp_to_alloc_flags` (`min`,
+        // and the reserves the flags grant). Its `wake_all_kswapds` between them has nothing to
+        // wake here (no kswapd), and direct reclaim is the caller's (see the kernel's
+        // `alloc_slowpath`); the drain of the per-CPU lists is `__alloc_pages_direct_reclaim`'s
+        // `drain_all_pages` before its retry. One call site, so that the walk is inlined here.
+        let mut flags = AllocFlags::FIRST_PASS;
         let mut drained = false;
         let idx = loop {
             if let Some(idx) = self.get_page_from_freelist(cpu, order, highest, flags) {
                 break idx;
+            }
+            if flags.wmark != 0 {
+                flags = AllocFlags::from_gfp(gfp);
+                continue;
             }
             if drained || self.drain_pages() == 0 {
                 return Err(AllocError::OutOfMemory { order });

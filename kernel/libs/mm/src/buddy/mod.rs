@@ -134,11 +134,14 @@ impl fmt::Display for SysctlError {
     }
 }
 
-/// Linux's `ALLOC_*` bits that matter here (from `gfp_to_alloc_flags`).
+/// Linux's `ALLOC_*` bits that matter here (`mm/internal.h`; set by `gfp_to_alloc_flags`).
 #[derive(Clone, Copy)]
 struct AllocFlags {
-    /// `ALLOC_MIN_RESERVE`: `__GFP_HIGH` (and `__GFP_NOFAIL`, as Linux's last-resort path gives
-    /// it): may use half of `min`.
+    /// `ALLOC_WMARK_MIN` (0) or `ALLOC_WMARK_LOW` (1): the index of the watermark checked.
+    wmark: usize,
+    /// `ALLOC_MIN_RESERVE`: `__GFP_HIGH`: may use half of `min`. (`__GFP_NOFAIL` gets it only
+    /// in 6.12's last resort, `__alloc_pages_cpuset_fallback(..., ALLOC_MIN_RESERVE, ...)` after
+    /// reclaim failed: the kernel's NOFAIL retry adds `__GFP_HIGH` for that.)
     min_reserve: bool,
     /// `ALLOC_NON_BLOCK`: cannot reclaim; together with `min_reserve` (GFP_ATOMIC) may use
     /// another quarter of what is left. Alone (GFP_NOWAIT) it grants nothing.
@@ -146,10 +149,20 @@ struct AllocFlags {
 }
 
 impl AllocFlags {
+    /// The first attempt of 6.12's `__alloc_pages_noprof`: `alloc_flags = ALLOC_WMARK_LOW`, no
+    /// reserve bits whatever the GFP flags say.
+    const FIRST_PASS: AllocFlags = AllocFlags { wmark: 1, min_reserve: false, non_block: false };
+
+    /// `gfp_to_alloc_flags` (6.12, `mm/page_alloc.c`), for the slow path's attempt:
+    /// `ALLOC_WMARK_MIN`, `ALLOC_MIN_RESERVE` from `__GFP_HIGH`, `ALLOC_NON_BLOCK` without
+    /// `__GFP_DIRECT_RECLAIM` (unless `__GFP_NOMEMALLOC`, which this kernel does not define).
+    /// `ALLOC_HIGHATOMIC` (non-blocking, order > 0) only opens the `MIGRATE_HIGHATOMIC`
+    /// reserve, which does not exist here (no migrate types), so it is not modelled.
     #[inline]
     fn from_gfp(gfp: GfpFlags) -> AllocFlags {
         AllocFlags {
-            min_reserve: gfp.intersects(GfpFlags::__GFP_HIGH.union(GfpFlags::__GFP_NOFAIL)),
+            wmark: 0,
+            min_reserve: gfp.contains(GfpFlags::__GFP_HIGH),
             non_block: !gfp.allows_blocking(),
         }
     }
@@ -569,13 +582,14 @@ fn free_range_init(mm: &MemMap, fa: &mut FreeArea, start: u64, end: u64) {
     }
 }
 
-/// The free-page part of `__zone_watermark_ok` with the `min` watermark, given the zone's free
+/// The free-page part of `__zone_watermark_ok` (6.12, `mm/page_alloc.c`) with the watermark
+/// `flags` name (`wmark_pages(z, alloc_flags & ALLOC_WMARK_MASK)`), given the zone's free
 /// pages (per-CPU list pages excluded, as on Linux). Callers with `order > 0` also check that a
 /// block of that order exists.
 #[inline]
 fn zone_watermark_ok(z: &Zone, free_pages: u64, order: u32, highest: usize, flags: AllocFlags) -> bool {
     let free = free_pages as i64 - ((1i64 << order) - 1);
-    let mut min = z.min_wmark_pages() as i64;
+    let mut min = z.watermark[flags.wmark].load(core::sync::atomic::Ordering::Relaxed) as i64;
     if flags.min_reserve {
         min -= min / 2;
         if flags.non_block {

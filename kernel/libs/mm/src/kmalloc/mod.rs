@@ -8,7 +8,7 @@
 
 use core::panic::Location;
 use core::ptr::NonNull;
-use core::sync::atomic::{compiler_fence, Ordering::SeqCst};
+use core::sync::atomic::{compiler_fence, AtomicU64, Ordering::{Relaxed, SeqCst}};
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::buddy::CpuId;
@@ -17,7 +17,7 @@ use crate::page::{PageProvider, PageState};
 use crate::slab::layout::get_order;
 use crate::slab::percpu::this_cpu;
 use crate::slab::root::{find_block, find_slab};
-use crate::slab::{CacheHandle, KmemCache, SlabAllocator, SlabError, SlabFlags};
+use crate::slab::{CacheHandle, KmemCache, SlabAllocator, SlabError, SlabFlags, SlabTotals};
 use crate::AllocError;
 
 /// Smallest kmalloc object and minimum alignment of every kmalloc block.
@@ -83,6 +83,9 @@ pub struct Kmalloc<'p, P: PageProvider> {
     provider: &'p P,
     /// Direct-map address of physical 0: address -> pfn in the free fast path.
     dm_base: usize,
+    /// Pages of live large blocks (6.12's `NR_SLAB_UNRECLAIMABLE_B` share of
+    /// `___kmalloc_large_node` / `free_large_kmalloc`).
+    large_pages: AtomicU64,
 }
 
 // SAFETY: the caches are `Sync` and never destroyed (their handles were forgotten on purpose).
@@ -112,11 +115,17 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         }
         let provider = slab.provider();
         let dm_base = provider.direct_map().pfn_to_virt(Pfn(0)) as usize;
-        Ok(Kmalloc { slab, caches, provider, dm_base })
+        Ok(Kmalloc { slab, caches, provider, dm_base, large_pages: AtomicU64::new(0) })
     }
 
     pub fn slab(&self) -> &SlabAllocator<'p, P> {
         &self.slab
+    }
+
+    /// The meminfo slab figures: every cache's slabs ([`SlabAllocator::totals`]) and the large
+    /// blocks, which 6.12 accounts as unreclaimable slab.
+    pub fn slab_totals(&self) -> SlabTotals {
+        SlabTotals { kmalloc_large_pages: self.large_pages.load(Relaxed), ..self.slab.totals() }
     }
 
     /// The cache serving `size` bytes with `gfp` (None above `KMALLOC_MAX_CACHE_SIZE` or for 0).
@@ -178,6 +187,8 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         page.set_order(order);
         crate::page::prep_compound_page(provider, pfn, order);
         page.set_state(PageState::KmallocLarge);
+        // mm/slub.c (6.12), ___kmalloc_large_node: NR_SLAB_UNRECLAIMABLE_B += PAGE_SIZE << order.
+        self.large_pages.fetch_add(1 << order, Relaxed);
         let p = provider.direct_map().pfn_to_virt(pfn);
         if gfp.contains(GfpFlags::__GFP_ZERO) {
             // SAFETY: the block was just allocated for us: 2^order pages from `p`.
@@ -324,6 +335,8 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
                 }
                 page.set_state(PageState::Allocated);
                 crate::page::clear_compound_page(provider, pfn, order);
+                // mm/slub.c (6.12), free_large_kmalloc: NR_SLAB_UNRECLAIMABLE_B -= the block.
+                self.large_pages.fetch_sub(1 << order, Relaxed);
                 provider.free_pages(pfn, order).map_err(|_| SlabError::NotOwned { addr: ptr as usize })
             }
         }

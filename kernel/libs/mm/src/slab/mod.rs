@@ -40,31 +40,40 @@ pub use typed::{SlabBox, TypedCache};
 pub use validate::Validation;
 
 bitflags! {
-    /// Cache creation flags with Linux's values (`include/linux/slab.h`).
+    /// Cache creation flags with Linux 6.12's values. 6.12 numbers them as bits of
+    /// `enum _slab_flag_bits` (`include/linux/slab.h`), where bits exist only in some
+    /// configurations; the values here are x86_64 `defconfig` (`CONFIG_MEMCG=y`,
+    /// `CONFIG_DEBUG_OBJECTS`, `CONFIG_KASAN_GENERIC`, `CONFIG_KFENCE` and `CONFIG_SLUB_TINY`
+    /// off) plus `CONFIG_FAILSLAB=y`, which this kernel implements:
+    /// `_SLAB_CONSISTENCY_CHECKS` 0, `_SLAB_RED_ZONE` 1, `_SLAB_POISON` 2, `_SLAB_KMALLOC` 3,
+    /// `_SLAB_HWCACHE_ALIGN` 4, `_SLAB_CACHE_DMA` 5, `_SLAB_CACHE_DMA32` 6, `_SLAB_STORE_USER` 7,
+    /// `_SLAB_PANIC` 8, `_SLAB_TYPESAFE_BY_RCU` 9, `_SLAB_TRACE` 10, `_SLAB_NOLEAKTRACE` 11,
+    /// `_SLAB_NO_MERGE` 12, `_SLAB_FAILSLAB` 13, `_SLAB_ACCOUNT` 14, `_SLAB_NO_USER_FLAGS` 15,
+    /// `_SLAB_RECLAIM_ACCOUNT` 16. Only the flags this allocator acts on are defined.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct SlabFlags: u32 {
         /// `SLAB_CONSISTENCY_CHECKS` ('F'): full checks on alloc/free (free-list walk for double
         /// free, free-pointer sanity).
-        const SLAB_CONSISTENCY_CHECKS = 0x0000_0100;
+        const SLAB_CONSISTENCY_CHECKS = 1 << 0;
         /// `SLAB_RED_ZONE` ('Z'): red zones around objects.
-        const SLAB_RED_ZONE = 0x0000_0400;
+        const SLAB_RED_ZONE = 1 << 1;
         /// `SLAB_POISON` ('P'): freed objects filled with 0x6b (last byte 0xa5).
-        const SLAB_POISON = 0x0000_0800;
-        /// `SLAB_HWCACHE_ALIGN`: align objects to cache lines (unless small).
-        const SLAB_HWCACHE_ALIGN = 0x0000_2000;
-        /// `SLAB_CACHE_DMA`: slabs come from ZONE_DMA.
-        const SLAB_CACHE_DMA = 0x0000_4000;
-        /// `SLAB_STORE_USER` ('U'): remember where each object was last allocated and freed.
-        const SLAB_STORE_USER = 0x0001_0000;
-        /// `SLAB_PANIC`: accepted for compatibility; creation errors are returned regardless.
-        const SLAB_PANIC = 0x0004_0000;
-        /// `SLAB_RECLAIM_ACCOUNT`: objects are reclaimable (counted as SReclaimable).
-        const SLAB_RECLAIM_ACCOUNT = 0x0002_0000;
+        const SLAB_POISON = 1 << 2;
         /// Internal: a kmalloc cache (Linux `SLAB_KMALLOC`); enables the kmalloc tail red zone.
-        const SLAB_KMALLOC = 0x0010_0000;
+        const SLAB_KMALLOC = 1 << 3;
+        /// `SLAB_HWCACHE_ALIGN`: align objects to cache lines (unless small).
+        const SLAB_HWCACHE_ALIGN = 1 << 4;
+        /// `SLAB_CACHE_DMA`: slabs come from ZONE_DMA.
+        const SLAB_CACHE_DMA = 1 << 5;
+        /// `SLAB_STORE_USER` ('U'): remember where each object was last allocated and freed.
+        const SLAB_STORE_USER = 1 << 7;
+        /// `SLAB_PANIC`: accepted for compatibility; creation errors are returned regardless.
+        const SLAB_PANIC = 1 << 8;
         /// `SLAB_FAILSLAB`: the cache fails under `failslab`'s `cache-filter` (the cache's
         /// `failslab` mark starts set; see [`crate::fault_inject::FailSlab`]).
-        const SLAB_FAILSLAB = 0x0200_0000;
+        const SLAB_FAILSLAB = 1 << 13;
+        /// `SLAB_RECLAIM_ACCOUNT`: objects are reclaimable (counted as SReclaimable).
+        const SLAB_RECLAIM_ACCOUNT = 1 << 16;
     }
 }
 

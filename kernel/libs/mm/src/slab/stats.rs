@@ -53,17 +53,24 @@ pub struct SlabTotals {
     pub pages: u64,
     /// Of which in `SLAB_RECLAIM_ACCOUNT` caches.
     pub reclaimable_pages: u64,
+    /// Pages of live large kmalloc blocks (above `KMALLOC_MAX_CACHE_SIZE`): 6.12 counts them as
+    /// unreclaimable slab (`mm/slub.c`, `___kmalloc_large_node`: `lruvec_stat_mod_folio(folio,
+    /// NR_SLAB_UNRECLAIMABLE_B, PAGE_SIZE << order)`), so they are in `Slab` and `SUnreclaim`.
+    /// 0 from [`SlabAllocator::totals`]; [`crate::kmalloc::Kmalloc::slab_totals`] fills it in.
+    pub kmalloc_large_pages: u64,
 }
 
 impl SlabTotals {
+    /// meminfo `Slab`: `SReclaimable + SUnreclaim`.
     pub fn slab_kb(&self) -> u64 {
-        self.pages * PAGE_SIZE as u64 / 1024
+        (self.pages + self.kmalloc_large_pages) * PAGE_SIZE as u64 / 1024
     }
     pub fn sreclaimable_kb(&self) -> u64 {
         self.reclaimable_pages * PAGE_SIZE as u64 / 1024
     }
+    /// meminfo `SUnreclaim`: `NR_SLAB_UNRECLAIMABLE_B`, large kmalloc blocks included.
     pub fn sunreclaim_kb(&self) -> u64 {
-        (self.pages - self.reclaimable_pages) * PAGE_SIZE as u64 / 1024
+        (self.pages - self.reclaimable_pages + self.kmalloc_large_pages) * PAGE_SIZE as u64 / 1024
     }
 }
 

@@ -206,6 +206,44 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
         Ok(free)
     }
 
+    /// What 6.12's `__kmem_cache_shutdown` reports when objects are left (`mm/slub.c`,
+    /// `free_partial` -> `list_slab_objects`): for every slab on the partial list that still
+    /// has objects in use, `on_slab(slab address, objects, inuse, first free object or 0)`,
+    /// then `on_object(address, offset in the slab)` for each object not on its free list.
+    /// Full slabs are not walked, as SLUB keeps no full list without debugging. Call it after
+    /// [`KmemCache::shrink`] (6.12 flushes the CPU slabs first). Takes the cache lock; a free
+    /// list found damaged ends the walk with its error.
+    pub fn objects_remaining(
+        &self,
+        mut on_slab: impl FnMut(usize, u32, u32, usize),
+        mut on_object: impl FnMut(usize, usize),
+    ) -> Result<(), SlabError> {
+        let st = self.state.lock();
+        let mut result = Ok(());
+        self.slab_pfns(&st, |pfn, page, which, _| {
+            if result.is_err() || which != Some(Which::Partial) {
+                return;
+            }
+            let start = self.slab_start(pfn);
+            let (inuse, objects) = Self::counters(page);
+            let head = self.freelist_head(page);
+            let mut free_map = [0u64; BITMAP_WORDS];
+            let mut free = 0u32;
+            if let Err(e) = self.check_list(start, head, &mut free_map, &mut free) {
+                result = Err(e);
+                return;
+            }
+            on_slab(start, objects, inuse, head);
+            for idx in 0..objects as usize {
+                if free_map[idx / 64] & (1 << (idx % 64)) == 0 {
+                    let offset = idx * self.geom.size as usize + self.geom.red_left_pad as usize;
+                    on_object(start + offset, offset);
+                }
+            }
+        });
+        result
+    }
+
     /// Walks one free list of the slab at `start`: every link inside the slab on an object
     /// boundary, no object twice (across lists too, through `free_map`); counts into `free`.
     fn check_list(

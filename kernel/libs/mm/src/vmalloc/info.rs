@@ -47,14 +47,18 @@ impl VmapAreas {
     pub fn meminfo(&self) -> VmallocMeminfo {
         let (start, end) = self.range();
         VmallocMeminfo {
-            total_kb: ((end - start) / 1024) as u64,
+            // include/linux/vmalloc.h: VMALLOC_TOTAL = VMALLOC_END - VMALLOC_START, where x86's
+            // VMALLOC_END is the last byte (VMALLOC_START + (VMALLOC_SIZE_TB << 40) - 1,
+            // arch/x86/include/asm/pgtable_64_types.h); this range's end is exclusive.
+            total_kb: ((end - 1 - start) >> 10) as u64,
             used_kb: (self.vmalloc_pages() * PAGE_SIZE / 1024) as u64,
             chunk_kb: 0,
         }
     }
 }
 
-/// `VmallocTotal` (the size of the range), `VmallocUsed` (pages of live vmalloc areas; vmap
+/// `VmallocTotal` (the size of the range less one byte, in kB rounded down: Linux's inclusive
+/// `VMALLOC_END`), `VmallocUsed` (pages of live vmalloc areas; vmap
 /// areas map someone else's pages and are not counted, as in Linux since 5.3) and `VmallocChunk`
 /// (always 0, as Linux prints it since 4.4 instead of walking the areas).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -61,7 +61,8 @@ fn small_machine_has_three_zones_and_a_missing_section() {
     let m = &TestMachine::small();
     let n = &m.node;
     assert!(n.zones().iter().all(|z| z.is_populated() && z.managed_pages() > 0));
-    assert_eq!(n.zone(Dma).present_pages(), 96);
+    // Page 0 is firmware's (6.12 x86 trim_bios_range), so DMA has one page less.
+    assert_eq!(n.zone(Dma).present_pages(), 95);
     assert_eq!(n.zone(Dma32).present_pages(), 112);
     assert_eq!(n.zone(Normal).present_pages(), 64 + 64 + 56);
     assert_eq!((n.mem_map().nr_sections(), n.mem_map().nr_present_sections()), (8, 7));
@@ -81,9 +82,11 @@ fn init_accounts_every_page_of_the_standard_map() {
     let m = &TestMachine::standard();
     let n = &m.node;
     // Usable pages per zone of testing::standard_map with TEST_LIMITS (DMA < 2 MiB < DMA32 < 8 MiB).
-    let present = [159 + 256, 256 + 963 + 251, 1792];
-    let spanned = [512, 1536, 1792];
-    let start = [0, 512, 2304];
+    // Page 0 is not RAM for the zones: 6.12's x86 setup_arch -> trim_bios_range makes it
+    // e820-reserved, so ZONE_DMA starts at pfn 1.
+    let present = [158 + 256, 256 + 963 + 251, 1792];
+    let spanned = [511, 1536, 1792];
+    let start = [1, 512, 2304];
     for (i, z) in n.zones().iter().enumerate() {
         assert_eq!(z.present_pages(), present[i], "{}", z.name());
         assert_eq!(z.spanned_pages(), spanned[i], "{}", z.name());
@@ -99,11 +102,11 @@ fn init_accounts_every_page_of_the_standard_map() {
     assert_eq!(mm.descriptor_bytes(), 15 * 256 * 32);
     assert_eq!(m.memblock.reserved_bytes_of("mem_map"), mm.descriptor_bytes());
     assert_eq!(m.memblock.reserved_bytes_of("mem_map tables"), PAGE_SIZE as u64);
-    assert_eq!(m.memblock.reserved_bytes_of("page 0"), PAGE_SIZE as u64);
+    assert_eq!(m.memblock.reserved_bytes_of("page 0"), 0, "page 0 is not memblock memory at all");
     let t = n.totals();
     assert_eq!(t.present_pages, present.iter().sum::<u64>());
     assert_eq!(t.managed_pages, t.present_pages - pages(m.memblock.reserved_bytes()));
-    assert_eq!(t.managed_pages, t.present_pages - 1 - 16 - 30 - 1);
+    assert_eq!(t.managed_pages, t.present_pages - 16 - 30 - 1);
     assert_eq!((t.free_pages, t.buddyinfo_pages), (t.managed_pages, t.managed_pages));
     n.check_free_lists().unwrap();
     assert!(m.memblock.is_retired());
@@ -237,8 +240,11 @@ fn alloc_argument_errors() {
     let n = &m.node;
     let initial = snapshot(n);
     assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL, 11), Err(AllocError::OrderTooLarge { order: 11 }));
+    // __GFP_NOFAIL above order 1 is served (6.12's __alloc_pages_slowpath only
+    // WARN_ON_ONCE(order > 1)s, in the kernel's slow path).
     let nofail = GfpFlags::GFP_KERNEL | GfpFlags::__GFP_NOFAIL;
-    assert_eq!(n.alloc_pages(nofail, 2), Err(AllocError::Invalid("__GFP_NOFAIL with order > 1")));
+    let big = n.alloc_pages(nofail, 2).unwrap();
+    n.free_pages(big, 2).unwrap();
     let both = GfpFlags::GFP_KERNEL | GfpFlags::__GFP_DMA | GfpFlags::__GFP_DMA32;
     assert_eq!(n.alloc_pages(both, 0), Err(AllocError::Invalid("__GFP_DMA and __GFP_DMA32 together")));
     assert_eq!(snapshot(n), initial);
@@ -304,6 +310,19 @@ fn init_on_alloc_and_init_on_free_zero_pages() {
 }
 
 /// Allocates order-0 pages with `gfp` until it fails; returns them.
+/// 6.12's two passes (`mm/page_alloc.c`, `__alloc_pages_noprof`: `get_page_from_freelist`
+/// with `ALLOC_WMARK_LOW`, then `__alloc_pages_slowpath` with `gfp_to_alloc_flags`'
+/// `ALLOC_WMARK_MIN`): exhausting memory walks the zonelist twice, every zone down to `low`
+/// first, then every zone down to `min`. So the zones of successive allocations are two
+/// non-increasing runs (Normal -> DMA32 -> DMA, then again from Normal).
+pub(crate) fn assert_low_then_min_sweeps(zones: &[ZoneType]) {
+    let ascents: Vec<usize> = (1..zones.len()).filter(|&i| zones[i - 1] < zones[i]).collect();
+    assert_eq!(ascents.len(), 1, "two zonelist sweeps (low, then min), got zones {zones:?}");
+    let (low, min) = zones.split_at(ascents[0]);
+    assert_eq!((low[0], *low.last().unwrap()), (Normal, Dma), "the low sweep uses every zone");
+    assert_eq!(min[0], Normal, "the min sweep starts again at the top");
+}
+
 fn drain(n: &Node, gfp: GfpFlags) -> Vec<Pfn> {
     let mut v = Vec::new();
     while let Ok(p) = n.alloc_pages(gfp, 0) {
@@ -325,10 +344,10 @@ fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks_on(m: &TestMac
 
     let kernel = drain(n, GfpFlags::GFP_KERNEL);
     assert_eq!(n.alloc_pages(GfpFlags::GFP_KERNEL, 0), Err(AllocError::OutOfMemory { order: 0 }));
-    // Zones used in zonelist order: all Normal, then DMA32, then DMA.
+    // Zones used in zonelist order, twice: every zone down to low, then every zone down to min.
     let zones: Vec<ZoneType> = kernel.iter().map(|&p| zone_of(m, p)).collect();
-    assert!(zones.windows(2).all(|w| w[0] >= w[1]), "fallback order Normal -> DMA32 -> DMA");
-    assert_eq!((zones[0], *zones.last().unwrap()), (Normal, Dma));
+    assert_low_then_min_sweeps(&zones);
+    assert_eq!(*zones.last().unwrap(), Dma);
     // Each zone stopped exactly at min + lowmem_reserve[Normal].
     for z in n.zones() {
         let stop = z.min_wmark_pages() + z.lowmem_reserve()[Normal as usize];
@@ -514,8 +533,11 @@ fn real_sections_and_x86_64_limits() {
     assert_eq!(mm.descriptor_bytes(), 3 * 32768 * 32);
     assert!(n.page(Pfn::from_phys(x86_64::PhysAddr::new(300 * MIB))).is_none());
     assert!(n.page(Pfn::from_phys(x86_64::PhysAddr::new(450 * MIB))).is_some());
-    assert_eq!(n.zone(Dma).spanned_pages(), 4096);
-    assert_eq!(n.zone(Dma).present_pages(), 159 + 3840);
+    // arch/x86/kernel/setup.c (6.12), trim_bios_range(): e820 page 0 RAM -> reserved, so
+    // zoneinfo's DMA has start_pfn 1 and spans 4095 pages.
+    assert_eq!(n.zone(Dma).zone_start_pfn(), 1);
+    assert_eq!(n.zone(Dma).spanned_pages(), 4095);
+    assert_eq!(n.zone(Dma).present_pages(), 158 + 3840);
     assert!(!n.zone(Normal).is_populated());
     let p = n.alloc_pages(GfpFlags::GFP_KERNEL, MAX_PAGE_ORDER).unwrap();
     assert_eq!(zone_of(m, p), Dma32);
@@ -624,4 +646,29 @@ fn free_reserved_area_gives_reserved_pages_to_the_allocator() {
         Err(FreeReservedError::NotReserved { state: PageState::Allocated, .. })
     ));
     n.free_pages(p, 0).unwrap();
+}
+
+/// 6.12, `mm/page_alloc.c`, `__alloc_pages_noprof`: the first attempt is
+/// `get_page_from_freelist(..., ALLOC_WMARK_LOW, ...)`; only `__alloc_pages_slowpath` goes down
+/// to `min`. So once Normal is at its low watermark, `GFP_KERNEL` falls back to DMA32 although
+/// Normal still has pages above `min`.
+#[test]
+fn first_pass_falls_back_at_low_before_any_zone_goes_below_low() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let normal = n.zone(Normal);
+    let mut got = Vec::new();
+    loop {
+        let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
+        got.push(p);
+        if zone_of(&m, p) != Normal {
+            break;
+        }
+    }
+    assert_eq!(zone_of(&m, *got.last().unwrap()), Dma32);
+    assert!(normal.free_pages() <= normal.low_wmark_pages(), "Normal left at its low watermark");
+    assert!(normal.free_pages() > normal.min_wmark_pages(), "with pages above min still there");
+    for p in got {
+        n.free_pages(p, 0).unwrap();
+    }
 }

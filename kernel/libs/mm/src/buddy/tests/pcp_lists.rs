@@ -184,7 +184,7 @@ fn exhaustion_drains_on(m: &TestMachine) {
     }
     assert_eq!(n.totals().pcp_pages, 0, "the failed allocation drained every list");
     let zones: Vec<ZoneType> = got.iter().map(|&p| zone_of(m, p)).collect();
-    assert!(zones.windows(2).all(|w| w[0] >= w[1]), "zonelist order kept: Normal -> DMA32 -> DMA");
+    super::assert_low_then_min_sweeps(&zones);
     n.check_free_lists().unwrap();
     for p in got {
         n.free_pages(p, 0).unwrap();

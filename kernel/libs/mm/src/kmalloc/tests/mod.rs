@@ -531,3 +531,30 @@ fn failslab_fails_slab_allocations_as_configured() {
         m.destroy().unwrap();
     });
 }
+
+/// Large blocks count as unreclaimable slab, as in 6.12 (`mm/slub.c`, `___kmalloc_large_node`:
+/// `lruvec_stat_mod_folio(folio, NR_SLAB_UNRECLAIMABLE_B, PAGE_SIZE << order)`, and the
+/// matching `-` in `free_large_kmalloc`): meminfo's `Slab` and `SUnreclaim` grow by the block.
+#[test]
+fn large_blocks_count_in_slab_and_sunreclaim() {
+    with_kmalloc(PAGES, "", |_, km| {
+        let before = km.slab_totals();
+        assert_eq!(before.kmalloc_large_pages, 0);
+        assert_eq!(before, SlabTotals { kmalloc_large_pages: 0, ..km.slab().totals() });
+        let p = km.kmalloc(KMALLOC_MAX_CACHE_SIZE + 1, GFP).unwrap(); // order 2: 16 KiB
+        let q = km.kmalloc(KMALLOC_MAX_CACHE_SIZE * 8, GFP).unwrap(); // order 4: 64 KiB
+        let t = km.slab_totals();
+        assert_eq!(t.kmalloc_large_pages, 4 + 16);
+        assert_eq!(t.slab_kb(), before.slab_kb() + 80);
+        assert_eq!(t.sunreclaim_kb(), before.sunreclaim_kb() + 80);
+        assert_eq!(t.sreclaimable_kb(), before.sreclaimable_kb());
+        assert_eq!(t.slab_kb(), t.sreclaimable_kb() + t.sunreclaim_kb(), "Slab = SReclaimable + SUnreclaim");
+        km.kfree(p.as_ptr()).unwrap();
+        assert_eq!(km.slab_totals().kmalloc_large_pages, 16);
+        // A refused free (interior pointer) changes nothing.
+        assert!(km.kfree(q.as_ptr().wrapping_add(4096)).is_err());
+        assert_eq!(km.slab_totals().kmalloc_large_pages, 16);
+        km.kfree(q.as_ptr()).unwrap();
+        assert_eq!(km.slab_totals(), before);
+    });
+}

@@ -157,6 +157,36 @@ fn destroy_refuses_while_objects_are_live() {
     c.destroy().unwrap();
 }
 
+/// What 6.12's `__kmem_cache_shutdown` lists for a cache destroyed with objects (`mm/slub.c`,
+/// `free_partial` -> `list_slab_objects`: one `slab_err` per partial slab in use, then
+/// `Object 0x%p @offset=%tu` per allocated object) after `flush_all_cpus_locked`.
+#[test]
+fn objects_remaining_lists_the_live_objects_of_partial_slabs() {
+    let prov = setup(PAGES);
+    let slab = SlabAllocator::new(&prov, SEED, SlabDebugConfig::NONE).unwrap();
+    let c = slab.kmem_cache_create("left", 64, 0, SlabFlags::empty(), None).unwrap();
+    let objs: Vec<NonNull<u8>> = (0..3).map(|_| c.alloc(GFP).unwrap()).collect();
+    c.shrink();
+    let (mut slabs, mut found) = (Vec::new(), Vec::new());
+    c.objects_remaining(|start, objects, inuse, fp| slabs.push((start, objects, inuse, fp)), |p, off| {
+        found.push((p, off))
+    })
+    .unwrap();
+    assert_eq!(slabs.len(), 1);
+    let (start, objects, inuse, fp) = slabs[0];
+    assert_eq!((objects, inuse), (64, 3), "a 4 KiB slab of 64-byte objects, 3 in use");
+    assert!(fp >= start && fp < start + 4096, "the first free object of the slab");
+    let mut want: Vec<(usize, usize)> = objs.iter().map(|p| (p.as_ptr() as usize, p.as_ptr() as usize - start)).collect();
+    want.sort();
+    found.sort();
+    assert_eq!(found, want);
+    // Reporting changed nothing.
+    for p in objs {
+        c.free(p).unwrap();
+    }
+    c.destroy().unwrap();
+}
+
 #[test]
 fn create_rejects_bad_arguments() {
     let prov = setup(PAGES);
@@ -530,4 +560,24 @@ proptest! {
         slab.shrink_all();
         prop_assert_eq!(prov.pages_in_use(), base);
     }
+}
+
+/// The flag values are 6.12's: `include/linux/slab.h`, `enum _slab_flag_bits` and the
+/// `__SLAB_FLAG_BIT(_SLAB_*)` defines, on x86_64 defconfig with `CONFIG_FAILSLAB=y`
+/// (`_SLAB_DEBUG_OBJECTS` absent, so `_SLAB_NOLEAKTRACE` is bit 11 and `_SLAB_FAILSLAB` 13;
+/// `_SLAB_ACCOUNT` 14 and `_SLAB_KASAN`/`_SLAB_SKIP_KFENCE` absent, so `_SLAB_RECLAIM_ACCOUNT`
+/// is 16).
+#[test]
+fn slab_flags_have_linux_6_12_values() {
+    assert_eq!(SlabFlags::SLAB_CONSISTENCY_CHECKS.bits(), 0x1);
+    assert_eq!(SlabFlags::SLAB_RED_ZONE.bits(), 0x2);
+    assert_eq!(SlabFlags::SLAB_POISON.bits(), 0x4);
+    assert_eq!(SlabFlags::SLAB_KMALLOC.bits(), 0x8);
+    assert_eq!(SlabFlags::SLAB_HWCACHE_ALIGN.bits(), 0x10);
+    assert_eq!(SlabFlags::SLAB_CACHE_DMA.bits(), 0x20);
+    assert_eq!(SlabFlags::SLAB_STORE_USER.bits(), 0x80);
+    assert_eq!(SlabFlags::SLAB_PANIC.bits(), 0x100);
+    assert_eq!(SlabFlags::SLAB_FAILSLAB.bits(), 0x2000);
+    assert_eq!(SlabFlags::SLAB_RECLAIM_ACCOUNT.bits(), 0x1_0000);
+    assert_eq!(SlabFlags::DEBUG.bits(), 0x87, "F|Z|P|U");
 }
