@@ -39,6 +39,8 @@
 mod alloc;
 pub use alloc::FreeReservedError;
 mod free;
+mod page_ref;
+pub use page_ref::{exact_order, get_order, PageRefError};
 pub mod pcp;
 mod pcp_ops;
 #[cfg(test)]

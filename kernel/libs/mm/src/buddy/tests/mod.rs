@@ -1,6 +1,7 @@
 //! Host tests of the buddy allocator over emulated RAM (`crate::testing`).
 
 mod errors;
+mod page_ref;
 mod pcp_lists;
 mod proptests;
 
