@@ -143,3 +143,16 @@ pub fn free_pages_exact(addr: VirtAddr, size: usize) -> Result<(), FreePagesErro
     }
     r
 }
+
+/// Linux 6.12's `alloc_pages_bulk` (page-array form, `alloc_pages_bulk_array`): fills the
+/// `None` entries of `pages` with order-0 pages under one hold of this CPU's page list, and
+/// returns the number of entries populated from the start (those already there included).
+/// When the batch path cannot be used it falls back to one page from [`alloc_pages`]'s path
+/// (reclaim and retry as the flags allow), as 6.12 falls back to `__alloc_pages`. Fewer pages
+/// than asked is not an error: the caller allocates the rest one by one or gives up.
+#[track_caller]
+pub fn alloc_pages_bulk(gfp: GfpFlags, pages: &mut [Option<Pfn>]) -> usize {
+    super::page_alloc::might_sleep_if(gfp);
+    let caller = Location::caller();
+    node().alloc_pages_bulk_cpu_at(this_cpu(), gfp, pages, caller, |g| super::page_alloc::alloc_pfn(g, 0))
+}

@@ -106,3 +106,56 @@ ktest!(
         assert_eq!(snapshot(), before);
     }
 );
+
+ktest!(
+    #[needs_memory]
+    fn alloc_pages_bulk_fills_the_empty_entries() {
+        // mm/page_alloc.c alloc_pages_bulk_noprof: NULL entries only; returns the entries
+        // populated.
+        let before = snapshot();
+        let keep = alloc_page(GfpFlags::GFP_KERNEL).unwrap();
+        let keep_pfn = ::mm::Pfn::from_phys(keep.start_address());
+        let mut pages = [None; 100];
+        pages[3] = Some(keep_pfn);
+        assert_eq!(alloc_pages_bulk(GfpFlags::GFP_KERNEL, &mut pages), 100);
+        assert_eq!(pages[3], Some(keep_pfn));
+        for (i, p) in pages.iter().enumerate() {
+            let f = PhysFrame::containing_address(p.unwrap().phys());
+            assert_eq!(page_ref_count(f), 1);
+            if i != 3 {
+                __free_page(f).unwrap();
+            }
+        }
+        __free_page(keep).unwrap();
+        assert_eq!(snapshot(), before);
+    }
+);
+
+ktest!(
+    fn alloc_pages_bulk_fails_whole_under_fail_page_alloc() {
+        // mm/page_alloc.c alloc_pages_bulk_noprof: prepare_alloc_pages -> should_fail_alloc_page
+        // `goto out`: nothing allocated, the populated count returned.
+        let keep = alloc_page(GfpFlags::GFP_KERNEL).unwrap();
+        let keep_pfn = ::mm::Pfn::from_phys(keep.start_address());
+        let _restore = Restore;
+        crate::mm::fault_inject::reset();
+        for (a, v) in [("ignore-gfp-wait", "N"), ("min-order", "0"), ("verbose", "0"), ("times", "-1"), ("probability", "100")] {
+            crate::mm::fault_inject::set("fail_page_alloc", a, v).unwrap();
+        }
+        let mut pages = [None; 8];
+        pages[0] = Some(keep_pfn);
+        assert_eq!(alloc_pages_bulk(GfpFlags::GFP_KERNEL, &mut pages), 1, "nothing allocated");
+        assert!(pages[1..].iter().all(|p| p.is_none()));
+        crate::mm::fault_inject::reset_to_boot();
+        __free_page(keep).unwrap();
+    }
+);
+
+/// Puts the fault-injection attributes back as the boot command line had them.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        crate::mm::fault_inject::reset_to_boot();
+    }
+}

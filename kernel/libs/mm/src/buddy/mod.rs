@@ -37,6 +37,7 @@
 //! ```
 
 mod alloc;
+mod bulk;
 pub use alloc::FreeReservedError;
 mod free;
 mod page_ref;
@@ -651,6 +652,13 @@ impl PageProvider for Node {
     }
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         Node::free_pages(self, pfn, order)
+    }
+    #[track_caller]
+    fn alloc_pages_bulk(&self, gfp: GfpFlags, pages: &mut [Option<Pfn>]) -> usize {
+        let caller = core::panic::Location::caller();
+        self.alloc_pages_bulk_cpu_at(CpuId::BOOT, gfp, pages, caller, |g| {
+            self.alloc_pages_cpu_at(CpuId::BOOT, g, 0, caller)
+        })
     }
     #[inline]
     fn page(&self, pfn: Pfn) -> Option<&Page> {
