@@ -284,6 +284,23 @@ pub trait PageProvider: Sync {
     fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError>;
     /// Frees a block from `alloc_pages`. The head must be back in state `Allocated`.
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError>;
+    /// Linux's `alloc_pages_bulk` (page-array form): fills the `None` entries of `pages` with
+    /// order-0 pages and returns the number of entries populated from the start. The default
+    /// allocates one page at a time up to the first failure; the buddy allocator holds its
+    /// per-CPU list once per batch.
+    fn alloc_pages_bulk(&self, gfp: GfpFlags, pages: &mut [Option<Pfn>]) -> usize {
+        let mut n = 0;
+        for slot in pages.iter_mut() {
+            if slot.is_none() {
+                match self.alloc_pages(gfp, 0) {
+                    Ok(pfn) => *slot = Some(pfn),
+                    Err(_) => break,
+                }
+            }
+            n += 1;
+        }
+        n
+    }
     /// The descriptor of a managed frame (`None` outside managed RAM).
     fn page(&self, pfn: Pfn) -> Option<&Page>;
     /// The linear mapping through which page contents are reached.

@@ -6,6 +6,7 @@ mod kmalloc_irq;
 mod matrix;
 mod nested_irq;
 mod page_alloc;
+mod page_ref;
 mod slab;
 mod smp;
 mod vmalloc;

@@ -54,6 +54,10 @@ impl PageProvider for VmallocPages {
     fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
         super::page_alloc::alloc_pfn(gfp | GfpFlags::__GFP_NOWARN, order)
     }
+    #[track_caller]
+    fn alloc_pages_bulk(&self, gfp: GfpFlags, pages: &mut [Option<Pfn>]) -> usize {
+        super::page_ref::alloc_pages_bulk(gfp | GfpFlags::__GFP_NOWARN, pages)
+    }
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         super::node().free_pages_cpu(super::page_alloc::this_cpu(), pfn, order)
     }

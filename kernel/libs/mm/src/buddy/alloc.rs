@@ -125,6 +125,10 @@ impl Node {
             drained = true;
         };
         let pfn = self.mem_map.index_to_pfn(idx);
+        if order > 0 && gfp.contains(GfpFlags::__GFP_COMP) {
+            // prep_new_page: `if (order && (gfp_flags & __GFP_COMP)) prep_compound_page()`.
+            crate::page::prep_compound_page(self, pfn, order);
+        }
         if self.auto_init.want_init_on_alloc(gfp) {
             // SAFETY: the block was just taken off the free lists, so it is ours alone, and
             // `dm` maps it (init contract). Zeroed outside the locks to keep them short.
@@ -239,7 +243,12 @@ impl Node {
         if order == 0 && !self.auto_init.init_on_free() {
             if let Some(idx) = self.mem_map.pfn_to_index(pfn) {
                 let page = self.desc(idx);
-                if page.order() == 0 && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
+                // `counters == 0`: the caller holds the only reference (`put_page_testzero`
+                // would reach zero; see `page_ref`).
+                if page.order() == 0
+                    && page.counters.load(Relaxed) == 0
+                    && page.try_set_state(PageState::Allocated, PageState::PcpFree)
+                {
                     self.free_unref_page_commit(cpu, &self.zones[page.zone() as usize], idx, 0);
                     return Ok(());
                 }
@@ -291,11 +300,18 @@ impl Node {
         let idx = self.mem_map.pfn_to_index(pfn).ok_or(FreePagesError::NotManaged { pfn })?;
         let page = self.desc(idx);
         let zone = &self.zones[page.zone() as usize];
+        if page.counters.load(Relaxed) != 0 && page.state_is(PageState::Allocated) && page.order() == order {
+            // Other references remain (Linux's `__free_pages`: `put_page_testzero` fails).
+            return self.free_pages_referenced(cpu, pfn, order);
+        }
         if order <= PAGE_ALLOC_COSTLY_ORDER {
             // The order of an `Allocated` head is stable until it is freed, and claiming it is
             // one atomic transition: two CPUs freeing the same block cannot both succeed, even
             // onto different lists.
             if page.order() == order && page.try_set_state(PageState::Allocated, PageState::PcpFree) {
+                if order > 0 {
+                    self.free_tail_pages_prepare(pfn, order);
+                }
                 if self.auto_init.init_on_free() {
                     // SAFETY: the claim above made the block ours alone (on no list yet).
                     unsafe { self.kernel_init_pages(pfn, order) };
@@ -318,9 +334,19 @@ impl Node {
         if page.state() != PageState::Allocated || page.order() != order {
             return Err(self.classify_bad_free(pfn, page, order));
         }
+        self.free_tail_pages_prepare(pfn, order);
         self.free_one_page(&mut fa, pfn, idx, order, page.zone());
         zone.publish_free(&fa);
         Ok(())
+    }
+
+    /// Linux's `free_tail_page_prepare` for a block being freed: a compound block's tails lose
+    /// their head tags (one descriptor load for a non-compound block). The block is ours.
+    #[inline]
+    fn free_tail_pages_prepare(&self, pfn: Pfn, order: u32) {
+        if self.page(pfn.add(1)).and_then(|t| t.compound_head()) == Some(pfn) {
+            crate::page::clear_compound_page(self, pfn, order);
+        }
     }
 
     /// `kernel_init_pages`: zeroes the `2^order` pages at `pfn` (`init_on_free`).

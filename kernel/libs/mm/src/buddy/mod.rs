@@ -37,8 +37,11 @@
 //! ```
 
 mod alloc;
+mod bulk;
 pub use alloc::FreeReservedError;
 mod free;
+mod page_ref;
+pub use page_ref::{exact_order, get_order, PageRefError};
 pub mod pcp;
 mod pcp_ops;
 #[cfg(test)]
@@ -663,6 +666,13 @@ impl PageProvider for Node {
     }
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         Node::free_pages(self, pfn, order)
+    }
+    #[track_caller]
+    fn alloc_pages_bulk(&self, gfp: GfpFlags, pages: &mut [Option<Pfn>]) -> usize {
+        let caller = core::panic::Location::caller();
+        self.alloc_pages_bulk_cpu_at(CpuId::BOOT, gfp, pages, caller, |g| {
+            self.alloc_pages_cpu_at(CpuId::BOOT, g, 0, caller)
+        })
     }
     #[inline]
     fn page(&self, pfn: Pfn) -> Option<&Page> {

@@ -125,8 +125,13 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
     let mut mapped = 0;
     while mapped < area.nr_pages {
         let n = VMALLOC_CHUNK.min(area.nr_pages - mapped);
+        // Linux's vm_area_alloc_pages: order-0 pages from the bulk allocator (one per-CPU list
+        // hold for the chunk), the rest, if it fell short, one at a time from the more
+        // permissive single-page allocator.
+        let mut bulk = [None; VMALLOC_CHUNK];
+        provider.alloc_pages_bulk(gfp, &mut bulk[..n]);
         for i in 0..n {
-            match provider.alloc_pages(gfp, 0) {
+            match bulk[i].take().map_or_else(|| provider.alloc_pages(gfp, 0), Ok) {
                 Ok(pfn) => {
                     if let Some(page) = provider.page(pfn) {
                         page.set_state(PageState::Vmalloc);
@@ -135,7 +140,7 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
                     chunk[i] = pfn;
                 }
                 Err(err) => {
-                    for &pfn in &chunk[..i] {
+                    for &pfn in chunk[..i].iter().chain(bulk[i + 1..n].iter().flatten()) {
                         free_vmalloc_page(provider, pfn);
                     }
                     lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, mapped > 0, flush));

@@ -1,6 +1,8 @@
 //! Host tests of the buddy allocator over emulated RAM (`crate::testing`).
 
+mod bulk;
 mod errors;
+mod page_ref;
 mod pcp_lists;
 mod proptests;
 

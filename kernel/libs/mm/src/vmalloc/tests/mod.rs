@@ -3,6 +3,7 @@
 //! `/proc` formats.
 
 mod areas;
+mod bulk;
 mod info;
 mod pgtable;
 mod props;
