@@ -531,3 +531,5 @@ fn failslab_fails_slab_allocations_as_configured() {
         m.destroy().unwrap();
     });
 }
+
+mod util;
