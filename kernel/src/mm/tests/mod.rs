@@ -8,6 +8,7 @@ mod nested_irq;
 mod page_alloc;
 mod slab;
 mod smp;
+mod util;
 mod vmalloc;
 
 use crate::mm::node;
