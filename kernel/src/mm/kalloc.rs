@@ -86,7 +86,12 @@ fn report_refused(what: &str, err: AllocError, flags: GfpFlags) -> AllocError {
     super::page_alloc::ALLOC_FAILURES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     let loc = Location::caller();
     if !flags.contains(GfpFlags::__GFP_NOWARN) && crate::log::ratelimit(loc) {
-        crate::warn!("{what} failure: mode:{:#x}({flags:?}) at {}:{}: {err}", flags.bits(), loc.file(), loc.line());
+        crate::warn!(
+            "{what} failure: mode:{:#x}({flags:?}) at {}:{}: {err}",
+            flags.bits(),
+            loc.file(),
+            loc.line()
+        );
     }
     err
 }

@@ -75,10 +75,21 @@ pub fn kmalloc_size_roundup(size: usize) -> usize {
 /// `krealloc_array(p, new_n, new_size, gfp)` (6.12 `include/linux/slab.h`): `krealloc` of
 /// `new_n * new_size` bytes; an overflowing product is refused (6.12: NULL) and `p` kept.
 #[track_caller]
-pub fn krealloc_array(p: *const u8, new_n: usize, new_size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, SlabError> {
+pub fn krealloc_array(
+    p: *const u8,
+    new_n: usize,
+    new_size: usize,
+    gfp: GfpFlags,
+) -> Result<NonNull<u8>, SlabError> {
     let Some(bytes) = new_n.checked_mul(new_size) else {
         let e = AllocError::Invalid("krealloc_array: new_n * new_size overflows");
-        super::slab::warn_failure("krealloc_array", new_n.wrapping_mul(new_size), gfp, e, core::panic::Location::caller());
+        super::slab::warn_failure(
+            "krealloc_array",
+            new_n.wrapping_mul(new_size),
+            gfp,
+            e,
+            core::panic::Location::caller(),
+        );
         return Err(SlabError::Alloc(e));
     };
     krealloc(p, bytes, gfp)

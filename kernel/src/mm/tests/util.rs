@@ -48,7 +48,9 @@ crate::ktest!(
             kfree(p.as_ptr()).unwrap();
         }
         // kstrndup(): strnlen(s, max) bytes, then a NUL.
-        for (s, max, copy) in [("hello", 3, &b"hel\0"[..]), ("hi", 10, b"hi\0"), ("a\0b", 5, b"a\0"), ("x", 0, b"\0")] {
+        for (s, max, copy) in
+            [("hello", 3, &b"hel\0"[..]), ("hi", 10, b"hi\0"), ("a\0b", 5, b"a\0"), ("x", 0, b"\0")]
+        {
             let p = kstrndup(s, max, KERNEL).unwrap();
             assert_eq!(bytes(p, copy.len()), copy, "kstrndup({s:?}, {max})");
             kfree(p.as_ptr()).unwrap();
@@ -106,7 +108,10 @@ crate::ktest!(
         assert_eq!(kmalloc_gfp_adjust(KERNEL | nofail, P), KERNEL | nofail, "up to a page: unchanged");
         assert_eq!(kmalloc_gfp_adjust(KERNEL | nofail, P + 1), KERNEL | NOWARN | GfpFlags::__GFP_NORETRY);
         assert_eq!(kmalloc_gfp_adjust(KERNEL | r, P + 1), KERNEL | r | NOWARN, "RETRY_MAYFAIL: no NORETRY");
-        assert_eq!(kmalloc_gfp_adjust(GfpFlags::GFP_ATOMIC, 1 << 20), GfpFlags::GFP_ATOMIC | NOWARN | GfpFlags::__GFP_NORETRY);
+        assert_eq!(
+            kmalloc_gfp_adjust(GfpFlags::GFP_ATOMIC, 1 << 20),
+            GfpFlags::GFP_ATOMIC | NOWARN | GfpFlags::__GFP_NORETRY
+        );
     }
 );
 
@@ -215,7 +220,10 @@ crate::ktest!(
         assert_eq!(kvrealloc(x.as_ptr(), 0, KERNEL), Ok(None));
         assert!(find_vm_area(x.as_ptr()).is_none());
         let k = kmalloc(10, KERNEL).unwrap();
-        assert_eq!(kvrealloc(k.as_ptr(), 0, KERNEL).unwrap().map(|z| z.as_ptr() as usize), Some(ZERO_SIZE_PTR));
+        assert_eq!(
+            kvrealloc(k.as_ptr(), 0, KERNEL).unwrap().map(|z| z.as_ptr() as usize),
+            Some(ZERO_SIZE_PTR)
+        );
     }
 );
 
@@ -254,7 +262,11 @@ crate::ktest!(
         let mut v: KVec<u8> = KVec::with_capacity(3, KERNEL).unwrap();
         let first = v.as_ptr();
         v.extend_from_slice(b"abcd", KERNEL).unwrap();
-        assert_eq!((v.as_ptr(), v.capacity(), &v[..]), (first, 6, &b"abcd"[..]), "max(2 * 3, 4): kmalloc-8 kept");
+        assert_eq!(
+            (v.as_ptr(), v.capacity(), &v[..]),
+            (first, 6, &b"abcd"[..]),
+            "max(2 * 3, 4): kmalloc-8 kept"
+        );
         v.extend_from_slice(b"efg", KERNEL).unwrap();
         assert_ne!(v.as_ptr(), first, "12 bytes: moved to kmalloc-16");
         assert_eq!((v.capacity(), &v[..]), (12, &b"abcdefg"[..]));

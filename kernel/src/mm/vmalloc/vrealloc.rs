@@ -43,23 +43,30 @@ pub fn vrealloc(p: *const u8, size: usize, gfp: GfpFlags) -> Result<Option<NonNu
 fn live_area_size(p: *const u8) -> Result<usize, VmError> {
     let addr = p as usize;
     match find_vm_area(p) {
-        Some((area, AddrPlace::Inside { offset: 0 })) if area.kind == AreaKind::Vmalloc => Ok(area.usable_size()),
+        Some((area, AddrPlace::Inside { offset: 0 })) if area.kind == AreaKind::Vmalloc => {
+            Ok(area.usable_size())
+        }
         Some((_, AddrPlace::Inside { offset: 0 })) => {
             Err(VmError::Vmalloc(VmallocError::WrongKind { addr, kind: AreaKind::Vmap }))
         }
-        Some((area, AddrPlace::Inside { .. })) => Err(VmError::Vmalloc(VmallocError::Area(VmapError::Interior {
-            addr,
-            area_start: area.start,
-            area_end: area.mapped_end(),
-        }))),
+        Some((area, AddrPlace::Inside { .. })) => {
+            Err(VmError::Vmalloc(VmallocError::Area(VmapError::Interior {
+                addr,
+                area_start: area.start,
+                area_end: area.mapped_end(),
+            })))
+        }
         Some((area, AddrPlace::Guard { .. })) => {
             Err(VmError::Vmalloc(VmallocError::Area(VmapError::InGuard { addr, area_start: area.start })))
         }
         None if !super::is_vmalloc_addr(p) => Err(VmError::NotVmalloc {
             addr,
-            direct_map: crate::mm::page_alloc::virt_to_phys(x86_64::VirtAddr::new_truncate(addr as u64)).is_some(),
+            direct_map: crate::mm::page_alloc::virt_to_phys(x86_64::VirtAddr::new_truncate(addr as u64))
+                .is_some(),
         }),
-        None => Err(VmError::Invalid("vrealloc: no live vmalloc area at this address (freed or never allocated)")),
+        None => {
+            Err(VmError::Invalid("vrealloc: no live vmalloc area at this address (freed or never allocated)"))
+        }
     }
 }
 

@@ -36,7 +36,8 @@ impl<T, A: Allocator> Box<T, A> {
     #[track_caller]
     pub fn new_uninit(flags: GfpFlags) -> Result<Box<MaybeUninit<T>, A>, AllocError> {
         let layout = Layout::new::<MaybeUninit<T>>();
-        let ptr = if layout.size() == 0 { dangling_from_layout(layout) } else { A::alloc(layout, flags)?.cast() };
+        let ptr =
+            if layout.size() == 0 { dangling_from_layout(layout) } else { A::alloc(layout, flags)?.cast() };
         Ok(Box { ptr: ptr.cast(), _owns: PhantomData })
     }
 }

@@ -34,7 +34,12 @@ impl<T, A: Allocator> Vec<T, A> {
 
     /// An empty vector; allocates nothing.
     pub const fn new() -> Self {
-        Vec { ptr: NonNull::dangling(), cap: if Self::IS_ZST { usize::MAX } else { 0 }, len: 0, _owns: PhantomData }
+        Vec {
+            ptr: NonNull::dangling(),
+            cap: if Self::IS_ZST { usize::MAX } else { 0 },
+            len: 0,
+            _owns: PhantomData,
+        }
     }
 
     /// An empty vector with room for `capacity` elements.

@@ -76,7 +76,10 @@ fn overflowing_sizes_are_refused_and_leave_the_vector_unchanged() {
     let before = stats();
     assert!(matches!(v.reserve(usize::MAX / 4, GFP), Err(AllocError::Invalid(_))));
     assert!(matches!(v.reserve(usize::MAX, GFP), Err(AllocError::Invalid(_))));
-    assert!(matches!(TVec::<u64>::with_capacity(isize::MAX as usize / 8 + 1, GFP), Err(AllocError::Invalid(_))));
+    assert!(matches!(
+        TVec::<u64>::with_capacity(isize::MAX as usize / 8 + 1, GFP),
+        Err(AllocError::Invalid(_))
+    ));
     let after = stats();
     assert_eq!(after.refused, before.refused + 3);
     assert_eq!(after.calls, before.calls, "the allocator was not asked");
