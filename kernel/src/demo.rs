@@ -71,7 +71,7 @@ fn zone_name(pages: &Pages) -> &'static str {
 }
 
 fn kmalloc_demo() {
-    use crate::mm::heap::{KBox, KVec};
+    use crate::mm::kalloc::{KBox, KVec};
     use crate::mm::slab::{kfree, kmalloc, ksize};
     kprintln!("---- demo: kmalloc and slab caches ----");
     for size in [1usize, 8, 9, 96, 97, 192, 193, 1000, 8192, 8193, 100_000] {

@@ -6,6 +6,7 @@
 
 pub mod fault_inject;
 pub mod heap;
+pub mod kalloc;
 pub mod layout;
 pub mod memory_map;
 pub mod page_alloc;
@@ -15,6 +16,7 @@ pub mod slab;
 pub mod slab_bug;
 pub mod stress;
 mod tests;
+pub mod util;
 pub mod vmalloc;
 
 use ::mm::addr::DirectMap;

@@ -130,7 +130,7 @@ fn hardening_seed() -> usize {
 /// out of line: the formatting stays off the allocation fast path.
 #[cold]
 #[inline(never)]
-fn warn_failure(
+pub(crate) fn warn_failure(
     what: &str,
     size: usize,
     gfp: GfpFlags,

@@ -13,6 +13,7 @@
 //! - [`page`], [`mem_map`]: page descriptors, sparse over the memory map;
 //! - [`zone`], [`buddy`]: zones with watermarks and the buddy page allocator;
 //! - [`slab`], [`kmalloc`]: slab caches and the kmalloc family;
+//! - [`kalloc`]: the Rust face of the allocators: an `Allocator` trait with GFP flags, `Box`, `Vec`;
 //! - [`vmalloc`]: the virtual area allocator, page-table mapping and `/proc` formats behind vmalloc;
 //! - [`stats`]: `/proc`-format reports; [`pagemap`]: the page-state map behind the memmap picture;
 //! - [`cpus`]: [`NR_CPUS`] and the possible/online CPU counts every per-CPU structure uses.
@@ -29,6 +30,7 @@ pub mod buddy;
 pub mod cpus;
 pub mod fault_inject;
 pub mod gfp;
+pub mod kalloc;
 pub mod kmalloc;
 pub mod mem_map;
 pub mod memblock;

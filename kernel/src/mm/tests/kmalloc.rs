@@ -15,7 +15,7 @@ use ::mm::slab::{SlabError, SlabinfoRow};
 use ::mm::{AllocError, GfpFlags, PAGE_SIZE};
 use x86_64::VirtAddr;
 
-use crate::mm::heap::{KBox, KVec};
+use crate::mm::kalloc::{KBox, KVec};
 use crate::mm::node;
 use crate::mm::page_alloc::{__free_pages, alloc_pages, virt_to_phys};
 use crate::mm::slab::*;

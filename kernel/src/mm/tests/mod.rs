@@ -9,6 +9,7 @@ mod page_alloc;
 mod page_ref;
 mod slab;
 mod smp;
+mod util;
 mod vmalloc;
 
 use crate::mm::node;

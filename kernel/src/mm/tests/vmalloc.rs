@@ -13,6 +13,7 @@ use x86_64::structures::paging::{OffsetPageTable, PageTable, Translate};
 use x86_64::{PhysAddr, VirtAddr};
 
 use crate::mm::page_alloc::{alloc_pages, phys_to_virt, Pages};
+use crate::mm::kalloc::{KVBox, KVVec, VBox, VVec};
 use crate::mm::vmalloc::*;
 use crate::mm::{direct_map_base, node};
 
@@ -603,12 +604,12 @@ ktest!(
             }
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
             assert!(v.len() == 100_000 && !v.is_empty() && v.capacity() >= v.len());
-            assert!(is_vmalloc_addr(v.as_ptr().unwrap().cast()));
+            assert!(is_vmalloc_addr(v.as_ptr().cast()));
             let mut kv: KVVec<u64> = KVVec::with_capacity(4, GfpFlags::GFP_KERNEL).unwrap();
             for i in 0..1_000_000u64 {
                 kv.push(i, GfpFlags::GFP_KERNEL).unwrap();
             }
-            assert!(is_vmalloc_addr(kv.as_ptr().unwrap().cast()), "8 MB of u64 went to vmalloc");
+            assert!(is_vmalloc_addr(kv.as_ptr().cast()), "8 MB of u64 went to vmalloc");
             assert_eq!(kv.pop(), Some(999_999));
         }
         assert_eq!(state().counts, before.counts);

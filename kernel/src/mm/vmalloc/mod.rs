@@ -2,7 +2,8 @@
 //! (the PML4 in CR3) and the buddy allocator, behind one IRQ-safe lock, with Linux's API:
 //! `vmalloc`, `vzalloc`, `__vmalloc`, `vfree` (deferred from interrupt context, as
 //! `vfree_atomic`), `vmap`/`vunmap`, `vmalloc_to_page`/`vmalloc_to_pfn`, `is_vmalloc_addr` and
-//! `kvmalloc`/`kvfree`, plus the owners `VBox`, `KVBox`, `VVec`, `KVVec` (in [`owners`]).
+//! `vrealloc` ([`vrealloc`](vrealloc())); `kvmalloc`/`kvfree` are in [`crate::mm::util`] and the owners
+//! `VBox`, `VVec`, `KVBox`, `KVVec` in [`crate::mm::kalloc`].
 //!
 //! Every page of an area is a separate order-0 frame. `vfree` unmaps, frees the frames and the
 //! page-table pages that became empty, flushes the TLB ([`tlb`]) and only then releases the
@@ -10,8 +11,8 @@
 //! never freed (Linux's `preallocate_vmalloc_pages`), so the PML4 entries never change.
 
 mod deferred;
-pub mod owners;
 pub mod tlb;
+mod vrealloc;
 
 use core::fmt;
 use core::panic::Location;
@@ -31,7 +32,9 @@ use x86_64::registers::control::Cr3;
 use x86_64::VirtAddr;
 
 pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
-pub use owners::{KVBox, KVVec, VBox, VVec};
+pub use vrealloc::vrealloc;
+// kvmalloc and kvfree are in mm/util.c on Linux: `crate::mm::util`.
+pub use super::util::{kvfree, kvmalloc, kvzalloc};
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 
@@ -238,7 +241,7 @@ pub fn is_vmalloc_addr(addr: *const u8) -> bool {
 }
 
 #[track_caller]
-fn warn_failure(size: usize, gfp: GfpFlags, e: &VmError) {
+pub(crate) fn warn_failure(size: usize, gfp: GfpFlags, e: &VmError) {
     super::page_alloc::ALLOC_FAILURES.fetch_add(1, Relaxed);
     let loc = Location::caller();
     if !gfp.contains(GfpFlags::__GFP_NOWARN) && crate::log::ratelimit(loc) {
@@ -412,43 +415,6 @@ pub fn vmalloc_to_page(addr: *const u8) -> Option<&'static Page> {
 /// The live area containing `addr` (its mappable part or its guard page).
 pub fn find_vm_area(addr: *const u8) -> Option<(VmapArea, AddrPlace)> {
     space().areas.lookup(addr as usize)
-}
-
-/// `kvmalloc(size, gfp)` (Linux's `kvmalloc_node`): kmalloc first, quietly and, above a page,
-/// without retrying (`__GFP_NORETRY`, no `__GFP_NOFAIL`), since vmalloc can serve large sizes
-/// from scattered pages; falls back to vmalloc above a page or when kmalloc fails. Sizes
-/// up to a page never fall back (kmalloc failing there means memory is gone).
-#[track_caller]
-pub fn kvmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
-    let mut kgfp = gfp | GfpFlags::__GFP_NOWARN;
-    if size > PAGE_SIZE {
-        kgfp = (kgfp | GfpFlags::__GFP_NORETRY).difference(GfpFlags::__GFP_NOFAIL);
-    }
-    match super::slab::kmalloc(size, kgfp) {
-        Ok(p) => Ok(p),
-        Err(e) if size <= PAGE_SIZE => {
-            let e = VmError::Vmalloc(VmallocError::Pages { index: 0, nr_pages: 1, err: e });
-            warn_failure(size, gfp, &e);
-            Err(e)
-        }
-        Err(_) => __vmalloc_node(size, PAGE_SIZE, gfp),
-    }
-}
-
-/// `kvzalloc`: zeroed `kvmalloc`.
-#[track_caller]
-pub fn kvzalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
-    kvmalloc(size, gfp | GfpFlags::__GFP_ZERO)
-}
-
-/// `kvfree(addr)`: frees memory from [`kvmalloc`], whichever allocator served it.
-#[track_caller]
-pub fn kvfree(addr: *const u8) -> Result<(), VmError> {
-    if is_vmalloc_addr(addr) {
-        vfree(addr)
-    } else {
-        super::slab::kfree(addr).map_err(VmError::Kfree)
-    }
 }
 
 /// What the vmalloc space holds, for tests and the benchmark.

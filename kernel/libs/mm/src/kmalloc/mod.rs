@@ -76,6 +76,20 @@ pub fn kmalloc_index(size: usize) -> usize {
     }
 }
 
+/// Linux 6.12's `kmalloc_size_roundup()` (`mm/slab_common.c`): the usable size `kmalloc(size)`
+/// would give, to allocate the whole bucket up front: the cache's object size up to
+/// `KMALLOC_MAX_CACHE_SIZE`, whole pages of the block's order up to `KMALLOC_MAX_SIZE`, and
+/// `size` itself for 0 (`ZERO_SIZE_PTR`) and above (kmalloc fails there).
+pub fn kmalloc_size_roundup(size: usize) -> usize {
+    if size != 0 && size <= KMALLOC_MAX_CACHE_SIZE {
+        return KMALLOC_SIZES[kmalloc_index(size)];
+    }
+    if size != 0 && size <= KMALLOC_MAX_SIZE {
+        return PAGE_SIZE << get_order(size);
+    }
+    size
+}
+
 /// The kmalloc caches (normal and DMA) and the large-block path.
 pub struct Kmalloc<'p, P: PageProvider> {
     slab: SlabAllocator<'p, P>,
@@ -342,7 +356,9 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
         }
     }
 
-    /// `ksize`: the usable size of the block (the whole object, or the whole large block).
+    /// `ksize`: the usable size of the block: for a slab object (of any cache, kmalloc or
+    /// not) the cache's [`KmemCache::ksize`] (Linux 6.12 `__ksize()`: `slab_ksize(cache)`), for
+    /// a large block its whole pages (`folio_size`).
     pub fn ksize(&self, ptr: *const u8) -> Result<usize, SlabError> {
         if Self::is_zero_or_null(ptr) {
             return Ok(0);
@@ -353,10 +369,27 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
                 if cache.known_free(pfn, page, ptr as usize) {
                     return Err(SlabError::Freed { cache: cache.name(), addr: ptr as usize });
                 }
-                cache.object_size()
+                cache.ksize()
             }
             Owner::Large { order, .. } => PAGE_SIZE << order,
         })
+    }
+
+    /// `krealloc_array(p, new_n, new_size, gfp)` (Linux 6.12 `include/linux/slab.h`): an
+    /// overflowing `new_n * new_size` is refused (6.12 returns NULL via `check_mul_overflow`)
+    /// and `p` stays valid and unchanged.
+    #[track_caller]
+    pub fn krealloc_array(
+        &self,
+        ptr: *const u8,
+        new_n: usize,
+        new_size: usize,
+        gfp: GfpFlags,
+    ) -> Result<NonNull<u8>, SlabError> {
+        let bytes = new_n
+            .checked_mul(new_size)
+            .ok_or(SlabError::Alloc(AllocError::Invalid("krealloc_array: new_n * new_size overflows")))?;
+        self.krealloc(ptr, bytes, gfp)
     }
 
     /// `krealloc`: keeps the block while `new_size` fits `ksize` (recording the new size for the
@@ -383,8 +416,13 @@ impl<'p, P: PageProvider> Kmalloc<'p, P> {
             self.kfree_inner(ptr, false, loc)?;
             return self.kmalloc_traced(0, gfp, loc).map_err(SlabError::Alloc);
         }
+        // 6.12 `__do_krealloc`: `ks = ksize(p)`; the contents to keep are the requested size
+        // where a kmalloc red zone tracks it, else all of `ks`.
         let (ks, old_len) = match &owner {
-            Owner::Slab { cache, .. } => (cache.object_size(), cache.user_size(ptr as usize)),
+            Owner::Slab { cache, .. } if cache.geom.orig_size_offset != 0 => {
+                (cache.ksize(), cache.user_size(ptr as usize))
+            }
+            Owner::Slab { cache, .. } => (cache.ksize(), cache.ksize()),
             Owner::Large { order, .. } => (PAGE_SIZE << order, PAGE_SIZE << order),
         };
         if new_size <= ks {

@@ -237,6 +237,21 @@ impl<'p, P: PageProvider> KmemCache<'p, P> {
     pub fn object_size(&self) -> usize {
         self.geom.object_size as usize
     }
+    /// What `ksize` reports for an object of this cache: Linux 6.12's `slab_ksize()`
+    /// (`mm/slab.h`): the object size when red zones or poisoning use the bytes after it, the
+    /// object and its word padding (`inuse`) when a track record follows, else the whole slot,
+    /// padding included (the free pointer, when it is stored after the object, is unused while
+    /// the object is allocated).
+    pub fn ksize(&self) -> usize {
+        let g = &self.geom;
+        if g.flags.intersects(SlabFlags::SLAB_RED_ZONE | SlabFlags::SLAB_POISON) {
+            g.object_size as usize
+        } else if g.flags.contains(SlabFlags::SLAB_STORE_USER) {
+            g.inuse as usize
+        } else {
+            g.size as usize
+        }
+    }
     /// The slot stride, metadata included (`/proc/slabinfo`'s objsize).
     pub fn size(&self) -> usize {
         self.geom.size as usize

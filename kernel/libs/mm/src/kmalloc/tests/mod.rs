@@ -558,3 +558,5 @@ fn large_blocks_count_in_slab_and_sunreclaim() {
         assert_eq!(km.slab_totals(), before);
     });
 }
+
+mod util;
