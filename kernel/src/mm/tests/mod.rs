@@ -1,6 +1,7 @@
 //! In-kernel tests of the memory subsystem (registered with `ktest!`, run by `cargo run -- --test`).
 
 mod fault_inject;
+mod ioremap;
 mod kmalloc;
 mod kmalloc_irq;
 mod matrix;

@@ -10,6 +10,7 @@
 //! never freed (Linux's `preallocate_vmalloc_pages`), so the PML4 entries never change.
 
 mod deferred;
+pub mod ioremap;
 pub mod owners;
 pub mod tlb;
 
@@ -31,6 +32,7 @@ use x86_64::registers::control::Cr3;
 use x86_64::VirtAddr;
 
 pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
+pub use ioremap::{ioremap, ioremap_cache, ioremap_uc, ioremap_wc, ioremap_wt, iounmap};
 pub use owners::{KVBox, KVVec, VBox, VVec};
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
@@ -47,7 +49,7 @@ pub static VMALLOC_IN_INTERRUPT: AtomicUsize = AtomicUsize::new(0);
 /// The page provider vmalloc uses: the buddy allocator of node 0 through the kernel's
 /// allocation loop (reclaim of empty slabs and retry when the flags allow blocking). The
 /// page allocator's own failure warning is silenced: vmalloc prints one line for the area.
-struct VmallocPages;
+pub(super) struct VmallocPages;
 
 impl PageProvider for VmallocPages {
     #[track_caller]
@@ -93,9 +95,15 @@ impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             VmError::Vmalloc(e) => e.fmt(f),
-            VmError::InInterrupt { what: "vunmap", caller } => write!(
+            VmError::InInterrupt { what: what @ ("vunmap" | "iounmap"), caller } => write!(
                 f,
-                "called from interrupt context at {}:{} (vunmap may sleep: unmap in process context)",
+                "called from interrupt context at {}:{} ({what} may sleep: unmap in process context)",
+                caller.file(),
+                caller.line()
+            ),
+            VmError::InInterrupt { what: "ioremap", caller } => write!(
+                f,
+                "called from interrupt context at {}:{} (ioremap may sleep: map in process context)",
                 caller.file(),
                 caller.line()
             ),
@@ -176,7 +184,7 @@ fn space_lock() -> &'static IrqSpinLock<VmallocSpace> {
 /// interrupts off (vmalloc_to_pfn may be called so), serves flush requests meanwhile;
 /// otherwise holder and waiter would wait for each other. The other allocator locks are never
 /// held across a shootdown and stay plain `IrqSpinLock`s.
-fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
+pub(super) fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
     let lock = space_lock();
     loop {
         if let Some(guard) = lock.try_lock() {
@@ -250,7 +258,7 @@ fn warn_failure(size: usize, gfp: GfpFlags, e: &VmError) {
 /// The interrupt-context check of vmalloc and vmap (Linux: `BUG_ON(in_interrupt())` in
 /// `__get_vm_area_node`, plus `might_sleep`): reported with the caller and refused.
 #[track_caller]
-fn check_context(what: &'static str) -> Result<(), VmError> {
+pub(super) fn check_context(what: &'static str) -> Result<(), VmError> {
     if crate::arch::in_interrupt() {
         let caller = Location::caller();
         VMALLOC_IN_INTERRUPT.fetch_add(1, Relaxed);
@@ -307,7 +315,7 @@ pub fn __vmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
 
 /// A refused free is a bug in the caller: report it (error line with the caller), keep going.
 #[track_caller]
-fn report_bad_free(what: &str, e: &VmError) {
+pub(super) fn report_bad_free(what: &str, e: &VmError) {
     let loc = Location::caller();
     if !crate::log::ratelimit(loc) {
         return;
@@ -335,7 +343,7 @@ pub fn vfree(addr: *const u8) -> Result<(), VmError> {
 }
 
 /// The address checks shared by vfree and vunmap, then the release under the lock.
-fn release(addr: *const u8, kind: AreaKind) -> Result<VmapArea, VmError> {
+pub(super) fn release(addr: *const u8, kind: AreaKind) -> Result<VmapArea, VmError> {
     let a = addr as usize;
     if !is_vmalloc_addr(addr) {
         let direct_map = super::page_alloc::virt_to_phys(VirtAddr::new_truncate(a as u64)).is_some();
@@ -349,6 +357,7 @@ fn release_locked(space: &mut VmallocSpace, addr: usize, kind: AreaKind) -> Resu
     let result = match kind {
         AreaKind::Vmalloc => space.vfree(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
         AreaKind::Vmap => space.vunmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
+        AreaKind::Ioremap => space.iounmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
     };
     Ok(result?)
 }
@@ -511,7 +520,7 @@ pub fn describe(addr: u64, w: &mut dyn fmt::Write) -> fmt::Result {
             area.start,
             area.mapped_end(),
             area.usable_size(),
-            if area.kind == AreaKind::Vmalloc { "vmalloc" } else { "vmap" },
+            area.kind.name(),
             area.caller.file(),
             area.caller.line()
         ),

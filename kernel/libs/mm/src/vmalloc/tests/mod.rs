@@ -4,6 +4,7 @@
 
 mod areas;
 mod info;
+mod ioremap;
 mod pgtable;
 mod props;
 mod ram;
