@@ -8,6 +8,7 @@ mod matrix;
 mod nested_irq;
 mod page_alloc;
 mod slab;
+mod vmalloc_variants;
 mod smp;
 mod vmalloc;
 

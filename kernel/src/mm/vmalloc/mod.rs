@@ -12,6 +12,7 @@
 mod deferred;
 pub mod ioremap;
 pub mod owners;
+mod variants;
 pub mod tlb;
 
 use core::fmt;
@@ -33,6 +34,7 @@ use x86_64::VirtAddr;
 
 pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
 pub use ioremap::{ioremap, ioremap_cache, ioremap_uc, ioremap_wc, ioremap_wt, iounmap};
+pub use variants::{vmalloc_32, vmalloc_32_user, vmalloc_user, vrealloc};
 pub use owners::{KVBox, KVVec, VBox, VVec};
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
@@ -274,9 +276,22 @@ pub(super) fn check_context(what: &'static str) -> Result<(), VmError> {
 /// page. `__GFP_ZERO` zeroes it. The caller is recorded for `/proc/vmallocinfo`.
 #[track_caller]
 pub fn __vmalloc_node(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
+    __vmalloc_node_range(size, align, gfp, VmFlags::empty())
+}
+
+/// `__vmalloc_node_range(size, align, VMALLOC_START, VMALLOC_END, gfp, PAGE_KERNEL, vm_flags)`:
+/// [`__vmalloc_node`] with area flags besides `VM_ALLOC` (`VM_USERMAP`).
+#[track_caller]
+#[inline(always)]
+pub(super) fn __vmalloc_node_range(
+    size: usize,
+    align: usize,
+    gfp: GfpFlags,
+    vm_flags: VmFlags,
+) -> Result<NonNull<u8>, VmError> {
     check_context("vmalloc")?;
     vfree_drain();
-    let result = vmalloc_locked(size, align, gfp);
+    let result = vmalloc_locked(size, align, gfp, vm_flags);
     if let Err(e) = &result {
         warn_failure(size, gfp, e);
     }
@@ -284,13 +299,13 @@ pub fn __vmalloc_node(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNul
 }
 
 #[track_caller]
-fn vmalloc_locked(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
+fn vmalloc_locked(size: usize, align: usize, gfp: GfpFlags, flags: VmFlags) -> Result<NonNull<u8>, VmError> {
     let totalram = TOTALRAM_PAGES.load(Relaxed);
     let nr_pages = size.div_ceil(PAGE_SIZE);
     if nr_pages > totalram {
         return Err(VmError::MoreThanRam { nr_pages, totalram_pages: totalram });
     }
-    let req = VmapAreaRequest { align, ..VmapAreaRequest::new(size) };
+    let req = VmapAreaRequest { align, flags, ..VmapAreaRequest::new(size) };
     let area = ::mm::vmalloc::vmalloc_with(&VmapLock, &VmallocPages, gfp, req, tlb::flush_tlb_kernel_range)?;
     Ok(NonNull::new(area.start as *mut u8).expect("vmalloc areas are above VMALLOC_START"))
 }
