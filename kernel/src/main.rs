@@ -47,6 +47,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     info!("memkernel booting (cmdline: \"{}\")", cmdline.raw);
     arch::init(boot_info, &cmdline);
     mm::init(boot_info, &cmdline);
+    // vmalloc is up: the xAPIC registers move from the early direct-map alias to ioremap.
+    arch::apic::ioremap_mmio();
     if cmdline.get("tlb_shootdown") == Some("off") {
         mm::vmalloc::tlb::disable_shootdown();
     }

@@ -5,10 +5,13 @@
 //! - **x2APIC** when CPUID.1:ECX[21] offers it: registers are MSRs `0x800 + offset / 16`, the ICR
 //!   is one 64-bit write with the 32-bit destination id in the high half (no busy bit to poll).
 //! - **xAPIC** otherwise (QEMU 7.2's TCG does not emulate x2APIC): 4 KiB of MMIO at the MADT's
-//!   address, normally `0xfee00000`. The bootloader's direct map always covers the first 4 GiB,
-//!   so the page is reachable at `direct_map + 0xfee00000`; [`init_bsp`] makes that 2 MiB
-//!   direct-map page uncached (PCD|PWT), as Linux maps the APIC (`fix_to_virt(FIX_APIC_BASE)`
-//!   with `PAGE_KERNEL_NOCACHE`): the 2 MiB below 4 GiB there hold only APIC/IOAPIC MMIO, no RAM.
+//!   address, normally `0xfee00000`, reached through `ioremap_uc` once vmalloc is up
+//!   ([`ioremap_mmio`]: a `VM_IOREMAP` area, strongly uncached as Linux's `PAGE_KERNEL_NOCACHE`
+//!   APIC mapping, printed in `/proc/vmallocinfo` as `phys=0x00000000fee00000 ioremap`). Before
+//!   that (calibration runs before the allocators exist), as Linux uses its early fixmap, the
+//!   registers are reached through the bootloader's direct map, which always covers the first
+//!   4 GiB: [`init_bsp`] makes that 2 MiB direct-map page uncached (PCD|PWT); it holds only
+//!   APIC MMIO, no RAM, and stays uncached so that no cacheable alias of the registers exists.
 //!
 //! Vectors follow Linux's `irq_vectors.h`: the timer at 0xec, cross-CPU calls at 0xfc, spurious
 //! at 0xff. The 8259 PIC stays wired to the boot CPU's LINT0 (virtual wire), which is untouched.
@@ -62,8 +65,10 @@ const MODE_NONE: u8 = 0;
 const MODE_XAPIC: u8 = 1;
 const MODE_X2APIC: u8 = 2;
 static MODE: AtomicU8 = AtomicU8::new(MODE_NONE);
-/// Virtual address of the xAPIC registers (direct map).
+/// Virtual address of the xAPIC registers: the direct map during early boot, then the ioremap.
 static MMIO: AtomicU64 = AtomicU64::new(0);
+/// Physical address of the xAPIC registers (the MADT's), for [`ioremap_mmio`].
+static MMIO_PHYS: AtomicU64 = AtomicU64::new(0);
 /// LAPIC timer ticks (bus clock / 16) per second and TSC ticks per millisecond, measured
 /// against the PIT at boot.
 static TIMER_TICKS_PER_SEC: AtomicU64 = AtomicU64::new(0);
@@ -89,8 +94,9 @@ fn read(reg: u32) -> u32 {
         // SAFETY: x2APIC mode is enabled on this CPU (`enable_this_cpu`), so the MSR exists;
         // reading an APIC register has no side effect.
         MODE_X2APIC => unsafe { Msr::new(0x800 + (reg >> 4)).read() as u32 },
-        // SAFETY: `MMIO` is the direct-map address of this CPU's APIC page (every CPU sees its
-        // own APIC at the same address); the register is 4-byte aligned and readable.
+        // SAFETY: `MMIO` maps this CPU's APIC page uncached (the direct map early, the ioremap
+        // area later, both valid for ever; every CPU sees its own APIC at the same physical
+        // address); the register is 4-byte aligned and readable.
         _ => unsafe { core::ptr::read_volatile((MMIO.load(Ordering::Relaxed) + reg as u64) as *const u32) },
     }
 }
@@ -123,12 +129,37 @@ pub fn init_bsp(lapic_phys: u64, direct_map: u64, force_xapic: bool) -> Mode {
     if mode == MODE_XAPIC {
         let virt = direct_map + lapic_phys;
         make_uncached(virt);
+        MMIO_PHYS.store(lapic_phys, Ordering::Relaxed);
         MMIO.store(virt, Ordering::Relaxed);
     }
     MODE.store(mode, Ordering::Relaxed);
     enable_this_cpu();
     calibrate();
     self::mode().expect("set above")
+}
+
+/// In xAPIC mode, moves the register accesses onto an `ioremap_uc` mapping of the APIC page
+/// (Linux maps it with `set_fixmap_nocache(FIX_APIC_BASE, ...)`, this kernel has no fixmap).
+/// Called once vmalloc is up and before the APs start; the early direct-map address stays
+/// valid, so an interrupt using it meanwhile is fine. A failure keeps the direct map, with a
+/// warning.
+pub fn ioremap_mmio() {
+    if mode() != Some(Mode::XApic) {
+        return;
+    }
+    let phys = MMIO_PHYS.load(Ordering::Relaxed);
+    match crate::mm::vmalloc::ioremap_uc(phys, 4096) {
+        Ok(p) => {
+            MMIO.store(p.as_ptr() as u64, Ordering::Relaxed);
+            crate::info!("apic: xAPIC registers at {phys:#x} ioremapped at {:p}", p.as_ptr());
+        }
+        Err(e) => crate::warn!("apic: ioremap of the xAPIC registers failed ({e}); staying on the direct map"),
+    }
+}
+
+/// Where the xAPIC registers are reached now (0 in x2APIC mode), and their physical address.
+pub fn mmio() -> (u64, u64) {
+    (MMIO.load(Ordering::Relaxed), MMIO_PHYS.load(Ordering::Relaxed))
 }
 
 /// Enables this CPU's APIC in the chosen mode: software enable with the spurious vector, task

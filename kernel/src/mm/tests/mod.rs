@@ -1,6 +1,7 @@
 //! In-kernel tests of the memory subsystem (registered with `ktest!`, run by `cargo run -- --test`).
 
 mod fault_inject;
+mod ioremap;
 mod kmalloc;
 mod kmalloc_irq;
 mod matrix;
@@ -8,6 +9,7 @@ mod nested_irq;
 mod page_alloc;
 mod page_ref;
 mod slab;
+mod vmalloc_variants;
 mod smp;
 mod util;
 mod vmalloc;

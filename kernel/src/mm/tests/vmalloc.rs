@@ -429,7 +429,7 @@ ktest!(
 
 static IRQ_TARGET: AtomicUsize = AtomicUsize::new(0);
 static IRQ_DONE: AtomicUsize = AtomicUsize::new(0);
-static IRQ_RESULTS: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+static IRQ_RESULTS: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
 
 fn code(r: Result<(), VmError>) -> usize {
     match r {
@@ -451,6 +451,11 @@ fn timer_vfree() {
     // vunmap may sleep (Linux: `might_sleep(); BUG_ON(in_interrupt())`): refused, even for an
     // address that is no vmap area, before anything is looked up.
     IRQ_RESULTS[3].store(code(vunmap(addr)), SeqCst);
+    // ioremap allocates a vm area (6.12: BUG_ON(in_interrupt()) in __get_vm_area_node) and
+    // iounmap frees one (remove_vm_area's might_sleep): both refused.
+    let (_, lapic) = crate::arch::apic::mmio();
+    IRQ_RESULTS[5].store(code(ioremap(lapic, 4).map(|_| ())), SeqCst);
+    IRQ_RESULTS[6].store(code(iounmap(addr)), SeqCst);
     // kmem_cache_create/destroy take a sleeping lock on Linux: refused with a report.
     let created =
         crate::mm::slab::kmem_cache_create("irq-cache", 32, 0, ::mm::slab::SlabFlags::empty(), None);
@@ -470,7 +475,7 @@ fn timer_vfree() {
 
 ktest!(
     #[needs_memory]
-    fn vfree_in_interrupt_is_deferred_and_vmalloc_vunmap_and_cache_creation_are_refused() {
+    fn vfree_in_interrupt_is_deferred_and_vmalloc_vunmap_ioremap_and_cache_creation_are_refused() {
         warm_up(&[5 * P]);
         let before = state();
         let p = vmalloc(5 * P).unwrap();
@@ -492,7 +497,9 @@ ktest!(
         assert_eq!(IRQ_RESULTS[2].load(SeqCst), 3, "vmalloc in interrupt context is refused");
         assert_eq!(IRQ_RESULTS[3].load(SeqCst), 3, "vunmap in interrupt context is refused");
         assert_eq!(IRQ_RESULTS[4].load(SeqCst), 3, "kmem_cache_create in interrupt context is refused");
-        assert_eq!(VMALLOC_IN_INTERRUPT.load(SeqCst), refused + 2);
+        assert_eq!(IRQ_RESULTS[5].load(SeqCst), 3, "ioremap in interrupt context is refused");
+        assert_eq!(IRQ_RESULTS[6].load(SeqCst), 3, "iounmap in interrupt context is refused");
+        assert_eq!(VMALLOC_IN_INTERRUPT.load(SeqCst), refused + 4);
         // Still mapped until the drain.
         assert_eq!(deferred_pending(), 1);
         assert_eq!(counts().nr_areas, before.counts.nr_areas + 1);

@@ -11,8 +11,9 @@
 //! never freed (Linux's `preallocate_vmalloc_pages`), so the PML4 entries never change.
 
 mod deferred;
+pub mod ioremap;
+mod variants;
 pub mod tlb;
-mod vrealloc;
 
 use core::fmt;
 use core::panic::Location;
@@ -32,9 +33,10 @@ use x86_64::registers::control::Cr3;
 use x86_64::VirtAddr;
 
 pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
-pub use vrealloc::vrealloc;
 // kvmalloc and kvfree are in mm/util.c on Linux: `crate::mm::util`.
 pub use super::util::{kvfree, kvmalloc, kvzalloc};
+pub use ioremap::{ioremap, ioremap_cache, ioremap_uc, ioremap_wc, ioremap_wt, iounmap};
+pub use variants::{vmalloc_32, vmalloc_32_user, vmalloc_user, vrealloc};
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 
@@ -50,7 +52,7 @@ pub static VMALLOC_IN_INTERRUPT: AtomicUsize = AtomicUsize::new(0);
 /// The page provider vmalloc uses: the buddy allocator of node 0 through the kernel's
 /// allocation loop (reclaim of empty slabs and retry when the flags allow blocking). The
 /// page allocator's own failure warning is silenced: vmalloc prints one line for the area.
-struct VmallocPages;
+pub(super) struct VmallocPages;
 
 impl PageProvider for VmallocPages {
     #[track_caller]
@@ -100,9 +102,15 @@ impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             VmError::Vmalloc(e) => e.fmt(f),
-            VmError::InInterrupt { what: "vunmap", caller } => write!(
+            VmError::InInterrupt { what: what @ ("vunmap" | "iounmap"), caller } => write!(
                 f,
-                "called from interrupt context at {}:{} (vunmap may sleep: unmap in process context)",
+                "called from interrupt context at {}:{} ({what} may sleep: unmap in process context)",
+                caller.file(),
+                caller.line()
+            ),
+            VmError::InInterrupt { what: "ioremap", caller } => write!(
+                f,
+                "called from interrupt context at {}:{} (ioremap may sleep: map in process context)",
                 caller.file(),
                 caller.line()
             ),
@@ -183,7 +191,7 @@ fn space_lock() -> &'static IrqSpinLock<VmallocSpace> {
 /// interrupts off (vmalloc_to_pfn may be called so), serves flush requests meanwhile;
 /// otherwise holder and waiter would wait for each other. The other allocator locks are never
 /// held across a shootdown and stay plain `IrqSpinLock`s.
-fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
+pub(super) fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
     let lock = space_lock();
     loop {
         if let Some(guard) = lock.try_lock() {
@@ -257,7 +265,7 @@ pub(crate) fn warn_failure(size: usize, gfp: GfpFlags, e: &VmError) {
 /// The interrupt-context check of vmalloc and vmap (Linux: `BUG_ON(in_interrupt())` in
 /// `__get_vm_area_node`, plus `might_sleep`): reported with the caller and refused.
 #[track_caller]
-fn check_context(what: &'static str) -> Result<(), VmError> {
+pub(super) fn check_context(what: &'static str) -> Result<(), VmError> {
     if crate::arch::in_interrupt() {
         let caller = Location::caller();
         VMALLOC_IN_INTERRUPT.fetch_add(1, Relaxed);
@@ -273,9 +281,22 @@ fn check_context(what: &'static str) -> Result<(), VmError> {
 /// page. `__GFP_ZERO` zeroes it. The caller is recorded for `/proc/vmallocinfo`.
 #[track_caller]
 pub fn __vmalloc_node(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
+    __vmalloc_node_range(size, align, gfp, VmFlags::empty())
+}
+
+/// `__vmalloc_node_range(size, align, VMALLOC_START, VMALLOC_END, gfp, PAGE_KERNEL, vm_flags)`:
+/// [`__vmalloc_node`] with area flags besides `VM_ALLOC` (`VM_USERMAP`).
+#[track_caller]
+#[inline(always)]
+pub(super) fn __vmalloc_node_range(
+    size: usize,
+    align: usize,
+    gfp: GfpFlags,
+    vm_flags: VmFlags,
+) -> Result<NonNull<u8>, VmError> {
     check_context("vmalloc")?;
     vfree_drain();
-    let result = vmalloc_locked(size, align, gfp);
+    let result = vmalloc_locked(size, align, gfp, vm_flags);
     if let Err(e) = &result {
         warn_failure(size, gfp, e);
     }
@@ -283,13 +304,13 @@ pub fn __vmalloc_node(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNul
 }
 
 #[track_caller]
-fn vmalloc_locked(size: usize, align: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
+fn vmalloc_locked(size: usize, align: usize, gfp: GfpFlags, flags: VmFlags) -> Result<NonNull<u8>, VmError> {
     let totalram = TOTALRAM_PAGES.load(Relaxed);
     let nr_pages = size.div_ceil(PAGE_SIZE);
     if nr_pages > totalram {
         return Err(VmError::MoreThanRam { nr_pages, totalram_pages: totalram });
     }
-    let req = VmapAreaRequest { align, ..VmapAreaRequest::new(size) };
+    let req = VmapAreaRequest { align, flags, ..VmapAreaRequest::new(size) };
     let area = ::mm::vmalloc::vmalloc_with(&VmapLock, &VmallocPages, gfp, req, tlb::flush_tlb_kernel_range)?;
     Ok(NonNull::new(area.start as *mut u8).expect("vmalloc areas are above VMALLOC_START"))
 }
@@ -314,7 +335,7 @@ pub fn __vmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
 
 /// A refused free is a bug in the caller: report it (error line with the caller), keep going.
 #[track_caller]
-fn report_bad_free(what: &str, e: &VmError) {
+pub(super) fn report_bad_free(what: &str, e: &VmError) {
     let loc = Location::caller();
     if !crate::log::ratelimit(loc) {
         return;
@@ -342,7 +363,7 @@ pub fn vfree(addr: *const u8) -> Result<(), VmError> {
 }
 
 /// The address checks shared by vfree and vunmap, then the release under the lock.
-fn release(addr: *const u8, kind: AreaKind) -> Result<VmapArea, VmError> {
+pub(super) fn release(addr: *const u8, kind: AreaKind) -> Result<VmapArea, VmError> {
     let a = addr as usize;
     if !is_vmalloc_addr(addr) {
         let direct_map = super::page_alloc::virt_to_phys(VirtAddr::new_truncate(a as u64)).is_some();
@@ -356,6 +377,7 @@ fn release_locked(space: &mut VmallocSpace, addr: usize, kind: AreaKind) -> Resu
     let result = match kind {
         AreaKind::Vmalloc => space.vfree(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
         AreaKind::Vmap => space.vunmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
+        AreaKind::Ioremap => space.iounmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
     };
     Ok(result?)
 }
@@ -481,7 +503,7 @@ pub fn describe(addr: u64, w: &mut dyn fmt::Write) -> fmt::Result {
             area.start,
             area.mapped_end(),
             area.usable_size(),
-            if area.kind == AreaKind::Vmalloc { "vmalloc" } else { "vmap" },
+            area.kind.name(),
             area.caller.file(),
             area.caller.line()
         ),

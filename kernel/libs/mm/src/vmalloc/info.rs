@@ -2,13 +2,21 @@
 
 use core::fmt;
 
-use super::vmap_area::{AreaKind, VmapArea, VmapAreas};
+use super::vmap_area::{AreaKind, VmFlags, VmapArea, VmapAreas};
 use crate::addr::PAGE_SIZE;
 
-/// One `/proc/vmallocinfo` line (without the newline), as Linux's `vmalloc_info_show` prints it:
-/// `0x%pK-0x%pK %7ld %pS pages=%d vmalloc N0=%d`. The size includes the guard page; the caller is
-/// printed as `file:line` (no symbols here). `pages=` appears only for areas with pages (as in
-/// Linux); vmap areas say `vmap` and have no per-node counts, since their pages are the caller's.
+/// One `/proc/vmallocinfo` line (without the newline), as 6.12's `vmalloc_info_show`
+/// (mm/vmalloc.c) prints an area with a `vm_struct`: `0x%pK-0x%pK %7ld`, the caller, then in this
+/// order `pages=%d` (only when `nr_pages`: vmalloc areas; vmap and ioremap areas own no pages),
+/// `phys=%pa` (only when `phys_addr` is not 0: ioremap areas; `%pa` is `0x` and 16 digits),
+/// `ioremap`, `vmalloc`, `vmap`, `user` per flag, and `show_numa_info`'s ` N%u=%u` per node
+/// with pages. The size includes the guard page.
+///
+/// Printed differently: the caller is `file:line`, not `%pS` (no symbols here); `vpages` (the
+/// page array was vmalloc'ed) never appears, as areas here keep no page array (the frames are
+/// found through the page tables); the flags this kernel never sets (`sparse`, `dma-coherent`)
+/// never appear. No `unpurged vm_area` lines: freed areas are purged before vfree returns (no
+/// lazy list).
 pub struct VmallocInfoLine<'a>(pub &'a VmapArea);
 
 impl fmt::Display for VmallocInfoLine<'_> {
@@ -23,14 +31,30 @@ impl fmt::Display for VmallocInfoLine<'_> {
             a.caller.file(),
             a.caller.line()
         )?;
-        if a.nr_pages != 0 {
-            write!(f, " pages={}", a.nr_pages)?;
+        // `vm_struct.nr_pages` is set for the pages vmalloc allocated (and vmap with
+        // VM_MAP_PUT_PAGES, which this kernel does not offer).
+        let nr_pages = if a.kind == AreaKind::Vmalloc { a.nr_pages } else { 0 };
+        if nr_pages != 0 {
+            write!(f, " pages={nr_pages}")?;
         }
-        match a.kind {
-            // All memory is node 0 here (no NUMA), so the per-node count is every page.
-            AreaKind::Vmalloc => write!(f, " vmalloc N0={}", a.nr_pages),
-            AreaKind::Vmap => f.write_str(" vmap"),
+        if a.phys_addr != 0 {
+            write!(f, " phys={:#018x}", a.phys_addr)?;
         }
+        for (flag, name) in [
+            (VmFlags::VM_IOREMAP, " ioremap"),
+            (VmFlags::VM_ALLOC, " vmalloc"),
+            (VmFlags::VM_MAP, " vmap"),
+            (VmFlags::VM_USERMAP, " user"),
+        ] {
+            if a.flags.contains(flag) {
+                f.write_str(name)?;
+            }
+        }
+        // show_numa_info: all memory is node 0 here (no NUMA), so node 0 has every page.
+        if nr_pages != 0 {
+            write!(f, " N0={nr_pages}")?;
+        }
+        Ok(())
     }
 }
 

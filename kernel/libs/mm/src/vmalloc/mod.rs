@@ -6,6 +6,7 @@
 //!   them, with page-table pages taken from and given back to a [`PageProvider`](crate::page::PageProvider);
 //! - [`space`]: vmalloc/vfree/vmap/vunmap combining the two: take an area, allocate the pages,
 //!   map them; on `vfree` unmap, free the pages, have the kernel flush the TLB, free the area;
+//! - [`ioremap`]: ioremap/iounmap of MMIO ranges with a cache mode;
 //! - [`info`]: `/proc/vmallocinfo` lines and the `Vmalloc*` lines of `/proc/meminfo`.
 //!
 //! The kernel (`kernel/src/mm/vmalloc.rs`) supplies the page provider (buddy), the lock, the TLB
@@ -13,6 +14,7 @@
 
 mod avl;
 pub mod info;
+pub mod ioremap;
 pub mod pgtable;
 pub mod space;
 pub mod vmap_area;
@@ -21,6 +23,7 @@ pub mod vmap_area;
 mod tests;
 
 pub use info::{VmallocInfoLine, VmallocMeminfo};
+pub use ioremap::{IoremapRequest, PageCacheMode, IOREMAP_MAX_ORDER};
 pub use pgtable::{PgTableError, TlbFlushRange, VmallocPageTables, PAGE_KERNEL};
 pub use space::{vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
 pub use vmap_area::{AddrPlace, AreaKind, VmFlags, VmapArea, VmapAreaRequest, VmapAreas, VmapError};

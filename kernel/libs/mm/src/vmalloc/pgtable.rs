@@ -315,6 +315,51 @@ impl VmallocPageTables {
         Ok(())
     }
 
+    /// Maps the `nr_pages` consecutive frames from `first` at consecutive pages from `addr` with
+    /// the PTE flags `prot` (Linux's `ioremap_page_range` / `vmap_range_noflush` with 4 KiB
+    /// pages). The frames need not be RAM (MMIO): nothing reads them or their descriptors. As
+    /// [`map_pages`](Self::map_pages) otherwise: the same walk, and on error nothing stays
+    /// mapped and the range must be flushed before reuse.
+    ///
+    /// # Safety
+    /// Whoever uses the mapping must own the physical range; if it is RAM, it must not be
+    /// freed while mapped.
+    pub unsafe fn map_pfn_range<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        gfp: GfpFlags,
+        addr: VirtAddr,
+        first: Pfn,
+        nr_pages: usize,
+        prot: PageTableFlags,
+    ) -> Result<(), PgTableError> {
+        self.check_range(addr, nr_pages)?;
+        let mut done = 0;
+        while done < nr_pages {
+            let at = addr + (done * PAGE_SIZE) as u64;
+            let pt = match self.pt_or_create(provider, gfp, at) {
+                Ok(pt) => pt,
+                Err(e) => {
+                    self.clear_ptes(addr, done);
+                    return Err(e);
+                }
+            };
+            let first_pte = usize::from(at.p1_index());
+            let n = (512 - first_pte).min(nr_pages - done);
+            for k in 0..n {
+                // SAFETY: as in `map_pages`.
+                let entry = unsafe { &mut entries(pt)[first_pte + k] };
+                if !entry.is_unused() {
+                    self.clear_ptes(addr, done + k);
+                    return Err(PgTableError::AlreadyMapped { addr: at + (k * PAGE_SIZE) as u64 });
+                }
+                entry.set_addr(Pfn(first.0 + (done + k) as u64).phys(), prot);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Unmaps `nr_pages` pages from `addr`, passing each frame to `on_frame` in address order
     /// (Linux's `vunmap_range_noflush`: one descent per page table, then a loop over its PTEs).
     /// Every page must be mapped, else nothing is unmapped. Page-table pages stay. The returned
@@ -506,6 +551,11 @@ impl VmallocPageTables {
 
     /// Like [`vmalloc_to_pfn`](Self::vmalloc_to_pfn), saying why there is no frame.
     pub fn translate(&self, addr: VirtAddr) -> Result<Pfn, PgTableError> {
+        self.lookup_pte(addr).map(|(pfn, _)| pfn)
+    }
+
+    /// The frame mapped at `addr` and the flags of the PTE mapping it (cache mode bits, ...).
+    pub fn lookup_pte(&self, addr: VirtAddr) -> Result<(Pfn, PageTableFlags), PgTableError> {
         if addr < self.start || addr >= self.end {
             return Err(PgTableError::OutOfRange { addr, nr_pages: 1 });
         }
@@ -520,7 +570,7 @@ impl VmallocPageTables {
                 return Err(PgTableError::NotMapped { addr });
             }
             if level == 3 {
-                return Ok(Pfn::from_phys(e.addr()));
+                return Ok((Pfn::from_phys(e.addr()), flags));
             }
             if level > 0 && flags.contains(PageTableFlags::HUGE_PAGE) {
                 return Err(PgTableError::HugePage { addr });

@@ -30,6 +30,12 @@ pub enum VmallocError {
     WrongKind { addr: usize, kind: AreaKind },
     /// `vmap` of no pages.
     NoPages,
+    /// ioremap of zero bytes or of a range that wraps around the physical address space.
+    IoremapRange { phys: u64, size: usize },
+    /// ioremap of an address the CPU cannot address (`phys_addr_valid`).
+    IoremapInvalidPhys { phys: u64, phys_bits: u32 },
+    /// ioremap of RAM the page allocator manages (6.12: "ioremap on RAM at %pa - %pa").
+    IoremapOnRam { phys: u64, last: u64, pfn: Pfn },
 }
 
 impl fmt::Display for VmallocError {
@@ -40,13 +46,23 @@ impl fmt::Display for VmallocError {
             VmallocError::Pages { index, nr_pages, err } => {
                 write!(f, "allocating page {index} of {nr_pages} failed: {err}")
             }
-            VmallocError::WrongKind { addr, kind: AreaKind::Vmap } => {
-                write!(f, "{addr:#x} is a vmap area: release it with vunmap, not vfree")
-            }
-            VmallocError::WrongKind { addr, kind: AreaKind::Vmalloc } => {
-                write!(f, "{addr:#x} is a vmalloc area: release it with vfree, not vunmap")
+            VmallocError::WrongKind { addr, kind } => {
+                let article = if kind == AreaKind::Ioremap { "an" } else { "a" };
+                write!(f, "{addr:#x} is {article} {} area: release it with {}", kind.name(), kind.release_fn())
             }
             VmallocError::NoPages => write!(f, "vmap of an empty page list"),
+            VmallocError::IoremapRange { phys, size } => {
+                write!(f, "ioremap of {size} bytes at {phys:#x}: zero size or the range wraps around")
+            }
+            VmallocError::IoremapInvalidPhys { phys, phys_bits } => write!(
+                f,
+                "ioremap: invalid physical address {phys:#x} (the CPU has {phys_bits} physical address bits)"
+            ),
+            VmallocError::IoremapOnRam { phys, last, pfn } => write!(
+                f,
+                "ioremap on RAM at {phys:#018x} - {last:#018x}: page {:#x} belongs to the page allocator",
+                pfn.phys().as_u64()
+            ),
         }
     }
 }
@@ -230,7 +246,7 @@ impl VmallocSpace {
             size: usize::MAX,
             max: self.areas.range().1 - self.areas.range().0,
         }))?;
-        let req = VmapAreaRequest { size, align: PAGE_SIZE, guard: true, kind: AreaKind::Vmap, caller };
+        let req = VmapAreaRequest { kind: AreaKind::Vmap, caller, ..VmapAreaRequest::new(size) };
         let area = self.areas.alloc_area(req)?;
         // SAFETY: the caller owns the frames (contract of this function); the area is ours.
         let mapped = unsafe {
@@ -255,7 +271,7 @@ impl VmallocSpace {
         self.release(provider, addr, AreaKind::Vmap, flush)
     }
 
-    fn release<P: PageProvider + ?Sized>(
+    pub(super) fn release<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
         addr: usize,
@@ -308,7 +324,7 @@ impl VmallocSpace {
     }
 
     /// Releases the virtual range of an area that has nothing mapped.
-    fn free_area_unmapped(&mut self, start: usize) {
+    pub(super) fn free_area_unmapped(&mut self, start: usize) {
         let freed = self.areas.free(start);
         // A free can only fail for want of a tree node when nothing merges; the range then
         // stays reserved (leaked virtual space, never a double use).

@@ -30,10 +30,15 @@ bitflags! {
     /// Area flags with Linux's values (`include/linux/vmalloc.h`), for the ones used here.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct VmFlags: u32 {
+        /// `VM_IOREMAP`: `ioremap()` and friends: a physical (MMIO) range mapped uncached; the
+        /// frames are not RAM and nobody frees them.
+        const VM_IOREMAP = 0x1;
         /// `VM_ALLOC`: pages allocated and mapped by vmalloc (freed by vfree).
         const VM_ALLOC = 0x2;
         /// `VM_MAP`: caller-provided pages mapped by vmap (vunmap does not free them).
         const VM_MAP = 0x4;
+        /// `VM_USERMAP`: zeroed, so suitable for `remap_vmalloc_range` (`vmalloc_user`).
+        const VM_USERMAP = 0x8;
         /// `VM_NO_GUARD`: no guard page after the area.
         const VM_NO_GUARD = 0x40;
     }
@@ -46,6 +51,9 @@ pub enum AreaKind {
     Vmalloc,
     /// vmap: the caller's pages, mapped; they stay the caller's.
     Vmap,
+    /// ioremap: a physical range that is not RAM the page allocator manages (MMIO), mapped
+    /// with a cache mode; nothing is freed when it is unmapped.
+    Ioremap,
 }
 
 impl AreaKind {
@@ -53,6 +61,25 @@ impl AreaKind {
         match self {
             AreaKind::Vmalloc => VmFlags::VM_ALLOC,
             AreaKind::Vmap => VmFlags::VM_MAP,
+            AreaKind::Ioremap => VmFlags::VM_IOREMAP,
+        }
+    }
+
+    /// The kind's name as `/proc/vmallocinfo` prints its flag.
+    pub fn name(self) -> &'static str {
+        match self {
+            AreaKind::Vmalloc => "vmalloc",
+            AreaKind::Vmap => "vmap",
+            AreaKind::Ioremap => "ioremap",
+        }
+    }
+
+    /// The function that releases an area of this kind (for error messages).
+    pub fn release_fn(self) -> &'static str {
+        match self {
+            AreaKind::Vmalloc => "vfree",
+            AreaKind::Vmap => "vunmap",
+            AreaKind::Ioremap => "iounmap",
         }
     }
 }
@@ -68,6 +95,9 @@ pub struct VmapArea {
     pub nr_pages: usize,
     pub kind: AreaKind,
     pub flags: VmFlags,
+    /// The page-aligned physical start of an ioremap area (Linux's `vm_struct.phys_addr`), 0
+    /// for the other kinds.
+    pub phys_addr: u64,
     /// Where the allocation was requested (printed in `/proc/vmallocinfo`).
     pub caller: &'static Location<'static>,
 }
@@ -118,6 +148,10 @@ pub struct VmapAreaRequest {
     /// Reserve a guard page after the area.
     pub guard: bool,
     pub kind: AreaKind,
+    /// Flags besides the kind's own and `VM_NO_GUARD` (`VM_USERMAP`).
+    pub flags: VmFlags,
+    /// Recorded as [`VmapArea::phys_addr`] (ioremap).
+    pub phys_addr: u64,
     pub caller: &'static Location<'static>,
 }
 
@@ -131,6 +165,8 @@ impl VmapAreaRequest {
             align: PAGE_SIZE,
             guard: true,
             kind: AreaKind::Vmalloc,
+            flags: VmFlags::empty(),
+            phys_addr: 0,
             caller: Location::caller(),
         }
     }
@@ -205,6 +241,7 @@ struct AreaData {
     nr_pages: usize,
     kind: AreaKind,
     flags: VmFlags,
+    phys_addr: u64,
     caller: &'static Location<'static>,
 }
 
@@ -215,6 +252,7 @@ fn to_area(e: Entry<AreaData>) -> VmapArea {
         nr_pages: e.value.nr_pages,
         kind: e.value.kind,
         flags: e.value.flags,
+        phys_addr: e.value.phys_addr,
         caller: e.value.caller,
     }
 }
@@ -311,11 +349,17 @@ impl VmapAreas {
         }
         self.free_bytes -= total;
 
-        let mut flags = req.kind.flag();
+        let mut flags = req.kind.flag() | req.flags;
         if !req.guard {
             flags |= VmFlags::VM_NO_GUARD;
         }
-        let data = AreaData { nr_pages: mapped / PAGE_SIZE, kind: req.kind, flags, caller: req.caller };
+        let data = AreaData {
+            nr_pages: mapped / PAGE_SIZE,
+            kind: req.kind,
+            flags,
+            phys_addr: req.phys_addr,
+            caller: req.caller,
+        };
         self.busy.insert(addr, total, data);
         if req.kind == AreaKind::Vmalloc {
             self.vmalloc_pages += data.nr_pages;

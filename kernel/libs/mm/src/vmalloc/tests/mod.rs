@@ -5,6 +5,7 @@
 mod areas;
 mod bulk;
 mod info;
+mod ioremap;
 mod pgtable;
 mod props;
 mod ram;

@@ -21,7 +21,7 @@ use crate::AllocError;
 const START: usize = 0xffff_c900_0000_0000;
 const P: usize = PAGE_SIZE;
 
-fn setup(frames: usize) -> (TestRam, VmallocSpace) {
+pub(super) fn setup(frames: usize) -> (TestRam, VmallocSpace) {
     let ram = TestRam::new(frames);
     let pml4 = ram.take();
     let end = START + P4_ENTRY_SPAN as usize;
