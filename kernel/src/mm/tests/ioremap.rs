@@ -36,6 +36,7 @@ crate::ktest!(
     // arch/x86/mm/ioremap.c (6.12), __ioremap_caller(): the mapping is page aligned and
     // "ret_addr = vaddr + offset"; ioremap() is _PAGE_CACHE_MODE_UC_MINUS (PCD). The APIC's ID
     // register (offset 0x20, id in bits 31..24) read through it is this CPU's id.
+    #[needs_memory]
     fn ioremap_reads_the_apic_id_register_at_its_sub_page_offset() {
         let phys = lapic_phys();
         let before = state();
@@ -65,6 +66,7 @@ crate::ktest!(
     // The xAPIC registers are reached through an ioremap_uc() area (strong UC: PCD|PWT, as
     // Linux's PAGE_KERNEL_NOCACHE fixmap of the APIC), which /proc/vmallocinfo prints as 6.12's
     // vmalloc_info_show() does: no pages=, "phys=%pa", "ioremap".
+    #[needs_memory]
     fn apic_registers_are_an_ioremap_area_in_vmallocinfo() {
         let phys = lapic_phys();
         let (mmio, _) = apic::mmio();
@@ -87,6 +89,7 @@ crate::ktest!(
     // __ioremap_caller(): "Don't allow wraparound or zero size", phys_addr_valid()
     // (addr >> x86_phys_bits), and "ioremap on RAM" (__ioremap_check_ram: System RAM that is
     // not PageReserved): each refused, nothing changes.
+    #[needs_memory]
     fn ioremap_refuses_ram_zero_size_wraparound_and_unaddressable_phys() {
         let phys = lapic_phys();
         let page = Pages::alloc(GfpFlags::GFP_KERNEL, 0).unwrap();
@@ -113,6 +116,7 @@ crate::ktest!(
 crate::ktest!(
     // iounmap() takes the address ioremap returned (PAGE_MASK & addr); other addresses and
     // other kinds of area are refused and change nothing; vfree/vunmap refuse ioremap areas.
+    #[needs_memory]
     fn iounmap_refuses_interior_other_kinds_and_double_unmap() {
         let phys = lapic_phys();
         let before = state();
@@ -143,6 +147,7 @@ crate::ktest!(
     // power-on PAT (Linux with PAT disabled, pat_bp_init): UC- is PCD, UC is PCD|PWT, WT is PWT,
     // WC has no PAT slot and falls back to UC-, WB sets neither. The page after the APIC's (no
     // device there, never touched) so no cacheable alias of its registers ever exists.
+    #[needs_memory]
     fn ioremap_variants_set_the_cache_bits_of_linux_without_pat() {
         let phys = lapic_phys() + P as u64;
         let before = state();

@@ -135,10 +135,12 @@ ktest!(
     fn alloc_pages_bulk_fails_whole_under_fail_page_alloc() {
         // mm/page_alloc.c alloc_pages_bulk_noprof: prepare_alloc_pages -> should_fail_alloc_page
         // `goto out`: nothing allocated, the populated count returned.
-        let keep = alloc_page(GfpFlags::GFP_KERNEL).unwrap();
-        let keep_pfn = ::mm::Pfn::from_phys(keep.start_address());
+        // The boot's own injection (a `fail_page_alloc=` boot) is reset first, as the other
+        // fault-injection tests do.
         let _restore = Restore;
         crate::mm::fault_inject::reset();
+        let keep = alloc_page(GfpFlags::GFP_KERNEL).unwrap();
+        let keep_pfn = ::mm::Pfn::from_phys(keep.start_address());
         for (a, v) in [("ignore-gfp-wait", "N"), ("min-order", "0"), ("verbose", "0"), ("times", "-1"), ("probability", "100")] {
             crate::mm::fault_inject::set("fail_page_alloc", a, v).unwrap();
         }

@@ -136,6 +136,8 @@ crate::ktest!(
     fn kvmalloc_falls_back_to_vmalloc_only_above_a_page_and_when_it_may_sleep() {
         let _tidy = Tidy;
         let _restore = RestoreFaults;
+        // The boot's own injection (a `failslab=`/`fail_page_alloc=` boot) is reset first.
+        fault_inject::reset();
         let areas = counts().nr_areas;
         // mm/util.c __kvmalloc_node_noprof() (6.12): kmalloc first, with any flags.
         let p = kvmalloc(64 << 10, GfpFlags::GFP_ATOMIC).unwrap();

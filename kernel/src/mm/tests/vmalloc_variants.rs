@@ -21,6 +21,7 @@ crate::ktest!(
     // mm/vmalloc.c (6.12), vmalloc_user_noprof(): GFP_KERNEL | __GFP_ZERO, VM_USERMAP, which
     // vmalloc_info_show() prints as " user" after " vmalloc"; vmalloc_32_noprof(): GFP_VMALLOC32
     // (GFP_DMA32 | GFP_KERNEL on x86_64): every page below 4 GiB.
+    #[needs_memory]
     fn vmalloc_user_is_zeroed_usermap_and_vmalloc_32_pages_are_below_4g() {
         let before = state();
         let u = vmalloc_user(3 * P).unwrap();
@@ -54,6 +55,7 @@ crate::ktest!(
     // mm/vmalloc.c (6.12.19), vrealloc_noprof(): size <= get_vm_area_size() keeps the area and
     // zeroes [size, old_size) when want_init_on_alloc(flags); a larger size is __vmalloc + memcpy
     // of old_size + vfree; size 0 is vfree and NULL; p NULL is __vmalloc.
+    #[needs_memory]
     fn vrealloc_keeps_shrinks_in_place_and_copies_on_growth() {
         let before = state();
         let zero = GfpFlags::GFP_KERNEL | GfpFlags::__GFP_ZERO;
@@ -82,6 +84,7 @@ crate::ktest!(
 crate::ktest!(
     // 6.12 finds the area containing p and would zero or copy past its end for an interior
     // pointer; here vrealloc refuses anything but the start of a vmalloc area, changing nothing.
+    #[needs_memory]
     fn vrealloc_refuses_interior_vmap_and_freed_addresses() {
         let before = state();
         let p = vmalloc(2 * P).unwrap();
