@@ -46,7 +46,9 @@ pub const MEMPOOL_WAIT_ROUNDS: u32 = 1000;
 
 /// The allocator behind a pool: 6.12's `mempool_alloc_t` / `mempool_free_t` with `pool_data`.
 pub trait PoolBackend {
-    /// One element as the allocator hands it out (6.12's `void *`: an object, a `struct page`).
+    /// One element as the allocator hands it out (6.12's `void *`: an object, a `struct page`):
+    /// a handle of memory that any CPU may use and free (a pool is shared between CPUs and
+    /// interrupt handlers even when the handle type, a raw pointer, is not `Send`).
     type Element: Copy;
 
     /// A new element (6.12's `pool->alloc(gfp_mask, pool->pool_data)`).
@@ -128,11 +130,12 @@ pub struct Mempool<B: PoolBackend, A: Allocator> {
     refills: AtomicU64,
 }
 
-// SAFETY: the reserve is only reached under its lock; the elements are plain handles the pool
-// moves between CPUs as the allocator `B` allows (`B: Sync`, `Element: Send`).
-unsafe impl<B: PoolBackend + Sync, A: Allocator> Sync for Mempool<B, A> where B::Element: Send {}
-// SAFETY: as above, the pool owns its reserved elements and may move them to another CPU.
-unsafe impl<B: PoolBackend + Send, A: Allocator> Send for Mempool<B, A> where B::Element: Send {}
+// SAFETY: the reserve is only reached under its lock, the counters are atomics. The elements
+// are handles (addresses, frames) of memory any CPU may use, as [`PoolBackend::Element`]
+// requires, so moving them between CPUs is what their allocator `B` (`Sync`) does itself.
+unsafe impl<B: PoolBackend + Sync, A: Allocator> Sync for Mempool<B, A> {}
+// SAFETY: as above: the pool owns its reserved elements, handles valid on any CPU.
+unsafe impl<B: PoolBackend + Send, A: Allocator> Send for Mempool<B, A> {}
 
 impl<B: PoolBackend, A: Allocator> Mempool<B, A> {
     /// `mempool_create(min_nr, alloc_fn, free_fn, pool_data)` (6.12 `mempool_init_node`): the

@@ -2,9 +2,13 @@
 //! cache, exhausted by fault injection at 100% (`failslab`, `fail_page_alloc`), each checked
 //! against 6.12's `mm/mempool.c`.
 
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+
 use ::mm::slab::SlabFlags;
 use ::mm::{AllocError, GfpFlags};
 
+use crate::arch::interrupts;
 use crate::mm::fault_inject::{self, set};
 use crate::mm::mempool::*;
 use crate::mm::slab::{kmalloc_instance, shrink_all, kmem_cache_create, kmem_cache_destroy};
@@ -171,6 +175,61 @@ crate::ktest!(
         mempool_free(Some(e), &pool).unwrap();
         assert_eq!(mempool_free(Some(e), &pool), Err(MempoolError::NothingOutstanding), "double free");
         assert_eq!((pool.curr_nr(), pool.outstanding()), (2, 0));
+        mempool_destroy(pool).map_err(|(_, e)| e).unwrap();
+    }
+);
+
+/// The pool the timer handler frees into, and the element it holds for it.
+static IRQ_POOL: AtomicPtr<Mempool<KmallocPool>> = AtomicPtr::new(core::ptr::null_mut());
+static IRQ_HELD: AtomicUsize = AtomicUsize::new(0);
+static IRQ_RUNS: AtomicU64 = AtomicU64::new(0);
+static IRQ_FREED: AtomicU64 = AtomicU64::new(0);
+
+/// Timer handler: after a few interrupts, gives the held element back (mempool_free from
+/// interrupt context, the pool lock taken with interrupts off).
+fn freeing_handler() {
+    if IRQ_RUNS.fetch_add(1, Relaxed) < 20 {
+        return;
+    }
+    let held = IRQ_HELD.swap(0, Relaxed);
+    let pool = IRQ_POOL.load(Acquire);
+    if held != 0 && !pool.is_null() {
+        // SAFETY: the test keeps the pool alive until the handler is stopped and unpublished.
+        let pool = unsafe { &*pool };
+        if mempool_free(NonNull::new(held as *mut u8), pool).is_ok() {
+            IRQ_FREED.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+crate::ktest!(
+    // mm/mempool.c, mempool_alloc_noprof(): a blocking caller with the allocator failing and
+    // the reserve empty waits for a mempool_free() (here from the timer interrupt), whose
+    // add_element() + wake_up(&pool->wait) hands it the element on repeat_alloc.
+    fn mempool_blocking_alloc_waits_for_a_free_from_an_interrupt() {
+        let _tidy = Tidy;
+        let _restore = Restore;
+        let saved = interrupts::timer_state();
+        let pool = mempool_create_kmalloc_pool(1, 96).unwrap();
+        fail_all("failslab");
+        let e = mempool_alloc(&pool, KERNEL).unwrap();
+        assert_eq!(pool.curr_nr(), 0);
+        IRQ_RUNS.store(0, Relaxed);
+        IRQ_FREED.store(0, Relaxed);
+        IRQ_HELD.store(e.as_ptr() as usize, Relaxed);
+        IRQ_POOL.store(&pool as *const _ as *mut _, Release);
+        interrupts::set_timer_handler(Some(freeing_handler));
+        interrupts::start_timer(1000).expect("timer rate");
+        let got = mempool_alloc(&pool, KERNEL);
+        interrupts::stop_timer();
+        interrupts::set_timer_handler(None);
+        interrupts::restore_timer_state(saved);
+        IRQ_POOL.store(core::ptr::null_mut(), Release);
+        stop("failslab");
+        assert_eq!(IRQ_FREED.load(Relaxed), 1, "the handler freed the element");
+        assert_eq!(got, Ok(e), "the waiter got the element the interrupt freed");
+        assert!(IRQ_RUNS.load(Relaxed) > 20, "it waited for the interrupts");
+        mempool_free(Some(e), &pool).unwrap();
         mempool_destroy(pool).map_err(|(_, e)| e).unwrap();
     }
 );
