@@ -9,6 +9,7 @@ pub mod heap;
 pub mod kalloc;
 pub mod layout;
 pub mod memory_map;
+pub mod mempool;
 pub mod page_alloc;
 pub mod page_ref;
 pub mod report;

@@ -46,6 +46,10 @@ bitflags! {
         const __GFP_NORETRY = 0x10000;
         /// `___GFP_COMP`: compound page metadata (accepted; every block here is one unit).
         const __GFP_COMP = 0x40000;
+        /// `___GFP_NOMEMALLOC`: never dip into the emergency reserves (`PF_MEMALLOC`'s
+        /// `ALLOC_NO_WATERMARKS`). Accepted; this kernel has no such reserves, so it changes
+        /// nothing. `mempool_alloc` sets it (`mm/mempool.c`, `mempool_alloc_noprof`).
+        const __GFP_NOMEMALLOC = 0x80000;
 
         /// `__GFP_RECLAIM = __GFP_DIRECT_RECLAIM | __GFP_KSWAPD_RECLAIM`.
         const __GFP_RECLAIM = Self::__GFP_DIRECT_RECLAIM.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();

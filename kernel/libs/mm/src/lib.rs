@@ -13,6 +13,7 @@
 //! - [`page`], [`mem_map`]: page descriptors, sparse over the memory map;
 //! - [`zone`], [`buddy`]: zones with watermarks and the buddy page allocator;
 //! - [`slab`], [`kmalloc`]: slab caches and the kmalloc family;
+//! - [`mempool`]: memory pools, reserved elements over any of the allocators;
 //! - [`kalloc`]: the Rust face of the allocators: an `Allocator` trait with GFP flags, `Box`, `Vec`;
 //! - [`vmalloc`]: the virtual area allocator, page-table mapping and `/proc` formats behind vmalloc;
 //! - [`stats`]: `/proc`-format reports; [`pagemap`]: the page-state map behind the memmap picture;
@@ -35,6 +36,7 @@ pub mod kmalloc;
 pub mod mem_map;
 pub mod memblock;
 pub mod memmap;
+pub mod mempool;
 pub mod page;
 pub mod pagemap;
 pub mod slab;
