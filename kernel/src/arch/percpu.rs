@@ -65,6 +65,13 @@ pub fn init_cpu(cpu: usize) {
     GsBase::write(VirtAddr::from_ptr(block));
 }
 
+/// `[start, end)` of the per-CPU areas: the blocks of all [`NR_CPUS`] possible CPUs (meminfo
+/// `Percpu`).
+pub fn areas() -> (u64, u64) {
+    let start = PER_CPU.as_ptr() as u64;
+    (start, start + core::mem::size_of_val(&PER_CPU) as u64)
+}
+
 /// CPU `cpu`'s block (any CPU may read another's id, APIC id and nesting depth).
 pub fn per_cpu(cpu: usize) -> &'static PerCpu {
     &PER_CPU[cpu]

@@ -42,6 +42,9 @@ pub const AP_STACK_SIZE: usize = 128 * 1024;
 
 static MADT: spin::Once<Option<MadtInfo>> = spin::Once::new();
 static TRAMPOLINE_PHYS: AtomicU64 = AtomicU64::new(0);
+/// Bytes of AP kernel stacks allocated (meminfo `KernelStack`; never freed, see
+/// [`alloc_ap_stacks`]).
+static AP_STACK_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// What the boot CPU hands the AP being started (one AP starts at a time).
 static AP_IST: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
@@ -195,12 +198,20 @@ fn boot_cpu(trampoline: &Trampoline, cpu: usize, apic_id: u32) -> bool {
 /// `AP_IST`). They are never freed: a CPU keeps its stacks while it is online.
 fn alloc_ap_stacks() -> Option<u64> {
     let stack = crate::mm::vmalloc::vmalloc(AP_STACK_SIZE).ok()?;
+    // Counted once allocated: a stack whose IST stacks then fail is kept too.
+    AP_STACK_BYTES.fetch_add(AP_STACK_SIZE as u64, Ordering::Relaxed);
     let order = (gdt::IST_STACK_SIZE / 4096).trailing_zeros();
     for slot in &AP_IST {
         let bottom = crate::mm::page_alloc::__get_free_pages(mm::GfpFlags::GFP_KERNEL, order).ok()?;
         slot.store(bottom.as_u64() + gdt::IST_STACK_SIZE as u64, Ordering::Relaxed);
     }
     Some(stack.as_ptr() as u64 + AP_STACK_SIZE as u64)
+}
+
+/// Bytes of kernel stack the APs were given (vmalloc'd, the guard pages excluded): 6.12's
+/// `account_kernel_stack` counts a vmapped stack's pages, not its guard, in `NR_KERNEL_STACK_KB`.
+pub fn ap_stack_bytes() -> u64 {
+    AP_STACK_BYTES.load(Ordering::Relaxed)
 }
 
 /// Where the trampoline lands, on the AP's own stack, with the temporary CR3.

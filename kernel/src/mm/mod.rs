@@ -4,6 +4,7 @@
 //! Bring-up order, as on Linux: firmware memory map -> memblock (early allocator) -> page
 //! descriptors and zones -> buddy allocator -> (later) slab caches -> vmalloc.
 
+pub mod direct_pages;
 pub mod fault_inject;
 pub mod heap;
 pub mod kalloc;

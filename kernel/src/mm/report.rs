@@ -172,13 +172,34 @@ pub fn meminfo() -> ::mm::stats::MemInfo {
     // Large kmalloc blocks are unreclaimable slab, as in 6.12 (see `Kmalloc::slab_totals`).
     let slab = super::slab::kmalloc_instance().slab_totals();
     let mut info = ::mm::stats::MemInfo::from_node(super::node(), slab.reclaimable_pages);
+    // fs/proc/meminfo.c: KReclaimable = SReclaimable + NR_KERNEL_MISC_RECLAIMABLE, and no
+    // other reclaimable kernel memory exists here.
+    info.kreclaimable_kb = Some(slab.sreclaimable_kb());
     info.slab_kb = Some(slab.slab_kb());
     info.sreclaimable_kb = Some(slab.sreclaimable_kb());
     info.sunreclaim_kb = Some(slab.sunreclaim_kb());
     if super::vmalloc::is_ready() {
         super::vmalloc::fill_meminfo(&mut info);
     }
+    info.kernel_stack_kb = Some(kernel_stack_bytes() >> 10);
+    info.percpu_kb = Some(percpu_pages() << 2);
+    super::direct_pages::fill_meminfo(&mut info);
     info
+}
+
+/// meminfo `KernelStack` in bytes: the boot CPU's stack (mapped by the bootloader) and each
+/// AP's (vmalloc), without guard pages, as 6.12's `account_kernel_stack` counts them. The IST
+/// (exception) stacks are not task stacks, as in 6.12 (there they live in `cpu_entry_area`).
+pub fn kernel_stack_bytes() -> u64 {
+    let (bottom, top) = crate::arch::fault::boot_stack();
+    (top - bottom) + crate::arch::smp::ap_stack_bytes()
+}
+
+/// meminfo `Percpu` in pages: the pages the per-CPU areas occupy (6.12's `pcpu_nr_pages`,
+/// the populated pages of every unit).
+pub fn percpu_pages() -> u64 {
+    let (start, end) = crate::arch::percpu::areas();
+    (end.next_multiple_of(4096) - start / 4096 * 4096) / 4096
 }
 
 /// Says what a faulting address is, for the page-fault report: what the memory layer knows

@@ -133,14 +133,97 @@ pub struct MemInfo {
     pub mem_total_kb: u64,
     pub mem_free_kb: u64,
     pub mem_available_kb: u64,
+    /// `KReclaimable`: `SReclaimable + NR_KERNEL_MISC_RECLAIMABLE` (the latter is 0 here: no
+    /// other reclaimable kernel memory exists).
+    pub kreclaimable_kb: Option<u64>,
     pub slab_kb: Option<u64>,
     pub sreclaimable_kb: Option<u64>,
     pub sunreclaim_kb: Option<u64>,
+    /// `KernelStack`: `NR_KERNEL_STACK_KB`, the kernel stacks allocated.
+    pub kernel_stack_kb: Option<u64>,
     pub page_tables_kb: Option<u64>,
     pub vmalloc_total_kb: Option<u64>,
     pub vmalloc_used_kb: Option<u64>,
     pub vmalloc_chunk_kb: Option<u64>,
+    /// `Percpu`: `pcpu_nr_pages()` in kB, the pages of the per-CPU areas.
+    pub percpu_kb: Option<u64>,
+    /// `DirectMap4k`/`DirectMap2M`/`DirectMap1G` (arch/x86/mm/pat/set_memory.c,
+    /// `arch_report_meminfo`): bytes of the direct map mapped by each page size, in kB.
+    /// `DirectMap1G` is printed only when `direct_gbpages` is set (the CPU has 1 GiB pages).
+    pub direct_map_4k_kb: Option<u64>,
+    pub direct_map_2m_kb: Option<u64>,
+    pub direct_map_1g_kb: Option<u64>,
 }
+
+/// Every label `meminfo_proc_show` (fs/proc/meminfo.c, 6.12.19 lines 60-166) and
+/// `arch_report_meminfo` (arch/x86/mm/pat/set_memory.c lines 110-124, x86_64) can print, in
+/// their order; config-dependent ones included. [`write_meminfo`] prints a subsequence of it.
+pub const LINUX_MEMINFO_ORDER: &[&str] = &[
+    "MemTotal",
+    "MemFree",
+    "MemAvailable",
+    "Buffers",
+    "Cached",
+    "SwapCached",
+    "Active",
+    "Inactive",
+    "Active(anon)",
+    "Inactive(anon)",
+    "Active(file)",
+    "Inactive(file)",
+    "Unevictable",
+    "Mlocked",
+    "HighTotal",
+    "HighFree",
+    "LowTotal",
+    "LowFree",
+    "MmapCopy",
+    "SwapTotal",
+    "SwapFree",
+    "Zswap",
+    "Zswapped",
+    "Dirty",
+    "Writeback",
+    "AnonPages",
+    "Mapped",
+    "Shmem",
+    "KReclaimable",
+    "Slab",
+    "SReclaimable",
+    "SUnreclaim",
+    "KernelStack",
+    "ShadowCallStack",
+    "PageTables",
+    "SecPageTables",
+    "NFS_Unstable",
+    "Bounce",
+    "WritebackTmp",
+    "CommitLimit",
+    "Committed_AS",
+    "VmallocTotal",
+    "VmallocUsed",
+    "VmallocChunk",
+    "Percpu",
+    "EarlyMemtestBad",
+    "HardwareCorrupted",
+    "AnonHugePages",
+    "ShmemHugePages",
+    "ShmemPmdMapped",
+    "FileHugePages",
+    "FilePmdMapped",
+    "CmaTotal",
+    "CmaFree",
+    "Unaccepted",
+    "HugePages_Total",
+    "HugePages_Free",
+    "HugePages_Rsvd",
+    "HugePages_Surp",
+    "Hugepagesize",
+    "Hugetlb",
+    "DirectMap4k",
+    "DirectMap2M",
+    "DirectMap1G",
+];
 
 const fn pages_to_kb(pages: u64) -> u64 {
     pages << (PAGE_SHIFT - 10)
@@ -185,13 +268,19 @@ pub fn write_meminfo(w: &mut dyn Write, info: &MemInfo) -> fmt::Result {
     show_val_kb(w, "MemFree:", info.mem_free_kb)?;
     show_val_kb(w, "MemAvailable:", info.mem_available_kb)?;
     let optional = [
+        ("KReclaimable:", info.kreclaimable_kb),
         ("Slab:", info.slab_kb),
         ("SReclaimable:", info.sreclaimable_kb),
         ("SUnreclaim:", info.sunreclaim_kb),
+        ("KernelStack:", info.kernel_stack_kb),
         ("PageTables:", info.page_tables_kb),
         ("VmallocTotal:", info.vmalloc_total_kb),
         ("VmallocUsed:", info.vmalloc_used_kb),
         ("VmallocChunk:", info.vmalloc_chunk_kb),
+        ("Percpu:", info.percpu_kb),
+        ("DirectMap4k:", info.direct_map_4k_kb),
+        ("DirectMap2M:", info.direct_map_2m_kb),
+        ("DirectMap1G:", info.direct_map_1g_kb),
     ];
     for (label, v) in optional {
         if let Some(kb) = v {
@@ -324,34 +413,97 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn meminfo_lines_are_show_val_kb() {
-        let info = MemInfo {
+    fn full_meminfo() -> MemInfo {
+        MemInfo {
             mem_total_kb: 1_012_345,
             mem_free_kb: 7,
             mem_available_kb: 123_456_789,
+            kreclaimable_kb: Some(1024),
             slab_kb: Some(2048),
             sreclaimable_kb: Some(1024),
             sunreclaim_kb: Some(1024),
-            page_tables_kb: None,
+            kernel_stack_kb: Some(896),
+            page_tables_kb: Some(12),
             vmalloc_total_kb: Some(34_359_738_367),
             vmalloc_used_kb: Some(0),
             vmalloc_chunk_kb: Some(0),
-        };
+            percpu_kb: Some(4),
+            direct_map_4k_kb: Some(0),
+            direct_map_2m_kb: Some(4_194_304),
+            direct_map_1g_kb: Some(0),
+        }
+    }
+
+    #[test]
+    fn meminfo_lines_are_show_val_kb() {
+        let mut info = full_meminfo();
+        info.page_tables_kb = None;
+        info.direct_map_1g_kb = None;
         let mut s = String::new();
         write_meminfo(&mut s, &info).unwrap();
+        // fs/proc/meminfo.c, show_val_kb(): label in 16 columns, "%8lu kB"; KernelStack,
+        // VmallocTotal (seq_printf "%8lu kB") and arch_report_meminfo's DirectMap lines the same.
         assert_eq!(
             s,
             "MemTotal:        1012345 kB\n\
              MemFree:               7 kB\n\
              MemAvailable:   123456789 kB\n\
+             KReclaimable:       1024 kB\n\
              Slab:               2048 kB\n\
              SReclaimable:       1024 kB\n\
              SUnreclaim:         1024 kB\n\
+             KernelStack:         896 kB\n\
              VmallocTotal:   34359738367 kB\n\
              VmallocUsed:           0 kB\n\
-             VmallocChunk:          0 kB\n"
+             VmallocChunk:          0 kB\n\
+             Percpu:                4 kB\n\
+             DirectMap4k:           0 kB\n\
+             DirectMap2M:     4194304 kB\n"
         );
+    }
+
+    /// The labels come in 6.12's order: fs/proc/meminfo.c meminfo_proc_show() (6.12.19 lines
+    /// 60-168: ... Shmem 105, KReclaimable 106, Slab 108, SReclaimable 109, SUnreclaim 110,
+    /// KernelStack 111, PageTables 117, VmallocTotal 129, VmallocUsed 131, VmallocChunk 132,
+    /// Percpu 133, then arch_report_meminfo() at 168) and arch/x86/mm/pat/set_memory.c
+    /// arch_report_meminfo() (DirectMap4k line 112, DirectMap2M 115, DirectMap1G 122).
+    #[test]
+    fn meminfo_fields_in_linux_6_12_order() {
+        let mut s = String::new();
+        write_meminfo(&mut s, &full_meminfo()).unwrap();
+        let labels: Vec<&str> = s.lines().map(|l| l.split_once(':').unwrap().0).collect();
+        assert_eq!(
+            labels,
+            [
+                "MemTotal",
+                "MemFree",
+                "MemAvailable",
+                "KReclaimable",
+                "Slab",
+                "SReclaimable",
+                "SUnreclaim",
+                "KernelStack",
+                "PageTables",
+                "VmallocTotal",
+                "VmallocUsed",
+                "VmallocChunk",
+                "Percpu",
+                "DirectMap4k",
+                "DirectMap2M",
+                "DirectMap1G",
+            ]
+        );
+        // A subsequence of 6.12's full list, each label once.
+        let mut at = 0;
+        for l in &labels {
+            let i = LINUX_MEMINFO_ORDER[at..]
+                .iter()
+                .position(|x| x == l)
+                .unwrap_or_else(|| panic!("{l} out of 6.12's order (or not a 6.12 field)"));
+            at += i + 1;
+        }
+        assert!(s.contains("\nKernelStack:         896 kB\n"));
+        assert!(s.ends_with("\nDirectMap1G:           0 kB\n"));
     }
 
     #[test]

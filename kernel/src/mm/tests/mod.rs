@@ -5,6 +5,7 @@ mod ioremap;
 mod kmalloc;
 mod kmalloc_irq;
 mod matrix;
+mod meminfo;
 mod mempool;
 mod nested_irq;
 mod page_alloc;
