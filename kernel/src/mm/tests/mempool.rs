@@ -51,6 +51,8 @@ crate::ktest!(
     fn mempool_kmalloc_pool_gives_min_nr_under_failslab_and_frees_refill() {
         let _tidy = Tidy;
         let _restore = Restore;
+        // Under a `failslab=`/`fail_page_alloc=` boot the test starts from no injection.
+        fault_inject::reset();
         let cache = kmalloc_instance().kmalloc_slab(192, KERNEL).unwrap();
         let live = cache.live_objects();
         let pool = mempool_create_kmalloc_pool(4, 192).unwrap();
@@ -82,6 +84,8 @@ crate::ktest!(
     // with fail_page_alloc at 100% the page pool still serves min_nr blocks; nothing is lost.
     fn mempool_page_pool_gives_min_nr_under_fail_page_alloc() {
         let _restore = Restore;
+        // Under a `failslab=`/`fail_page_alloc=` boot the test starts from no injection.
+        fault_inject::reset();
         // The reserve array is a kmalloc block: empty slabs go back first, so pages compare.
         shrink_all();
         let free = free_pages_drained();
@@ -112,6 +116,8 @@ crate::ktest!(
     fn mempool_slab_pool_serves_its_cache_and_resizes() {
         let _tidy = Tidy;
         let _restore = Restore;
+        // Under a `failslab=`/`fail_page_alloc=` boot the test starts from no injection.
+        fault_inject::reset();
         let cache = kmem_cache_create("mempool-test", 72, 0, SlabFlags::empty(), None).unwrap();
         {
             let pool = mempool_create_slab_pool(2, &cache).unwrap();
@@ -145,6 +151,8 @@ crate::ktest!(
     fn mempool_create_fails_cleanly_when_preallocation_fails() {
         let _tidy = Tidy;
         let _restore = Restore;
+        // Under a `failslab=`/`fail_page_alloc=` boot the test starts from no injection.
+        fault_inject::reset();
         let cache = kmalloc_instance().kmalloc_slab(192, KERNEL).unwrap();
         let live = cache.live_objects();
         fail_all("failslab");
@@ -163,6 +171,7 @@ crate::ktest!(
     // VM_WARN_ON_ONCE(__GFP_ZERO). mempool_resize(): BUG_ON(new_min_nr <= 0). mempool_destroy()
     // / mempool_exit(): no check for elements out (the pool is freed under them). Here each is a
     // typed error with the pool unchanged.
+    #[needs_memory]
     fn mempool_bad_inputs_are_refused_and_change_nothing() {
         let _tidy = Tidy;
         let pool = mempool_create_kmalloc_pool(2, 64).unwrap();
@@ -209,6 +218,8 @@ crate::ktest!(
     fn mempool_blocking_alloc_waits_for_a_free_from_an_interrupt() {
         let _tidy = Tidy;
         let _restore = Restore;
+        // Under a `failslab=`/`fail_page_alloc=` boot the test starts from no injection.
+        fault_inject::reset();
         let saved = interrupts::timer_state();
         let pool = mempool_create_kmalloc_pool(1, 96).unwrap();
         fail_all("failslab");
