@@ -64,7 +64,10 @@ pub const SIDE_SECTION: &str = "mixed100k";
 /// log follows the first one's. A command line that picks sections itself (`bench_only=` or
 /// `bench_skip=`) is one boot. The outcome is the first failure, or success with both logs.
 pub fn boot_bench(opts: &BootOptions) -> Result<crate::Outcome, crate::RunnerError> {
-    let picks = opts.cmdline.split_ascii_whitespace().any(|w| w.starts_with("bench_only=") || w.starts_with("bench_skip="));
+    let picks = opts
+        .cmdline
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with("bench_only=") || w.starts_with("bench_skip="));
     if picks {
         return crate::boot(opts);
     }
@@ -77,13 +80,19 @@ pub fn boot_bench(opts: &BootOptions) -> Result<crate::Outcome, crate::RunnerErr
     main.cmdline = format!("{} bench_skip={SIDE_SECTION}", opts.cmdline);
     let side_boot = std::thread::spawn(move || crate::boot(&side));
     let main_outcome = crate::boot(&main);
-    let side_outcome = side_boot.join().unwrap_or_else(|_| Err(crate::RunnerError::Io("the second bench boot".into(), std::io::Error::other("its thread panicked"))));
+    let side_outcome = side_boot.join().unwrap_or_else(|_| {
+        Err(crate::RunnerError::Io(
+            "the second bench boot".into(),
+            std::io::Error::other("its thread panicked"),
+        ))
+    });
     let (main_outcome, side_outcome) = (main_outcome?, side_outcome?);
     if opts.echo {
         println!("runner: the second bench boot (`bench_only={SIDE_SECTION}`), run alongside the first:");
         print!("{}", side_outcome.serial);
     }
-    let status = if main_outcome.status != crate::Status::Success { main_outcome.status } else { side_outcome.status };
+    let status =
+        if main_outcome.status != crate::Status::Success { main_outcome.status } else { side_outcome.status };
     Ok(crate::Outcome { status, serial: format!("{}\n{}", main_outcome.serial, side_outcome.serial) })
 }
 

@@ -153,7 +153,9 @@ pub fn ioremap_mmio() {
             MMIO.store(p.as_ptr() as u64, Ordering::Relaxed);
             crate::info!("apic: xAPIC registers at {phys:#x} ioremapped at {:p}", p.as_ptr());
         }
-        Err(e) => crate::warn!("apic: ioremap of the xAPIC registers failed ({e}); staying on the direct map"),
+        Err(e) => {
+            crate::warn!("apic: ioremap of the xAPIC registers failed ({e}); staying on the direct map")
+        }
     }
 }
 

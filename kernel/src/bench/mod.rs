@@ -135,7 +135,9 @@ pub fn run() -> ! {
     // (`bench_skip=mixed100k` and `bench_only=mixed100k`, see `boot/bench.rs`), and a developer
     // can time one section (`--cmdline bench_only=vmalloc`; the gate then reports the other
     // figures as missing).
-    let listed = |arg: Option<&str>, key: &str| arg.is_some_and(|a| a.split(',').any(|k| !k.is_empty() && key.starts_with(k)));
+    let listed = |arg: Option<&str>, key: &str| {
+        arg.is_some_and(|a| a.split(',').any(|k| !k.is_empty() && key.starts_with(k)))
+    };
     let only = crate::cmdline::get_global("bench_only");
     let skip = crate::cmdline::get_global("bench_skip");
     let mut took = [None; 6];

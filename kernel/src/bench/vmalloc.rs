@@ -7,8 +7,8 @@ use x86_64::VirtAddr;
 
 use super::{emit, measure, LinuxCol};
 use crate::kprintln;
-use crate::mm::vmalloc::tlb::{flush_pages, flush_tlb_all, range, TLB_FLUSH_ALL_THRESHOLD};
 use crate::mm::kalloc::KVVec;
+use crate::mm::vmalloc::tlb::{flush_pages, flush_tlb_all, range, TLB_FLUSH_ALL_THRESHOLD};
 use crate::mm::vmalloc::{vfree, vmalloc};
 
 const SIZES: [usize; 5] = [1, 3, 16, 256, 4096];

@@ -3,8 +3,8 @@
 //! [`super::kalloc`] (`KBox`, `KVec`, ...), which return `Result<_, AllocError>` instead of
 //! aborting.
 
-use core::alloc::{GlobalAlloc, Layout};
 use ::mm::GfpFlags;
+use core::alloc::{GlobalAlloc, Layout};
 
 use ::mm::kmalloc::KMALLOC_MAX_CACHE_SIZE;
 

@@ -128,7 +128,10 @@ pub fn mempool_create_page_pool(min_nr: usize, order: u32) -> Result<Mempool<Pag
 
 /// `mempool_create_slab_pool(min_nr, cache)`.
 #[track_caller]
-pub fn mempool_create_slab_pool(min_nr: usize, cache: &KmemCache) -> Result<Mempool<SlabPool<'_>>, MempoolError> {
+pub fn mempool_create_slab_pool(
+    min_nr: usize,
+    cache: &KmemCache,
+) -> Result<Mempool<SlabPool<'_>>, MempoolError> {
     mempool_create(min_nr, SlabPool { cache })
 }
 
@@ -154,7 +157,10 @@ pub fn mempool_alloc_preallocated<B: PoolBackend>(pool: &Mempool<B>) -> Result<B
 
 /// `mempool_free(element, pool)`: `None` (`NULL`) is a no-op; a free with nothing out is refused.
 #[track_caller]
-pub fn mempool_free<B: PoolBackend>(element: Option<B::Element>, pool: &Mempool<B>) -> Result<(), MempoolError> {
+pub fn mempool_free<B: PoolBackend>(
+    element: Option<B::Element>,
+    pool: &Mempool<B>,
+) -> Result<(), MempoolError> {
     let loc = Location::caller();
     pool.free(element).inspect_err(|e| report("mempool_free", e, loc))
 }

@@ -398,13 +398,7 @@ mod tests {
         mb.reserve(2 * MIB + 0x1000, 2 * MIB + 0x2000, "a").unwrap();
         mb.reserve(2 * MIB + 0x3000, 2 * MIB + 0x4000, "b").unwrap();
         let v: std::vec::Vec<_> = mb.reservations().map(|r| (r.start, r.end, r.label)).collect();
-        assert_eq!(
-            v,
-            [
-                (2 * MIB, 2 * MIB + 0x3000, "a"),
-                (2 * MIB + 0x3000, 2 * MIB + 0x4000, "b")
-            ]
-        );
+        assert_eq!(v, [(2 * MIB, 2 * MIB + 0x3000, "a"), (2 * MIB + 0x3000, 2 * MIB + 0x4000, "b")]);
         assert_eq!(mb.reserved_bytes_of("a"), 0x3000);
     }
 

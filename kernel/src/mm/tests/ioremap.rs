@@ -48,7 +48,10 @@ crate::ktest!(
         assert_eq!(id, apic::id());
         let start = reg.as_ptr() as usize - 0x20;
         let (area, place) = find_vm_area(reg.as_ptr()).expect("an area");
-        assert_eq!((area.start, area.kind, area.phys_addr, area.nr_pages), (start, AreaKind::Ioremap, phys, 1));
+        assert_eq!(
+            (area.start, area.kind, area.phys_addr, area.nr_pages),
+            (start, AreaKind::Ioremap, phys, 1)
+        );
         assert_eq!(place, AddrPlace::Inside { offset: 0x20 });
         assert_eq!(vmalloc_to_pfn(reg.as_ptr()), Some(Pfn(phys / P as u64)));
         let flags = pte_flags(start);
@@ -71,16 +74,17 @@ crate::ktest!(
         let phys = lapic_phys();
         let (mmio, _) = apic::mmio();
         let (area, place) = find_vm_area(mmio as *const u8).expect("the APIC's area");
-        assert_eq!((area.kind, area.phys_addr, place), (AreaKind::Ioremap, phys, AddrPlace::Inside { offset: 0 }));
+        assert_eq!(
+            (area.kind, area.phys_addr, place),
+            (AreaKind::Ioremap, phys, AddrPlace::Inside { offset: 0 })
+        );
         assert!(pte_flags(mmio as usize).contains(F::NO_CACHE | F::WRITE_THROUGH));
         let mut info = String::new();
         write_vmallocinfo(&mut info).unwrap();
-        let want = alloc::format!(
-            "{:#018x}-{:#018x}    8192 kernel/src/arch/apic.rs:",
-            area.start,
-            area.end()
-        );
-        let line = info.lines().find(|l| l.starts_with(&want)).unwrap_or_else(|| panic!("no APIC line in\n{info}"));
+        let want =
+            alloc::format!("{:#018x}-{:#018x}    8192 kernel/src/arch/apic.rs:", area.start, area.end());
+        let line =
+            info.lines().find(|l| l.starts_with(&want)).unwrap_or_else(|| panic!("no APIC line in\n{info}"));
         assert!(line.ends_with(&alloc::format!(" phys={phys:#018x} ioremap")), "{line}");
     }
 );
@@ -98,11 +102,21 @@ crate::ktest!(
         let e = ioremap(ram, P).unwrap_err();
         assert_eq!(
             e,
-            VmError::Vmalloc(VmallocError::IoremapOnRam { phys: ram, last: ram + P as u64 - 1, pfn: Pfn(ram / P as u64) })
+            VmError::Vmalloc(VmallocError::IoremapOnRam {
+                phys: ram,
+                last: ram + P as u64 - 1,
+                pfn: Pfn(ram / P as u64)
+            })
         );
-        assert!(matches!(ioremap_cache(ram, 4 * P), Err(VmError::Vmalloc(VmallocError::IoremapOnRam { .. }))));
+        assert!(matches!(
+            ioremap_cache(ram, 4 * P),
+            Err(VmError::Vmalloc(VmallocError::IoremapOnRam { .. }))
+        ));
         assert_eq!(ioremap(phys, 0), Err(VmError::Vmalloc(VmallocError::IoremapRange { phys, size: 0 })));
-        assert!(matches!(ioremap(u64::MAX - 10, 100), Err(VmError::Vmalloc(VmallocError::IoremapRange { .. }))));
+        assert!(matches!(
+            ioremap(u64::MAX - 10, 100),
+            Err(VmError::Vmalloc(VmallocError::IoremapRange { .. }))
+        ));
         let bits = ioremap::phys_bits();
         assert_eq!(
             ioremap(1 << bits, P),
@@ -128,7 +142,10 @@ crate::ktest!(
         ));
         // SAFETY: pointer arithmetic inside the 2-page area, not dereferenced.
         let second = unsafe { io.as_ptr().add(P) };
-        assert!(matches!(iounmap(second), Err(VmError::Vmalloc(VmallocError::Area(VmapError::Interior { .. })))));
+        assert!(matches!(
+            iounmap(second),
+            Err(VmError::Vmalloc(VmallocError::Area(VmapError::Interior { .. })))
+        ));
         assert!(matches!(
             vfree(io.as_ptr()),
             Err(VmError::Vmalloc(VmallocError::WrongKind { kind: AreaKind::Ioremap, .. }))
@@ -136,7 +153,10 @@ crate::ktest!(
         assert!(vunmap(io.as_ptr()).is_err());
         assert!(find_vm_area(io.as_ptr()).is_some(), "refusals changed nothing");
         iounmap(io.as_ptr()).unwrap();
-        assert!(matches!(iounmap(io.as_ptr()), Err(VmError::Vmalloc(VmallocError::Area(VmapError::NotAllocated { .. })))));
+        assert!(matches!(
+            iounmap(io.as_ptr()),
+            Err(VmError::Vmalloc(VmallocError::Area(VmapError::NotAllocated { .. })))
+        ));
         vfree(v.as_ptr()).unwrap();
         assert_eq!(state(), before);
     }

@@ -11,7 +11,7 @@ use ::mm::{AllocError, GfpFlags};
 use crate::arch::interrupts;
 use crate::mm::fault_inject::{self, set};
 use crate::mm::mempool::*;
-use crate::mm::slab::{kmalloc_instance, shrink_all, kmem_cache_create, kmem_cache_destroy};
+use crate::mm::slab::{kmalloc_instance, kmem_cache_create, kmem_cache_destroy, shrink_all};
 
 use super::free_pages_drained;
 use super::kmalloc::Tidy;
@@ -31,7 +31,8 @@ impl Drop for Restore {
 /// Every call of `which` fails, sleeping ones too, quietly.
 fn fail_all(which: &str) {
     fault_inject::reset();
-    let mut attrs = [("ignore-gfp-wait", "N"), ("verbose", "0"), ("times", "-1"), ("probability", "100")].to_vec();
+    let mut attrs =
+        [("ignore-gfp-wait", "N"), ("verbose", "0"), ("times", "-1"), ("probability", "100")].to_vec();
     if which == "fail_page_alloc" {
         attrs.push(("min-order", "0"));
     }

@@ -11,10 +11,10 @@ mod nested_irq;
 mod page_alloc;
 mod page_ref;
 mod slab;
-mod vmalloc_variants;
 mod smp;
 mod util;
 mod vmalloc;
+mod vmalloc_variants;
 
 use crate::mm::node;
 

@@ -98,7 +98,10 @@ ktest!(
         // 6.12 drops __GFP_COMP with a warning and goes on.
         let va = alloc_pages_exact(3 * 4096, GfpFlags::GFP_KERNEL | GfpFlags::__GFP_COMP).unwrap();
         free_pages_exact(va, 3 * 4096).unwrap();
-        assert_eq!(alloc_pages_exact(0, GfpFlags::GFP_KERNEL), Err(AllocError::Invalid("alloc_pages_exact: size 0")));
+        assert_eq!(
+            alloc_pages_exact(0, GfpFlags::GFP_KERNEL),
+            Err(AllocError::Invalid("alloc_pages_exact: size 0"))
+        );
         assert!(matches!(
             alloc_pages_exact((4 << 20) + 1, GfpFlags::GFP_KERNEL),
             Err(AllocError::OrderTooLarge { order: 11 })
@@ -141,7 +144,13 @@ ktest!(
         crate::mm::fault_inject::reset();
         let keep = alloc_page(GfpFlags::GFP_KERNEL).unwrap();
         let keep_pfn = ::mm::Pfn::from_phys(keep.start_address());
-        for (a, v) in [("ignore-gfp-wait", "N"), ("min-order", "0"), ("verbose", "0"), ("times", "-1"), ("probability", "100")] {
+        for (a, v) in [
+            ("ignore-gfp-wait", "N"),
+            ("min-order", "0"),
+            ("verbose", "0"),
+            ("times", "-1"),
+            ("probability", "100"),
+        ] {
             crate::mm::fault_inject::set("fail_page_alloc", a, v).unwrap();
         }
         let mut pages = [None; 8];

@@ -246,7 +246,10 @@ crate::ktest!(
             })))
         );
         vfree(v.as_ptr()).unwrap();
-        assert!(matches!(kvrealloc(v.as_ptr(), 100, KERNEL), Err(VmError::Vmalloc(VmallocError::Area(_)))), "freed area");
+        assert!(
+            matches!(kvrealloc(v.as_ptr(), 100, KERNEL), Err(VmError::Vmalloc(VmallocError::Area(_)))),
+            "freed area"
+        );
         let on_stack = 0u64;
         assert!(matches!(
             kvrealloc(core::ptr::addr_of!(on_stack).cast(), 100, KERNEL),

@@ -12,8 +12,8 @@ use ::mm::{GfpFlags, Pfn, PAGE_SIZE};
 use x86_64::structures::paging::{OffsetPageTable, PageTable, Translate};
 use x86_64::{PhysAddr, VirtAddr};
 
-use crate::mm::page_alloc::{alloc_pages, phys_to_virt, Pages};
 use crate::mm::kalloc::{KVBox, KVVec, VBox, VVec};
+use crate::mm::page_alloc::{alloc_pages, phys_to_virt, Pages};
 use crate::mm::vmalloc::*;
 use crate::mm::{direct_map_base, node};
 

@@ -12,8 +12,8 @@
 
 mod deferred;
 pub mod ioremap;
-mod variants;
 pub mod tlb;
+mod variants;
 
 use core::fmt;
 use core::panic::Location;

@@ -79,7 +79,8 @@ pub fn vrealloc(p: *const u8, size: usize, gfp: GfpFlags) -> Result<Option<NonNu
 fn vrealloc_area(p: *const u8) -> Result<usize, VmError> {
     let addr = p as usize;
     if !is_vmalloc_addr(p) {
-        let direct_map = super::super::page_alloc::virt_to_phys(x86_64::VirtAddr::new_truncate(addr as u64)).is_some();
+        let direct_map =
+            super::super::page_alloc::virt_to_phys(x86_64::VirtAddr::new_truncate(addr as u64)).is_some();
         return Err(VmError::NotVmalloc { addr, direct_map });
     }
     // The area allocator names the problem: interior, guard page, freed or never allocated.

@@ -57,7 +57,9 @@ impl core::fmt::Display for PageRefError {
         use PageRefError::*;
         match *self {
             NotManaged { pfn } => write!(f, "{:#x} is outside managed RAM", pfn.phys().as_u64()),
-            Free { pfn } => write!(f, "{:#x} is a free page (refcount 0): use after free", pfn.phys().as_u64()),
+            Free { pfn } => {
+                write!(f, "{:#x} is a free page (refcount 0): use after free", pfn.phys().as_u64())
+            }
             NotRefcounted { pfn, state } => {
                 write!(f, "{:#x} is a {} page, not a page-allocator block", pfn.phys().as_u64(), state.name())
             }
@@ -68,11 +70,9 @@ impl core::fmt::Display for PageRefError {
             Compound { pfn, order } => {
                 write!(f, "{:#x} is a compound order-{order} page: it cannot be split", pfn.phys().as_u64())
             }
-            WrongOrder { pfn, allocated, given } => write!(
-                f,
-                "{:#x} is an order-{allocated} block, not order {given}",
-                pfn.phys().as_u64()
-            ),
+            WrongOrder { pfn, allocated, given } => {
+                write!(f, "{:#x} is an order-{allocated} block, not order {given}", pfn.phys().as_u64())
+            }
         }
     }
 }
@@ -217,7 +217,12 @@ impl Node {
     /// paths for an `Allocated` head of `order` whose count is above 1.
     #[cold]
     #[inline(never)]
-    pub(super) fn free_pages_referenced(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), crate::page::FreePagesError> {
+    pub(super) fn free_pages_referenced(
+        &self,
+        cpu: CpuId,
+        pfn: Pfn,
+        order: u32,
+    ) -> Result<(), crate::page::FreePagesError> {
         let head = self.is_compound_head(pfn);
         let idx = self.mem_map.pfn_to_index(pfn).expect("checked by the caller");
         let page = self.desc(idx);
@@ -296,7 +301,12 @@ impl Node {
     /// Linux 6.12's `free_pages_exact` on pfns: frees the `PAGE_ALIGN(size) / PAGE_SIZE` pages
     /// at `pfn` one by one (`free_page` each). All are checked first (each an order-0
     /// `Allocated` page), so a refusal frees nothing.
-    pub fn free_pages_exact(&self, cpu: CpuId, pfn: Pfn, size: usize) -> Result<(), crate::page::FreePagesError> {
+    pub fn free_pages_exact(
+        &self,
+        cpu: CpuId,
+        pfn: Pfn,
+        size: usize,
+    ) -> Result<(), crate::page::FreePagesError> {
         let nr = size.div_ceil(PAGE_SIZE) as u64;
         for i in 0..nr {
             let p = pfn.add(i);

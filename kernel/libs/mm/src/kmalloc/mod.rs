@@ -8,7 +8,10 @@
 
 use core::panic::Location;
 use core::ptr::NonNull;
-use core::sync::atomic::{compiler_fence, AtomicU64, Ordering::{Relaxed, SeqCst}};
+use core::sync::atomic::{
+    compiler_fence, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 
 use crate::addr::{Pfn, PAGE_SIZE};
 use crate::buddy::CpuId;

@@ -75,7 +75,8 @@ pub struct IoremapRequest {
 /// The alignment of an ioremap area of `size` page-aligned bytes (`__get_vm_area_node`:
 /// `1 << clamp(get_count_order_long(size), PAGE_SHIFT, IOREMAP_MAX_ORDER)`).
 pub fn ioremap_align(size: usize) -> usize {
-    let order = size.next_power_of_two().trailing_zeros().clamp(PAGE_SIZE.trailing_zeros(), IOREMAP_MAX_ORDER);
+    let order =
+        size.next_power_of_two().trailing_zeros().clamp(PAGE_SIZE.trailing_zeros(), IOREMAP_MAX_ORDER);
     1 << order
 }
 
@@ -128,7 +129,14 @@ impl VmallocSpace {
         // SAFETY: the range is not managed RAM (checked above), so no allocator hands it out
         // while mapped; the caller of ioremap owns the device range; the area is ours.
         let mapped = unsafe {
-            self.tables.map_pfn_range(provider, table_gfp(), start, Pfn(aligned / PAGE_SIZE as u64), area.nr_pages, prot)
+            self.tables.map_pfn_range(
+                provider,
+                table_gfp(),
+                start,
+                Pfn(aligned / PAGE_SIZE as u64),
+                area.nr_pages,
+                prot,
+            )
         };
         if let Err(e) = mapped {
             flush(TlbFlushRange { start, nr_pages: area.nr_pages });

@@ -48,7 +48,12 @@ impl fmt::Display for VmallocError {
             }
             VmallocError::WrongKind { addr, kind } => {
                 let article = if kind == AreaKind::Ioremap { "an" } else { "a" };
-                write!(f, "{addr:#x} is {article} {} area: release it with {}", kind.name(), kind.release_fn())
+                write!(
+                    f,
+                    "{addr:#x} is {article} {} area: release it with {}",
+                    kind.name(),
+                    kind.release_fn()
+                )
             }
             VmallocError::NoPages => write!(f, "vmap of an empty page list"),
             VmallocError::IoremapRange { phys, size } => {

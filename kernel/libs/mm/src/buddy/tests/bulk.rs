@@ -50,10 +50,11 @@ fn bulk_falls_back_to_one_single_allocation() {
     let n = &m.node;
     let mut calls = 0;
     let mut one = [None; 1];
-    let got = n.alloc_pages_bulk_cpu_at(CpuId::BOOT, GfpFlags::GFP_KERNEL, &mut one, Location::caller(), |g| {
-        calls += 1;
-        n.alloc_pages(g, 0)
-    });
+    let got =
+        n.alloc_pages_bulk_cpu_at(CpuId::BOOT, GfpFlags::GFP_KERNEL, &mut one, Location::caller(), |g| {
+            calls += 1;
+            n.alloc_pages(g, 0)
+        });
     assert_eq!((got, calls), (1, 1));
     n.free_pages(one[0].unwrap(), 0).unwrap();
     // More pages than any zone has above its low watermark: the batch path is refused, one
@@ -61,10 +62,11 @@ fn bulk_falls_back_to_one_single_allocation() {
     let total = n.totals().free_pages as usize;
     let mut many = vec![None; total];
     let mut calls = 0;
-    let got = n.alloc_pages_bulk_cpu_at(CpuId::BOOT, GfpFlags::GFP_KERNEL, &mut many, Location::caller(), |g| {
-        calls += 1;
-        n.alloc_pages(g, 0)
-    });
+    let got =
+        n.alloc_pages_bulk_cpu_at(CpuId::BOOT, GfpFlags::GFP_KERNEL, &mut many, Location::caller(), |g| {
+            calls += 1;
+            n.alloc_pages(g, 0)
+        });
     assert_eq!((got, calls), (1, 1));
     n.free_pages(many[0].unwrap(), 0).unwrap();
 }

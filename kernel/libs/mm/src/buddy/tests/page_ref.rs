@@ -152,7 +152,10 @@ fn split_page_gives_order0_pages_each_freed_alone() {
     let free = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();
     n.free_pages(free, 0).unwrap();
     assert_eq!(n.split_page(free, 0), Err(PageRefError::Free { pfn: free }));
-    assert_eq!(n.split_page(Pfn(0), 0), Err(PageRefError::NotRefcounted { pfn: Pfn(0), state: PageState::Reserved }));
+    assert_eq!(
+        n.split_page(Pfn(0), 0),
+        Err(PageRefError::NotRefcounted { pfn: Pfn(0), state: PageState::Reserved })
+    );
     assert_eq!(snapshot(n), before);
     n.check_free_lists().unwrap();
 }
@@ -168,7 +171,10 @@ fn alloc_pages_exact_keeps_only_the_pages_asked_for() {
         let order = exact_order(size).unwrap();
         assert_eq!(order, get_order(size));
         let nr = size.div_ceil(4096) as u64;
-        let free0 = { n.drain_pages(); n.totals().free_pages };
+        let free0 = {
+            n.drain_pages();
+            n.totals().free_pages
+        };
         let p = n.alloc_pages(GfpFlags::GFP_KERNEL, order).unwrap();
         n.make_alloc_exact(p, order, size).unwrap();
         n.drain_pages();
@@ -211,7 +217,10 @@ fn free_pages_exact_with_a_bad_range_frees_nothing() {
 fn references_on_pages_of_other_owners_are_refused() {
     let m = TestMachine::standard();
     let n = &m.node;
-    assert_eq!(n.get_page(Pfn(0)), Err(PageRefError::NotRefcounted { pfn: Pfn(0), state: PageState::Reserved }));
+    assert_eq!(
+        n.get_page(Pfn(0)),
+        Err(PageRefError::NotRefcounted { pfn: Pfn(0), state: PageState::Reserved })
+    );
     assert_eq!(n.page_ref_count(Pfn(0)), 1);
     assert_eq!(n.get_page(Pfn(1 << 30)), Err(PageRefError::NotManaged { pfn: Pfn(1 << 30) }));
     let p = n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap();

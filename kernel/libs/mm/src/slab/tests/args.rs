@@ -5,10 +5,10 @@
 
 use proptest::prelude::*;
 
+use crate::gfp::GfpFlags;
 use crate::slab::tests::prov::TestProvider;
 use crate::slab::tests::SEED;
 use crate::slab::*;
-use crate::gfp::GfpFlags;
 
 const PAGES: usize = if cfg!(miri) { 1024 } else { 4096 };
 

@@ -2,12 +2,12 @@
 
 use core::ptr::NonNull;
 
+use crate::gfp::GfpFlags;
+use crate::kmalloc::Kmalloc;
 use crate::slab::debug::{POISON_END, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
 use crate::slab::tests::prov::TestProvider;
 use crate::slab::tests::SEED;
 use crate::slab::*;
-use crate::gfp::GfpFlags;
-use crate::kmalloc::Kmalloc;
 
 const GFP: GfpFlags = GfpFlags::GFP_KERNEL;
 const PAGES: usize = if cfg!(miri) { 1024 } else { 4096 };

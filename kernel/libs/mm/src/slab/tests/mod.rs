@@ -15,10 +15,10 @@ use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use proptest::prelude::*;
 
-use crate::slab::tests::prov::TestProvider;
 use super::*;
 use crate::gfp::GfpFlags;
 use crate::page::{PageProvider, PageState};
+use crate::slab::tests::prov::TestProvider;
 use crate::AllocError;
 
 pub(crate) const SEED: usize = 0x5eed_1234_abcd_9876;
@@ -168,15 +168,17 @@ fn objects_remaining_lists_the_live_objects_of_partial_slabs() {
     let objs: Vec<NonNull<u8>> = (0..3).map(|_| c.alloc(GFP).unwrap()).collect();
     c.shrink();
     let (mut slabs, mut found) = (Vec::new(), Vec::new());
-    c.objects_remaining(|start, objects, inuse, fp| slabs.push((start, objects, inuse, fp)), |p, off| {
-        found.push((p, off))
-    })
+    c.objects_remaining(
+        |start, objects, inuse, fp| slabs.push((start, objects, inuse, fp)),
+        |p, off| found.push((p, off)),
+    )
     .unwrap();
     assert_eq!(slabs.len(), 1);
     let (start, objects, inuse, fp) = slabs[0];
     assert_eq!((objects, inuse), (64, 3), "a 4 KiB slab of 64-byte objects, 3 in use");
     assert!(fp >= start && fp < start + 4096, "the first free object of the slab");
-    let mut want: Vec<(usize, usize)> = objs.iter().map(|p| (p.as_ptr() as usize, p.as_ptr() as usize - start)).collect();
+    let mut want: Vec<(usize, usize)> =
+        objs.iter().map(|p| (p.as_ptr() as usize, p.as_ptr() as usize - start)).collect();
     want.sort();
     found.sort();
     assert_eq!(found, want);

@@ -10,11 +10,11 @@ use core::ptr::NonNull;
 
 use proptest::prelude::*;
 
+use crate::buddy::CpuId;
+use crate::gfp::GfpFlags;
 use crate::slab::tests::prov::TestProvider;
 use crate::slab::tests::SEED;
 use crate::slab::*;
-use crate::buddy::CpuId;
-use crate::gfp::GfpFlags;
 
 const GFP: GfpFlags = GfpFlags::GFP_KERNEL;
 const PAGES: usize = if cfg!(miri) { 1024 } else { 4096 };

@@ -60,7 +60,12 @@ fn setup(ram: &TestRam) -> VmallocSpace {
     let end = START + P4_ENTRY_SPAN as usize;
     // SAFETY: a zeroed PML4 in `ram`, reached through its direct map; nothing else touches it.
     let tables = unsafe {
-        VmallocPageTables::new(pml4.phys(), ram.direct_map(), VirtAddr::new(START as u64), VirtAddr::new(end as u64))
+        VmallocPageTables::new(
+            pml4.phys(),
+            ram.direct_map(),
+            VirtAddr::new(START as u64),
+            VirtAddr::new(end as u64),
+        )
     }
     .unwrap();
     let mut space = VmallocSpace::new(VmapAreas::new(START, end).unwrap(), tables);

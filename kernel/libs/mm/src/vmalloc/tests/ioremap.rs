@@ -49,7 +49,10 @@ fn ioremap_maps_the_aligned_range_and_returns_the_offset() {
     // mm/vmalloc.c, vmalloc_info_show(): no pages= (nr_pages is 0), phys=%pa, ioremap.
     assert_eq!(
         format!("{}", VmallocInfoLine(&area)),
-        format!("0xffffc90000000000-0xffffc90000002000    8192 {}:{line} phys=0x00000000fee00000 ioremap", file!())
+        format!(
+            "0xffffc90000000000-0xffffc90000002000    8192 {}:{line} phys=0x00000000fee00000 ioremap",
+            file!()
+        )
     );
 
     // A range crossing a page boundary maps both pages: PAGE_ALIGN(last_addr + 1) - phys_addr.
@@ -139,7 +142,8 @@ fn ioremap_refuses_zero_size_wraparound_bad_phys_and_ram() {
 #[test]
 fn ioremap_allows_partial_ram_pages_and_unmanaged_frames() {
     let (ram, mut s) = setup(64);
-    let (a, va) = s.ioremap(&ram, req(Pfn(5).phys().as_u64() + 8, 16, PageCacheMode::UcMinus), no_flush).unwrap();
+    let (a, va) =
+        s.ioremap(&ram, req(Pfn(5).phys().as_u64() + 8, 16, PageCacheMode::UcMinus), no_flush).unwrap();
     assert_eq!(va, a.start + 8);
     let (z, _) = s.ioremap(&ram, req(0, P, PageCacheMode::UcMinus), no_flush).unwrap();
     let line = format!("{}", VmallocInfoLine(&z));
