@@ -69,6 +69,15 @@ impl TestProvider {
         self.limit.store(usize::MAX, Relaxed);
     }
 
+    /// Descriptor `i < nr_pages` through a raw pointer: indexing the `Vec` would borrow the
+    /// whole descriptor array, which Miri's Stacked Borrows retags byte range by byte range
+    /// (UnsafeCell-aware) on every lookup: O(nr_pages) per call.
+    fn page_at(&self, i: usize) -> &Page {
+        assert!(i < self.pages.len());
+        // SAFETY: in bounds; `Vec::as_ptr` does not create a reference to the whole array.
+        unsafe { &*self.pages.as_ptr().add(i) }
+    }
+
     pub fn pages_in_use(&self) -> usize {
         self.in_use.load(Relaxed)
     }
@@ -106,7 +115,7 @@ impl PageProvider for TestProvider {
             if used[i..i + n].iter().all(|u| !u) {
                 used[i..i + n].iter_mut().for_each(|u| *u = true);
                 self.in_use.fetch_add(n, Relaxed);
-                let head = &self.pages[i];
+                let head = self.page_at(i);
                 head.set_state(PageState::Allocated);
                 head.set_order(order);
                 return Ok(Pfn(FIRST_PFN + i as u64));
@@ -136,7 +145,8 @@ impl PageProvider for TestProvider {
     }
 
     fn page(&self, pfn: Pfn) -> Option<&Page> {
-        pfn.0.checked_sub(FIRST_PFN).and_then(|i| self.pages.get(i as usize))
+        let i = pfn.0.checked_sub(FIRST_PFN)? as usize;
+        (i < self.pages.len()).then(|| self.page_at(i))
     }
 
     fn direct_map(&self) -> DirectMap {

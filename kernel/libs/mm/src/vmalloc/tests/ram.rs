@@ -110,7 +110,9 @@ impl PageProvider for TestRam {
     }
 
     fn page(&self, pfn: Pfn) -> Option<&Page> {
-        (pfn.0 != 0).then(|| self.pages.get(pfn.0 as usize)).flatten()
+        // Indexing the boxed slice projects to one descriptor; `get` would borrow the whole
+        // array, which Miri's Stacked Borrows retags descriptor by descriptor on every call.
+        (pfn.0 != 0 && (pfn.0 as usize) < self.nr).then(|| &self.pages[pfn.0 as usize])
     }
 
     fn direct_map(&self) -> DirectMap {
