@@ -161,3 +161,33 @@ impl TestMachine {
         &self.ram
     }
 }
+
+/// Byte-pattern checks for tests, as slice comparisons: `memcmp`, which Miri runs natively,
+/// where `iter().all(..)` would interpret a loop iteration (and a borrow check) per byte.
+pub trait FilledWith {
+    /// Every byte is `v`.
+    fn filled_with(&self, v: u8) -> bool;
+}
+
+impl FilledWith for [u8] {
+    fn filled_with(&self, v: u8) -> bool {
+        let pattern = [v; PAGE_SIZE];
+        self.chunks(PAGE_SIZE).all(|c| c == &pattern[..c.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filled_with_sees_one_different_byte_in_any_chunk() {
+        let mut b = alloc::vec![7u8; 3 * PAGE_SIZE + 5];
+        assert!(b.filled_with(7) && !b.filled_with(0) && b[..0].filled_with(1));
+        for i in [0, PAGE_SIZE - 1, PAGE_SIZE, 3 * PAGE_SIZE + 4] {
+            b[i] = 8;
+            assert!(!b.filled_with(7), "byte {i}");
+            b[i] = 7;
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! `alloc_pages_bulk` as Linux 6.12's `alloc_pages_bulk_noprof` (mm/page_alloc.c).
 
 use super::*;
+use crate::testing::FilledWith;
 use core::panic::Location;
 use std::vec;
 
@@ -122,7 +123,7 @@ fn bulk_zeroes_and_obeys_fail_page_alloc() {
     for p in &pages {
         // SAFETY: our page until freed.
         let b = unsafe { core::slice::from_raw_parts(n.direct_map().pfn_to_virt(p.unwrap()), PAGE_SIZE) };
-        assert!(b.iter().all(|&x| x == 0));
+        assert!(b.filled_with(0));
         n.free_pages(p.unwrap(), 0).unwrap();
     }
     n.configure_fail_page_alloc(1, 100, 0, -1).unwrap();

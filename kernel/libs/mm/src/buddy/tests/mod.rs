@@ -6,6 +6,7 @@ mod page_ref;
 mod pcp_lists;
 mod proptests;
 
+use crate::testing::FilledWith;
 use std::vec::Vec;
 
 use super::*;
@@ -268,7 +269,7 @@ fn gfp_zero_zeroes_the_whole_block() {
     assert_eq!(q, p, "the same block comes back (lowest part of the same free block)");
     // SAFETY: we own the 4 allocated pages.
     let bytes = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(q), 4 * PAGE_SIZE) };
-    assert!(bytes.iter().all(|&b| b == 0));
+    assert!(bytes.filled_with(0));
     n.free_pages(q, 2).unwrap();
 }
 
@@ -286,10 +287,9 @@ fn init_on_alloc_and_init_on_free_zero_pages() {
     };
     let zero = |p: Pfn, order: u32| {
         // SAFETY: emulated RAM, mapped for the whole test.
-        unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << order) }.iter().all(|&b| b == 0)
+        unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << order) }.filled_with(0)
     };
-    // Under Miri order 1 for the higher-order path (byte-wise checks of 32 KiB are slow there).
-    for order in [0, if cfg!(miri) { 1 } else { 3 }] {
+    for order in [0, 3] {
         let p = n.alloc_pages(GfpFlags::GFP_KERNEL, order).unwrap();
         fill(p, order, 0xa5);
         n.free_pages(p, order).unwrap();
@@ -466,7 +466,7 @@ fn threads_allocate_disjoint_pages_on(m: &TestMachine) {
                         let (p, o) = mine.swap_remove(0);
                         // SAFETY: still ours until freed below.
                         let b = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << o) };
-                        assert!(b.iter().all(|&x| x == t as u8), "another thread wrote our block");
+                        assert!(b.filled_with(t as u8), "another thread wrote our block");
                         n.free_pages_cpu(other, p, o).unwrap();
                     }
                 }

@@ -1,5 +1,6 @@
 //! Property test: random alloc/free sequences against a model (the set of live blocks).
 
+use crate::testing::FilledWith;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
@@ -116,10 +117,7 @@ fn run(small: bool, pcp: Option<(u32, u32, u32)>, ops: Vec<Op>) {
                 if flags.contains(GfpFlags::__GFP_ZERO) {
                     // SAFETY: the block is ours.
                     let b = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(p), PAGE_SIZE << order) };
-                    // Under Miri (byte loops are slow) only the start of each page, where the
-                    // dirt below goes, is checked.
-                    let checked = if cfg!(miri) { 8 } else { PAGE_SIZE };
-                    assert!(b.chunks(PAGE_SIZE).all(|pg| pg[..checked].iter().all(|&x| x == 0)));
+                    assert!(b.filled_with(0));
                 }
                 // Dirty the first byte of each page: __GFP_ZERO must clean up after us.
                 for i in 0..1u64 << order {

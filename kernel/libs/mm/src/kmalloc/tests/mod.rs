@@ -1,5 +1,6 @@
 //! Host tests of the kmalloc family.
 
+use crate::testing::FilledWith;
 use core::ptr::NonNull;
 use std::vec::Vec;
 
@@ -134,12 +135,12 @@ fn kzalloc_kcalloc_kmalloc_array() {
         let z = km.kzalloc(100, GFP).unwrap();
         assert_eq!(z, p);
         // SAFETY: as above.
-        assert!(unsafe { core::slice::from_raw_parts(z.as_ptr(), 100) }.iter().all(|&b| b == 0));
+        assert!(unsafe { core::slice::from_raw_parts(z.as_ptr(), 100) }.filled_with(0));
         km.kfree(z.as_ptr()).unwrap();
         let c = km.kcalloc(10, 30, GFP).unwrap();
         assert_eq!(km.ksize(c.as_ptr()), Ok(512));
         // SAFETY: a live 300-byte block.
-        assert!(unsafe { core::slice::from_raw_parts(c.as_ptr(), 300) }.iter().all(|&b| b == 0));
+        assert!(unsafe { core::slice::from_raw_parts(c.as_ptr(), 300) }.filled_with(0));
         km.kfree(c.as_ptr()).unwrap();
         let a = km.kmalloc_array(3, 5, GFP).unwrap();
         assert_eq!(km.ksize(a.as_ptr()), Ok(16));
@@ -149,7 +150,7 @@ fn kzalloc_kcalloc_kmalloc_array() {
         // A large zeroed block.
         let l = km.kzalloc(20000, GFP).unwrap();
         // SAFETY: a live block of 20000 bytes.
-        assert!(unsafe { core::slice::from_raw_parts(l.as_ptr(), 20000) }.iter().all(|&b| b == 0));
+        assert!(unsafe { core::slice::from_raw_parts(l.as_ptr(), 20000) }.filled_with(0));
         km.kfree(l.as_ptr()).unwrap();
     });
 }
@@ -205,7 +206,7 @@ fn kfree_sensitive_zeroes() {
         unsafe { l.as_ptr().write_bytes(0xee, 9000) };
         km.kfree_sensitive(l.as_ptr()).unwrap();
         // SAFETY: the pages went back to the provider but remain emulated RAM.
-        assert!(unsafe { core::slice::from_raw_parts(l.as_ptr(), 9000) }.iter().all(|&v| v == 0));
+        assert!(unsafe { core::slice::from_raw_parts(l.as_ptr(), 9000) }.filled_with(0));
     });
 }
 
@@ -372,27 +373,27 @@ fn gfp_zero_covers_the_whole_usable_size() {
         km.kfree(old.as_ptr()).unwrap();
         let p = km.kzalloc(100, GFP).unwrap();
         assert_eq!(p, old, "LIFO reuse of the same object");
-        assert!(bytes(p, 0, 128).iter().all(|&b| b == 0), "kzalloc zeroes ksize bytes");
+        assert!(bytes(p, 0, 128).filled_with(0), "kzalloc zeroes ksize bytes");
         let q = km.krealloc(p.as_ptr(), 128, GFP | GfpFlags::__GFP_ZERO).unwrap();
         assert_eq!(q, p, "in place");
-        assert!(bytes(q, 100, 128).iter().all(|&b| b == 0));
+        assert!(bytes(q, 100, 128).filled_with(0));
 
         // Shrinking in place with __GFP_ZERO clears the spare tail, keeps the head.
         fill(q, 128, 0x55);
         let r = km.krealloc(q.as_ptr(), 64, GFP | GfpFlags::__GFP_ZERO).unwrap();
         assert_eq!(r, q);
-        assert!(bytes(r, 0, 64).iter().all(|&b| b == 0x55));
-        assert!(bytes(r, 64, 128).iter().all(|&b| b == 0));
+        assert!(bytes(r, 0, 64).filled_with(0x55));
+        assert!(bytes(r, 64, 128).filled_with(0));
         // Without __GFP_ZERO the tail is left as it is.
         fill(r, 128, 0x66);
         let r = km.krealloc(r.as_ptr(), 32 + 64, GFP).unwrap();
-        assert!(bytes(r, 0, 128).iter().all(|&b| b == 0x66));
+        assert!(bytes(r, 0, 128).filled_with(0x66));
 
         // Moving: the new block is zeroed beyond the copied contents.
         let big = km.krealloc(r.as_ptr(), 1000, GFP | GfpFlags::__GFP_ZERO).unwrap();
         assert_ne!(big, r);
-        assert!(bytes(big, 0, 128).iter().all(|&b| b == 0x66));
-        assert!(bytes(big, 128, 1024).iter().all(|&b| b == 0), "up to ksize (1024)");
+        assert!(bytes(big, 0, 128).filled_with(0x66));
+        assert!(bytes(big, 128, 1024).filled_with(0), "up to ksize (1024)");
         km.kfree(big.as_ptr()).unwrap();
 
         // kcalloc and a large block.
@@ -400,14 +401,14 @@ fn gfp_zero_covers_the_whole_usable_size() {
         fill(c, 4096, 0x11);
         km.kfree(c.as_ptr()).unwrap();
         let c = km.kcalloc(30, 100, GFP).unwrap();
-        assert!(bytes(c, 0, 4096).iter().all(|&b| b == 0), "kcalloc zeroes ksize (4096)");
+        assert!(bytes(c, 0, 4096).filled_with(0), "kcalloc zeroes ksize (4096)");
         km.kfree(c.as_ptr()).unwrap();
         let l = km.kzalloc(9000, GFP).unwrap();
-        assert!(bytes(l, 0, 16384).iter().all(|&b| b == 0));
+        assert!(bytes(l, 0, 16384).filled_with(0));
         fill(l, 16384, 0x22);
         let l2 = km.krealloc(l.as_ptr(), 10_000, GFP | GfpFlags::__GFP_ZERO).unwrap();
         assert_eq!(l2, l);
-        assert!(bytes(l2, 10_000, 16384).iter().all(|&b| b == 0));
+        assert!(bytes(l2, 10_000, 16384).filled_with(0));
         km.kfree(l2.as_ptr()).unwrap();
     });
 }
@@ -418,12 +419,12 @@ fn gfp_zero_covers_the_whole_usable_size() {
 fn gfp_zero_with_a_kmalloc_red_zone() {
     with_kmalloc(PAGES, "ZU", |_, km| {
         let p = km.kzalloc(100, GFP).unwrap();
-        assert!(bytes(p, 0, 100).iter().all(|&b| b == 0));
-        assert!(bytes(p, 100, 128).iter().all(|&b| b == crate::slab::debug::RED_ACTIVE), "red zone kept");
+        assert!(bytes(p, 0, 100).filled_with(0));
+        assert!(bytes(p, 100, 128).filled_with(crate::slab::debug::RED_ACTIVE), "red zone kept");
         let q = km.krealloc(p.as_ptr(), 120, GFP | GfpFlags::__GFP_ZERO).unwrap();
         assert_eq!(q, p);
-        assert!(bytes(q, 0, 120).iter().all(|&b| b == 0));
-        assert!(bytes(q, 120, 128).iter().all(|&b| b == crate::slab::debug::RED_ACTIVE));
+        assert!(bytes(q, 0, 120).filled_with(0));
+        assert!(bytes(q, 120, 128).filled_with(crate::slab::debug::RED_ACTIVE));
         km.kfree(q.as_ptr()).unwrap();
     });
 }
@@ -441,11 +442,11 @@ fn init_on_alloc_and_init_on_free() {
         slab.set_auto_init(true, false);
         let q = km.kmalloc(64, GFP).unwrap();
         assert_eq!(q, p);
-        assert!(bytes(q, 0, 64).iter().all(|&b| b == 0), "init_on_alloc");
+        assert!(bytes(q, 0, 64).filled_with(0), "init_on_alloc");
         fill(q, 64, 0xbb);
         slab.set_auto_init(false, true);
         km.kfree(q.as_ptr()).unwrap();
-        assert!(bytes(q, 0, 64).iter().all(|&b| b == 0), "init_on_free, fast path");
+        assert!(bytes(q, 0, 64).filled_with(0), "init_on_free, fast path");
         // The slow path (frees into slabs that are not this CPU's active one, and frees past a
         // full sheaf) zeroes too: fill several slabs' worth and free them all. Freed objects
         // may hold the free pointer (at the middle of the object, SLUB's `s->offset`).
@@ -468,7 +469,7 @@ fn init_on_alloc_and_init_on_free() {
         slab.set_auto_init(true, true);
         let c = slab.kmem_cache_create("ctor_cache", 32, 8, SlabFlags::empty(), Some(ctor)).unwrap();
         let o = c.alloc(GFP).unwrap();
-        assert!(bytes(o, 0, 32).iter().all(|&b| b == 0x5c), "no init_on_alloc with a ctor");
+        assert!(bytes(o, 0, 32).filled_with(0x5c), "no init_on_alloc with a ctor");
         c.free(o).unwrap();
         assert!(bytes(o, 0, 32).iter().filter(|&&b| b == 0x5c).count() >= 24, "no init_on_free with a ctor");
         slab.set_auto_init(false, false);
@@ -511,7 +512,7 @@ fn failslab_fails_slab_allocations_as_configured() {
             km.krealloc(p.as_ptr(), 1000, atomic),
             Err(SlabError::Alloc(AllocError::FaultInjected { by: "failslab" }))
         ));
-        assert!(bytes(p, 0, 64).iter().all(|&b| b == 0x3c));
+        assert!(bytes(p, 0, 64).filled_with(0x3c));
         slab.set_failslab("times", "2").unwrap();
         assert!(km.kmalloc(64, atomic).is_err() && km.kmalloc(64, atomic).is_err());
         assert!(km.kmalloc(64, atomic).is_ok(), "times ran out");

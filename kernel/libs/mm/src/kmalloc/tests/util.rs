@@ -3,6 +3,7 @@
 //! extent of `krealloc`'s `__GFP_ZERO` when it keeps the block.
 
 use super::*;
+use crate::testing::FilledWith;
 
 /// `kmalloc_size_roundup()` (mm/slab_common.c, 6.12): the bucket's object size up to
 /// KMALLOC_MAX_CACHE_SIZE, `PAGE_SIZE << get_order(size)` up to KMALLOC_MAX_SIZE, `size` itself
@@ -47,10 +48,10 @@ fn krealloc_array_refuses_overflow_and_keeps_the_block() {
             km.krealloc_array(p.as_ptr(), usize::MAX / 2, 3, GFP),
             Err(SlabError::Alloc(AllocError::Invalid("krealloc_array: new_n * new_size overflows")))
         );
-        assert!(bytes(p, 0, 32).iter().all(|&b| b == 0x5a), "the block is untouched");
+        assert!(bytes(p, 0, 32).filled_with(0x5a), "the block is untouched");
         let q = km.krealloc_array(p.as_ptr(), 100, 8, GFP).unwrap();
         assert_eq!(km.ksize(q.as_ptr()), Ok(1024));
-        assert!(bytes(q, 0, 32).iter().all(|&b| b == 0x5a), "contents moved");
+        assert!(bytes(q, 0, 32).filled_with(0x5a), "contents moved");
         assert!(matches!(km.kfree(p.as_ptr()), Err(SlabError::DoubleFree { .. })), "the old block was freed");
         km.kfree(q.as_ptr()).unwrap();
     });
@@ -99,8 +100,8 @@ fn krealloc_gfp_zero_in_place_zeroes_from_the_new_size() {
         fill(p, 128, 0x77);
         let q = km.krealloc(p.as_ptr(), 120, GFP | GfpFlags::__GFP_ZERO).unwrap();
         assert_eq!(q, p, "kept: 120 fits kmalloc-128");
-        assert!(bytes(q, 0, 120).iter().all(|&b| b == 0x77), "[0, new_size) is kept as it was");
-        assert!(bytes(q, 120, 128).iter().all(|&b| b == 0), "[new_size, ksize) is zeroed");
+        assert!(bytes(q, 0, 120).filled_with(0x77), "[0, new_size) is kept as it was");
+        assert!(bytes(q, 120, 128).filled_with(0), "[new_size, ksize) is zeroed");
         km.kfree(q.as_ptr()).unwrap();
     });
 }

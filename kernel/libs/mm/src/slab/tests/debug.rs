@@ -1,5 +1,6 @@
 //! Debug-mode tests in the spirit of Linux's `slub_kunit`: corrupt on purpose, assert the report.
 
+use crate::testing::FilledWith;
 use core::ptr::NonNull;
 
 use crate::gfp::GfpFlags;
@@ -85,7 +86,7 @@ fn write_after_free_is_caught_by_validate_and_never_handed_out() {
     // Freed objects are poisoned.
     // SAFETY: reading the (free) object's bytes inside the emulated RAM.
     let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), 32) };
-    assert!(bytes[..31].iter().all(|&b| b == POISON_FREE) && bytes[31] == POISON_END);
+    assert!(bytes[..31].filled_with(POISON_FREE) && bytes[31] == POISON_END);
     poke(p, 5, 0x00);
     let r = match c.validate() {
         Err(SlabError::Corrupted(r)) => r,
@@ -117,7 +118,7 @@ fn kmalloc_red_zone_covers_the_tail_of_the_request() {
     let p = km.kmalloc(18, GFP).unwrap();
     // Bytes 18..32 are red zone.
     // SAFETY: reading the tail of a live object.
-    assert!(unsafe { core::slice::from_raw_parts(p.as_ptr().add(18), 14) }.iter().all(|&b| b == RED_ACTIVE));
+    assert!(unsafe { core::slice::from_raw_parts(p.as_ptr().add(18), 14) }.filled_with(RED_ACTIVE));
     poke(p, 17, 1); // inside the request: fine
     poke(p, 20, 0x77);
     let r = corrupted(km.kfree(p.as_ptr()));

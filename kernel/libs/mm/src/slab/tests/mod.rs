@@ -5,6 +5,7 @@ mod debug;
 mod percpu;
 pub(crate) mod prov;
 
+use crate::testing::FilledWith;
 use std::collections::BTreeMap;
 use std::string::String;
 use std::vec::Vec;
@@ -109,7 +110,7 @@ fn zalloc_zeroes_and_reuse_is_lifo() {
     let q = c.zalloc(GFP).unwrap();
     assert_eq!(p, q, "the last freed object is reused first");
     // SAFETY: as above.
-    assert!(unsafe { core::slice::from_raw_parts(q.as_ptr(), 64) }.iter().all(|&b| b == 0));
+    assert!(unsafe { core::slice::from_raw_parts(q.as_ptr(), 64) }.filled_with(0));
     c.free(q).unwrap();
     c.destroy().unwrap();
 }
@@ -132,7 +133,7 @@ fn ctor_runs_for_every_object_when_a_slab_is_populated() {
     // The free pointer lives outside the object: the constructed contents are intact.
     for _ in 0..3 {
         // SAFETY: a live 24-byte object.
-        assert!(unsafe { core::slice::from_raw_parts(p.as_ptr(), 24) }.iter().all(|&b| b == 0x42));
+        assert!(unsafe { core::slice::from_raw_parts(p.as_ptr(), 24) }.filled_with(0x42));
         c.free(p).unwrap();
         assert_eq!(c.alloc(GFP).unwrap(), p);
     }
@@ -546,7 +547,7 @@ proptest! {
                     let (ptr, end, i) = live.remove(&addr).unwrap();
                     // SAFETY: still live: its bytes are what we wrote.
                     let bytes = unsafe { core::slice::from_raw_parts(ptr.as_ptr(), end - addr) };
-                    prop_assert!(bytes.iter().all(|&b| b == i as u8));
+                    prop_assert!(bytes.filled_with(i as u8));
                     caches[i].free(ptr).unwrap();
                 }
                 Op::Free(_) => {}

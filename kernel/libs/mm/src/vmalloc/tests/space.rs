@@ -1,5 +1,6 @@
 //! vmalloc/vfree/vmap/vunmap over emulated RAM.
 
+use crate::testing::FilledWith;
 use core::cell::Cell;
 use core::panic::Location;
 use core::sync::atomic::Ordering::Relaxed;
@@ -64,7 +65,7 @@ fn vmalloc_maps_zeroed_pages_and_vfree_gives_everything_back() {
         assert_eq!(page.private.load(Relaxed), a.start);
         // SAFETY: the frame is mapped by this area, which the test owns.
         let bytes = unsafe { core::slice::from_raw_parts(dm.pfn_to_virt(pfn), P) };
-        assert!(bytes.iter().all(|&b| b == 0), "__GFP_ZERO honoured");
+        assert!(bytes.filled_with(0), "__GFP_ZERO honoured");
         seen.push(pfn);
     }
     // The guard page is not mapped.
