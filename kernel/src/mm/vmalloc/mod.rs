@@ -66,6 +66,9 @@ impl PageProvider for VmallocPages {
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         super::node().free_pages_cpu(super::page_alloc::this_cpu(), pfn, order)
     }
+    fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), ::mm::buddy::PageRefError> {
+        super::node().split_page(pfn, order)
+    }
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         super::node().page(pfn)
     }
