@@ -36,7 +36,7 @@ pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
 // kvmalloc and kvfree are in mm/util.c on Linux: `crate::mm::util`.
 pub use super::util::{kvfree, kvmalloc, kvzalloc};
 pub use ioremap::{ioremap, ioremap_cache, ioremap_uc, ioremap_wc, ioremap_wt, iounmap};
-pub use variants::{vmalloc_32, vmalloc_32_user, vmalloc_user, vrealloc};
+pub use variants::{vmalloc_32, vmalloc_32_user, vmalloc_huge, vmalloc_user, vrealloc};
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 
