@@ -238,3 +238,21 @@ crate::ktest!(
         assert_eq!(state(), before);
     }
 );
+
+crate::ktest!(
+    // mm/util.c (6.12.19) __kvmalloc_node_noprof: "kvmalloc() can always use
+    // VM_ALLOW_HUGE_VMAP": its vmalloc fallback is __vmalloc_node_range(size, 1, ...,
+    // VM_ALLOW_HUGE_VMAP, ...), so from 2 MiB up it is mapped with PMDs.
+    #[needs_memory]
+    fn kvmalloc_above_2mib_gets_huge_mappings_and_kvfree_returns_them() {
+        let before = state();
+        let p = kvmalloc(4 * M2 + 100, KERNEL).unwrap();
+        assert!(is_vmalloc_addr(p.as_ptr()), "above KMALLOC_MAX_SIZE: vmalloc");
+        let (area, _) = find_vm_area(p.as_ptr()).unwrap();
+        assert_eq!((area.size, area.nr_pages), (5 * M2 + P, 5 * 512), "rounded to 2 MiB");
+        assert!(area.flags.contains(VmFlags::VM_ALLOW_HUGE_VMAP));
+        assert!((0..5).all(|i| is_huge(p.as_ptr() as usize + i * M2)));
+        kvfree(p.as_ptr()).unwrap();
+        assert_eq!(state(), before);
+    }
+);
