@@ -62,6 +62,9 @@ fn a_huge_pmd_maps_2mib_with_one_ps_entry_and_translates_every_page() {
     }
     assert_eq!(s.pfn_at(addr - 1), None);
     assert_eq!(s.pfn_at(addr + M2), None);
+    // The shrinker sees a PD in use and takes neither it nor the block for a table.
+    assert_eq!(s.shrink(), (0, 0));
+    assert_eq!(s.pfn_at(addr + 9 * P), Some(head.add(9)));
 }
 
 #[test]
