@@ -116,7 +116,7 @@ fn a_table_left_by_4k_mappings_is_freed_after_a_flush_to_map_huge() {
 // address; here the PMD call itself refuses. A PT that still maps a page would be freed under
 // its mapping by 6.12 (its caller guarantees the range is empty); here it is refused.
 fn bad_huge_maps_are_refused_and_change_nothing() {
-    let mut s = setup(4096);
+    let mut s = setup(2048);
     let head = s.block();
     let addr = START + 4 * M2;
     let before = s.snapshot(addr - M2, 3 * 512);
@@ -166,7 +166,7 @@ fn bad_huge_maps_are_refused_and_change_nothing() {
 // mm/vmalloc.c (6.12.19) vunmap_range_noflush walks PMD by PMD: huge leaves and page tables in
 // one range are both unmapped.
 fn one_unmap_covers_huge_pmds_and_4k_pages_together() {
-    let mut s = setup(4096);
+    let mut s = setup(2048);
     let addr = START + 6 * M2;
     let small = s.data_frames(4);
     s.map(addr - 4 * P, &small).unwrap();
