@@ -5,7 +5,9 @@
 //! `vrealloc` ([`vrealloc`](vrealloc())); `kvmalloc`/`kvfree` are in [`crate::mm::util`] and the owners
 //! `VBox`, `VVec`, `KVBox`, `KVVec` in [`crate::mm::kalloc`].
 //!
-//! Every page of an area is a separate order-0 frame. `vfree` unmaps, frees the frames and the
+//! Every page of an area is a separate order-0 frame; [`vmalloc_huge`] (and `kvmalloc` from
+//! 2 MiB up) maps 2 MiB at a time with one PMD entry over an order-9 block split into such
+//! frames (the `mm` crate's `vmalloc::huge`). `vfree` unmaps, frees the frames and the
 //! page-table pages that became empty, flushes the TLB ([`tlb`]) and only then releases the
 //! virtual range. The PDPT pages under the range's 64 PML4 entries are allocated at boot and
 //! never freed (Linux's `preallocate_vmalloc_pages`), so the PML4 entries never change.
