@@ -17,9 +17,10 @@
 //!   mappings are global).
 //! - A map that fails half way (no page-table page, a page already mapped) clears what it
 //!   mapped, so it leaves no mapping behind.
-//! - Huge vmalloc ([`map_huge_pmd`](VmallocPageTables::map_huge_pmd)): one PMD entry with the PS bit maps a 2 MiB-aligned, physically
-//!   contiguous 2 MiB block (6.12's `vmap_try_huge_pmd`); unmapping and translating go through
-//!   such entries as through page tables.
+//! - Huge vmalloc ([`map_huge_pmd`](VmallocPageTables::map_huge_pmd)): one PMD entry with the
+//!   PS bit maps a 2 MiB-aligned, physically contiguous 2 MiB block (6.12's
+//!   `vmap_try_huge_pmd`); unmapping and translating go through such entries as through page
+//!   tables.
 
 mod huge;
 mod shrink;
