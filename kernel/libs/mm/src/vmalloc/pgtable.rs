@@ -421,8 +421,8 @@ impl VmallocPageTables {
         })?;
         let cleared = self.for_each_pmd(addr, nr_pages, |pmd, first, n, _| {
             match pmd {
-                // SAFETY: as above, and `&mut self` makes this the only writer.
                 Pmd::Table(pt) => {
+                    // SAFETY: as above, and `&mut self` makes this the only writer.
                     for entry in unsafe { &mut entries(pt)[first..first + n] } {
                         on_frame(Pfn::from_phys(entry.addr()));
                         entry.set_unused();
