@@ -132,9 +132,9 @@ fn vmalloc_huge_maps_2mib_blocks_counts_small_pages_and_vfree_frees_every_page()
 
 #[test]
 #[cfg_attr(miri, ignore)] // as above
-// 6.12.19 vmalloc_huge_noprof -> __vmalloc_node_range_noprof: below PMD_SIZE (or without
-// arch_vmap_pmd_supported / with nohugevmalloc) shift stays PAGE_SHIFT: plain vmalloc, with
-// VM_ALLOW_HUGE_VMAP in the area's flags.
+                          // 6.12.19 vmalloc_huge_noprof -> __vmalloc_node_range_noprof: below PMD_SIZE (or without
+                          // arch_vmap_pmd_supported / with nohugevmalloc) shift stays PAGE_SHIFT: plain vmalloc, with
+                          // VM_ALLOW_HUGE_VMAP in the area's flags.
 fn below_2mib_or_without_pmd_support_vmalloc_huge_is_plain_vmalloc() {
     let (ram, s) = space(6 * 512);
     let free = ram.nr_free();
@@ -152,9 +152,9 @@ fn below_2mib_or_without_pmd_support_vmalloc_huge_is_plain_vmalloc() {
 
 #[test]
 #[cfg_attr(miri, ignore)] // as above
-// 6.12.19 __vmalloc_node_range_noprof `fail:` — if (shift > PAGE_SHIFT) { shift = PAGE_SHIFT;
-// align = real_align; size = real_size; goto again; }: after a failed order-9 allocation
-// (__vmalloc_area_node vfree()s what it got) the whole allocation is retried with small pages.
+                          // 6.12.19 __vmalloc_node_range_noprof `fail:` — if (shift > PAGE_SHIFT) { shift = PAGE_SHIFT;
+                          // align = real_align; size = real_size; goto again; }: after a failed order-9 allocation
+                          // (__vmalloc_area_node vfree()s what it got) the whole allocation is retried with small pages.
 fn a_failed_order9_block_falls_back_to_small_pages_losing_nothing() {
     for huge_blocks in [0, 1] {
         let (ram, s) = space(8 * 512);
@@ -174,4 +174,32 @@ fn a_failed_order9_block_falls_back_to_small_pages_losing_nothing() {
         assert_eq!(ram.nr_free(), free, "with {huge_blocks} block(s) before the failure");
         assert_eq!(s.0.borrow().areas.nr_areas(), 0);
     }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // as above
+                          // 6.12.19 __vmalloc_area_node: a vmap_pages_range failure ("failed to map pages") goes to
+                          // `fail:` (vfree of what was allocated), then __vmalloc_node_range_noprof retries with small
+                          // pages. Here the page directory for the PMD cannot be had: the block goes back, and the
+                          // small-page retry fails as well for want of any page; nothing is lost.
+fn a_pmd_that_cannot_be_mapped_gives_its_block_back_before_the_retry() {
+    let (ram, s) = space(6 * 512);
+    let free = ram.nr_free();
+    // The order-9 block, then nothing: not the page directory, not a small page.
+    ram.set_budget(1);
+    let flushes = RefCell::new(Vec::new());
+    let e = vmalloc_huge_with(&s, &ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(M2), true, |r| {
+        flushes.borrow_mut().push(r)
+    })
+    .unwrap_err();
+    assert!(matches!(e, crate::vmalloc::VmallocError::Pages { index: 0, .. }), "the retry's error: {e:?}");
+    ram.set_budget(usize::MAX);
+    assert_eq!(ram.nr_free(), free, "the block and everything else given back");
+    assert_eq!(s.0.borrow().areas.nr_areas(), 0);
+    assert!(flushes.borrow().is_empty(), "nothing was ever mapped");
+    // With memory again, the same call maps huge.
+    let a =
+        vmalloc_huge_with(&s, &ram, GfpFlags::GFP_KERNEL, VmapAreaRequest::new(M2), true, |_| {}).unwrap();
+    assert!(pages(&s, a.start, 512).iter().all(|&(_, huge)| huge));
+    s.0.borrow_mut().vfree(&ram, a.start, |_| {}).unwrap();
 }
