@@ -28,6 +28,8 @@ mod tests;
 pub use huge::vmalloc_huge_with;
 pub use info::{VmallocInfoLine, VmallocMeminfo};
 pub use ioremap::{IoremapRequest, PageCacheMode, IOREMAP_MAX_ORDER};
-pub use pgtable::{PgTableError, TlbFlushRange, VmallocPageTables, HPAGE_PMD_NR, PAGE_KERNEL, PMD_ORDER, PMD_SIZE};
+pub use pgtable::{
+    PgTableError, TlbFlushRange, VmallocPageTables, HPAGE_PMD_NR, PAGE_KERNEL, PMD_ORDER, PMD_SIZE,
+};
 pub use space::{vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
 pub use vmap_area::{AddrPlace, AreaKind, VmFlags, VmapArea, VmapAreaRequest, VmapAreas, VmapError};
