@@ -44,20 +44,27 @@ fn two_cpus_with_zone_normal() {
     all_cpus_online("6G", false, 2);
 }
 
-/// The shootdown test is a real test: with the remote flush off, CPU 1 reads freed memory.
+/// The shootdown tests are real tests: with the remote flush off, CPU 1 reads freed memory,
+/// through a 4 KiB and through a 2 MiB (vmalloc_huge) translation.
 #[test]
 fn shootdown_test_fails_without_the_shootdown() {
-    let out = boot_smp("test=shoot_down tlb_shootdown=off", "1G", false, 4);
+    let out = boot_smp("test=shoot tlb_shootdown=off", "1G", false, 4);
     expect_status(&out, Status::KernelFailure, "shootdown test with tlb_shootdown=off");
     expect_line(
         &out,
         "test mm::tests::smp::vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning ... FAILED",
         "",
     );
+    expect_line(
+        &out,
+        "test mm::tests::smp::vmalloc_huge_vfree_shoots_down_the_2mib_translation_on_every_cpu ... FAILED",
+        "",
+    );
     expect_line(&out, "a stale TLB entry", "failure reason");
-    let on = boot_smp("test=shoot_down", "1G", false, 4);
+    let on = boot_smp("test=shoot", "1G", false, 4);
     expect_status(&on, Status::Success, "shootdown test");
     expect_line(&on, ", 0 stale reads", "shootdown test");
+    expect_line(&on, "huge shootdown test: 40 rounds", "huge shootdown test");
 }
 
 #[test]

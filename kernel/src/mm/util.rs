@@ -14,7 +14,7 @@ use ::mm::vmalloc::VmallocError;
 use ::mm::{AllocError, GfpFlags, PAGE_SIZE};
 
 use super::slab::{kfree, kmalloc, krealloc, ksize};
-use super::vmalloc::{__vmalloc_node, is_vmalloc_addr, vfree, vrealloc, VmError};
+use super::vmalloc::{is_vmalloc_addr, vfree, vrealloc, VmError};
 
 /// Copies `len` bytes of `src` into a new kmalloc block of `alloc` bytes and NUL-terminates it
 /// at `len` when `alloc > len`.
@@ -114,7 +114,9 @@ pub fn kmalloc_gfp_adjust(gfp: GfpFlags, size: usize) -> GfpFlags {
 /// with its warning). Above a page, when kmalloc fails: nothing more for flags that may not
 /// sleep (`!gfpflags_allow_blocking`: vmalloc may sleep; no warning, kmalloc was quiet), a
 /// size above `INT_MAX` is refused (6.12 `WARN_ON_ONCE` unless `__GFP_NOWARN`), else vmalloc
-/// with the caller's flags.
+/// with the caller's flags and `VM_ALLOW_HUGE_VMAP` ("kvmalloc() can always use
+/// VM_ALLOW_HUGE_VMAP"): [`vmalloc_huge`](super::vmalloc::vmalloc_huge), 2 MiB mappings from
+/// 2 MiB up.
 #[track_caller]
 pub fn kvmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
     let e = match kmalloc(size, kmalloc_gfp_adjust(gfp, size)) {
@@ -129,7 +131,7 @@ pub fn kvmalloc(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
         super::vmalloc::warn_failure(size, gfp, &e);
         return Err(e);
     }
-    __vmalloc_node(size, PAGE_SIZE, gfp)
+    super::vmalloc::vmalloc_huge(size, gfp)
 }
 
 /// `kvzalloc`: zeroed [`kvmalloc`].

@@ -9,6 +9,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use crate::addr::{DirectMap, Pfn};
+use crate::buddy::PageRefError;
 use crate::gfp::GfpFlags;
 use crate::AllocError;
 
@@ -301,6 +302,11 @@ pub trait PageProvider: Sync {
         }
         n
     }
+    /// Linux's `split_page`: the non-compound block of `order` at `pfn` (from `alloc_pages`)
+    /// becomes `2^order` order-0 blocks, each freed on its own with `free_pages(pfn, 0)`. A
+    /// refusal changes nothing. Huge vmalloc splits its order-9 blocks this way (6.12's
+    /// `vm_area_alloc_pages`).
+    fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), PageRefError>;
     /// The descriptor of a managed frame (`None` outside managed RAM).
     fn page(&self, pfn: Pfn) -> Option<&Page>;
     /// The linear mapping through which page contents are reached.

@@ -14,6 +14,7 @@ mod slab;
 mod smp;
 mod util;
 mod vmalloc;
+mod vmalloc_huge;
 mod vmalloc_variants;
 
 use crate::mm::node;

@@ -3,7 +3,8 @@
 //! - The TLB shootdown: CPU 1 reads a vmalloc page in a loop while CPU 0 vfrees it (and vunmaps
 //!   a vmap of other frames at, usually, the same address); once the free has returned, CPU 1
 //!   must never read the old contents. Without the shootdown (`tlb_shootdown=off`, see
-//!   `tests/smp.rs`) it does, through its stale TLB entry.
+//!   `tests/smp.rs`) it does, through its stale TLB entry. The same with vmalloc_huge: CPU 1
+//!   holds a 2 MiB TLB entry, and a 4 KiB vmalloc at the freed address must be what it reads.
 //! - A random mix on every CPU (the stress workload, `crate::mm::stress`: kmalloc/kzalloc/
 //!   krealloc/kfree, alloc_pages orders 0..4, vmalloc/vfree, a kmem_cache), objects handed to
 //!   other CPUs through a shared exchange and freed there, every fill pattern checked before the
@@ -20,7 +21,7 @@ use crate::arch::exceptions::read_nofault;
 use crate::arch::smp_call::{smp_call_on_cpus, CpuMask};
 use crate::mm::page_alloc::{__free_pages, alloc_pages, phys_to_virt};
 use crate::mm::stress::{self, P};
-use crate::mm::vmalloc::{vfree, vmalloc, vmap, vunmap};
+use crate::mm::vmalloc::{__vmalloc_node, vfree, vmalloc, vmalloc_huge, vmap, vunmap};
 use ::mm::vmalloc::VmFlags;
 
 const KERNEL: GfpFlags = GfpFlags::GFP_KERNEL;
@@ -100,8 +101,8 @@ enum WriterError {
 /// CPU 0's side: vmalloc + fill, let the reader cache it, vfree; vmap other (pre-filled) frames,
 /// let the reader see them, vunmap. Returns how often the vmap reused the freed address. Never
 /// panics (CPU 1 must be told to stop whatever happens): errors are returned.
-fn shootdown_writer() -> Result<u64, WriterError> {
-    let result = shootdown_rounds();
+fn shootdown_writer(rounds: fn() -> Result<u64, WriterError>) -> Result<u64, WriterError> {
+    let result = rounds();
     STOP.store(true, Release);
     result
 }
@@ -141,6 +142,45 @@ fn shootdown_rounds() -> Result<u64, WriterError> {
     Ok(reused)
 }
 
+/// Rounds of [`huge_shootdown_rounds`]: each maps and frees 4 MiB.
+const HUGE_ROUNDS: u64 = 40;
+
+/// CPU 0's side for vmalloc_huge: a 2 MiB PMD mapping read by CPU 1 at its middle (so CPU 1
+/// caches a 2 MiB translation), vfree, then a 4 KiB-page vmalloc of the same shape, which the
+/// lowest fit puts at the same address, over other frames (the freed pages leave the per-CPU
+/// list last-in first-out, so the page at the middle is another frame). CPU 1 must read the
+/// new contents: the unmap's flush covered the whole 2 MiB on every CPU.
+fn huge_shootdown_rounds() -> Result<u64, WriterError> {
+    const M2: usize = ::mm::vmalloc::PMD_SIZE;
+    let mut reused = 0;
+    for round in 0..HUGE_ROUNDS {
+        let (g_huge, g_small) = (2 * round, 2 * round + 1);
+        let p = vmalloc_huge(M2, KERNEL).expect("vmalloc_huge");
+        let mid = p.as_ptr() as u64 + M2 as u64 / 2;
+        // SAFETY: a word in the middle of the live 2 MiB area.
+        unsafe { (mid as *mut u64).write_volatile(stale_pattern(g_huge)) };
+        publish(mid, g_huge);
+        if !wait_reader(g_huge) {
+            return Err(reader_stuck(round, g_huge, "vmalloc_huge"));
+        }
+        vfree(p.as_ptr()).unwrap();
+        FREED_PLUS1.store(g_huge + 1, Release);
+
+        let q = __vmalloc_node(M2, M2, KERNEL).expect("vmalloc of 4 KiB pages");
+        let qmid = q.as_ptr() as u64 + M2 as u64 / 2;
+        // SAFETY: as above, in the new area.
+        unsafe { (qmid as *mut u64).write_volatile(stale_pattern(g_small)) };
+        reused += (q == p) as u64;
+        publish(qmid, g_small);
+        if !wait_reader(g_small) {
+            return Err(reader_stuck(round, g_small, "4 KiB vmalloc at the freed huge area"));
+        }
+        vfree(q.as_ptr()).unwrap();
+        FREED_PLUS1.store(g_small + 1, Release);
+    }
+    Ok(reused)
+}
+
 /// CPU 1's side: reads the published address in a loop; a read that returns the contents of a
 /// generation whose free had returned before the read began is a stale translation.
 fn shootdown_reader() {
@@ -176,48 +216,76 @@ fn shootdown_reader() {
     }
 }
 
+/// Runs `rounds` on CPU 0 against [`shootdown_reader`] on CPU 1; the reuse count, or `None`
+/// with fewer than 2 CPUs. Panics on a stale read.
+fn run_shootdown(rounds: fn() -> Result<u64, WriterError>) -> Option<u64> {
+    if mm::num_online_cpus() < 2 {
+        crate::info!("shootdown test: needs 2 CPUs, {} online; checked at --smp 4", mm::num_online_cpus());
+        return None;
+    }
+    for a in [&GEN, &READ_GEN] {
+        a.store(u64::MAX, SeqCst);
+    }
+    for a in [&ADDR, &FREED_PLUS1, &STALE, &FAULTED_READS, &LAST_READ] {
+        a.store(0, SeqCst);
+    }
+    STOP.store(false, SeqCst);
+    let result = spin::Mutex::new(None);
+    smp_call_on_cpus(CpuMask(0b11), &|cpu| {
+        if cpu == 0 {
+            *result.lock() = Some(shootdown_writer(rounds));
+        } else {
+            shootdown_reader();
+        }
+    })
+    .unwrap();
+    let reused = match result.lock().take().expect("the writer ran") {
+        Ok(reused) => reused,
+        Err(WriterError::StaleTlb { round, what, old, gen }) => panic!(
+            "round {round}: after vfree/vunmap returned, CPU 1 still read generation {old}'s \
+             contents where the {what} (generation {gen}) is mapped: a stale TLB entry"
+        ),
+        Err(WriterError::ReaderStuck { round, what, seen }) => {
+            panic!("round {round}: CPU 1 did not read the {what} within 10 s (last read {seen:#x})")
+        }
+    };
+    assert_eq!(
+        STALE.load(SeqCst),
+        0,
+        "CPU 1 read freed memory through a stale TLB entry after vfree/vunmap returned"
+    );
+    Some(reused)
+}
+
 crate::ktest!(
     #[needs_memory]
     fn vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning() {
-        if mm::num_online_cpus() < 2 {
+        if let Some(reused) = run_shootdown(shootdown_rounds) {
             crate::info!(
-                "shootdown test: needs 2 CPUs, {} online; checked at --smp 4",
-                mm::num_online_cpus()
+                "shootdown test: {ROUNDS} rounds, address reused by the vmap in {reused} rounds, {} reads \
+                 faulted after a free, {} stale reads",
+                FAULTED_READS.load(SeqCst),
+                STALE.load(SeqCst)
             );
-            return;
         }
-        for a in [&GEN, &READ_GEN] {
-            a.store(u64::MAX, SeqCst);
+    }
+);
+
+crate::ktest!(
+    // mm/vmalloc.c (6.12.19) vunmap_pmd_range clears the huge PMD; the lazy purge's
+    // flush_tlb_kernel_range(start, end) covers the whole area (a full flush above 33 pages on
+    // x86) on every CPU before the range is reused.
+    #[needs_memory]
+    fn vmalloc_huge_vfree_shoots_down_the_2mib_translation_on_every_cpu() {
+        if let Some(reused) = run_shootdown(huge_shootdown_rounds) {
+            crate::info!(
+                "huge shootdown test: {HUGE_ROUNDS} rounds, address reused in {reused} rounds, {} reads \
+                 faulted after a free, {} stale reads",
+                FAULTED_READS.load(SeqCst),
+                STALE.load(SeqCst)
+            );
+            assert!(reused > 0, "the 4 KiB vmalloc never reused the huge area's address");
         }
-        for a in [&ADDR, &FREED_PLUS1, &STALE, &FAULTED_READS, &LAST_READ] {
-            a.store(0, SeqCst);
-        }
-        STOP.store(false, SeqCst);
-        let result = spin::Mutex::new(None);
-        smp_call_on_cpus(CpuMask(0b11), &|cpu| {
-            if cpu == 0 {
-                *result.lock() = Some(shootdown_writer());
-            } else {
-                shootdown_reader();
-            }
-        })
-        .unwrap();
-        let reused = match result.lock().take().expect("the writer ran") {
-            Ok(reused) => reused,
-            Err(WriterError::StaleTlb { round, what, old, gen }) => panic!(
-                "round {round}: after vfree/vunmap returned, CPU 1 still read generation {old}'s \
-                 contents where the {what} (generation {gen}) is mapped: a stale TLB entry"
-            ),
-            Err(WriterError::ReaderStuck { round, what, seen }) => {
-                panic!("round {round}: CPU 1 did not read the {what} within 10 s (last read {seen:#x})")
-            }
-        };
-        let (stale, faulted) = (STALE.load(SeqCst), FAULTED_READS.load(SeqCst));
-        crate::info!(
-            "shootdown test: {ROUNDS} rounds, address reused by the vmap in {reused} rounds, {faulted} reads \
-             faulted after a free, {stale} stale reads"
-        );
-        assert_eq!(stale, 0, "CPU 1 read freed memory through a stale TLB entry after vfree/vunmap returned");
     }
 );
 

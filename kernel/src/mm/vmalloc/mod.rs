@@ -5,7 +5,9 @@
 //! `vrealloc` ([`vrealloc`](vrealloc())); `kvmalloc`/`kvfree` are in [`crate::mm::util`] and the owners
 //! `VBox`, `VVec`, `KVBox`, `KVVec` in [`crate::mm::kalloc`].
 //!
-//! Every page of an area is a separate order-0 frame. `vfree` unmaps, frees the frames and the
+//! Every page of an area is a separate order-0 frame; [`vmalloc_huge`] (and `kvmalloc` from
+//! 2 MiB up) maps 2 MiB at a time with one PMD entry over an order-9 block split into such
+//! frames (the `mm` crate's `vmalloc::huge`). `vfree` unmaps, frees the frames and the
 //! page-table pages that became empty, flushes the TLB ([`tlb`]) and only then releases the
 //! virtual range. The PDPT pages under the range's 64 PML4 entries are allocated at boot and
 //! never freed (Linux's `preallocate_vmalloc_pages`), so the PML4 entries never change.
@@ -36,7 +38,7 @@ pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
 // kvmalloc and kvfree are in mm/util.c on Linux: `crate::mm::util`.
 pub use super::util::{kvfree, kvmalloc, kvzalloc};
 pub use ioremap::{ioremap, ioremap_cache, ioremap_uc, ioremap_wc, ioremap_wt, iounmap};
-pub use variants::{vmalloc_32, vmalloc_32_user, vmalloc_user, vrealloc};
+pub use variants::{vmalloc_32, vmalloc_32_user, vmalloc_huge, vmalloc_user, vrealloc};
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 
@@ -65,6 +67,9 @@ impl PageProvider for VmallocPages {
     }
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         super::node().free_pages_cpu(super::page_alloc::this_cpu(), pfn, order)
+    }
+    fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), ::mm::buddy::PageRefError> {
+        super::node().split_page(pfn, order)
     }
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         super::node().page(pfn)

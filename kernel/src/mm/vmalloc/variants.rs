@@ -1,5 +1,6 @@
 //! The vmalloc variants of Linux 6.12's `mm/vmalloc.c` beyond plain vmalloc: `vmalloc_user`,
-//! `vmalloc_32`, `vmalloc_32_user` (area flags and zones) and `vrealloc`.
+//! `vmalloc_32`, `vmalloc_32_user` (area flags and zones), `vmalloc_huge` (2 MiB mappings) and
+//! `vrealloc`.
 
 use core::ptr::NonNull;
 
@@ -7,6 +8,7 @@ use ::mm::vmalloc::{AreaKind, VmFlags, VmallocError};
 use ::mm::{GfpFlags, PAGE_SIZE};
 
 use super::{__vmalloc, __vmalloc_node_range, is_vmalloc_addr, vfree, VmError};
+use super::{check_context, tlb, vfree_drain, warn_failure, VmallocPages, VmapLock, TOTALRAM_PAGES};
 
 /// `GFP_VMALLOC32` on x86_64 (`CONFIG_ZONE_DMA32`): `GFP_DMA32 | GFP_KERNEL`.
 const GFP_VMALLOC32: GfpFlags = GfpFlags::GFP_KERNEL.union(GfpFlags::GFP_DMA32);
@@ -31,6 +33,51 @@ pub fn vmalloc_32(size: usize) -> Result<NonNull<u8>, VmError> {
 #[track_caller]
 pub fn vmalloc_32_user(size: usize) -> Result<NonNull<u8>, VmError> {
     __vmalloc_node_range(size, PAGE_SIZE, GFP_VMALLOC32 | GfpFlags::__GFP_ZERO, VmFlags::VM_USERMAP)
+}
+
+/// x86's `arch_vmap_pmd_supported`: `boot_cpu_has(X86_FEATURE_PSE)` (CPUID 1, EDX bit 3).
+fn arch_vmap_pmd_supported() -> bool {
+    crate::arch::cpu::cpuid(1).3 & (1 << 3) != 0
+}
+
+/// `vmalloc_huge(size, gfp)` as 6.12's `vmalloc_huge_noprof`: `__vmalloc_node_range(size, 1,
+/// ..., gfp, PAGE_KERNEL, VM_ALLOW_HUGE_VMAP, NUMA_NO_NODE, caller)`. From 2 MiB (`PMD_SIZE`)
+/// up, the size is rounded up to 2 MiB, the area aligned to 2 MiB and each 2 MiB mapped by one
+/// PMD entry over an order-9 block that is split into 512 independent vmalloc pages (what
+/// `vmalloc_to_page` returns, and what vfree frees one by one). If an order-9 block cannot be
+/// had, everything is given back and the allocation retried with 4 KiB pages at the size asked
+/// for. Below 2 MiB it is `__vmalloc(size, gfp)` with the flag. The logic is the `mm` crate's
+/// [`vmalloc_huge_with`](::mm::vmalloc::vmalloc_huge_with). Refused as vmalloc refuses (size
+/// 0, more than RAM, interrupt context), with one line naming the caller.
+#[track_caller]
+pub fn vmalloc_huge(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
+    check_context("vmalloc")?;
+    vfree_drain();
+    let result = vmalloc_huge_locked(size, gfp);
+    if let Err(e) = &result {
+        warn_failure(size, gfp, e);
+    }
+    result
+}
+
+#[track_caller]
+fn vmalloc_huge_locked(size: usize, gfp: GfpFlags) -> Result<NonNull<u8>, VmError> {
+    let totalram = TOTALRAM_PAGES.load(core::sync::atomic::Ordering::Relaxed);
+    let nr_pages = size.div_ceil(PAGE_SIZE);
+    if nr_pages > totalram {
+        return Err(VmError::MoreThanRam { nr_pages, totalram_pages: totalram });
+    }
+    let req = ::mm::vmalloc::VmapAreaRequest::new(size);
+    let pmd = arch_vmap_pmd_supported();
+    let area = ::mm::vmalloc::vmalloc_huge_with(
+        &VmapLock,
+        &VmallocPages,
+        gfp,
+        req,
+        pmd,
+        tlb::flush_tlb_kernel_range,
+    )?;
+    Ok(NonNull::new(area.start as *mut u8).expect("vmalloc areas are above VMALLOC_START"))
 }
 
 /// `vrealloc(p, size, gfp)` as 6.12's `vrealloc_noprof`:

@@ -674,6 +674,9 @@ impl PageProvider for Node {
             self.alloc_pages_cpu_at(CpuId::BOOT, g, 0, caller)
         })
     }
+    fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), PageRefError> {
+        Node::split_page(self, pfn, order)
+    }
     #[inline]
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         Node::page(self, pfn)

@@ -6,6 +6,8 @@
 //!   them, with page-table pages taken from and given back to a [`PageProvider`](crate::page::PageProvider);
 //! - [`space`]: vmalloc/vfree/vmap/vunmap combining the two: take an area, allocate the pages,
 //!   map them; on `vfree` unmap, free the pages, have the kernel flush the TLB, free the area;
+//! - [`huge`]: vmalloc_huge: 2 MiB PMD mappings of split order-9 blocks, falling back to
+//!   4 KiB pages;
 //! - [`ioremap`]: ioremap/iounmap of MMIO ranges with a cache mode;
 //! - [`info`]: `/proc/vmallocinfo` lines and the `Vmalloc*` lines of `/proc/meminfo`.
 //!
@@ -13,6 +15,7 @@
 //! flush and the real page tables.
 
 mod avl;
+pub mod huge;
 pub mod info;
 pub mod ioremap;
 pub mod pgtable;
@@ -22,8 +25,11 @@ pub mod vmap_area;
 #[cfg(test)]
 mod tests;
 
+pub use huge::vmalloc_huge_with;
 pub use info::{VmallocInfoLine, VmallocMeminfo};
 pub use ioremap::{IoremapRequest, PageCacheMode, IOREMAP_MAX_ORDER};
-pub use pgtable::{PgTableError, TlbFlushRange, VmallocPageTables, PAGE_KERNEL};
+pub use pgtable::{
+    PgTableError, TlbFlushRange, VmallocPageTables, HPAGE_PMD_NR, PAGE_KERNEL, PMD_ORDER, PMD_SIZE,
+};
 pub use space::{vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
 pub use vmap_area::{AddrPlace, AreaKind, VmFlags, VmapArea, VmapAreaRequest, VmapAreas, VmapError};

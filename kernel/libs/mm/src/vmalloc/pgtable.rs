@@ -17,11 +17,22 @@
 //!   mappings are global).
 //! - A map that fails half way (no page-table page, a page already mapped) clears what it
 //!   mapped, so it leaves no mapping behind.
+//! - Huge vmalloc ([`map_huge_pmd`](VmallocPageTables::map_huge_pmd)): one PMD entry with the
+//!   PS bit maps a 2 MiB-aligned, physically contiguous 2 MiB block (6.12's
+//!   `vmap_try_huge_pmd`); unmapping and translating go through such entries as through page
+//!   tables.
+
+mod huge;
+mod shrink;
+
+pub use huge::{HPAGE_PMD_NR, PMD_ORDER, PMD_SIZE};
 
 use core::fmt;
 
 use x86_64::structures::paging::page_table::PageTableEntry;
-use x86_64::structures::paging::{FrameAllocator, PageTable, PageTableFlags, PhysFrame, Size4KiB};
+use x86_64::structures::paging::{
+    FrameAllocator, PageTable, PageTableFlags, PageTableIndex, PhysFrame, Size4KiB,
+};
 use x86_64::{PhysAddr, VirtAddr};
 
 use crate::addr::{DirectMap, Pfn, PAGE_SIZE};
@@ -81,8 +92,11 @@ pub enum PgTableError {
     AlreadyMapped { addr: VirtAddr },
     /// No page-table page could be allocated while mapping `addr`.
     NoMemory { addr: VirtAddr },
-    /// A huge-page mapping covers `addr`; vmalloc ranges only hold 4 KiB mappings.
+    /// A huge-page (2 MiB PMD) mapping covers `addr`, and the request would map 4 KiB pages
+    /// into it or unmap only part of it.
     HugePage { addr: VirtAddr },
+    /// A huge-page mapping at `addr` of `phys`: one of them is not 2 MiB aligned.
+    HugeMisaligned { addr: VirtAddr, phys: PhysAddr },
     /// Unmapping or translating a page that is not mapped.
     NotMapped { addr: VirtAddr },
 }
@@ -107,10 +121,27 @@ impl fmt::Display for PgTableError {
             NoMemory { addr } => {
                 write!(f, "out of memory for a page-table page while mapping {:#x}", addr.as_u64())
             }
-            HugePage { addr } => write!(f, "{:#x} is covered by a huge-page mapping", addr.as_u64()),
+            HugePage { addr } => write!(
+                f,
+                "{:#x} is covered by a 2 MiB huge-page mapping, which is mapped and unmapped only whole",
+                addr.as_u64()
+            ),
+            HugeMisaligned { addr, phys } => write!(
+                f,
+                "a 2 MiB mapping of {:#x} at {:#x}: both must be 2 MiB aligned",
+                phys.as_u64(),
+                addr.as_u64()
+            ),
             NotMapped { addr } => write!(f, "{:#x} is not mapped", addr.as_u64()),
         }
     }
+}
+
+/// A present PMD (page-directory) entry: a page table below it, or a 2 MiB huge mapping.
+#[derive(Clone, Copy)]
+enum Pmd {
+    Table(*mut PageTable),
+    Huge(*mut PageTableEntry),
 }
 
 /// The part of the kernel page tables that covers the vmalloc range.
@@ -362,8 +393,11 @@ impl VmallocPageTables {
 
     /// Unmaps `nr_pages` pages from `addr`, passing each frame to `on_frame` in address order
     /// (Linux's `vunmap_range_noflush`: one descent per page table, then a loop over its PTEs).
-    /// Every page must be mapped, else nothing is unmapped. Page-table pages stay. The returned
-    /// range must be flushed from the TLB before the frames or the range are reused.
+    /// A huge PMD in the range is cleared whole (`pmd_clear_huge`), passing its 512 frames; it
+    /// has no page table below it, so none is freed. Every page must be mapped and every huge
+    /// PMD covered whole, else nothing is unmapped (6.12 WARNs and clears a partly covered huge
+    /// PMD anyway). Page-table pages stay. The returned range must be flushed from the TLB
+    /// before the frames or the range are reused.
     pub fn unmap_pages<P: PageProvider + ?Sized>(
         &mut self,
         _provider: &P,
@@ -373,19 +407,34 @@ impl VmallocPageTables {
     ) -> Result<TlbFlushRange, PgTableError> {
         self.check_range(addr, nr_pages)?;
         // Check everything first so that a bad request changes nothing.
-        self.for_each_pt(addr, nr_pages, |pt, first, n, at| {
-            // SAFETY: `for_each_pt` passes live page tables of our range.
-            let entries = unsafe { &entries(pt)[first..first + n] };
-            match entries.iter().position(|e| !e.flags().contains(PageTableFlags::PRESENT)) {
-                Some(k) => Err(PgTableError::NotMapped { addr: at + (k * PAGE_SIZE) as u64 }),
-                None => Ok(()),
+        self.for_each_pmd(addr, nr_pages, |pmd, first, n, at| match pmd {
+            Pmd::Table(pt) => {
+                // SAFETY: `for_each_pmd` passes live page tables of our range.
+                let entries = unsafe { &entries(pt)[first..first + n] };
+                match entries.iter().position(|e| !e.flags().contains(PageTableFlags::PRESENT)) {
+                    Some(k) => Err(PgTableError::NotMapped { addr: at + (k * PAGE_SIZE) as u64 }),
+                    None => Ok(()),
+                }
             }
+            Pmd::Huge(_) if first != 0 || n != 512 => Err(PgTableError::HugePage { addr: at }),
+            Pmd::Huge(_) => Ok(()),
         })?;
-        let cleared = self.for_each_pt(addr, nr_pages, |pt, first, n, _| {
-            // SAFETY: as above, and `&mut self` makes this the only writer.
-            for entry in unsafe { &mut entries(pt)[first..first + n] } {
-                on_frame(Pfn::from_phys(entry.addr()));
-                entry.set_unused();
+        let cleared = self.for_each_pmd(addr, nr_pages, |pmd, first, n, _| {
+            match pmd {
+                Pmd::Table(pt) => {
+                    // SAFETY: as above, and `&mut self` makes this the only writer.
+                    for entry in unsafe { &mut entries(pt)[first..first + n] } {
+                        on_frame(Pfn::from_phys(entry.addr()));
+                        entry.set_unused();
+                    }
+                }
+                Pmd::Huge(pmd) => {
+                    // SAFETY: a live PD entry of our range (from `for_each_pmd`); `&mut self`.
+                    let pmd = unsafe { &mut *pmd };
+                    let head = Pfn::from_phys(pmd.addr());
+                    pmd.set_unused();
+                    (0..512).for_each(|i| on_frame(head.add(i)));
+                }
             }
             Ok(())
         });
@@ -414,34 +463,50 @@ impl VmallocPageTables {
         nr_pages: usize,
         mut f: impl FnMut(*mut PageTable, usize, usize, VirtAddr) -> Result<(), PgTableError>,
     ) -> Result<(), PgTableError> {
+        self.for_each_pmd(addr, nr_pages, |pmd, first, n, at| match pmd {
+            Pmd::Table(pt) => f(pt, first, n, at),
+            Pmd::Huge(_) => Err(PgTableError::HugePage { addr: at }),
+        })
+    }
+
+    /// Calls `f(pmd, first, n, at)` for each PMD entry covering `[addr, addr + nr_pages)`: its
+    /// 4 KiB slots `first..first + n` (PTEs of a table, or pages of a huge mapping) cover the
+    /// pages from `at`. Stops at the first error of `f`, or where a table is missing.
+    fn for_each_pmd(
+        &self,
+        addr: VirtAddr,
+        nr_pages: usize,
+        mut f: impl FnMut(Pmd, usize, usize, VirtAddr) -> Result<(), PgTableError>,
+    ) -> Result<(), PgTableError> {
         let mut done = 0;
         while done < nr_pages {
             let at = addr + (done * PAGE_SIZE) as u64;
-            let pt = self.pt_of(at)?;
+            let pmd = self.pmd_of(at)?;
             let first = usize::from(at.p1_index());
             let n = (512 - first).min(nr_pages - done);
-            f(pt, first, n, at)?;
+            f(pmd, first, n, at)?;
             done += n;
         }
         Ok(())
     }
 
-    /// The page table (level 1) covering `addr`, if the tables above it exist.
-    fn pt_of(&self, addr: VirtAddr) -> Result<*mut PageTable, PgTableError> {
+    /// What the present PMD entry covering `addr` holds, if the tables above it exist.
+    fn pmd_of(&self, addr: VirtAddr) -> Result<Pmd, PgTableError> {
         let mut table = self.pml4;
-        for idx in [addr.p4_index(), addr.p3_index(), addr.p2_index()] {
+        for (level, idx) in [addr.p4_index(), addr.p3_index(), addr.p2_index()].into_iter().enumerate() {
             // SAFETY: `table` is a live table of our range reached through the direct map.
-            let e = unsafe { &entries(table)[usize::from(idx)] };
+            let e = unsafe { &mut entries(table)[usize::from(idx)] };
             let flags = e.flags();
             if !flags.contains(PageTableFlags::PRESENT) {
                 return Err(PgTableError::NotMapped { addr });
             }
             if flags.contains(PageTableFlags::HUGE_PAGE) {
-                return Err(PgTableError::HugePage { addr });
+                // Only PMDs are mapped huge here; a 1 GiB PUD leaf is nobody's.
+                return if level == 2 { Ok(Pmd::Huge(e)) } else { Err(PgTableError::HugePage { addr }) };
             }
             table = self.dm.virt(e.addr()) as *mut PageTable;
         }
-        Ok(table)
+        Ok(Pmd::Table(table))
     }
 
     /// The page table covering `addr`, allocating (zeroed) the PDPT, PD and PT on the way where
@@ -452,8 +517,20 @@ impl VmallocPageTables {
         gfp: GfpFlags,
         addr: VirtAddr,
     ) -> Result<*mut PageTable, PgTableError> {
+        self.table_or_create(provider, gfp, addr, &[addr.p4_index(), addr.p3_index(), addr.p2_index()])
+    }
+
+    /// The table reached from the PML4 through the entries `indices`, allocating (zeroed) the
+    /// missing ones on the way.
+    fn table_or_create<P: PageProvider + ?Sized>(
+        &mut self,
+        provider: &P,
+        gfp: GfpFlags,
+        addr: VirtAddr,
+        indices: &[PageTableIndex],
+    ) -> Result<*mut PageTable, PgTableError> {
         let mut table = self.pml4;
-        for idx in [addr.p4_index(), addr.p3_index(), addr.p2_index()] {
+        for &idx in indices {
             // SAFETY: `table` is a live table of our range reached through the direct map, and
             // `&mut self` makes this the only writer of the range's entries.
             let e = unsafe { &mut entries(table)[usize::from(idx)] };
@@ -474,76 +551,6 @@ impl VmallocPageTables {
         Ok(table)
     }
 
-    /// Gives back every page table and page directory of the range that maps nothing (the
-    /// shrinker of the retained tables, for memory pressure; PDPTs under the PML4 entries stay).
-    /// The entries pointing at them are cleared first; then `flush_all` must drop every CPU's
-    /// cached translations and paging-structure entries (a CPU may still walk through a cached
-    /// PD entry), and only then are the pages freed (Linux's `pmd_free_pte_page` flushes before
-    /// `pte_free_kernel` for the same reason). `flush_all` runs once per batch of up to
-    /// [`SHRINK_BATCH`] pages, never when nothing was found. Returns the pages freed.
-    pub fn shrink<P: PageProvider + ?Sized>(&mut self, provider: &P, mut flush_all: impl FnMut()) -> usize {
-        let mut batch = [PhysAddr::zero(); SHRINK_BATCH];
-        let (mut queued, mut freed) = (0, 0);
-        let mut release = |batch: &mut [PhysAddr], queued: &mut usize, nr_tables: &mut usize| {
-            if *queued > 0 {
-                flush_all();
-                for &pa in &batch[..*queued] {
-                    free_table(provider, nr_tables, pa);
-                }
-                freed += *queued;
-                *queued = 0;
-            }
-        };
-        let mut p4 = self.start;
-        while p4 < self.end {
-            // SAFETY: the PML4 is live (contract of `new`); `&mut self` is exclusive.
-            let pml4e = unsafe { &entries(self.pml4)[usize::from(p4.p4_index())] };
-            if let Some(pdpt) = self.table_below(pml4e) {
-                for pdpte in 0..512 {
-                    // SAFETY: `pdpt` is a live table of our range; entries are plain words.
-                    let Some(pd) = self.table_below(unsafe { &entries(pdpt)[pdpte] }) else { continue };
-                    let mut pd_in_use = false;
-                    for pde in 0..512 {
-                        // SAFETY: as above.
-                        let entry = unsafe { &mut entries(pd)[pde] };
-                        match self.table_below(entry) {
-                            // SAFETY: a live page table of ours.
-                            Some(pt) if unsafe { entries(pt) }.iter().all(|e| e.is_unused()) => {
-                                batch[queued] = entry.addr();
-                                queued += 1;
-                                entry.set_unused();
-                                if queued == SHRINK_BATCH {
-                                    release(&mut batch, &mut queued, &mut self.nr_tables);
-                                }
-                            }
-                            _ => pd_in_use |= !entry.is_unused(),
-                        }
-                    }
-                    if !pd_in_use {
-                        // SAFETY: as above.
-                        let entry = unsafe { &mut entries(pdpt)[pdpte] };
-                        batch[queued] = entry.addr();
-                        queued += 1;
-                        entry.set_unused();
-                        if queued == SHRINK_BATCH {
-                            release(&mut batch, &mut queued, &mut self.nr_tables);
-                        }
-                    }
-                }
-            }
-            p4 += P4_ENTRY_SPAN;
-        }
-        release(&mut batch, &mut queued, &mut self.nr_tables);
-        freed
-    }
-
-    /// The table a present, non-huge entry points at.
-    fn table_below(&self, entry: &PageTableEntry) -> Option<*mut PageTable> {
-        let flags = entry.flags();
-        (flags.contains(PageTableFlags::PRESENT) && !flags.contains(PageTableFlags::HUGE_PAGE))
-            .then(|| self.dm.virt(entry.addr()) as *mut PageTable)
-    }
-
     /// The frame mapped at `addr` (Linux's `vmalloc_to_pfn`): a read-only walk of the tables.
     pub fn vmalloc_to_pfn(&self, addr: VirtAddr) -> Option<Pfn> {
         self.translate(addr).ok()
@@ -555,6 +562,9 @@ impl VmallocPageTables {
     }
 
     /// The frame mapped at `addr` and the flags of the PTE mapping it (cache mode bits, ...).
+    /// Through a huge PMD, the 4 KiB frame of the block that `addr` falls in (6.12's
+    /// `vmalloc_to_page`: `pmd_page(*pmd) + ((addr & ~PMD_MASK) >> PAGE_SHIFT)`) and the PMD's
+    /// flags (with `HUGE_PAGE`).
     pub fn lookup_pte(&self, addr: VirtAddr) -> Result<(Pfn, PageTableFlags), PgTableError> {
         if addr < self.start || addr >= self.end {
             return Err(PgTableError::OutOfRange { addr, nr_pages: 1 });
@@ -571,6 +581,10 @@ impl VmallocPageTables {
             }
             if level == 3 {
                 return Ok((Pfn::from_phys(e.addr()), flags));
+            }
+            if level == 2 && flags.contains(PageTableFlags::HUGE_PAGE) {
+                let head = Pfn::from_phys(e.addr());
+                return Ok((head.add(u64::from(u16::from(addr.p1_index()))), flags));
             }
             if level > 0 && flags.contains(PageTableFlags::HUGE_PAGE) {
                 return Err(PgTableError::HugePage { addr });

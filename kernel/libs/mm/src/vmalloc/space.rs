@@ -95,7 +95,7 @@ pub struct VmallocSpace {
 
 /// The bits of a vmalloc `gfp` that apply to page-table pages: how hard to try, not where from
 /// or whether zeroed (the table code zeroes tables itself).
-fn table_gfp(gfp: GfpFlags) -> GfpFlags {
+pub(super) fn table_gfp(gfp: GfpFlags) -> GfpFlags {
     gfp.difference(
         GfpFlags::__GFP_ZERO
             | GfpFlags::__GFP_DMA
@@ -187,7 +187,7 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
 }
 
 /// Gives a vmalloc page back to the page allocator.
-fn free_vmalloc_page<P: PageProvider + ?Sized>(provider: &P, pfn: Pfn) {
+pub(super) fn free_vmalloc_page<P: PageProvider + ?Sized>(provider: &P, pfn: Pfn) {
     if let Some(page) = provider.page(pfn) {
         page.private.store(0, core::sync::atomic::Ordering::Relaxed);
         // The provider takes blocks back in the state it handed them out in.
@@ -307,7 +307,7 @@ impl VmallocSpace {
     /// Undoes a vmalloc that failed after mapping its first `mapped` pages: unmaps them, frees
     /// them (the page tables stay), flushes the whole area if anything was ever
     /// present in it (`was_mapped`) and releases the range.
-    fn unwind_vmalloc<P: PageProvider + ?Sized>(
+    pub(super) fn unwind_vmalloc<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
         area: &VmapArea,

@@ -41,6 +41,9 @@ bitflags! {
         const VM_USERMAP = 0x8;
         /// `VM_NO_GUARD`: no guard page after the area.
         const VM_NO_GUARD = 0x40;
+        /// `VM_ALLOW_HUGE_VMAP`: the area may be mapped with 2 MiB PMD entries (`vmalloc_huge`);
+        /// kept on the area whichever page size it got, and not printed in `/proc/vmallocinfo`.
+        const VM_ALLOW_HUGE_VMAP = 0x400;
     }
 }
 

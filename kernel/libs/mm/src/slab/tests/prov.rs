@@ -144,6 +144,23 @@ impl PageProvider for TestProvider {
         Ok(())
     }
 
+    fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), crate::buddy::PageRefError> {
+        use crate::buddy::PageRefError;
+        let page = self.page(pfn).ok_or(PageRefError::NotManaged { pfn })?;
+        if page.state() != PageState::Allocated {
+            return Err(PageRefError::NotRefcounted { pfn, state: page.state() });
+        }
+        if page.order() != order {
+            return Err(PageRefError::WrongOrder { pfn, allocated: page.order(), given: order });
+        }
+        for i in 0..1u64 << order {
+            let p = self.page(pfn.add(i)).expect("a block's pages have descriptors");
+            p.set_order(0);
+            p.set_state(PageState::Allocated);
+        }
+        Ok(())
+    }
+
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         let i = pfn.0.checked_sub(FIRST_PFN)? as usize;
         (i < self.pages.len()).then(|| self.page_at(i))

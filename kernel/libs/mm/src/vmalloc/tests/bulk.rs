@@ -47,6 +47,9 @@ impl PageProvider for Bulky<'_> {
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         self.ram.free_pages(pfn, order)
     }
+    fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), crate::buddy::PageRefError> {
+        self.ram.split_page(pfn, order)
+    }
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         self.ram.page(pfn)
     }

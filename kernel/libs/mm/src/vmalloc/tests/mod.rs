@@ -4,6 +4,8 @@
 
 mod areas;
 mod bulk;
+mod huge;
+mod huge_space;
 mod info;
 mod ioremap;
 mod pgtable;

@@ -13,19 +13,19 @@ use crate::page::{PageProvider, PageState};
 use crate::vmalloc::pgtable::P4_ENTRY_SPAN;
 use crate::vmalloc::{PgTableError, TlbFlushRange, VmallocPageTables, PAGE_KERNEL};
 
-const START: u64 = 0xffff_c900_0000_0000;
+pub(super) const START: u64 = 0xffff_c900_0000_0000;
 const END: u64 = START + 2 * P4_ENTRY_SPAN;
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 1 << 21;
 const P: u64 = PAGE_SIZE as u64;
 
-struct Setup {
-    ram: TestRam,
+pub(super) struct Setup {
+    pub(super) ram: TestRam,
     pml4: Pfn,
-    pt: VmallocPageTables,
+    pub(super) pt: VmallocPageTables,
 }
 
-fn setup(frames: usize) -> Setup {
+pub(super) fn setup(frames: usize) -> Setup {
     let ram = TestRam::new(frames);
     let pml4 = ram.take();
     // SAFETY: the PML4 is a zeroed page of `ram`, reached through its direct map; nothing else
@@ -38,49 +38,50 @@ fn setup(frames: usize) -> Setup {
 }
 
 impl Setup {
-    fn data_frames(&self, n: usize) -> Vec<Pfn> {
+    pub(super) fn data_frames(&self, n: usize) -> Vec<Pfn> {
         (0..n).map(|_| self.ram.take()).collect()
     }
 
-    fn map(&mut self, addr: u64, frames: &[Pfn]) -> Result<(), PgTableError> {
+    pub(super) fn map(&mut self, addr: u64, frames: &[Pfn]) -> Result<(), PgTableError> {
         // SAFETY: test frames, owned by the test and never accessed through the mapping.
         unsafe { self.pt.map_pages(&self.ram, GfpFlags::GFP_KERNEL, VirtAddr::new(addr), frames) }
     }
 
-    fn unmap(&mut self, addr: u64, n: usize) -> Result<(TlbFlushRange, Vec<Pfn>), PgTableError> {
+    pub(super) fn unmap(&mut self, addr: u64, n: usize) -> Result<(TlbFlushRange, Vec<Pfn>), PgTableError> {
         let mut frames = Vec::new();
         let flush = self.pt.unmap_pages(&self.ram, VirtAddr::new(addr), n, |f| frames.push(f))?;
         Ok((flush, frames))
     }
 
     /// The crate's own translation, as a cross-check of `vmalloc_to_pfn`, with the leaf flags.
-    fn crate_translate(&self, addr: u64) -> Option<(Pfn, PageTableFlags)> {
+    pub(super) fn crate_translate(&self, addr: u64) -> Option<(Pfn, PageTableFlags)> {
         let dm = self.ram.direct_map();
         // SAFETY: the PML4 lives in `ram`; the mapper is only read through while it exists.
         let mapper =
             unsafe { OffsetPageTable::new(&mut *(dm.pfn_to_virt(self.pml4) as *mut PageTable), dm.base()) };
         match mapper.translate(VirtAddr::new(addr)) {
-            TranslateResult::Mapped { frame, offset: _, flags } => {
-                Some((Pfn::from_phys(frame.start_address()), flags))
+            // Through a 2 MiB mapping, the 4 KiB frame inside it.
+            TranslateResult::Mapped { frame, offset, flags } => {
+                Some((Pfn::from_phys(frame.start_address() + (offset & !(P - 1))), flags))
             }
             _ => None,
         }
     }
 
-    fn pfn_at(&self, addr: u64) -> Option<Pfn> {
+    pub(super) fn pfn_at(&self, addr: u64) -> Option<Pfn> {
         let got = self.pt.vmalloc_to_pfn(VirtAddr::new(addr));
         assert_eq!(got, self.crate_translate(addr).map(|(p, _)| p), "walkers disagree at {addr:#x}");
         got
     }
 
     /// The shrinker: frees the empty tables, with the number of flushes it asked for.
-    fn shrink(&mut self) -> (usize, usize) {
+    pub(super) fn shrink(&mut self) -> (usize, usize) {
         let mut flushes = 0;
         let freed = self.pt.shrink(&self.ram, || flushes += 1);
         (freed, flushes)
     }
 
-    fn table_pages_in_state(&self) -> usize {
+    pub(super) fn table_pages_in_state(&self) -> usize {
         (1..4096u64)
             .filter(|&i| self.ram.page(Pfn(i)).is_some_and(|p| p.state() == PageState::PageTable))
             .count()

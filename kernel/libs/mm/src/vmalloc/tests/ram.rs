@@ -1,4 +1,6 @@
-//! Emulated RAM and a minimal order-0 page provider over it, for the page-table tests.
+//! Emulated RAM and a minimal page provider over it, for the page-table tests: order-0 pages,
+//! and naturally aligned higher-order blocks (huge vmalloc's order 9) that `split_page` turns
+//! into order-0 pages.
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -6,6 +8,7 @@ use std::boxed::Box;
 use std::vec::Vec;
 
 use crate::addr::{DirectMap, Pfn, PAGE_SIZE};
+use crate::buddy::PageRefError;
 use crate::gfp::GfpFlags;
 use crate::page::{FreePagesError, Page, PageProvider, PageState};
 use crate::AllocError;
@@ -55,6 +58,23 @@ impl TestRam {
         self.budget.store(n, Relaxed);
     }
 
+    /// Takes a free, naturally aligned run of `2^order` frames off the free list.
+    fn take_block(&self, order: u32) -> Option<Pfn> {
+        let mut free = self.free.lock();
+        if order == 0 {
+            return free.pop();
+        }
+        let n = 1usize << order;
+        let head = (n..self.nr.saturating_sub(n - 1))
+            .step_by(n)
+            .find(|&i| self.pages[i..i + n].iter().all(|p| p.state() == PageState::Buddy))?;
+        free.retain(|p| !(head as u64..(head + n) as u64).contains(&p.0));
+        for p in &self.pages[head + 1..head + n] {
+            p.set_state(PageState::FreeTail);
+        }
+        Some(Pfn(head as u64))
+    }
+
     /// An order-0 page, or panics (test setup).
     pub fn take(&self) -> Pfn {
         self.alloc_pages(GfpFlags::GFP_KERNEL | GfpFlags::__GFP_ZERO, 0).expect("test RAM exhausted")
@@ -70,9 +90,6 @@ impl Drop for TestRam {
 
 impl PageProvider for TestRam {
     fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
-        if order != 0 {
-            return Err(AllocError::Invalid("test RAM hands out order-0 pages only"));
-        }
         let b = self.budget.load(Relaxed);
         if b == 0 {
             return Err(AllocError::OutOfMemory { order });
@@ -80,32 +97,51 @@ impl PageProvider for TestRam {
         if b != usize::MAX {
             self.budget.store(b - 1, Relaxed);
         }
-        let pfn = self.free.lock().pop().ok_or(AllocError::OutOfMemory { order })?;
+        let pfn = self.take_block(order).ok_or(AllocError::OutOfMemory { order })?;
         let page = &self.pages[pfn.0 as usize];
         assert_eq!(page.state(), PageState::Buddy);
         page.set_state(PageState::Allocated);
-        page.set_order(0);
-        // Dirty the page unless asked for zeroes, so code relying on zeroed memory it did not ask
-        // for fails.
+        page.set_order(order);
+        // Dirty the block unless asked for zeroes, so code relying on zeroed memory it did not
+        // ask for fails.
         let fill = if gfp.contains(GfpFlags::__GFP_ZERO) { 0 } else { 0xa5 };
-        // SAFETY: the frame is inside the buffer and now owned by nobody but this call.
-        unsafe { core::ptr::write_bytes(self.direct_map().pfn_to_virt(pfn), fill, PAGE_SIZE) };
+        // SAFETY: the block is inside the buffer and now owned by nobody but this call.
+        unsafe { core::ptr::write_bytes(self.direct_map().pfn_to_virt(pfn), fill, PAGE_SIZE << order) };
         Ok(pfn)
     }
 
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         let page = self.page(pfn).ok_or(FreePagesError::NotManaged { pfn })?;
-        if order != 0 {
-            return Err(FreePagesError::WrongOrder { pfn, allocated: 0, given: order });
-        }
         match page.state() {
             PageState::Allocated => {}
-            PageState::Buddy => return Err(FreePagesError::DoubleFree { pfn, head: pfn, order: 0 }),
+            PageState::Buddy => return Err(FreePagesError::DoubleFree { pfn, head: pfn, order }),
             PageState::Reserved => return Err(FreePagesError::Reserved { pfn }),
             state => return Err(FreePagesError::WrongOwner { pfn, state }),
         }
-        page.set_state(PageState::Buddy);
-        self.free.lock().push(pfn);
+        if page.order() != order {
+            return Err(FreePagesError::WrongOrder { pfn, allocated: page.order(), given: order });
+        }
+        let mut free = self.free.lock();
+        for i in 0..1u64 << order {
+            self.pages[(pfn.0 + i) as usize].set_state(PageState::Buddy);
+            free.push(pfn.add(i));
+        }
+        Ok(())
+    }
+
+    fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), PageRefError> {
+        let page = self.page(pfn).ok_or(PageRefError::NotManaged { pfn })?;
+        if page.state() != PageState::Allocated {
+            return Err(PageRefError::NotRefcounted { pfn, state: page.state() });
+        }
+        if page.order() != order {
+            return Err(PageRefError::WrongOrder { pfn, allocated: page.order(), given: order });
+        }
+        for i in 0..1u64 << order {
+            let p = &self.pages[(pfn.0 + i) as usize];
+            p.set_order(0);
+            p.set_state(PageState::Allocated);
+        }
         Ok(())
     }
 

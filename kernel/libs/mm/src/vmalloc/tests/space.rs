@@ -258,6 +258,9 @@ impl PageProvider for Unlocked<'_> {
     fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), crate::page::FreePagesError> {
         self.ram.free_pages(pfn, order)
     }
+    fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), crate::buddy::PageRefError> {
+        self.ram.split_page(pfn, order)
+    }
     fn page(&self, pfn: Pfn) -> Option<&crate::page::Page> {
         self.ram.page(pfn)
     }
