@@ -15,6 +15,7 @@ mod smp;
 mod util;
 mod vmalloc;
 mod vmalloc_variants;
+mod vmap_pfn;
 
 use crate::mm::node;
 

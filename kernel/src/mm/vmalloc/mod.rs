@@ -14,6 +14,7 @@ mod deferred;
 pub mod ioremap;
 pub mod tlb;
 mod variants;
+mod vmap_pfn;
 
 use core::fmt;
 use core::panic::Location;
@@ -37,6 +38,7 @@ pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
 pub use super::util::{kvfree, kvmalloc, kvzalloc};
 pub use ioremap::{ioremap, ioremap_cache, ioremap_uc, ioremap_wc, ioremap_wt, iounmap};
 pub use variants::{vmalloc_32, vmalloc_32_user, vmalloc_user, vrealloc};
+pub use vmap_pfn::vmap_pfn;
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 
@@ -108,9 +110,9 @@ impl fmt::Display for VmError {
                 caller.file(),
                 caller.line()
             ),
-            VmError::InInterrupt { what: "ioremap", caller } => write!(
+            VmError::InInterrupt { what: what @ ("ioremap" | "vmap_pfn"), caller } => write!(
                 f,
-                "called from interrupt context at {}:{} (ioremap may sleep: map in process context)",
+                "called from interrupt context at {}:{} ({what} may sleep: map in process context)",
                 caller.file(),
                 caller.line()
             ),
@@ -376,7 +378,7 @@ pub(super) fn release(addr: *const u8, kind: AreaKind) -> Result<VmapArea, VmErr
 fn release_locked(space: &mut VmallocSpace, addr: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
     let result = match kind {
         AreaKind::Vmalloc => space.vfree(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
-        AreaKind::Vmap => space.vunmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
+        AreaKind::Vmap | AreaKind::VmapPfn => space.vunmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
         AreaKind::Ioremap => space.iounmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
     };
     Ok(result?)

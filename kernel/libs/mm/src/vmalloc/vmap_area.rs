@@ -54,6 +54,9 @@ pub enum AreaKind {
     /// ioremap: a physical range that is not RAM the page allocator manages (MMIO), mapped
     /// with a cache mode; nothing is freed when it is unmapped.
     Ioremap,
+    /// vmap_pfn: the caller's frames that have no page descriptor (not `pfn_valid`), mapped
+    /// as a `VM_IOREMAP` area without a physical start; released with vunmap.
+    VmapPfn,
 }
 
 impl AreaKind {
@@ -61,16 +64,18 @@ impl AreaKind {
         match self {
             AreaKind::Vmalloc => VmFlags::VM_ALLOC,
             AreaKind::Vmap => VmFlags::VM_MAP,
-            AreaKind::Ioremap => VmFlags::VM_IOREMAP,
+            AreaKind::Ioremap | AreaKind::VmapPfn => VmFlags::VM_IOREMAP,
         }
     }
 
-    /// The kind's name as `/proc/vmallocinfo` prints its flag.
+    /// The kind's name in error messages and fault reports (the function that made it;
+    /// `/proc/vmallocinfo` prints the flags instead: a vmap_pfn area shows as `ioremap`).
     pub fn name(self) -> &'static str {
         match self {
             AreaKind::Vmalloc => "vmalloc",
             AreaKind::Vmap => "vmap",
             AreaKind::Ioremap => "ioremap",
+            AreaKind::VmapPfn => "vmap_pfn",
         }
     }
 
@@ -78,7 +83,7 @@ impl AreaKind {
     pub fn release_fn(self) -> &'static str {
         match self {
             AreaKind::Vmalloc => "vfree",
-            AreaKind::Vmap => "vunmap",
+            AreaKind::Vmap | AreaKind::VmapPfn => "vunmap",
             AreaKind::Ioremap => "iounmap",
         }
     }
