@@ -380,6 +380,8 @@ fn release_locked(space: &mut VmallocSpace, addr: usize, kind: AreaKind) -> Resu
         AreaKind::Vmalloc => space.vfree(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
         AreaKind::Vmap | AreaKind::VmapPfn => space.vunmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
         AreaKind::Ioremap => space.iounmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
+        // vm_map_ram mappings need their count: only vm_unmap_ram releases them.
+        AreaKind::VmMapRam | AreaKind::VmapBlock => Err(VmallocError::WrongKind { addr, kind }),
     };
     Ok(result?)
 }

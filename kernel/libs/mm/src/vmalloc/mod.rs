@@ -7,6 +7,7 @@
 //! - [`space`]: vmalloc/vfree/vmap/vunmap combining the two: take an area, allocate the pages,
 //!   map them; on `vfree` unmap, free the pages, have the kernel flush the TLB, free the area;
 //! - [`ioremap`]: ioremap/iounmap of MMIO ranges with a cache mode;
+//! - [`vmap_block`]: the per-CPU blocks vm_map_ram carves small mappings from;
 //! - [`vmap_pfn`]: frames without page descriptors mapped as a `VM_IOREMAP` area;
 //! - [`info`]: `/proc/vmallocinfo` lines and the `Vmalloc*` lines of `/proc/meminfo`.
 //!
@@ -19,6 +20,7 @@ pub mod ioremap;
 pub mod pgtable;
 pub mod space;
 pub mod vmap_area;
+pub mod vmap_block;
 pub mod vmap_pfn;
 
 #[cfg(test)]
@@ -29,4 +31,5 @@ pub use ioremap::{IoremapRequest, PageCacheMode, IOREMAP_MAX_ORDER};
 pub use pgtable::{PgTableError, TlbFlushRange, VmallocPageTables, PAGE_KERNEL};
 pub use space::{vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
 pub use vmap_area::{AddrPlace, AreaKind, VmFlags, VmapArea, VmapAreaRequest, VmapAreas, VmapError};
+pub use vmap_block::{VmMapRamError, VmapBlock, VMAP_BBMAP_BITS, VMAP_BLOCK_SIZE, VMAP_MAX_ALLOC};
 pub use vmap_pfn::{vmap_pfn_prot, PAGE_SPECIAL};

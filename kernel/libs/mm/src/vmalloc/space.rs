@@ -41,6 +41,8 @@ pub enum VmallocError {
     VmapPfnValid { index: usize, pfn: Pfn },
     /// vmap_pfn with protection bits that cannot make a kernel PTE (see `vmap_pfn`).
     BadProt { prot: u64, why: &'static str },
+    /// vm_map_ram / vm_unmap_ram refused the request.
+    VmMapRam(super::vmap_block::VmMapRamError),
 }
 
 impl fmt::Display for VmallocError {
@@ -79,6 +81,7 @@ impl fmt::Display for VmallocError {
                 pfn.0
             ),
             VmallocError::BadProt { prot, why } => write!(f, "vmap_pfn: protection {prot:#x} refused: {why}"),
+            VmallocError::VmMapRam(e) => e.fmt(f),
         }
     }
 }
@@ -287,7 +290,7 @@ impl VmallocSpace {
         self.release(provider, addr, AreaKind::Vmap, flush)
     }
 
-    pub(super) fn release<P: PageProvider + ?Sized>(
+    pub(crate) fn release<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
         addr: usize,
@@ -341,7 +344,7 @@ impl VmallocSpace {
     }
 
     /// Releases the virtual range of an area that has nothing mapped.
-    pub(super) fn free_area_unmapped(&mut self, start: usize) {
+    pub fn free_area_unmapped(&mut self, start: usize) {
         let freed = self.areas.free(start);
         // A free can only fail for want of a tree node when nothing merges; the range then
         // stays reserved (leaked virtual space, never a double use).

@@ -57,6 +57,12 @@ pub enum AreaKind {
     /// vmap_pfn: the caller's frames that have no page descriptor (not `pfn_valid`), mapped
     /// as a `VM_IOREMAP` area without a physical start; released with vunmap.
     VmapPfn,
+    /// vm_map_ram of more than `VMAP_MAX_ALLOC` pages: the caller's frames in an area of its
+    /// own without a `vm_struct` (6.12's `VMAP_RAM` vmap_area flag), no guard page.
+    VmMapRam,
+    /// A vmap block (`VMAP_RAM | VMAP_BLOCK`): a `VMAP_BLOCK_SIZE` area that vm_map_ram
+    /// carves into chunks (`vmap_block.rs`); no guard page.
+    VmapBlock,
 }
 
 impl AreaKind {
@@ -65,6 +71,8 @@ impl AreaKind {
             AreaKind::Vmalloc => VmFlags::VM_ALLOC,
             AreaKind::Vmap => VmFlags::VM_MAP,
             AreaKind::Ioremap | AreaKind::VmapPfn => VmFlags::VM_IOREMAP,
+            // VMAP_RAM is a vmap_area flag, not a vm_struct one: no VM_* flag.
+            AreaKind::VmMapRam | AreaKind::VmapBlock => VmFlags::empty(),
         }
     }
 
@@ -76,6 +84,8 @@ impl AreaKind {
             AreaKind::Vmap => "vmap",
             AreaKind::Ioremap => "ioremap",
             AreaKind::VmapPfn => "vmap_pfn",
+            AreaKind::VmMapRam => "vm_map_ram",
+            AreaKind::VmapBlock => "vmap block",
         }
     }
 
@@ -85,6 +95,7 @@ impl AreaKind {
             AreaKind::Vmalloc => "vfree",
             AreaKind::Vmap | AreaKind::VmapPfn => "vunmap",
             AreaKind::Ioremap => "iounmap",
+            AreaKind::VmMapRam | AreaKind::VmapBlock => "vm_unmap_ram",
         }
     }
 }

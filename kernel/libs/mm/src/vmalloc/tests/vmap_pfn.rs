@@ -31,12 +31,11 @@ fn no_flush(r: TlbFlushRange) {
 #[test]
 fn vmap_pfn_maps_each_frame_special_nx_as_an_ioremap_area_without_phys() {
     let (ram, mut s) = setup(64);
-    let line = line!() + 2;
+    let caller = Location::caller();
+    let line = caller.line();
     // SAFETY: frames outside the test RAM, which nothing reads.
-    let area = unsafe {
-        s.vmap_pfn(&ram, &DEV, PAGE_KERNEL.difference(F::NO_EXECUTE), Location::caller(), no_flush)
-    }
-    .unwrap();
+    let area =
+        unsafe { s.vmap_pfn(&ram, &DEV, PAGE_KERNEL.difference(F::NO_EXECUTE), caller, no_flush) }.unwrap();
     assert_eq!((area.kind, area.phys_addr, area.nr_pages, area.size), (AreaKind::VmapPfn, 0, 3, 4 * P));
     assert_eq!(area.flags, VmFlags::VM_IOREMAP);
     assert_eq!(area.start % ioremap_align(3 * P), 0);
