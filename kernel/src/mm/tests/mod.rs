@@ -13,6 +13,7 @@ mod page_ref;
 mod slab;
 mod smp;
 mod util;
+mod vm_map_ram;
 mod vmalloc;
 mod vmalloc_variants;
 mod vmap_pfn;
