@@ -51,8 +51,10 @@ pub const NUMA_NO_NODE: i32 = -1;
 static VBQ: [IrqSpinLock<Vec<usize>>; NR_CPUS] = [const { IrqSpinLock::new(Vec::new()) }; NR_CPUS];
 
 /// The blocks, sorted by index within each shard (see the module documentation).
-static SHARDS: [IrqSpinLock<Vec<(usize, KBox<VmapBlock>)>>; NR_CPUS] =
-    [const { IrqSpinLock::new(Vec::new()) }; NR_CPUS];
+/// One shard: blocks sorted by index.
+type Shard = Vec<(usize, KBox<VmapBlock>)>;
+
+static SHARDS: [IrqSpinLock<Shard>; NR_CPUS] = [const { IrqSpinLock::new(Vec::new()) }; NR_CPUS];
 
 /// Blocks ever created and ever freed (fully dirty or purged), for tests.
 pub static BLOCKS_CREATED: AtomicU64 = AtomicU64::new(0);
@@ -64,7 +66,7 @@ fn vb_idx(addr: usize) -> usize {
 
 /// `addr_to_vb_xa`: the shard of a block index (modulo NR_CPUS rather than `nr_cpu_ids`, which
 /// grows while the CPUs come up: a block must stay in the shard it was put in).
-fn shard(idx: usize) -> &'static IrqSpinLock<Vec<(usize, KBox<VmapBlock>)>> {
+fn shard(idx: usize) -> &'static IrqSpinLock<Shard> {
     &SHARDS[idx % NR_CPUS]
 }
 
@@ -78,7 +80,7 @@ fn this_cpu() -> usize {
 }
 
 /// Takes block `i` out of its shard; an empty shard gives its memory back.
-fn take_block(blocks: &mut Vec<(usize, KBox<VmapBlock>)>, i: usize) -> KBox<VmapBlock> {
+fn take_block(blocks: &mut Shard, i: usize) -> KBox<VmapBlock> {
     let vb = blocks.remove(i).1;
     if blocks.is_empty() {
         *blocks = Vec::new();
