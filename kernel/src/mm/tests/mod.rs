@@ -13,9 +13,11 @@ mod page_ref;
 mod slab;
 mod smp;
 mod util;
+mod vm_map_ram;
 mod vmalloc;
 mod vmalloc_huge;
 mod vmalloc_variants;
+mod vmap_pfn;
 
 use crate::mm::node;
 

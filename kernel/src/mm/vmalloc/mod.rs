@@ -16,6 +16,8 @@ mod deferred;
 pub mod ioremap;
 pub mod tlb;
 mod variants;
+mod vm_map_ram;
+mod vmap_pfn;
 
 use core::fmt;
 use core::panic::Location;
@@ -39,6 +41,11 @@ pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
 pub use super::util::{kvfree, kvmalloc, kvzalloc};
 pub use ioremap::{ioremap, ioremap_cache, ioremap_uc, ioremap_wc, ioremap_wt, iounmap};
 pub use variants::{vmalloc_32, vmalloc_32_user, vmalloc_huge, vmalloc_user, vrealloc};
+pub use vm_map_ram::{
+    nr_vmap_blocks, purge_vmap_blocks, vm_map_ram, vm_unmap_aliases, vm_unmap_ram, BLOCKS_CREATED,
+    BLOCKS_FREED, NUMA_NO_NODE,
+};
+pub use vmap_pfn::vmap_pfn;
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 
@@ -107,15 +114,15 @@ impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             VmError::Vmalloc(e) => e.fmt(f),
-            VmError::InInterrupt { what: what @ ("vunmap" | "iounmap"), caller } => write!(
+            VmError::InInterrupt { what: what @ ("vunmap" | "iounmap" | "vm_unmap_ram"), caller } => write!(
                 f,
                 "called from interrupt context at {}:{} ({what} may sleep: unmap in process context)",
                 caller.file(),
                 caller.line()
             ),
-            VmError::InInterrupt { what: "ioremap", caller } => write!(
+            VmError::InInterrupt { what: what @ ("ioremap" | "vmap_pfn" | "vm_map_ram"), caller } => write!(
                 f,
-                "called from interrupt context at {}:{} (ioremap may sleep: map in process context)",
+                "called from interrupt context at {}:{} ({what} may sleep: map in process context)",
                 caller.file(),
                 caller.line()
             ),
@@ -381,8 +388,10 @@ pub(super) fn release(addr: *const u8, kind: AreaKind) -> Result<VmapArea, VmErr
 fn release_locked(space: &mut VmallocSpace, addr: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
     let result = match kind {
         AreaKind::Vmalloc => space.vfree(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
-        AreaKind::Vmap => space.vunmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
+        AreaKind::Vmap | AreaKind::VmapPfn => space.vunmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
         AreaKind::Ioremap => space.iounmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
+        // vm_map_ram mappings need their count: only vm_unmap_ram releases them.
+        AreaKind::VmMapRam | AreaKind::VmapBlock => Err(VmallocError::WrongKind { addr, kind }),
     };
     Ok(result?)
 }

@@ -22,6 +22,12 @@ pub struct VmallocInfoLine<'a>(pub &'a VmapArea);
 impl fmt::Display for VmallocInfoLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let a = self.0;
+        if matches!(a.kind, AreaKind::VmMapRam | AreaKind::VmapBlock) {
+            // No vm_struct (va->vm == NULL) and VMAP_RAM set: 6.12 prints the range, its size
+            // and "vm_map_ram" only. A block is one line for the whole block, whatever of it is
+            // in use.
+            return write!(f, "{:#018x}-{:#018x} {:7} vm_map_ram", a.start, a.end(), a.size);
+        }
         write!(
             f,
             "{:#018x}-{:#018x} {:7} {}:{}",

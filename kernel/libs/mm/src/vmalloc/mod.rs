@@ -9,6 +9,8 @@
 //! - [`huge`]: vmalloc_huge: 2 MiB PMD mappings of split order-9 blocks, falling back to
 //!   4 KiB pages;
 //! - [`ioremap`]: ioremap/iounmap of MMIO ranges with a cache mode;
+//! - [`vmap_block`]: the per-CPU blocks vm_map_ram carves small mappings from;
+//! - [`vmap_pfn`]: frames without page descriptors mapped as a `VM_IOREMAP` area;
 //! - [`info`]: `/proc/vmallocinfo` lines and the `Vmalloc*` lines of `/proc/meminfo`.
 //!
 //! The kernel (`kernel/src/mm/vmalloc.rs`) supplies the page provider (buddy), the lock, the TLB
@@ -21,6 +23,8 @@ pub mod ioremap;
 pub mod pgtable;
 pub mod space;
 pub mod vmap_area;
+pub mod vmap_block;
+pub mod vmap_pfn;
 
 #[cfg(test)]
 mod tests;
@@ -33,3 +37,5 @@ pub use pgtable::{
 };
 pub use space::{vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
 pub use vmap_area::{AddrPlace, AreaKind, VmFlags, VmapArea, VmapAreaRequest, VmapAreas, VmapError};
+pub use vmap_block::{VmMapRamError, VmapBlock, VMAP_BBMAP_BITS, VMAP_BLOCK_SIZE, VMAP_MAX_ALLOC};
+pub use vmap_pfn::{vmap_pfn_prot, PAGE_SPECIAL};

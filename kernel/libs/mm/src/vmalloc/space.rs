@@ -36,6 +36,13 @@ pub enum VmallocError {
     IoremapInvalidPhys { phys: u64, phys_bits: u32 },
     /// ioremap of RAM the page allocator manages (6.12: "ioremap on RAM at %pa - %pa").
     IoremapOnRam { phys: u64, last: u64, pfn: Pfn },
+    /// vmap_pfn of a frame that has a page descriptor (`pfn_valid`: 6.12's `vmap_pfn_apply`
+    /// refuses it with -EINVAL); `index` is its place in the array.
+    VmapPfnValid { index: usize, pfn: Pfn },
+    /// vmap_pfn with protection bits that cannot make a kernel PTE (see `vmap_pfn`).
+    BadProt { prot: u64, why: &'static str },
+    /// vm_map_ram / vm_unmap_ram refused the request.
+    VmMapRam(super::vmap_block::VmMapRamError),
 }
 
 impl fmt::Display for VmallocError {
@@ -68,6 +75,13 @@ impl fmt::Display for VmallocError {
                 "ioremap on RAM at {phys:#018x} - {last:#018x}: page {:#x} belongs to the page allocator",
                 pfn.phys().as_u64()
             ),
+            VmallocError::VmapPfnValid { index, pfn } => write!(
+                f,
+                "vmap_pfn: pfn {:#x} (entry {index}) is pfn_valid: RAM with a page descriptor must be mapped with vmap",
+                pfn.0
+            ),
+            VmallocError::BadProt { prot, why } => write!(f, "vmap_pfn: protection {prot:#x} refused: {why}"),
+            VmallocError::VmMapRam(e) => e.fmt(f),
         }
     }
 }
@@ -276,7 +290,7 @@ impl VmallocSpace {
         self.release(provider, addr, AreaKind::Vmap, flush)
     }
 
-    pub(super) fn release<P: PageProvider + ?Sized>(
+    pub(crate) fn release<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
         addr: usize,
@@ -287,7 +301,8 @@ impl VmallocSpace {
             // Let the area allocator name the problem (interior, guard, double free, ...).
             return Err(self.areas.free(addr).expect_err("no live area starts at addr").into());
         };
-        if area.kind != kind {
+        // vunmap releases vmap and vmap_pfn areas alike (6.12's vunmap takes any area).
+        if area.kind.release_fn() != kind.release_fn() {
             return Err(VmallocError::WrongKind { addr, kind: area.kind });
         }
         let start = VirtAddr::new(area.start as u64);
@@ -329,7 +344,7 @@ impl VmallocSpace {
     }
 
     /// Releases the virtual range of an area that has nothing mapped.
-    pub(super) fn free_area_unmapped(&mut self, start: usize) {
+    pub fn free_area_unmapped(&mut self, start: usize) {
         let freed = self.areas.free(start);
         // A free can only fail for want of a tree node when nothing merges; the range then
         // stays reserved (leaked virtual space, never a double use).

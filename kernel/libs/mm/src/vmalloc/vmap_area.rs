@@ -57,6 +57,15 @@ pub enum AreaKind {
     /// ioremap: a physical range that is not RAM the page allocator manages (MMIO), mapped
     /// with a cache mode; nothing is freed when it is unmapped.
     Ioremap,
+    /// vmap_pfn: the caller's frames that have no page descriptor (not `pfn_valid`), mapped
+    /// as a `VM_IOREMAP` area without a physical start; released with vunmap.
+    VmapPfn,
+    /// vm_map_ram of more than `VMAP_MAX_ALLOC` pages: the caller's frames in an area of its
+    /// own without a `vm_struct` (6.12's `VMAP_RAM` vmap_area flag), no guard page.
+    VmMapRam,
+    /// A vmap block (`VMAP_RAM | VMAP_BLOCK`): a `VMAP_BLOCK_SIZE` area that vm_map_ram
+    /// carves into chunks (`vmap_block.rs`); no guard page.
+    VmapBlock,
 }
 
 impl AreaKind {
@@ -64,16 +73,22 @@ impl AreaKind {
         match self {
             AreaKind::Vmalloc => VmFlags::VM_ALLOC,
             AreaKind::Vmap => VmFlags::VM_MAP,
-            AreaKind::Ioremap => VmFlags::VM_IOREMAP,
+            AreaKind::Ioremap | AreaKind::VmapPfn => VmFlags::VM_IOREMAP,
+            // VMAP_RAM is a vmap_area flag, not a vm_struct one: no VM_* flag.
+            AreaKind::VmMapRam | AreaKind::VmapBlock => VmFlags::empty(),
         }
     }
 
-    /// The kind's name as `/proc/vmallocinfo` prints its flag.
+    /// The kind's name in error messages and fault reports (the function that made it;
+    /// `/proc/vmallocinfo` prints the flags instead: a vmap_pfn area shows as `ioremap`).
     pub fn name(self) -> &'static str {
         match self {
             AreaKind::Vmalloc => "vmalloc",
             AreaKind::Vmap => "vmap",
             AreaKind::Ioremap => "ioremap",
+            AreaKind::VmapPfn => "vmap_pfn",
+            AreaKind::VmMapRam => "vm_map_ram",
+            AreaKind::VmapBlock => "vmap block",
         }
     }
 
@@ -81,8 +96,9 @@ impl AreaKind {
     pub fn release_fn(self) -> &'static str {
         match self {
             AreaKind::Vmalloc => "vfree",
-            AreaKind::Vmap => "vunmap",
+            AreaKind::Vmap | AreaKind::VmapPfn => "vunmap",
             AreaKind::Ioremap => "iounmap",
+            AreaKind::VmMapRam | AreaKind::VmapBlock => "vm_unmap_ram",
         }
     }
 }

@@ -13,6 +13,8 @@ mod props;
 mod ram;
 mod scenarios;
 mod space;
+mod vmap_block;
+mod vmap_pfn;
 
 /// A small deterministic PRNG (xorshift64*) so the scenarios are reproducible.
 pub struct Rng(u64);
