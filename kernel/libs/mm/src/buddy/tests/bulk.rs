@@ -75,6 +75,10 @@ fn bulk_falls_back_to_one_single_allocation() {
 // alloc_pages_bulk_noprof: zone_watermark_fast(zone, 0, low + nr_pages, ...) picks the zone;
 // the batch stops where the list and the zone run dry, keeping what it got.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "watermark policy over thousands of allocations (safe code); its alloc/free paths run under Miri in the proptest and high_orders_split_and_coalesce"
+)]
 fn bulk_uses_the_low_watermark_and_stops_when_the_zone_runs_dry() {
     let m = TestMachine::standard();
     let n = &m.node;

@@ -334,6 +334,10 @@ fn drain(n: &Node, gfp: GfpFlags) -> Vec<Pfn> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "watermark policy over thousands of allocations (safe code); its alloc/free paths run under Miri in the proptest and high_orders_split_and_coalesce"
+)]
 fn exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks() {
     for m in TestMachine::for_heavy_tests() {
         exhaustion_falls_back_normal_dma32_dma_and_respects_watermarks_on(&m);
@@ -655,6 +659,10 @@ fn free_reserved_area_gives_reserved_pages_to_the_allocator() {
 /// to `min`. So once Normal is at its low watermark, `GFP_KERNEL` falls back to DMA32 although
 /// Normal still has pages above `min`.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "watermark policy over thousands of allocations (safe code); its alloc/free paths run under Miri in the proptest and high_orders_split_and_coalesce"
+)]
 fn first_pass_falls_back_at_low_before_any_zone_goes_below_low() {
     let m = TestMachine::standard();
     let n = &m.node;
