@@ -6,10 +6,11 @@
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::vec::Vec;
 
-use crate::addr::{DirectMap, PAGE_SIZE};
-use crate::buddy::Node;
+use crate::addr::{DirectMap, Pfn, PAGE_SIZE};
+use crate::buddy::{Node, PageRefError};
 use crate::memblock::MemBlock;
 use crate::memmap::{MemRegion, RegionKind};
+use crate::page::{PageProvider, PageState};
 use crate::zone::ZoneLimits;
 
 const MIB: u64 = 1 << 20;
@@ -160,6 +161,28 @@ impl TestMachine {
     pub fn ram(&self) -> &EmulatedRam {
         &self.ram
     }
+}
+
+/// `PageProvider::split_page` of the test providers, whose blocks are a head descriptor in
+/// state `Allocated` with the block's order: every page becomes an allocated order-0 page.
+pub fn split_test_block<P: PageProvider + ?Sized>(
+    prov: &P,
+    pfn: Pfn,
+    order: u32,
+) -> Result<(), PageRefError> {
+    let page = prov.page(pfn).ok_or(PageRefError::NotManaged { pfn })?;
+    if page.state() != PageState::Allocated {
+        return Err(PageRefError::NotRefcounted { pfn, state: page.state() });
+    }
+    if page.order() != order {
+        return Err(PageRefError::WrongOrder { pfn, allocated: page.order(), given: order });
+    }
+    for i in 0..1u64 << order {
+        let p = prov.page(pfn.add(i)).expect("a block's pages have descriptors");
+        p.set_order(0);
+        p.set_state(PageState::Allocated);
+    }
+    Ok(())
 }
 
 /// Byte-pattern checks for tests, as slice comparisons: `memcmp`, which Miri runs natively,

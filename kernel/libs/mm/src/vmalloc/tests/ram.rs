@@ -130,19 +130,7 @@ impl PageProvider for TestRam {
     }
 
     fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), PageRefError> {
-        let page = self.page(pfn).ok_or(PageRefError::NotManaged { pfn })?;
-        if page.state() != PageState::Allocated {
-            return Err(PageRefError::NotRefcounted { pfn, state: page.state() });
-        }
-        if page.order() != order {
-            return Err(PageRefError::WrongOrder { pfn, allocated: page.order(), given: order });
-        }
-        for i in 0..1u64 << order {
-            let p = &self.pages[(pfn.0 + i) as usize];
-            p.set_order(0);
-            p.set_state(PageState::Allocated);
-        }
-        Ok(())
+        crate::testing::split_test_block(self, pfn, order)
     }
 
     fn page(&self, pfn: Pfn) -> Option<&Page> {
