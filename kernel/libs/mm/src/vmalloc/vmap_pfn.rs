@@ -86,6 +86,12 @@ impl VmallocSpace {
             .len()
             .checked_mul(PAGE_SIZE)
             .ok_or(VmallocError::Area(VmapError::TooLarge { size: usize::MAX, max: hi - lo }))?;
+        // More frames than the range has pages (with the guard): refused before the frames are
+        // scanned, as alloc_area would refuse it after (the scan of a huge array is the cost).
+        let max = hi - lo - PAGE_SIZE;
+        if size > max {
+            return Err(VmallocError::Area(VmapError::TooLarge { size, max }));
+        }
         let prot = vmap_pfn_prot(prot)?;
         // vmap_pfn_apply: WARN_ON_ONCE(pfn_valid(pfn)) -> -EINVAL. pfn_valid is "has a page
         // descriptor", reserved pages included.

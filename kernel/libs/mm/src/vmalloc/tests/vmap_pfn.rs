@@ -117,11 +117,15 @@ fn vmap_pfn_refuses_no_frames_a_huge_count_and_bad_protections() {
             assert!(matches!(e, VmallocError::BadProt { prot, .. } if prot == bad.bits()), "{bad:?}: {e:?}");
         }
     }
-    // More frames than the range has pages: the area allocator's TooLarge.
-    let (lo, hi) = s.areas.range();
-    let huge = std::vec![DEV[0]; (hi - lo) / P];
-    // SAFETY: refused.
-    let e = unsafe { s.vmap_pfn(&ram, &huge, PAGE_KERNEL, Location::caller(), no_flush) }.unwrap_err();
-    assert!(matches!(e, VmallocError::Area(VmapError::TooLarge { .. })), "{e:?}");
+    // More frames than the range has pages (with the guard page): TooLarge, before the frames
+    // are scanned. The array is 2^27 frames (1 GiB): natively only, Miri cannot build it in CI
+    // time (the check is one comparison in safe code).
+    if !cfg!(miri) {
+        let (lo, hi) = s.areas.range();
+        let huge = std::vec![DEV[0]; (hi - lo) / P];
+        // SAFETY: refused.
+        let e = unsafe { s.vmap_pfn(&ram, &huge, PAGE_KERNEL, Location::caller(), no_flush) }.unwrap_err();
+        assert_eq!(e, VmallocError::Area(VmapError::TooLarge { size: hi - lo, max: hi - lo - P }));
+    }
     assert_eq!((ram.nr_free(), s.areas.nr_areas(), s.areas.free_bytes()), before);
 }
