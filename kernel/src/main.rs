@@ -49,6 +49,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     mm::init(boot_info, &cmdline);
     // vmalloc is up: the xAPIC registers move from the early direct-map alias to ioremap.
     arch::apic::ioremap_mmio();
+    // And the boot framebuffer goes onto an ioremap_wc mapping.
+    arch::fb::ioremap_framebuffer();
     if cmdline.get("tlb_shootdown") == Some("off") {
         mm::vmalloc::tlb::disable_shootdown();
     }

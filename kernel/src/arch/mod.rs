@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod exceptions;
 pub mod fault;
 mod fault_scenarios;
+pub mod fb;
 pub mod gdt;
 pub mod interrupts;
 pub mod irq_work;
@@ -37,6 +38,7 @@ pub fn init(boot_info: &BootInfo, cmdline: &crate::cmdline::Cmdline) {
     exceptions::init();
     cpu::init_features();
     fault::init_layout(boot_info);
+    fb::init(boot_info);
     interrupts::init();
     // Before the allocators: SLUB sizes slabs by nr_cpu_ids (the MADT's CPU count).
     smp::init_topology(

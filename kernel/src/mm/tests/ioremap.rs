@@ -90,6 +90,40 @@ crate::ktest!(
 );
 
 crate::ktest!(
+    // The boot framebuffer is reached through an ioremap_wc() area, as 6.12's efifb_probe()
+    // (drivers/video/fbdev/efifb.c) maps it: no PAT here, so WC falls back to UC-
+    // (PCD, see the README), and vmalloc_info_show() prints "phys=%pa" and "ioremap".
+    #[needs_memory]
+    fn the_framebuffer_is_an_ioremap_wc_area_in_vmallocinfo() {
+        let (fb, phys, len) = crate::arch::fb::framebuffer().expect("QEMU's VGA gives a framebuffer");
+        let (area, place) = find_vm_area(fb).expect("the framebuffer's area");
+        let offset = (phys % P as u64) as usize;
+        assert_eq!(
+            (area.kind, area.phys_addr, place),
+            (AreaKind::Ioremap, phys - offset as u64, AddrPlace::Inside { offset })
+        );
+        assert!(area.size >= offset + len, "the area covers the whole framebuffer");
+        // Cleared through the mapping at boot; the mapping still reads and writes.
+        // SAFETY: the framebuffer mapping, `len` bytes; nothing else draws.
+        unsafe {
+            assert_eq!(core::ptr::read_volatile(fb), 0);
+            core::ptr::write_volatile(fb.add(len - 1), 0x5a);
+            assert_eq!(core::ptr::read_volatile(fb.add(len - 1)), 0x5a);
+            core::ptr::write_volatile(fb.add(len - 1), 0);
+        }
+        let mut info = String::new();
+        write_vmallocinfo(&mut info).unwrap();
+        let want = alloc::format!("{:#018x}-{:#018x} ", area.start, area.end());
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(&want))
+            .unwrap_or_else(|| panic!("no framebuffer line in\n{info}"));
+        assert!(line.contains(" kernel/src/arch/fb.rs:"), "{line}");
+        assert!(line.ends_with(&alloc::format!(" phys={:#018x} ioremap", phys - offset as u64)), "{line}");
+    }
+);
+
+crate::ktest!(
     // __ioremap_caller(): "Don't allow wraparound or zero size", phys_addr_valid()
     // (addr >> x86_phys_bits), and "ioremap on RAM" (__ioremap_check_ram: System RAM that is
     // not PageReserved): each refused, nothing changes.
