@@ -6,7 +6,6 @@
 
 pub mod direct_pages;
 pub mod fault_inject;
-pub mod heap;
 pub mod kalloc;
 pub mod layout;
 pub mod memory_map;
