@@ -23,6 +23,26 @@ pub use kvec::Vec;
 
 use crate::{AllocError, GfpFlags};
 
+/// Rust-for-Linux's name for the allocation flags (`kernel::alloc::Flags`): GFP flags.
+pub type Flags = GfpFlags;
+
+/// The flag combinations by their bare Linux names, as Rust-for-Linux's `kernel::alloc::flags`:
+/// `use mm::kalloc::flags::GFP_KERNEL; KBox::new(x, GFP_KERNEL)?`.
+pub mod flags {
+    use super::Flags;
+
+    /// May sleep and reclaim: the default for process context.
+    pub const GFP_KERNEL: Flags = Flags::GFP_KERNEL;
+    /// Never sleeps, may use the reserves: interrupt context and under spinlocks.
+    pub const GFP_ATOMIC: Flags = Flags::GFP_ATOMIC;
+    /// Never sleeps, does not touch the reserves, no warning on failure.
+    pub const GFP_NOWAIT: Flags = Flags::GFP_NOWAIT;
+    /// Zero the memory.
+    pub const __GFP_ZERO: Flags = Flags::__GFP_ZERO;
+    /// No warning on failure.
+    pub const __GFP_NOWARN: Flags = Flags::__GFP_NOWARN;
+}
+
 /// An allocator whose calls take GFP flags: Rust-for-Linux's `Allocator` (allocator.rs). The
 /// backends are types without state, so every function is an associated function.
 ///

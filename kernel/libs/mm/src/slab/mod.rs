@@ -42,9 +42,10 @@ pub use validate::Validation;
 bitflags! {
     /// Cache creation flags with Linux 6.12's values. 6.12 numbers them as bits of
     /// `enum _slab_flag_bits` (`include/linux/slab.h`), where bits exist only in some
-    /// configurations; the values here are x86_64 `defconfig` (`CONFIG_MEMCG=y`,
-    /// `CONFIG_DEBUG_OBJECTS`, `CONFIG_KASAN_GENERIC`, `CONFIG_KFENCE` and `CONFIG_SLUB_TINY`
-    /// off) plus `CONFIG_FAILSLAB=y`, which this kernel implements:
+    /// configurations; the values here are those of a configuration with `CONFIG_MEMCG=y` and
+    /// `CONFIG_FAILSLAB=y` (which this kernel implements) and with `CONFIG_DEBUG_OBJECTS`,
+    /// `CONFIG_KASAN_GENERIC`, `CONFIG_KFENCE` and `CONFIG_SLUB_TINY` off (not x86_64
+    /// `defconfig`, which has no `CONFIG_MEMCG`):
     /// `_SLAB_CONSISTENCY_CHECKS` 0, `_SLAB_RED_ZONE` 1, `_SLAB_POISON` 2, `_SLAB_KMALLOC` 3,
     /// `_SLAB_HWCACHE_ALIGN` 4, `_SLAB_CACHE_DMA` 5, `_SLAB_CACHE_DMA32` 6, `_SLAB_STORE_USER` 7,
     /// `_SLAB_PANIC` 8, `_SLAB_TYPESAFE_BY_RCU` 9, `_SLAB_TRACE` 10, `_SLAB_NOLEAKTRACE` 11,

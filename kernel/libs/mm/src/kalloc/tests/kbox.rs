@@ -83,3 +83,16 @@ fn uninit_write_raw_round_trip_and_leak() {
     drop(unsafe { TBox::from_raw(leaked) });
     assert_eq!(stats().live, 0);
 }
+
+#[test]
+// rust/kernel/alloc.rs (Rust-for-Linux): `Flags` and `flags::GFP_KERNEL` etc., so that
+// `KBox::new(x, GFP_KERNEL)?` reads as in Linux; the values are the GFP masks of
+// include/linux/gfp_types.h (6.12).
+fn bare_flag_names_are_the_gfp_masks() {
+    use crate::kalloc::flags::{GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT};
+    use crate::kalloc::Flags;
+    assert_eq!((GFP_KERNEL.bits(), GFP_ATOMIC.bits(), GFP_NOWAIT.bits()), (0xcc0, 0x820, 0x2800));
+    let b = TBox::new(7u32, GFP_KERNEL).unwrap();
+    assert_eq!(*b, 7);
+    let _: Flags = GFP_NOWAIT;
+}

@@ -566,7 +566,7 @@ proptest! {
 }
 
 /// The flag values are 6.12's: `include/linux/slab.h`, `enum _slab_flag_bits` and the
-/// `__SLAB_FLAG_BIT(_SLAB_*)` defines, on x86_64 defconfig with `CONFIG_FAILSLAB=y`
+/// `__SLAB_FLAG_BIT(_SLAB_*)` defines, with `CONFIG_MEMCG=y` and `CONFIG_FAILSLAB=y`
 /// (`_SLAB_DEBUG_OBJECTS` absent, so `_SLAB_NOLEAKTRACE` is bit 11 and `_SLAB_FAILSLAB` 13;
 /// `_SLAB_ACCOUNT` 14 and `_SLAB_KASAN`/`_SLAB_SKIP_KFENCE` absent, so `_SLAB_RECLAIM_ACCOUNT`
 /// is 16).
