@@ -87,7 +87,7 @@ fn might_sleep_report(gfp: GfpFlags, loc: &'static core::panic::Location<'static
 /// own list (its lock is then uncontended), by logical CPU id.
 #[inline]
 pub fn this_cpu() -> CpuId {
-    CpuId::new(crate::arch::percpu::cpu_id() as usize).unwrap_or(CpuId::BOOT)
+    CpuId::from_dense_id(crate::arch::percpu::cpu_id() as usize)
 }
 
 /// Linux's `drain_all_pages(NULL)`: every CPU's per-CPU page lists back to the buddy lists.

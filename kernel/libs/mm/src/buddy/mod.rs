@@ -82,6 +82,16 @@ impl CpuId {
         }
     }
 
+    /// A logical id the kernel guarantees to be below [`NR_CPUS`] (its per-CPU blocks are
+    /// numbered so): masked rather than checked, so a fast path spends one instruction on it and
+    /// no out-of-range value can index past a per-CPU array. Debug builds assert the guarantee.
+    #[inline(always)]
+    pub const fn from_dense_id(cpu: usize) -> CpuId {
+        const { assert!(NR_CPUS.is_power_of_two()) };
+        debug_assert!(cpu < NR_CPUS, "CPU id past NR_CPUS");
+        CpuId(cpu & (NR_CPUS - 1))
+    }
+
     #[inline]
     pub const fn index(self) -> usize {
         self.0

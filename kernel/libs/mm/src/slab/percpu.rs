@@ -22,8 +22,9 @@
 //! on Linux). Deactivation (a refill that moves on, [`KmemCache::flush_cpu_slab`], shrink,
 //! destroy) gives the private list back to the slab and subtracts its length.
 //!
-//! Which CPU: [`set_this_cpu_fn`] installs the kernel's `smp_processor_id()`; until then (and on
-//! the host) every caller is CPU 0. The kernel has no preemption, so the id read before
+//! Which CPU: the kernel builds the crate with `gs_cpu_id` ([`crate::cpus::cpu_id_from_gs`]: one
+//! load on every fast path); [`set_this_cpu_fn`] installs a `smp_processor_id()` function
+//! instead (host tests); until either (and on the host by default) every caller is CPU 0. The kernel has no preemption, so the id read before
 //! interrupts go off stays right: an interrupt handler that runs in between returns to the same
 //! CPU. On the host, where "interrupts off" means nothing, a per-slot flag stands in for it so
 //! that threads sharing a slot cannot interleave (the kernel build has no such flag).
@@ -52,9 +53,13 @@ pub fn set_this_cpu_fn(f: fn() -> CpuId) {
     THIS_CPU.store(f as *mut (), Relaxed);
 }
 
-/// The running CPU: the installed function's answer, CPU 0 before one is installed.
+/// The running CPU: in the kernel one GS-relative load ([`crate::cpus::cpu_id_from_gs`]), else
+/// the installed function's answer, CPU 0 before either is set up.
 #[inline(always)]
 pub fn this_cpu() -> CpuId {
+    if let Some(id) = crate::cpus::cpu_id_from_gs() {
+        return CpuId::from_dense_id(id);
+    }
     let f = THIS_CPU.load(Relaxed);
     if f.is_null() {
         return CpuId::BOOT;
