@@ -34,7 +34,7 @@ pub fn print_boot_summary(memblock: &MemBlock, node: &Node) {
     }
     let map = node.mem_map();
     kprintln!(
-        "mem_map: {} page descriptors x {} bytes = {} in {} of {} sections of {} (sparse), section table {}",
+        "mem_map: {} page descriptors x {} bytes = {} in {} of {} sections of {} (vmemmap), page tables {}",
         map.nr_pages(),
         map.descriptor_size(),
         Size(map.descriptor_bytes()),
@@ -42,6 +42,21 @@ pub fn print_boot_summary(memblock: &MemBlock, node: &Node) {
         map.nr_sections(),
         Size(map.pages_per_section() << 12),
         Size(map.table_bytes())
+    );
+    let u = map.vmemmap_usage();
+    let base = map.vmemmap_base() as u64;
+    kprintln!(
+        "vmemmap: [{:#x}, {:#x}) for pfns below {:#x}: {} x 2 MiB + {} x 4 KiB descriptor pages, \
+         {} page-table pages; sections without RAM: {} PMDs + {} PTEs read-only to {} shared page",
+        base,
+        base + map.end_pfn() * map.descriptor_size() as u64,
+        map.end_pfn(),
+        u.pmd_mappings,
+        u.pte_mappings,
+        u.page_tables,
+        u.hole_pmds,
+        u.hole_ptes,
+        if u.hole_pmds + u.hole_ptes == 0 { 0 } else { 1 }
     );
     for zone in node.zones().iter().filter(|z| z.is_populated()) {
         kprintln!(

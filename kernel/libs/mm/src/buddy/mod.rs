@@ -54,7 +54,7 @@ use crate::addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::auto_init::AutoInit;
 use crate::fault_inject::{FailPageAlloc, FaultConfigError};
 use crate::gfp::GfpFlags;
-use crate::mem_map::{MemMap, MemMapError, SECTION_SIZE_BITS};
+use crate::mem_map::{MemMap, MemMapError, VmemmapBacking, SECTION_SIZE_BITS};
 use crate::memblock::MemBlock;
 use crate::page::{FreePagesError, Page, PageProvider, PageState, MAX_PAGE_ORDER, NO_PAGE};
 use crate::sync::IrqSpinLock;
@@ -230,15 +230,20 @@ pub struct Node {
 
 impl Node {
     /// Builds node 0 over memblock's memory: allocates and initialises the page descriptors
-    /// from memblock, gives every unreserved page to the buddy allocator (as the largest aligned
+    /// from memblock (mapped by `vmemmap`, see [`crate::mem_map`]), gives every unreserved page to the buddy allocator (as the largest aligned
     /// blocks), retires memblock and sets the watermarks and lowmem reserves.
     ///
     /// # Safety
     /// `dm` must map every usable byte of `mb`'s memory for as long as the node is used; that
     /// memory, except memblock's reservations, must be unused: the node owns it from now on.
-    pub unsafe fn init(mb: &mut MemBlock, dm: DirectMap, limits: ZoneLimits) -> Result<Node, NodeInitError> {
+    pub unsafe fn init(
+        mb: &mut MemBlock,
+        dm: DirectMap,
+        limits: ZoneLimits,
+        vmemmap: &mut dyn VmemmapBacking,
+    ) -> Result<Node, NodeInitError> {
         // SAFETY: the caller's contract.
-        unsafe { Node::init_with_sections(mb, dm, limits, SECTION_SIZE_BITS, 0) }
+        unsafe { Node::init_with_sections(mb, dm, limits, SECTION_SIZE_BITS, 0, vmemmap) }
     }
 
     /// [`Node::init`] with another section size (host tests use small sections to keep
@@ -252,6 +257,7 @@ impl Node {
         limits: ZoneLimits,
         section_bits: u32,
         node_id: u8,
+        vmemmap: &mut dyn VmemmapBacking,
     ) -> Result<Node, NodeInitError> {
         if mb.is_retired() {
             return Err(NodeInitError::MemBlockRetired);
@@ -264,8 +270,9 @@ impl Node {
             });
         }
         // SAFETY: the caller guarantees `dm` maps the memory and memblock's free memory is unused.
-        let mem_map =
-            unsafe { MemMap::new(mb, dm, section_bits, node_id, |pfn| limits.zone_of_pfn(pfn) as u8) }?;
+        let mem_map = unsafe {
+            MemMap::new(mb, dm, section_bits, node_id, |pfn| limits.zone_of_pfn(pfn) as u8, vmemmap)
+        }?;
         let mut zones = ZoneType::ALL.map(|zt| Zone::new(zt, node_id));
 
         // Spans and present pages from the memory ranges, split at the zone limits.
@@ -402,8 +409,8 @@ impl Node {
     /// free lists, from `pfn_to_index`, or from block arithmetic inside a free block.
     #[inline]
     pub(super) fn desc(&self, idx: u32) -> &Page {
-        debug_assert!((idx as usize) < self.mem_map.nr_pages());
-        // SAFETY: indices in the free lists and from `pfn_to_index` are below `nr_pages`; the
+        debug_assert!((idx as u64) < self.mem_map.end_pfn());
+        // SAFETY: indices in the free lists and from `pfn_to_index` are below `end_pfn`; the
         // halves `expand` computes lie inside a free block, whose pages all have descriptors.
         unsafe { self.mem_map.page_at_unchecked(idx) }
     }
@@ -547,7 +554,7 @@ fn for_each_zone_run(limits: &ZoneLimits, start: u64, end: u64, mut f: impl FnMu
 #[inline(always)]
 fn list_add(mm: &MemMap, fa: &mut FreeArea, idx: u32, order: u32) {
     use core::sync::atomic::Ordering::Relaxed;
-    debug_assert!((idx as usize) < mm.nr_pages());
+    debug_assert!((idx as u64) < mm.end_pfn());
     // SAFETY: valid index (see above).
     let page = unsafe { mm.page_at_unchecked(idx) };
     let head = fa.head[order as usize];
