@@ -377,8 +377,8 @@ impl Node {
     ) {
         while order < MAX_PAGE_ORDER {
             let buddy_pfn = Pfn(pfn.0 ^ (1 << order));
-            // Within a section (always, with 128 MiB sections) descriptor indices follow pfns,
-            // so the buddy's index is found without the section table.
+            // Indices are pfns. Within a section (always, with 128 MiB sections) the buddy has a
+            // descriptor; across sections (small test sections) its section may have none.
             let bidx = if order < self.mem_map.section_page_bits() {
                 idx ^ (1 << order)
             } else {
