@@ -245,13 +245,20 @@ impl MemMap {
     /// reserved descriptors). No table load (see the module documentation).
     #[inline(always)]
     pub fn page(&self, pfn: Pfn) -> Option<&Page> {
+        self.descriptor(pfn).filter(|p| !p.is_absent())
+    }
+
+    /// `vmemmap + pfn` below [`MemMap::end_pfn`], absent descriptors ([`Page::is_absent`])
+    /// included: for lookups that only accept owned states, which an absent descriptor (reserved,
+    /// no compound head) never has, so skipping [`MemMap::page`]'s absent test changes no answer.
+    #[inline(always)]
+    pub fn descriptor(&self, pfn: Pfn) -> Option<&Page> {
         if pfn.0 >= self.end_pfn {
             return None;
         }
-        // SAFETY: every pfn below `end_pfn` has a readable, initialised descriptor (populated
-        // or absent, the backing's contract) living as long as `self`.
-        let page = unsafe { &*self.base.as_ptr().add(pfn.0 as usize) };
-        (!page.is_absent()).then_some(page)
+        // SAFETY: every pfn below `end_pfn` has a readable, initialised descriptor (populated or
+        // absent, the backing's contract) living as long as `self`.
+        Some(unsafe { &*self.base.as_ptr().add(pfn.0 as usize) })
     }
 
     /// Is there a descriptor for `pfn` (Linux's `pfn_valid`)? True for holes inside a section

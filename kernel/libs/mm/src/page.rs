@@ -326,6 +326,13 @@ pub trait PageProvider: Sync {
     fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), PageRefError>;
     /// The descriptor of a managed frame (`None` outside managed RAM).
     fn page(&self, pfn: Pfn) -> Option<&Page>;
+    /// As [`PageProvider::page`], but a frame without a descriptor may also answer an absent
+    /// one ([`Page::is_absent`]: reserved, no compound head) instead of `None`, one test less,
+    /// for lookups that accept only owned states (the slab owner lookup).
+    #[inline(always)]
+    fn descriptor(&self, pfn: Pfn) -> Option<&Page> {
+        self.page(pfn)
+    }
     /// The linear mapping through which page contents are reached.
     fn direct_map(&self) -> DirectMap;
 }

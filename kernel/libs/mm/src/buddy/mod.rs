@@ -688,6 +688,10 @@ impl PageProvider for Node {
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         Node::page(self, pfn)
     }
+    #[inline(always)]
+    fn descriptor(&self, pfn: Pfn) -> Option<&Page> {
+        self.mem_map.descriptor(pfn)
+    }
     #[inline]
     fn direct_map(&self) -> DirectMap {
         self.dm

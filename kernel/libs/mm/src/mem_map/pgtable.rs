@@ -151,10 +151,44 @@ impl VmemmapPageTables {
         Ok(())
     }
 
-    /// Virtual range of the descriptors of `[start, end)`; whole pages (checked in `init`).
-    fn range(&self, start: Pfn, end: Pfn) -> (u64, u64) {
+    /// Sets the PMD entry of `va` to `pa` with `flags`; it must be unused.
+    fn set_pmd(
+        &mut self,
+        mb: &mut MemBlock,
+        dm: DirectMap,
+        va: u64,
+        pa: PhysAddr,
+        flags: F,
+    ) -> Result<(), MemMapError> {
+        let e = self.pmd_entry(mb, dm, va)?;
+        if !e.is_unused() {
+            return Err(MemMapError::VmemmapOccupied { addr: va });
+        }
+        e.set_addr(pa, flags);
+        Ok(())
+    }
+
+    /// Calls `f(self, va, piece_end, whole)` for each piece of the descriptors of `[start, end)`
+    /// within one PMD (`whole`: the piece is the entire 2 MiB). The descriptors must start and
+    /// end on pages.
+    fn for_each_pmd_piece(
+        &mut self,
+        start: Pfn,
+        end: Pfn,
+        mut f: impl FnMut(&mut Self, u64, u64, bool) -> Result<(), MemMapError>,
+    ) -> Result<(), MemMapError> {
         let d = core::mem::size_of::<Page>() as u64;
-        (self.start + start.0 * d, self.start + end.0 * d)
+        let (mut va, ve) = (self.start + start.0 * d, self.start + end.0 * d);
+        if (va | ve) % PAGE != 0 {
+            return Err(MemMapError::VmemmapUnaligned { pfn: start.0 });
+        }
+        while va < ve {
+            let pmd_end = (va | (PMD_SIZE - 1)) + 1;
+            let piece_end = pmd_end.min(ve);
+            f(self, va, piece_end, va % PMD_SIZE == 0 && piece_end == pmd_end)?;
+            va = piece_end;
+        }
+        Ok(())
     }
 
     /// The shared page of absent descriptors, made on first use.
@@ -226,38 +260,27 @@ unsafe impl VmemmapBacking for VmemmapPageTables {
         start: Pfn,
         end: Pfn,
     ) -> Result<(), MemMapError> {
-        let (mut va, ve) = self.range(start, end);
-        if (va | ve) % PAGE != 0 {
-            return Err(MemMapError::VmemmapUnaligned { pfn: start.0 });
-        }
-        while va < ve {
-            let pmd_end = (va | (PMD_SIZE - 1)) + 1;
-            let piece_end = pmd_end.min(ve);
-            if va % PMD_SIZE == 0 && piece_end == pmd_end {
+        self.for_each_pmd_piece(start, end, |this, va, piece_end, whole| {
+            if whole {
                 if let Some(pa) = mb.alloc(PMD_SIZE, PMD_SIZE, "mem_map") {
-                    let e = self.pmd_entry(mb, dm, va)?;
-                    if !e.is_unused() {
-                        return Err(MemMapError::VmemmapOccupied { addr: va });
-                    }
-                    e.set_addr(pa, DESC_FLAGS | F::HUGE_PAGE);
-                    self.usage.pmd_mappings += 1;
-                    self.usage.descriptor_bytes += PMD_SIZE;
-                    va = piece_end;
-                    continue;
+                    this.set_pmd(mb, dm, va, pa, DESC_FLAGS | F::HUGE_PAGE)?;
+                    this.usage.pmd_mappings += 1;
+                    this.usage.descriptor_bytes += PMD_SIZE;
+                    return Ok(());
                 }
             }
+            // Part of a PMD, or no 2 MiB block left: 4 KiB pages (vmemmap_populate_basepages).
             let len = piece_end - va;
             let pa = mb
                 .alloc(len, PAGE, "mem_map")
                 .ok_or(MemMapError::MemBlockExhausted { what: "mem_map", bytes: len })?;
             for off in (0..len).step_by(PAGE_SIZE) {
-                self.set_pte(mb, dm, va + off, pa + off, DESC_FLAGS)?;
+                this.set_pte(mb, dm, va + off, pa + off, DESC_FLAGS)?;
             }
-            self.usage.pte_mappings += len / PAGE;
-            self.usage.descriptor_bytes += len;
-            va = piece_end;
-        }
-        Ok(())
+            this.usage.pte_mappings += len / PAGE;
+            this.usage.descriptor_bytes += len;
+            Ok(())
+        })
     }
 
     fn populate_hole(
@@ -267,31 +290,20 @@ unsafe impl VmemmapBacking for VmemmapPageTables {
         start: Pfn,
         end: Pfn,
     ) -> Result<(), MemMapError> {
-        let (mut va, ve) = self.range(start, end);
-        if (va | ve) % PAGE != 0 {
-            return Err(MemMapError::VmemmapUnaligned { pfn: start.0 });
-        }
-        while va < ve {
-            let pmd_end = (va | (PMD_SIZE - 1)) + 1;
-            let piece_end = pmd_end.min(ve);
-            if va % PMD_SIZE == 0 && piece_end == pmd_end {
-                let table = self.hole_table(mb, dm)?;
-                let e = self.pmd_entry(mb, dm, va)?;
-                if !e.is_unused() {
-                    return Err(MemMapError::VmemmapOccupied { addr: va });
-                }
-                e.set_addr(table, TABLE_FLAGS);
-                self.usage.hole_pmds += 1;
+        self.for_each_pmd_piece(start, end, |this, va, piece_end, whole| {
+            if whole {
+                let table = this.hole_table(mb, dm)?;
+                this.set_pmd(mb, dm, va, table, TABLE_FLAGS)?;
+                this.usage.hole_pmds += 1;
             } else {
-                let hole = self.hole_page(mb, dm)?;
+                let hole = this.hole_page(mb, dm)?;
                 for v in (va..piece_end).step_by(PAGE_SIZE) {
-                    self.set_pte(mb, dm, v, hole, HOLE_FLAGS)?;
+                    this.set_pte(mb, dm, v, hole, HOLE_FLAGS)?;
                 }
-                self.usage.hole_ptes += (piece_end - va) / PAGE;
+                this.usage.hole_ptes += (piece_end - va) / PAGE;
             }
-            va = piece_end;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn usage(&self) -> VmemmapUsage {

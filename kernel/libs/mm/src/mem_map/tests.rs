@@ -27,6 +27,9 @@ fn check_lookups(m: &TestMachine, hole: u64) {
         let raw = unsafe { &*mm.vmemmap_base().add(pfn as usize) };
         assert!(raw.is_absent() && raw.state() == PageState::Reserved && raw.compound_head().is_none());
         assert_eq!(mm.page_to_index(raw), None, "an absent descriptor has no index");
+        // The owner lookups' form answers the absent descriptor itself, which no owner claims.
+        assert!(mm.descriptor(Pfn(pfn)).is_some_and(|d| core::ptr::eq(d, raw)));
+        assert!(crate::page::PageProvider::descriptor(&m.node, Pfn(pfn)).is_some_and(Page::is_absent));
     }
     // The edges of the hole and of the array.
     for pfn in [0, hole_start - 1, hole_end, mm.end_pfn() - 1] {
@@ -41,6 +44,7 @@ fn check_lookups(m: &TestMachine, hole: u64) {
     // Past the end: no array, no descriptor.
     for pfn in [mm.end_pfn(), mm.end_pfn() + 1, NO_PAGE as u64, 1 << 40, u64::MAX] {
         assert!(mm.page(Pfn(pfn)).is_none() && !mm.pfn_valid(Pfn(pfn)), "pfn {pfn:#x}");
+        assert!(mm.descriptor(Pfn(pfn)).is_none());
         assert!(m.node.page(Pfn(pfn)).is_none());
     }
     // A reference that is no descriptor of this map.
