@@ -14,7 +14,6 @@
 
 use core::ptr::NonNull;
 
-use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{PageTable, PageTableFlags as F};
 use x86_64::PhysAddr;
 
@@ -89,80 +88,37 @@ impl VmemmapPageTables {
         unsafe { &mut *(dm.virt(pa) as *mut PageTable) }
     }
 
-    /// The PMD entry of `va`, creating the PDPT and PD on the way.
-    fn pmd_entry<'a>(
+    /// Sets the entry of `va` at `level` (1: PTE, 2: PMD) to `pa` with `flags`, creating the
+    /// tables above it on the way; the entry must be unused, and the way must not cross a huge
+    /// mapping or the shared hole table (both would mean `va` is mapped already).
+    fn set_entry(
         &mut self,
         mb: &mut MemBlock,
         dm: DirectMap,
         va: u64,
-    ) -> Result<&'a mut PageTableEntry, MemMapError> {
+        level: u32,
+        pa: PhysAddr,
+        flags: F,
+    ) -> Result<(), MemMapError> {
+        let occupied = MemMapError::VmemmapOccupied { addr: va };
         let mut table = self.root;
-        for shift in [39u32, 30] {
-            // SAFETY: `table` is the root or a table this vmemmap made; this borrow ends before
-            // the next table is taken.
-            let e = &mut unsafe { Self::table(dm, table) }[((va >> shift) & 511) as usize];
+        for l in (level + 1..=4).rev() {
+            // SAFETY: `table` is the root or a table this vmemmap made, not the shared hole table
+            // (checked below before descending); this borrow ends before the next one.
+            let e = &mut unsafe { Self::table(dm, table) }[((va >> (12 + 9 * (l - 1))) & 511) as usize];
             if e.is_unused() {
-                let pa = self.table_page(mb, dm)?;
-                e.set_addr(pa, TABLE_FLAGS);
+                let t = self.table_page(mb, dm)?;
+                e.set_addr(t, TABLE_FLAGS);
                 self.usage.page_tables += 1;
-            } else if e.flags().contains(F::HUGE_PAGE) {
-                return Err(MemMapError::VmemmapOccupied { addr: va });
+            } else if e.flags().contains(F::HUGE_PAGE) || Some(e.addr()) == self.hole_table {
+                return Err(occupied);
             }
             table = e.addr();
         }
-        // SAFETY: as above: a PD this vmemmap made.
-        Ok(&mut unsafe { Self::table(dm, table) }[((va >> 21) & 511) as usize])
-    }
-
-    /// The PT of `va` (a private one, created if needed).
-    fn pte_table<'a>(
-        &mut self,
-        mb: &mut MemBlock,
-        dm: DirectMap,
-        va: u64,
-    ) -> Result<&'a mut PageTable, MemMapError> {
-        let hole_table = self.hole_table;
-        let e = self.pmd_entry(mb, dm, va)?;
-        if e.is_unused() {
-            let pa = self.table_page(mb, dm)?;
-            e.set_addr(pa, TABLE_FLAGS);
-            self.usage.page_tables += 1;
-        } else if e.flags().contains(F::HUGE_PAGE) || Some(e.addr()) == hole_table {
-            return Err(MemMapError::VmemmapOccupied { addr: va });
-        }
-        // SAFETY: a PT this vmemmap made, not the shared one (checked above).
-        Ok(unsafe { Self::table(dm, e.addr()) })
-    }
-
-    /// Sets the PTE of `va` to `pa` with `flags`; it must be unused.
-    fn set_pte(
-        &mut self,
-        mb: &mut MemBlock,
-        dm: DirectMap,
-        va: u64,
-        pa: PhysAddr,
-        flags: F,
-    ) -> Result<(), MemMapError> {
-        let e = &mut self.pte_table(mb, dm, va)?[((va >> 12) & 511) as usize];
+        // SAFETY: as above, the table of `level`.
+        let e = &mut unsafe { Self::table(dm, table) }[((va >> (12 + 9 * (level - 1))) & 511) as usize];
         if !e.is_unused() {
-            return Err(MemMapError::VmemmapOccupied { addr: va });
-        }
-        e.set_addr(pa, flags);
-        Ok(())
-    }
-
-    /// Sets the PMD entry of `va` to `pa` with `flags`; it must be unused.
-    fn set_pmd(
-        &mut self,
-        mb: &mut MemBlock,
-        dm: DirectMap,
-        va: u64,
-        pa: PhysAddr,
-        flags: F,
-    ) -> Result<(), MemMapError> {
-        let e = self.pmd_entry(mb, dm, va)?;
-        if !e.is_unused() {
-            return Err(MemMapError::VmemmapOccupied { addr: va });
+            return Err(occupied);
         }
         e.set_addr(pa, flags);
         Ok(())
@@ -263,7 +219,7 @@ unsafe impl VmemmapBacking for VmemmapPageTables {
         self.for_each_pmd_piece(start, end, |this, va, piece_end, whole| {
             if whole {
                 if let Some(pa) = mb.alloc(PMD_SIZE, PMD_SIZE, "mem_map") {
-                    this.set_pmd(mb, dm, va, pa, DESC_FLAGS | F::HUGE_PAGE)?;
+                    this.set_entry(mb, dm, va, 2, pa, DESC_FLAGS | F::HUGE_PAGE)?;
                     this.usage.pmd_mappings += 1;
                     this.usage.descriptor_bytes += PMD_SIZE;
                     return Ok(());
@@ -275,7 +231,7 @@ unsafe impl VmemmapBacking for VmemmapPageTables {
                 .alloc(len, PAGE, "mem_map")
                 .ok_or(MemMapError::MemBlockExhausted { what: "mem_map", bytes: len })?;
             for off in (0..len).step_by(PAGE_SIZE) {
-                this.set_pte(mb, dm, va + off, pa + off, DESC_FLAGS)?;
+                this.set_entry(mb, dm, va + off, 1, pa + off, DESC_FLAGS)?;
             }
             this.usage.pte_mappings += len / PAGE;
             this.usage.descriptor_bytes += len;
@@ -293,12 +249,12 @@ unsafe impl VmemmapBacking for VmemmapPageTables {
         self.for_each_pmd_piece(start, end, |this, va, piece_end, whole| {
             if whole {
                 let table = this.hole_table(mb, dm)?;
-                this.set_pmd(mb, dm, va, table, TABLE_FLAGS)?;
+                this.set_entry(mb, dm, va, 2, table, TABLE_FLAGS)?;
                 this.usage.hole_pmds += 1;
             } else {
                 let hole = this.hole_page(mb, dm)?;
                 for v in (va..piece_end).step_by(PAGE_SIZE) {
-                    this.set_pte(mb, dm, v, hole, HOLE_FLAGS)?;
+                    this.set_entry(mb, dm, v, 1, hole, HOLE_FLAGS)?;
                 }
                 this.usage.hole_ptes += (piece_end - va) / PAGE;
             }
