@@ -16,7 +16,9 @@
 //! `end_pfn` (a field next to the base) and, after the add, a one-byte compare of the descriptor's
 //! zone, which sits in the same cache line as the state byte every caller reads next; a section
 //! check would be a dependent load from a section table before the descriptor can be addressed,
-//! the load this layout exists to drop. The answers are exactly those of the sparse map before it:
+//! the load this layout exists to drop. The slab owner lookup (`kfree`) skips even the zone test
+//! ([`MemMap::descriptor`]): an absent descriptor is reserved with no compound head, which it
+//! refuses anyway. The answers are exactly those of the sparse map before it:
 //! `None` past the last section and in sections without RAM, `Some(reserved)` for holes inside a
 //! section with RAM, so every bad-input error of the free paths stays as it was.
 //!
