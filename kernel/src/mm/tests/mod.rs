@@ -18,6 +18,7 @@ mod vmalloc;
 mod vmalloc_huge;
 mod vmalloc_variants;
 mod vmap_pfn;
+mod vmemmap;
 
 use crate::mm::node;
 

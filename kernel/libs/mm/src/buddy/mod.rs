@@ -54,7 +54,7 @@ use crate::addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::auto_init::AutoInit;
 use crate::fault_inject::{FailPageAlloc, FaultConfigError};
 use crate::gfp::GfpFlags;
-use crate::mem_map::{MemMap, MemMapError, SECTION_SIZE_BITS};
+use crate::mem_map::{MemMap, MemMapError, VmemmapBacking, SECTION_SIZE_BITS};
 use crate::memblock::MemBlock;
 use crate::page::{FreePagesError, Page, PageProvider, PageState, MAX_PAGE_ORDER, NO_PAGE};
 use crate::sync::IrqSpinLock;
@@ -240,15 +240,20 @@ pub struct Node {
 
 impl Node {
     /// Builds node 0 over memblock's memory: allocates and initialises the page descriptors
-    /// from memblock, gives every unreserved page to the buddy allocator (as the largest aligned
+    /// from memblock (mapped by `vmemmap`, see [`crate::mem_map`]), gives every unreserved page to the buddy allocator (as the largest aligned
     /// blocks), retires memblock and sets the watermarks and lowmem reserves.
     ///
     /// # Safety
     /// `dm` must map every usable byte of `mb`'s memory for as long as the node is used; that
     /// memory, except memblock's reservations, must be unused: the node owns it from now on.
-    pub unsafe fn init(mb: &mut MemBlock, dm: DirectMap, limits: ZoneLimits) -> Result<Node, NodeInitError> {
+    pub unsafe fn init(
+        mb: &mut MemBlock,
+        dm: DirectMap,
+        limits: ZoneLimits,
+        vmemmap: &mut dyn VmemmapBacking,
+    ) -> Result<Node, NodeInitError> {
         // SAFETY: the caller's contract.
-        unsafe { Node::init_with_sections(mb, dm, limits, SECTION_SIZE_BITS, 0) }
+        unsafe { Node::init_with_sections(mb, dm, limits, SECTION_SIZE_BITS, 0, vmemmap) }
     }
 
     /// [`Node::init`] with another section size (host tests use small sections to keep
@@ -262,6 +267,7 @@ impl Node {
         limits: ZoneLimits,
         section_bits: u32,
         node_id: u8,
+        vmemmap: &mut dyn VmemmapBacking,
     ) -> Result<Node, NodeInitError> {
         if mb.is_retired() {
             return Err(NodeInitError::MemBlockRetired);
@@ -274,8 +280,9 @@ impl Node {
             });
         }
         // SAFETY: the caller guarantees `dm` maps the memory and memblock's free memory is unused.
-        let mem_map =
-            unsafe { MemMap::new(mb, dm, section_bits, node_id, |pfn| limits.zone_of_pfn(pfn) as u8) }?;
+        let mem_map = unsafe {
+            MemMap::new(mb, dm, section_bits, node_id, |pfn| limits.zone_of_pfn(pfn) as u8, vmemmap)
+        }?;
         let mut zones = ZoneType::ALL.map(|zt| Zone::new(zt, node_id));
 
         // Spans and present pages from the memory ranges, split at the zone limits.
@@ -380,8 +387,8 @@ impl Node {
     ) {
         while order < MAX_PAGE_ORDER {
             let buddy_pfn = Pfn(pfn.0 ^ (1 << order));
-            // Within a section (always, with 128 MiB sections) descriptor indices follow pfns,
-            // so the buddy's index is found without the section table.
+            // Indices are pfns. Within a section (always, with 128 MiB sections) the buddy has a
+            // descriptor; across sections (small test sections) its section may have none.
             let bidx = if order < self.mem_map.section_page_bits() {
                 idx ^ (1 << order)
             } else {
@@ -412,8 +419,8 @@ impl Node {
     /// free lists, from `pfn_to_index`, or from block arithmetic inside a free block.
     #[inline]
     pub(super) fn desc(&self, idx: u32) -> &Page {
-        debug_assert!((idx as usize) < self.mem_map.nr_pages());
-        // SAFETY: indices in the free lists and from `pfn_to_index` are below `nr_pages`; the
+        debug_assert!((idx as u64) < self.mem_map.end_pfn());
+        // SAFETY: indices in the free lists and from `pfn_to_index` are below `end_pfn`; the
         // halves `expand` computes lie inside a free block, whose pages all have descriptors.
         unsafe { self.mem_map.page_at_unchecked(idx) }
     }
@@ -557,7 +564,7 @@ fn for_each_zone_run(limits: &ZoneLimits, start: u64, end: u64, mut f: impl FnMu
 #[inline(always)]
 fn list_add(mm: &MemMap, fa: &mut FreeArea, idx: u32, order: u32) {
     use core::sync::atomic::Ordering::Relaxed;
-    debug_assert!((idx as usize) < mm.nr_pages());
+    debug_assert!((idx as u64) < mm.end_pfn());
     // SAFETY: valid index (see above).
     let page = unsafe { mm.page_at_unchecked(idx) };
     let head = fa.head[order as usize];
@@ -690,6 +697,10 @@ impl PageProvider for Node {
     #[inline]
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         Node::page(self, pfn)
+    }
+    #[inline(always)]
+    fn descriptor(&self, pfn: Pfn) -> Option<&Page> {
+        self.mem_map.descriptor(pfn)
     }
     #[inline]
     fn direct_map(&self) -> DirectMap {
