@@ -83,17 +83,68 @@ fn might_sleep_report(gfp: GfpFlags, loc: &'static core::panic::Location<'static
     );
 }
 
-/// The per-CPU page list slot of the running CPU: order-0 pages come from and go to this CPU's
-/// own list (its lock is then uncontended), by logical CPU id.
+/// The per-CPU page list slot of the running CPU (`smp_processor_id()` through GS): order-0..3
+/// pages come from and go to this CPU's own lists, which only this CPU touches (with interrupts
+/// off), by logical CPU id. Ids are below `NR_CPUS` (bring-up starts no more CPUs).
 #[inline]
 pub fn this_cpu() -> CpuId {
     CpuId::new(crate::arch::percpu::cpu_id() as usize).unwrap_or(CpuId::BOOT)
 }
 
+/// Installs the mm crate's CPU hooks: which CPU is running (for the slab's per-CPU slots and
+/// the page allocator's own `alloc_pages`/`free_pages` entry points) and the cross-CPU call
+/// that lets each CPU drain, reconfigure or check its own per-CPU page lists
+/// ([`cross_cpu_call`]). Called once at boot, before any application processor runs.
+pub(super) fn init_cpu_hooks() {
+    ::mm::cpus::set_this_cpu_fn(checked_this_cpu);
+    ::mm::cpus::set_cross_cpu_call_fn(cross_cpu_call);
+}
+
+/// [`this_cpu`] for the mm crate's hook: a CPU without a slot is a bring-up bug, not a slot to
+/// share (sharing one would let two CPUs into the same per-CPU state).
+fn checked_this_cpu() -> CpuId {
+    let cpu = crate::arch::percpu::cpu_id() as usize;
+    CpuId::new(cpu).unwrap_or_else(|| panic!("CPU {cpu} has no per-CPU slot (NR_CPUS)"))
+}
+
+/// The mm crate's cross-CPU call (`::mm::cpus::CrossCpuCallFn`, Linux's
+/// `on_each_cpu_mask(mask, f, NULL, true)`): `f` on every online CPU of `mask`, the others by
+/// IPI ([`smp_call_function_many`](crate::arch::smp_call::smp_call_function_many), in interrupt
+/// context), the caller's own last with interrupts off; returns once all have returned.
+///
+/// Refused (false, nothing run) in an interrupt handler or with interrupts disabled. Deadlock
+/// analysis: the caller waits for each target to take the IPI. A target spinning with
+/// interrupts off on a lock cannot take it until it gets the lock, so the caller must hold no
+/// lock a target may spin on with interrupts off: the zone locks, the slab's cache and registry
+/// locks, the vmap lock and every other `IrqSpinLock` are always held with interrupts off,
+/// which is why interrupts-off is refused here. The waiting caller keeps interrupts on (it
+/// takes other CPUs' calls meanwhile, so two CPUs calling each other both finish) and serves
+/// TLB shootdowns (a vmap-lock holder flushing does not wait for it either). What the targets
+/// run (the per-CPU page list operations) takes only the zone locks, whose holders never wait
+/// for another CPU. Plain spinlocks a target may take with interrupts off (in an interrupt
+/// handler) are the caller's to avoid: the page allocator makes these calls only for requests
+/// that may block, whose callers hold no spinlock (`might_sleep`).
+fn cross_cpu_call(mask: ::mm::cpus::CpuMask, f: &(dyn Fn() + Sync)) -> bool {
+    use crate::arch::smp_call::{smp_call_function_many, CpuMask};
+    if crate::arch::in_interrupt() || crate::arch::interrupts::irqs_disabled() {
+        return false;
+    }
+    let mask = CpuMask(mask);
+    if smp_call_function_many(mask, f).is_err() {
+        return false;
+    }
+    if mask.contains(crate::arch::percpu::cpu_id() as usize) {
+        x86_64::instructions::interrupts::without_interrupts(f);
+    }
+    true
+}
+
 /// Linux's `drain_all_pages(NULL)`: every CPU's per-CPU page lists back to the buddy lists.
-/// Drained remotely, from the calling CPU, under each list's lock (as Linux does since the
-/// pcp lists became spinlock-protected, 5.19): no IPI is needed, and a list's owner that is
-/// allocating at the same time just waits for the lock. Returns the pages drained.
+/// Each CPU drains its own lists in a cross-CPU call ([`cross_cpu_call`]: an IPI to every other
+/// online CPU, as Linux before 5.19 and `on_each_cpu`), since only a list's own CPU touches it.
+/// The caller must hold no spinlock (see there for why); in an interrupt handler or with
+/// interrupts off no IPI can be sent, and only the running CPU's lists are drained. Returns the
+/// pages drained.
 pub fn drain_all_pages() -> u64 {
     node().drain_pages()
 }
