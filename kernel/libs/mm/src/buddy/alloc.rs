@@ -71,13 +71,17 @@ impl Node {
     #[inline]
     fn rmqueue_pcplist_fast(&self, cpu: CpuId) -> Option<u32> {
         let highest = ZoneType::Normal as usize;
-        let zone = &self.zones[self.normal_first as usize];
+        debug_assert!((self.normal_first as usize) < self.zones.len());
+        // SAFETY: `normal_first` is set once, by `init`, to a zone index (`rposition` over the
+        // zones, or Normal): always in bounds. (Unchecked: the bounds check is two instructions
+        // of the order-0 fast path.)
+        let zone = unsafe { self.zones.get_unchecked(self.normal_first as usize) };
         if zone.free_pages() <= zone.low_wmark_pages() + zone.lowmem_reserve[highest] {
             return None;
         }
         let mut pcp = self.pcp_enter(zone, cpu);
         // rmqueue_pcplist: an allocation halves the run of frees that scales spills.
-        pcp.l.free_count >>= 1;
+        pcp.l().free_count >>= 1;
         let idx = pcp.pop_head(&self.mem_map, 0);
         drop(pcp);
         let idx = idx?;
@@ -201,11 +205,11 @@ impl Node {
             return None;
         }
         let mut pcp = self.pcp_enter(zone, cpu);
-        pcp.l.free_count >>= 1;
+        pcp.l().free_count >>= 1;
         let idx = match pcp.pop_head(&self.mem_map, order) {
             Some(idx) => idx,
             None => {
-                if self.pcp_refill(zone, &mut pcp, order) == 0 {
+                if self.pcp_refill(zone, pcp.reborrow(), order) == 0 {
                     return None;
                 }
                 pcp.pop_head(&self.mem_map, order)?
@@ -277,26 +281,26 @@ impl Node {
     fn free_unref_page_commit(&self, cpu: CpuId, zone: &Zone, idx: u32, order: u32) {
         let mut pcp = self.pcp_enter(zone, cpu);
         // A free halves the refill scaling of nr_pcp_alloc.
-        pcp.l.alloc_factor >>= 1;
+        pcp.l().alloc_factor >>= 1;
         pcp.push_head(&self.mem_map, order, idx);
         let batch = pcp.batch();
         let mut free_high = false;
         if order != 0 {
             // High-order pages on lists fragment memory: a run of them is spilled at once.
-            free_high = pcp.l.free_count >= batch && pcp.l.flags & PCPF_PREV_FREE_HIGH_ORDER != 0;
-            pcp.l.flags |= PCPF_PREV_FREE_HIGH_ORDER;
+            free_high = pcp.l().free_count >= batch && pcp.l().flags & PCPF_PREV_FREE_HIGH_ORDER != 0;
+            pcp.l().flags |= PCPF_PREV_FREE_HIGH_ORDER;
         } else {
             // (Linux tests the bit first to keep the cache line clean; here it is the same line
             // as `count`, so an unconditional store is one branch less.)
-            pcp.l.flags &= !PCPF_PREV_FREE_HIGH_ORDER;
+            pcp.l().flags &= !PCPF_PREV_FREE_HIGH_ORDER;
         }
-        if pcp.l.free_count < batch << PCP_BATCH_SCALE_MAX {
-            pcp.l.free_count += 1 << order;
+        if pcp.l().free_count < batch << PCP_BATCH_SCALE_MAX {
+            pcp.l().free_count += 1 << order;
         }
         // `nr_pcp_high` changes nothing and returns `high` unless one of these holds (`high` is
         // kept within [high_min, high_max], up to a configuration change the slow path clamps).
         if pcp.count() >= pcp.high() || free_high || zone.below_high.load(Relaxed) {
-            self.pcp_commit_slow(zone, &mut pcp, order, free_high);
+            self.pcp_commit_slow(zone, pcp.reborrow(), order, free_high);
         }
     }
 

@@ -88,7 +88,7 @@ impl Node {
             }
             let idx = match pcp.pop_head(&self.mem_map, 0) {
                 Some(idx) => Some(idx),
-                None if self.pcp_refill(zone, &mut pcp, 0) != 0 => pcp.pop_head(&self.mem_map, 0),
+                None if self.pcp_refill(zone, pcp.reborrow(), 0) != 0 => pcp.pop_head(&self.mem_map, 0),
                 None => None,
             };
             let Some(idx) = idx else {

@@ -113,6 +113,7 @@ use crate::mem_map::MemMap;
 use crate::page::NO_PAGE;
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// CPU slots per zone (the project-wide [`crate::NR_CPUS`]). The caller of
@@ -258,10 +259,7 @@ impl PerCpuPages {
     #[inline(always)]
     pub(crate) fn enter(&self) -> PcpGuard<'_> {
         let slot = self.slot.enter();
-        // SAFETY: `slot` makes this the only guard of these lists until it drops (see the
-        // `Sync` impl), and the `&mut` does not outlive the guard.
-        let l = unsafe { &mut *self.local.get() };
-        PcpGuard { pcp: self, l, _slot: slot }
+        PcpGuard { r: PcpRef { pcp: self, owner: PhantomData }, _slot: slot }
     }
 
     /// The figures other CPUs may read (each a relaxed load: exact for its field).
@@ -291,15 +289,61 @@ impl PerCpuPages {
     }
 }
 
-/// The running CPU inside its own lists (interrupts off): plain access to the owner-only part,
-/// and the shared counters with relaxed loads and stores.
+/// The running CPU inside its own lists (interrupts off until it drops): a [`PcpRef`].
 pub(crate) struct PcpGuard<'a> {
-    pcp: &'a PerCpuPages,
-    pub(crate) l: &'a mut PcpLocal,
+    r: PcpRef<'a>,
     _slot: CpuSlotGuard<'a>,
 }
 
-impl PcpGuard<'_> {
+impl<'a> core::ops::Deref for PcpGuard<'a> {
+    type Target = PcpRef<'a>;
+    #[inline(always)]
+    fn deref(&self) -> &PcpRef<'a> {
+        &self.r
+    }
+}
+
+impl<'a> core::ops::DerefMut for PcpGuard<'a> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut PcpRef<'a> {
+        &mut self.r
+    }
+}
+
+/// Access to lists the running CPU has entered: plain access to the owner-only part
+/// ([`PcpRef::l`]), the shared counters with relaxed loads and stores. One pointer, so that the
+/// out-of-line slow paths take it by value in a register (a guard passed by reference would be
+/// spilled to the stack on every fast path). Made only by [`PerCpuPages::enter`] (inside its
+/// guard) and [`PcpRef::reborrow`].
+pub(crate) struct PcpRef<'a> {
+    pcp: &'a PerCpuPages,
+    owner: PhantomData<&'a mut PcpLocal>,
+}
+
+impl PcpRef<'_> {
+    /// The owner-only part.
+    #[inline(always)]
+    pub(crate) fn l(&mut self) -> &mut PcpLocal {
+        // SAFETY: a `PcpRef` exists only inside the guard of its lists (`enter`), which no other
+        // CPU (host: thread) holds meanwhile, and only one is usable at a time (`reborrow`
+        // borrows the original mutably); `&mut self` makes this the only reference derived
+        // from it.
+        unsafe { &mut *self.pcp.local.get() }
+    }
+
+    /// The lists, read only.
+    #[inline(always)]
+    pub(crate) fn lists(&self) -> &[PcpList; NR_PCP_LISTS] {
+        // SAFETY: as in `l`; `&self` excludes a `&mut` from `l` while this borrow lives.
+        unsafe { &(*self.pcp.local.get()).lists }
+    }
+
+    /// The same access for a callee (the original is unusable until the copy is dropped).
+    #[inline(always)]
+    pub(crate) fn reborrow(&mut self) -> PcpRef<'_> {
+        PcpRef { pcp: self.pcp, owner: PhantomData }
+    }
+
     #[inline(always)]
     pub(crate) fn count(&self) -> u32 {
         self.pcp.count.load(Relaxed)
@@ -341,7 +385,7 @@ impl PcpGuard<'_> {
     /// Pushes block `idx` of `order` at the head (hot end) of its list.
     #[inline(always)]
     pub(crate) fn push_head(&mut self, mm: &MemMap, order: u32, idx: u32) {
-        let list = &mut self.l.lists[order as usize];
+        let list = &mut self.l().lists[order as usize];
         // SAFETY: `idx` and the list entries are valid descriptor indices (they come from
         // `pfn_to_index` or the buddy lists).
         let page = unsafe { mm.page_at_unchecked(idx) };
@@ -360,7 +404,7 @@ impl PcpGuard<'_> {
     /// Appends block `idx` of `order` at the tail (cold end) of its list.
     #[inline]
     pub(crate) fn push_tail(&mut self, mm: &MemMap, order: u32, idx: u32) {
-        let list = &mut self.l.lists[order as usize];
+        let list = &mut self.l().lists[order as usize];
         // SAFETY: as in `push_head`.
         let page = unsafe { mm.page_at_unchecked(idx) };
         page.next.store(NO_PAGE, Relaxed);
@@ -378,7 +422,7 @@ impl PcpGuard<'_> {
     /// Takes the head block of the `order` list.
     #[inline(always)]
     pub(crate) fn pop_head(&mut self, mm: &MemMap, order: u32) -> Option<u32> {
-        let list = &mut self.l.lists[order as usize];
+        let list = &mut self.l().lists[order as usize];
         let idx = list.head;
         if idx == NO_PAGE {
             return None;
@@ -399,7 +443,7 @@ impl PcpGuard<'_> {
     /// Takes the tail block of the `order` list.
     #[inline]
     pub(crate) fn pop_tail(&mut self, mm: &MemMap, order: u32) -> Option<u32> {
-        let list = &mut self.l.lists[order as usize];
+        let list = &mut self.l().lists[order as usize];
         let idx = list.tail;
         if idx == NO_PAGE {
             return None;
@@ -418,15 +462,16 @@ impl PcpGuard<'_> {
     }
 
     /// The owner-only tuning state.
-    pub(crate) fn tuning(&self) -> PcpTuning {
-        PcpTuning { free_count: self.l.free_count, alloc_factor: self.l.alloc_factor, flags: self.l.flags }
+    pub(crate) fn tuning(&mut self) -> PcpTuning {
+        let l = self.l();
+        PcpTuning { free_count: l.free_count, alloc_factor: l.alloc_factor, flags: l.flags }
     }
 }
 
 /// Linux 6.12's `nr_pcp_high`: the `high` a free of a block compares `count` with, adjusting
 /// `pcp.high` on the way (`free_high`: consecutive high-order frees; `below_high`: the zone's
 /// `ZONE_BELOW_HIGH`).
-pub(crate) fn nr_pcp_high(pcp: &mut PcpGuard<'_>, batch: u32, free_high: bool, below_high: bool) -> u32 {
+pub(crate) fn nr_pcp_high(pcp: &mut PcpRef<'_>, batch: u32, free_high: bool, below_high: bool) -> u32 {
     let (high, high_min, high_max) = pcp.clamp_high();
     if high == 0 {
         return 0;
@@ -440,12 +485,12 @@ pub(crate) fn nr_pcp_high(pcp: &mut PcpGuard<'_>, batch: u32, free_high: bool, b
         return high;
     }
     if below_high {
-        let free_count = pcp.l.free_count.max(batch);
+        let free_count = pcp.l().free_count.max(batch);
         pcp.set_high(high.saturating_sub(free_count).max(high_min));
         return pcp.count().max(high_min);
     }
     if pcp.count() >= high {
-        let need_high = pcp.l.free_count + batch;
+        let need_high = pcp.l().free_count + batch;
         // `high` should be large enough to hold `batch` freed pages.
         if high < need_high {
             pcp.set_high(need_high.clamp(high_min, high_max));
@@ -455,7 +500,7 @@ pub(crate) fn nr_pcp_high(pcp: &mut PcpGuard<'_>, batch: u32, free_high: bool, b
 }
 
 /// Linux 6.12's `nr_pcp_free`: pages a spill gives back.
-pub(crate) fn nr_pcp_free(pcp: &PcpGuard<'_>, batch: u32, high: u32, free_high: bool) -> u32 {
+pub(crate) fn nr_pcp_free(pcp: &mut PcpRef<'_>, batch: u32, high: u32, free_high: bool) -> u32 {
     // Free as much as possible if batch freeing high-order pages.
     if free_high {
         return pcp.count().min(batch << PCP_BATCH_SCALE_MAX);
@@ -466,19 +511,19 @@ pub(crate) fn nr_pcp_free(pcp: &PcpGuard<'_>, batch: u32, high: u32, free_high: 
     }
     // Leave at least `batch` pages; spill as many as were freed in a row. (Linux's `clamp_t`
     // gives the upper bound when the bounds cross, `high < 2 * batch`.)
-    pcp.l.free_count.max(batch).min(high - batch)
+    pcp.l().free_count.max(batch).min(high - batch)
 }
 
 /// Linux 6.12's `nr_pcp_alloc`: blocks of `order` a refill of an empty list takes, raising
 /// `high` (by the batch, up to `high_max`) and `alloc_factor` on the way.
-pub(crate) fn nr_pcp_alloc(pcp: &mut PcpGuard<'_>, order: u32, below_high: bool) -> u32 {
+pub(crate) fn nr_pcp_alloc(pcp: &mut PcpRef<'_>, order: u32, below_high: bool) -> u32 {
     let base_batch = pcp.batch();
     let (mut high, high_min, high_max) = pcp.clamp_high();
     // PCP disabled.
     if high < base_batch {
         return 1;
     }
-    let mut batch = if order != 0 { base_batch } else { base_batch << pcp.l.alloc_factor };
+    let mut batch = if order != 0 { base_batch } else { base_batch << pcp.l().alloc_factor };
     // A larger `high` could have avoided going to the zone.
     if high_min != high_max && !below_high {
         high = (high + batch).min(high_max);
@@ -487,8 +532,8 @@ pub(crate) fn nr_pcp_alloc(pcp: &mut PcpGuard<'_>, order: u32, below_high: bool)
     if order == 0 {
         let max_nr_alloc = high.saturating_sub(pcp.count() + base_batch).max(base_batch);
         // Double the refill for each refill without a free in between.
-        if batch <= max_nr_alloc && (pcp.l.alloc_factor as u32) < PCP_BATCH_SCALE_MAX {
-            pcp.l.alloc_factor += 1;
+        if batch <= max_nr_alloc && (pcp.l().alloc_factor as u32) < PCP_BATCH_SCALE_MAX {
+            pcp.l().alloc_factor += 1;
         }
         batch = batch.min(max_nr_alloc);
     }
@@ -502,7 +547,7 @@ pub(crate) fn nr_pcp_alloc(pcp: &mut PcpGuard<'_>, order: u32, below_high: bool)
 /// Linux 6.12's `decay_pcp_high` (the vmstat worker's part): lowers `high` by an eighth, at
 /// most `batch << PCP_BATCH_SCALE_MAX` below `count`, not below `high_min`. Returns the pages
 /// to give back (`count - high`, if positive); the caller spills them.
-pub(crate) fn decay_pcp_high(pcp: &mut PcpGuard<'_>) -> u32 {
+pub(crate) fn decay_pcp_high(pcp: &mut PcpRef<'_>) -> u32 {
     let (high_min, batch) = (pcp.high_min(), pcp.batch());
     let high = pcp.high();
     if high > high_min {

@@ -73,7 +73,7 @@ impl Node {
         let walk = |c: CpuId| {
             let f = &mut *f.lock();
             let pcp = self.pcp_enter(zone, c);
-            for (order, list) in pcp.l.lists.iter().enumerate() {
+            for (order, list) in pcp.lists().iter().enumerate() {
                 let mut idx = list.head;
                 while idx != NO_PAGE {
                     f(c.index(), self.mem_map.index_to_pfn(idx), order as u32);
@@ -122,10 +122,10 @@ impl Node {
         let each = |c: CpuId| {
             let mut pcp = self.pcp_enter(zone, c);
             let count = pcp.count();
-            self.pcp_spill(zone, &mut pcp, count, 0);
+            self.pcp_spill(zone, pcp.reborrow(), count, 0);
             zone.pcp[c.index()].pageset_update(batch, high_min, high_max);
             pcp.set_high(high_min);
-            (pcp.l.free_count, pcp.l.alloc_factor, pcp.l.flags) = (0, 0, 0);
+            (pcp.l().free_count, pcp.l().alloc_factor, pcp.l().flags) = (0, 0, 0);
         };
         if !on_each_cpu(&each) {
             zone.pcp_manual.store(was_manual, Relaxed);
@@ -157,7 +157,7 @@ impl Node {
         for (zi, zone) in self.zones.iter().enumerate() {
             let pcp = self.pcp_enter(zone, cpu);
             let mut pages = 0u64;
-            for (order, list) in pcp.l.lists.iter().enumerate() {
+            for (order, list) in pcp.lists().iter().enumerate() {
                 let (mut n, mut prev, mut idx) = (0u64, NO_PAGE, list.head);
                 while idx != NO_PAGE {
                     let p = self.mem_map.page_at(idx);

@@ -5,7 +5,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::pcp::{decay_pcp_high, nr_pcp_alloc, nr_pcp_free, nr_pcp_high, PcpGuard, NR_PCP_LISTS};
+use super::pcp::{decay_pcp_high, nr_pcp_alloc, nr_pcp_free, nr_pcp_high, PcpGuard, PcpRef, NR_PCP_LISTS};
 use super::{CpuId, Node};
 use crate::cpus::{self, on_each_cpu};
 use crate::page::PageState;
@@ -30,8 +30,8 @@ impl Node {
     /// zone's buddy lists (`rmqueue_bulk`), under the zone lock. Returns the blocks added (0 when
     /// the zone has no block of that order or larger).
     #[inline(never)]
-    pub(super) fn pcp_refill(&self, zone: &Zone, pcp: &mut PcpGuard<'_>, order: u32) -> u32 {
-        let want = nr_pcp_alloc(pcp, order, zone.below_high.load(Relaxed));
+    pub(super) fn pcp_refill(&self, zone: &Zone, mut pcp: PcpRef<'_>, order: u32) -> u32 {
+        let want = nr_pcp_alloc(&mut pcp, order, zone.below_high.load(Relaxed));
         let mut fa = zone.free_area.lock();
         let mut n = 0;
         while n < want {
@@ -54,7 +54,7 @@ impl Node {
     /// buddy lists, merging them, round-robin over the orders starting with `pindex`
     /// (Linux 6.12's `free_pcppages_bulk`), under the zone lock.
     #[inline(never)]
-    pub(super) fn pcp_spill(&self, zone: &Zone, pcp: &mut PcpGuard<'_>, nr: u32, pindex: usize) {
+    pub(super) fn pcp_spill(&self, zone: &Zone, mut pcp: PcpRef<'_>, nr: u32, pindex: usize) {
         let mut count = nr.min(pcp.count()) as i64;
         if count == 0 {
             return;
@@ -66,7 +66,7 @@ impl Node {
         while count > 0 {
             loop {
                 pindex = (pindex + 1) % NR_PCP_LISTS;
-                if !pcp.l.lists[pindex].is_empty() {
+                if !pcp.lists()[pindex].is_empty() {
                     break;
                 }
             }
@@ -89,12 +89,12 @@ impl Node {
     /// caller saw `count >= high`, a zone below its high watermark, or a free of order 1..3 that
     /// follows others (`free_high`). Runs `nr_pcp_high` and spills `nr_pcp_free` pages.
     #[inline(never)]
-    pub(super) fn pcp_commit_slow(&self, zone: &Zone, pcp: &mut PcpGuard<'_>, order: u32, free_high: bool) {
+    pub(super) fn pcp_commit_slow(&self, zone: &Zone, mut pcp: PcpRef<'_>, order: u32, free_high: bool) {
         let batch = pcp.batch();
-        let high = nr_pcp_high(pcp, batch, free_high, zone.below_high.load(Relaxed));
+        let high = nr_pcp_high(&mut pcp, batch, free_high, zone.below_high.load(Relaxed));
         if pcp.count() >= high {
-            let nr = nr_pcp_free(pcp, batch, high, free_high);
-            self.pcp_spill(zone, pcp, nr, order as usize);
+            let nr = nr_pcp_free(&mut pcp, batch, high, free_high);
+            self.pcp_spill(zone, pcp.reborrow(), nr, order as usize);
         }
     }
 
@@ -103,7 +103,7 @@ impl Node {
     pub(super) fn drain_zone_local(&self, zone: &Zone, cpu: CpuId) -> u64 {
         let mut pcp = self.pcp_enter(zone, cpu);
         let count = pcp.count();
-        self.pcp_spill(zone, &mut pcp, count, 0);
+        self.pcp_spill(zone, pcp.reborrow(), count, 0);
         count as u64
     }
 
@@ -179,7 +179,7 @@ impl Node {
                 let to_drain = decay_pcp_high(&mut pcp);
                 if to_drain > 0 {
                     let before = pcp.count();
-                    self.pcp_spill(zone, &mut pcp, to_drain, 0);
+                    self.pcp_spill(zone, pcp.reborrow(), to_drain, 0);
                     given.fetch_add((before - pcp.count()) as u64, Relaxed);
                 }
             }
