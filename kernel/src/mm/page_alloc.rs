@@ -163,7 +163,18 @@ pub fn alloc_pages(gfp: GfpFlags, order: u32) -> Result<PhysFrame, AllocError> {
 #[track_caller]
 #[inline]
 pub(crate) fn alloc_pfn(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
-    match node().alloc_pages_cpu_at(this_cpu(), gfp, order, core::panic::Location::caller()) {
+    match node().alloc_pages_fast(this_cpu(), gfp, order) {
+        Some(pfn) => Ok(pfn),
+        None => alloc_pfn_general(gfp, order),
+    }
+}
+
+/// Everything [`alloc_pfn`]'s inlined fast path does not cover, out of line (so that the fast
+/// path needs no stack frame): the buddy allocator's general path, then the slow path.
+#[track_caller]
+#[inline(never)]
+fn alloc_pfn_general(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+    match node().alloc_pages_general_at(this_cpu(), gfp, order, core::panic::Location::caller()) {
         Ok(pfn) => Ok(pfn),
         Err(e) => alloc_slowpath(gfp, order, e),
     }
@@ -296,7 +307,19 @@ fn warn_failure(gfp: GfpFlags, order: u32, err: AllocError) -> AllocError {
 #[track_caller]
 #[inline]
 pub fn __free_pages(frame: PhysFrame, order: u32) -> Result<(), FreePagesError> {
-    let result = node().free_pages_cpu(this_cpu(), Pfn::from_phys(frame.start_address()), order);
+    let pfn = Pfn::from_phys(frame.start_address());
+    if node().free_pages_fast(this_cpu(), pfn, order) {
+        return Ok(());
+    }
+    free_pages_general(pfn, order)
+}
+
+/// Everything [`__free_pages`]'s inlined fast path does not cover, out of line: the buddy
+/// allocator's general path and the report of a refused free.
+#[track_caller]
+#[inline(never)]
+fn free_pages_general(pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+    let result = node().free_pages_general(this_cpu(), pfn, order);
     if let Err(e) = &result {
         report_refused_free(e, core::panic::Location::caller());
     }

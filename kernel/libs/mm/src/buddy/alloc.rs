@@ -50,19 +50,30 @@ impl Node {
         order: u32,
         caller: &'static core::panic::Location<'static>,
     ) -> Result<Pfn, AllocError> {
-        // Fast path (inlined into callers): order 0 with no zone modifier and no reserve access,
-        // served by the first zone of the Normal zonelist when it is above its watermark and
-        // the list is not empty. Exactly what the general path below would do in that case.
+        if let Some(pfn) = self.alloc_pages_fast(cpu, gfp, order) {
+            return Ok(pfn);
+        }
+        self.alloc_pages_slow(cpu, gfp, order, caller)
+    }
+
+    /// The fast path of [`Node::alloc_pages_cpu_at`] alone: order 0 with no zone modifier and
+    /// no reserve access, served by the first zone of the Normal zonelist when it is above its
+    /// watermark and the list is not empty (exactly what the general path would do then), with
+    /// `fail_page_alloc` and `init_on_alloc` sending order 0 elsewhere. `None`: the caller makes
+    /// the full call, which starts with the same test. For callers that put everything else
+    /// out of line (the kernel's `alloc_pages`, whose fast path then needs no stack frame).
+    #[inline(always)]
+    pub fn alloc_pages_fast(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Option<Pfn> {
         const SLOW: GfpFlags = GfpFlags::__GFP_DMA
             .union(GfpFlags::__GFP_DMA32)
             .union(GfpFlags::__GFP_HIGH)
             .union(GfpFlags::__GFP_ZERO);
         if order == 0 && !gfp.intersects(SLOW) && !self.order0_slow.load(Relaxed) {
             if let Some(idx) = self.rmqueue_pcplist_fast(cpu) {
-                return Ok(self.mem_map.index_to_pfn(idx));
+                return Some(self.mem_map.index_to_pfn(idx));
             }
         }
-        self.alloc_pages_slow(cpu, gfp, order, caller)
+        None
     }
 
     /// The fast path of [`Node::alloc_pages_cpu`]: the first populated zone of the Normal
@@ -90,9 +101,23 @@ impl Node {
         Some(idx)
     }
 
-    /// Everything [`Node::alloc_pages_cpu`]'s fast path does not cover.
+    /// Everything [`Node::alloc_pages_cpu`]'s fast path does not cover, out of line.
     #[inline(never)]
     fn alloc_pages_slow(
+        &self,
+        cpu: CpuId,
+        gfp: GfpFlags,
+        order: u32,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<Pfn, AllocError> {
+        self.alloc_pages_general_at(cpu, gfp, order, caller)
+    }
+
+    /// [`Node::alloc_pages_cpu_at`] without its fast path ([`Node::alloc_pages_fast`]): for a
+    /// caller that tried that first and has its own out-of-line function for the rest (the
+    /// kernel's `alloc_pages`), into which this is inlined, so that the rest costs one call.
+    #[inline(always)]
+    pub fn alloc_pages_general_at(
         &self,
         cpu: CpuId,
         gfp: GfpFlags,
@@ -254,8 +279,18 @@ impl Node {
     /// the CPU that allocated the page, as on Linux). A list above `high` gives `batch` pages back.
     #[inline(always)]
     pub fn free_pages_cpu(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
-        // Fast path (inlined into callers): a managed order-0 `Allocated` page, claimed by one
-        // atomic transition. Everything else, errors included, takes the general path.
+        if self.free_pages_fast(cpu, pfn, order) {
+            return Ok(());
+        }
+        self.free_pages_slow(cpu, pfn, order)
+    }
+
+    /// The fast path of [`Node::free_pages_cpu`] alone: a managed order-0 `Allocated` page
+    /// with no other reference, claimed by one atomic transition (so a double free never gets
+    /// past it), onto `cpu`'s list. `false`, with nothing changed: the caller makes the full
+    /// call, which classifies everything else, errors included.
+    #[inline(always)]
+    pub fn free_pages_fast(&self, cpu: CpuId, pfn: Pfn, order: u32) -> bool {
         if order == 0 && !self.auto_init.init_on_free() {
             if let Some(idx) = self.mem_map.pfn_to_index(pfn) {
                 let page = self.desc(idx);
@@ -266,11 +301,11 @@ impl Node {
                     && page.try_set_state(PageState::Allocated, PageState::PcpFree)
                 {
                     self.free_unref_page_commit(cpu, &self.zones[page.zone() as usize], idx, 0);
-                    return Ok(());
+                    return true;
                 }
             }
         }
-        self.free_pages_slow(cpu, pfn, order)
+        false
     }
 
     /// Linux 6.12's `free_unref_page_commit`: pushes a block of order 0..=3 (already
@@ -304,9 +339,16 @@ impl Node {
         }
     }
 
-    /// Everything [`Node::free_pages_cpu`]'s fast path does not cover.
+    /// Everything [`Node::free_pages_cpu`]'s fast path does not cover, out of line.
     #[inline(never)]
     fn free_pages_slow(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        self.free_pages_general(cpu, pfn, order)
+    }
+
+    /// [`Node::free_pages_cpu`] without its fast path ([`Node::free_pages_fast`]), as
+    /// [`Node::alloc_pages_general_at`]: inlined into the caller's out-of-line function.
+    #[inline(always)]
+    pub fn free_pages_general(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         if order > MAX_PAGE_ORDER {
             return Err(FreePagesError::OrderTooLarge { order });
         }

@@ -389,13 +389,15 @@ impl PcpRef<'_> {
         // SAFETY: `idx` and the list entries are valid descriptor indices (they come from
         // `pfn_to_index` or the buddy lists).
         let page = unsafe { mm.page_at_unchecked(idx) };
-        page.next.store(list.head, Relaxed);
+        // Read once: the compiler cannot tell that the descriptor stores below leave it alone.
+        let head = list.head;
+        page.next.store(head, Relaxed);
         page.prev.store(NO_PAGE, Relaxed);
-        if list.head == NO_PAGE {
+        if head == NO_PAGE {
             list.tail = idx;
         } else {
             // SAFETY: list entries are valid indices.
-            unsafe { mm.page_at_unchecked(list.head) }.prev.store(idx, Relaxed);
+            unsafe { mm.page_at_unchecked(head) }.prev.store(idx, Relaxed);
         }
         list.head = idx;
         self.set_count(self.count() + (1 << order));
