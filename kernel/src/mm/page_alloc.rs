@@ -129,6 +129,7 @@ fn cross_cpu_call(mask: ::mm::cpus::CpuMask, f: &(dyn Fn() + Sync)) -> bool {
     if crate::arch::in_interrupt() || crate::arch::interrupts::irqs_disabled() {
         return false;
     }
+    MM_CROSS_CPU_CALLS.fetch_add(1, Relaxed);
     let mask = CpuMask(mask);
     if smp_call_function_many(mask, f).is_err() {
         return false;
@@ -138,6 +139,10 @@ fn cross_cpu_call(mask: ::mm::cpus::CpuMask, f: &(dyn Fn() + Sync)) -> bool {
     }
     true
 }
+
+/// Cross-CPU calls made for the mm crate (per-CPU page list drains and checks; tests and the
+/// stress report read it).
+pub static MM_CROSS_CPU_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Linux's `drain_all_pages(NULL)`: every CPU's per-CPU page lists back to the buddy lists.
 /// Each CPU drains its own lists in a cross-CPU call ([`cross_cpu_call`]: an IPI to every other

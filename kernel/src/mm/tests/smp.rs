@@ -356,15 +356,17 @@ pub(crate) fn run_mix(ops: u64, with_timer: bool) {
     let mut ctl = stress::Control::new(&never, None);
     let irq: Option<(&dyn Fn(), &dyn Fn() -> u64)> =
         if with_timer { Some((&stress::timer::start, &timer_stop)) } else { None };
+    let calls = crate::mm::page_alloc::MM_CROSS_CPU_CALLS.load(Relaxed);
     let r = stress::run(ops, CpuMask::online(), &mut ctl, irq).expect("the stress workload starts");
     crate::info!(
         "smp mix: {} CPUs x {ops} ops in {} ms, {} objects handed across CPUs, {} GFP_ATOMIC ops in \
-         timer interrupts, {} allocations refused",
+         timer interrupts, {} allocations refused, {} per-CPU page list IPI rounds",
         r.cpus,
         r.ms,
         r.handed,
         r.irq_ops,
-        r.refused
+        r.refused,
+        crate::mm::page_alloc::MM_CROSS_CPU_CALLS.load(Relaxed) - calls
     );
     assert_eq!(r.ops_done, ops * r.cpus as u64, "every operation ran");
     assert_eq!(r.corrupt, 0, "fill patterns damaged");
