@@ -161,6 +161,8 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
         .unwrap_or_else(|e| panic!("cannot set up the page allocator: {e}"));
     let ticks = crate::arch::rdtsc() - start;
     let node = NODE.call_once(|| node);
+    // Before anything else allocates: the per-CPU page lists follow the running CPU.
+    page_alloc::init_cpu_hooks();
     INIT_COST.call_once(|| InitCost { ticks, managed_pages: node.totals().managed_pages });
 
     BOOT_RESERVATIONS.call_once(|| {

@@ -51,6 +51,7 @@ pub fn init(slab_debug: Option<&'static str>) {
             ::mm::slab::debug::SlabDebugConfig::NONE
         }
     };
+    // Per-CPU slabs are indexed by the running CPU: `mm::cpus::this_cpu`, read from GS.
     ::mm::slab::debug::set_corruption_report_fn(super::slab_bug::report_isolated);
     let slab_allocator = SlabAllocator::new(super::node(), hardening_seed(), debug)
         .unwrap_or_else(|e| panic!("cannot bootstrap the slab allocator: {e}"));

@@ -10,8 +10,22 @@
 //!
 //! Logical CPU ids are dense: the boot CPU is 0, application processors `1..num_online_cpus()`
 //! in the order they came up.
+//!
+//! Also here, for every per-CPU structure: which CPU is running and running a function on each
+//! CPU ([`this_cpu`], [`on_each_cpu_mask`]: hooks the kernel installs), and the
+//! "only its own CPU, interrupts off" discipline of per-CPU state (`CpuSlot`).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
+
+mod call;
+#[cfg(test)]
+pub(crate) use call::host;
+pub use call::{
+    on_each_cpu, on_each_cpu_mask, set_cross_cpu_call_fn, set_this_cpu_fn, this_cpu, CpuMask, CrossCpuCallFn,
+    ALL_CPUS,
+};
+mod slot;
+pub(crate) use slot::{CpuSlot, CpuSlotGuard};
 
 /// The most CPUs the kernel supports (Linux's `CONFIG_NR_CPUS`). The runner accepts `--smp`
 /// up to this.

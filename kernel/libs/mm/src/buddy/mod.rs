@@ -43,6 +43,7 @@ mod free;
 mod page_ref;
 pub use page_ref::{exact_order, get_order, PageRefError};
 pub mod pcp;
+mod pcp_config;
 mod pcp_ops;
 #[cfg(test)]
 mod tests;
@@ -63,8 +64,9 @@ use crate::AllocError;
 use pcp::NR_CPUS;
 
 /// A CPU slot of the per-CPU page lists: always below [`NR_CPUS`], so no list lookup can fail.
-/// The kernel runs on one CPU for now and uses [`CpuId::BOOT`] (what [`Node::alloc_pages`] and
-/// [`Node::free_pages`] pass); an SMP kernel would pass the current CPU's id.
+/// Functions taking one act on that CPU's per-CPU state, which only that CPU touches: the
+/// kernel passes the running CPU (`smp_processor_id()`, what [`crate::cpus::this_cpu`] returns
+/// and what [`Node::alloc_pages`] and [`Node::free_pages`] use); host tests name any slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuId(usize);
 
@@ -325,8 +327,8 @@ impl Node {
             // The per-CPU lists (Linux 6.12 zone_pcp_init -> zone_set_pageset_high_and_batch).
             let (batch, high_min, high_max) =
                 pcp::pageset_high_and_batch(z.managed_pages(), z.low_wmark_pages(), crate::num_online_cpus());
-            for slot in z.pcp.iter_mut() {
-                slot.get_mut().pageset_update(batch, high_min, high_max);
+            for slot in &z.pcp {
+                slot.pageset_update(batch, high_min, high_max);
             }
             let free = z.free_area.get_mut().free_pages;
             *z.nr_free_pages.get_mut() = free;
@@ -687,9 +689,8 @@ impl PageProvider for Node {
     #[track_caller]
     fn alloc_pages_bulk(&self, gfp: GfpFlags, pages: &mut [Option<Pfn>]) -> usize {
         let caller = core::panic::Location::caller();
-        self.alloc_pages_bulk_cpu_at(CpuId::BOOT, gfp, pages, caller, |g| {
-            self.alloc_pages_cpu_at(CpuId::BOOT, g, 0, caller)
-        })
+        let cpu = crate::cpus::this_cpu();
+        self.alloc_pages_bulk_cpu_at(cpu, gfp, pages, caller, |g| self.alloc_pages_cpu_at(cpu, g, 0, caller))
     }
     fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), PageRefError> {
         Node::split_page(self, pfn, order)
