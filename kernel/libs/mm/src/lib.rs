@@ -19,6 +19,8 @@
 //! - [`stats`]: `/proc`-format reports; [`pagemap`]: the page-state map behind the memmap picture;
 //! - [`cpus`]: [`NR_CPUS`] and the possible/online CPU counts every per-CPU structure uses.
 #![no_std]
+// `Box::try_new_in`: area-tree nodes are boxes from the `vmap_area` slab cache (vmalloc/avl.rs).
+#![feature(allocator_ext)]
 
 #[cfg(any(test, feature = "testing"))]
 extern crate alloc;

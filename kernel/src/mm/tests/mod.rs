@@ -17,6 +17,7 @@ mod vm_map_ram;
 mod vmalloc;
 mod vmalloc_huge;
 mod vmalloc_variants;
+mod vmap_area;
 mod vmap_pfn;
 mod vmemmap;
 

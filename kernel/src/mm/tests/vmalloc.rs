@@ -63,7 +63,7 @@ fn check_pattern(p: NonNull<u8>, len: usize, seed: u8) {
 }
 
 /// Blocks held by a test, linked through their own first two words (next, order): no heap.
-struct PageList {
+pub(super) struct PageList {
     head: u64,
     head_order: u32,
     len: u64,
@@ -71,13 +71,16 @@ struct PageList {
 
 impl PageList {
     const END: u64 = u64::MAX;
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         PageList { head: Self::END, head_order: 0, len: 0 }
     }
-    fn push(&mut self, phys: PhysAddr) {
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+    pub(super) fn push(&mut self, phys: PhysAddr) {
         self.push_block(phys, 0);
     }
-    fn push_block(&mut self, phys: PhysAddr, order: u32) {
+    pub(super) fn push_block(&mut self, phys: PhysAddr, order: u32) {
         let link = phys_to_virt(phys).as_mut_ptr::<u64>();
         // SAFETY: a block the test owns (at least one page), reached through the direct map.
         unsafe {
@@ -118,7 +121,7 @@ impl Drop for PageList {
 }
 
 /// Flags that reach each zone from the bottom up, dipping into the reserves (`__GFP_HIGH`).
-const ALL_ZONES: [GfpFlags; 3] = [
+pub(super) const ALL_ZONES: [GfpFlags; 3] = [
     GfpFlags::GFP_ATOMIC.union(GfpFlags::__GFP_DMA),
     GfpFlags::GFP_ATOMIC.union(GfpFlags::__GFP_DMA32),
     GfpFlags::GFP_ATOMIC,

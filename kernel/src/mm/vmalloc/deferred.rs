@@ -12,7 +12,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use ::mm::vmalloc::{AreaKind, VmallocError, VmallocSpace};
+use ::mm::vmalloc::{AreaKind, VmallocError};
 
 use super::{is_vmalloc_addr, release_locked, report_bad_free, space, VmError};
 
@@ -96,7 +96,7 @@ pub fn vfree_drain() -> usize {
     drain_locked(&mut space)
 }
 
-fn drain_locked(space: &mut VmallocSpace) -> usize {
+fn drain_locked(space: &mut super::Space) -> usize {
     let mut p = PENDING.swap(0, Ordering::Acquire);
     let mut n = 0;
     while p != 0 {

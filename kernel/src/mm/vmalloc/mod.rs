@@ -12,6 +12,7 @@
 //! virtual range. The PDPT pages under the range's 64 PML4 entries are allocated at boot and
 //! never freed (Linux's `preallocate_vmalloc_pages`), so the PML4 entries never change.
 
+mod cachep;
 mod deferred;
 pub mod ioremap;
 pub mod tlb;
@@ -36,6 +37,7 @@ use ::mm::{AllocError, GfpFlags, Pfn, PAGE_SIZE};
 use x86_64::registers::control::Cr3;
 use x86_64::VirtAddr;
 
+pub use cachep::{slab_pages as vmap_area_slab_pages, VmapAreaCache, VMAP_AREA_CACHE};
 pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
 // kvmalloc and kvfree are in mm/util.c on Linux: `crate::mm::util`.
 pub use super::util::{kvfree, kvmalloc, kvzalloc};
@@ -49,7 +51,10 @@ pub use vmap_pfn::vmap_pfn;
 
 use super::layout::{VMALLOC_END, VMALLOC_START};
 
-static VMAP: spin::Once<IrqSpinLock<VmallocSpace>> = spin::Once::new();
+/// The kernel's vmalloc space: area nodes from the `vmap_area` slab cache.
+pub type Space = VmallocSpace<VmapAreaCache>;
+
+static VMAP: spin::Once<IrqSpinLock<Space>> = spin::Once::new();
 
 /// Managed pages (Linux's `totalram_pages`), fixed at boot: the cheap bound vmalloc checks
 /// sizes against before allocating anything.
@@ -160,10 +165,12 @@ impl From<VmallocError> for VmError {
 }
 
 /// Builds the vmalloc space on the live page tables (CR3's PML4) and preallocates the PDPT
-/// pages of the range. Called once, after kmalloc is up (the area trees live on the heap).
+/// pages of the range. Called once, after the slab allocator is up (the area trees' nodes come
+/// from the `vmap_area` cache created here).
 pub fn init() {
     let (pml4, _) = Cr3::read();
-    let areas = VmapAreas::new(VMALLOC_START as usize, VMALLOC_END as usize)
+    cachep::init();
+    let areas = VmapAreas::new_in(VMALLOC_START as usize, VMALLOC_END as usize, VmapAreaCache)
         .unwrap_or_else(|e| panic!("vmalloc: bad range: {e}"));
     // SAFETY: CR3's PML4 is live for the kernel's lifetime and reachable through the direct map
     // (which covers all RAM); the layout (`layout.rs`, BOOTLOADER_CONFIG) keeps the bootloader
@@ -194,7 +201,7 @@ pub fn init() {
     );
 }
 
-fn space_lock() -> &'static IrqSpinLock<VmallocSpace> {
+fn space_lock() -> &'static IrqSpinLock<Space> {
     VMAP.get().expect("vmalloc used before mm::vmalloc::init")
 }
 
@@ -203,7 +210,7 @@ fn space_lock() -> &'static IrqSpinLock<VmallocSpace> {
 /// interrupts off (vmalloc_to_pfn may be called so), serves flush requests meanwhile;
 /// otherwise holder and waiter would wait for each other. The other allocator locks are never
 /// held across a shootdown and stay plain `IrqSpinLock`s.
-pub(super) fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
+pub(super) fn space() -> IrqSpinLockGuard<'static, Space> {
     let lock = space_lock();
     loop {
         if let Some(guard) = lock.try_lock() {
@@ -221,7 +228,8 @@ pub(super) fn space() -> IrqSpinLockGuard<'static, VmallocSpace> {
 struct VmapLock;
 
 impl ::mm::vmalloc::SpaceLock for VmapLock {
-    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R {
+    type Alloc = VmapAreaCache;
+    fn with<R>(&self, f: impl FnOnce(&mut Space) -> R) -> R {
         f(&mut space())
     }
 }
@@ -241,12 +249,12 @@ pub fn shrink_page_tables() -> usize {
 
 /// Runs `f` on the vmalloc space and vmalloc's page provider under the lock: the benchmark
 /// times the pieces of a vmalloc (area tree, page tables) on their own.
-pub(crate) fn with_space_mut<R>(f: impl FnOnce(&mut VmallocSpace, &dyn PageProvider) -> R) -> R {
+pub(crate) fn with_space_mut<R>(f: impl FnOnce(&mut Space, &dyn PageProvider) -> R) -> R {
     f(&mut space(), &VmallocPages)
 }
 
 /// Runs `f` on the vmalloc space under its lock (statistics, tests).
-pub fn with_space<R>(f: impl FnOnce(&VmallocSpace) -> R) -> R {
+pub fn with_space<R>(f: impl FnOnce(&Space) -> R) -> R {
     f(&space())
 }
 
@@ -385,7 +393,7 @@ pub(super) fn release(addr: *const u8, kind: AreaKind) -> Result<VmapArea, VmErr
     release_locked(&mut space, a, kind)
 }
 
-fn release_locked(space: &mut VmallocSpace, addr: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
+fn release_locked(space: &mut Space, addr: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
     let result = match kind {
         AreaKind::Vmalloc => space.vfree(&VmallocPages, addr, tlb::flush_tlb_kernel_range),
         AreaKind::Vmap | AreaKind::VmapPfn => space.vunmap(&VmallocPages, addr, tlb::flush_tlb_kernel_range),

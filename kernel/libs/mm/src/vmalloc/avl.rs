@@ -1,35 +1,64 @@
-//! An AVL tree of address ranges in an index-linked arena, augmented with the largest range size
-//! in each subtree (Linux's `subtree_max_size` of the `free_vmap_area_root` rb-tree).
+//! An AVL tree of address ranges whose nodes are individually allocated objects, optionally
+//! augmented with the largest range size in each subtree (Linux's `subtree_max_size` of the
+//! `free_vmap_area_root` rb-tree).
 //!
-//! Both trees of the vmap allocator use it: the free ranges (the augmentation drives the
-//! lowest-address fit in O(log n)) and the busy areas (lookup by address; the augmentation is kept
-//! but unused there). Nodes live in a `Vec` and link by `u32` index rather than by pointer: no
-//! `unsafe`, no per-node heap allocation, freed slots are reused, and Miri has nothing to object
-//! to. The `Vec` only grows in [`Tree::reserve`], which callers invoke *before* changing anything so
-//! that a failed heap allocation leaves both trees untouched.
+//! Both trees of the vmap allocator use it: the free ranges (augmented: the lowest-address fit
+//! in O(log n)) and the busy areas (lookup by address; `AUG = false` skips the augmentation).
+//! Every node is a `Box` from the allocator `A`: in the kernel the `vmap_area` slab cache
+//! (Linux's `vmap_area_cachep`), so the bookkeeping grows one small object at a time and never
+//! needs a physically contiguous block, however many areas there are or however fragmented memory
+//! is. Nodes move between the trees without reallocation ([`NodeBox`]): a free range used up by an
+//! allocation becomes the busy area's node, a freed area's node becomes the free range when it
+//! merges with nothing. Allocation happens only in [`Tree::alloc_node`], which callers invoke
+//! *before* changing anything, so that a failed allocation leaves both trees untouched.
+//!
+//! The code is safe Rust: children are `Option<Box<Node>>`, so there are no indices to check.
+//! Lookups are iterative; insert, remove and update recurse (a node has no parent link) and stop
+//! fixing heights and maxima as soon as a subtree's height and maximum are what they were.
 
 extern crate alloc;
 
-use alloc::collections::TryReserveError;
-use alloc::vec::Vec;
+use alloc::boxed::Box;
+use core::alloc::{AllocError, Allocator};
 
-/// "No node" in the index links.
-const NIL: u32 = u32::MAX;
+/// The allocators a tree's nodes can come from.
+pub trait NodeAlloc: Allocator + Clone {}
+impl<A: Allocator + Clone> NodeAlloc for A {}
 
-/// Deepest possible AVL tree with fewer than 2^32 nodes is about 1.44 * 32 = 46 levels.
+/// Deepest possible AVL tree: its height is below 1.45 * log2(n + 2), so 64 levels hold far
+/// more nodes than the address space has room for.
 const MAX_DEPTH: usize = 64;
 
-#[derive(Clone, Copy)]
-struct Node<V> {
+type NodeRef<V, A> = Box<Node<V, A>, A>;
+type Link<V, A> = Option<NodeRef<V, A>>;
+
+/// One range (Linux's `struct vmap_area`): the same type in both trees, so that a node moves
+/// from one to the other as it is.
+pub struct Node<V, A: Allocator> {
     start: usize,
     size: usize,
-    /// Largest `size` in the subtree rooted here (the augmentation).
+    /// Largest `size` in the subtree rooted here (the augmentation; trees with `AUG` only).
     max: usize,
-    left: u32,
-    /// Free slots reuse `left` as the link of the slot free list.
-    right: u32,
+    left: Link<V, A>,
+    right: Link<V, A>,
     height: u8,
     value: V,
+}
+
+/// A node outside any tree: freshly allocated, or removed from a tree. Dropping it frees it.
+pub struct NodeBox<V, A: Allocator>(NodeRef<V, A>);
+
+impl<V: Copy, A: Allocator> NodeBox<V, A> {
+    /// The range and payload it carries.
+    pub fn entry(&self) -> Entry<V> {
+        Entry { start: self.0.start, size: self.0.size, value: self.0.value }
+    }
+
+    /// Gives it a new range and payload (before inserting it into a tree).
+    pub fn set(&mut self, start: usize, size: usize, value: V) {
+        let n = &mut *self.0;
+        (n.start, n.size, n.value) = (start, size, value);
+    }
 }
 
 /// A range in the tree: `[start, start + size)` with its payload.
@@ -47,119 +76,105 @@ impl<V> Entry<V> {
     }
 }
 
-/// Ranges keyed by start address. Keys are unique; the caller guarantees ranges do not overlap.
-pub struct Tree<V: Copy> {
-    nodes: Vec<Node<V>>,
-    root: u32,
-    /// Head of the list of freed slots (linked through `left`).
-    free_slot: u32,
-    nr_free_slots: usize,
-    len: usize,
+impl<V: Copy, A: Allocator> Node<V, A> {
+    fn entry(&self) -> Entry<V> {
+        Entry { start: self.start, size: self.size, value: self.value }
+    }
 }
 
-impl<V: Copy> Tree<V> {
-    pub const fn new() -> Self {
-        Tree { nodes: Vec::new(), root: NIL, free_slot: NIL, nr_free_slots: 0, len: 0 }
+#[inline]
+fn height<V, A: Allocator>(l: &Link<V, A>) -> u8 {
+    l.as_ref().map_or(0, |n| n.height)
+}
+
+#[inline]
+fn max_of<V, A: Allocator>(l: &Link<V, A>) -> usize {
+    l.as_ref().map_or(0, |n| n.max)
+}
+
+/// Ranges keyed by start address. Keys are unique; the caller guarantees ranges do not overlap.
+/// With `AUG`, every node knows the largest size in its subtree ([`Tree::lowest_fit`]).
+pub struct Tree<V: Copy, A: NodeAlloc, const AUG: bool> {
+    root: Link<V, A>,
+    len: usize,
+    alloc: A,
+}
+
+impl<V: Copy, A: NodeAlloc, const AUG: bool> Tree<V, A, AUG> {
+    pub const fn new_in(alloc: A) -> Self {
+        Tree { root: None, len: 0, alloc }
     }
 
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Largest range size in the tree (0 when empty).
-    pub fn max_size(&self) -> usize {
-        self.max(self.root)
+    /// A node for `[start, start + size)`, not yet in any tree. The only place a tree allocates.
+    pub fn alloc_node(&self, start: usize, size: usize, value: V) -> Result<NodeBox<V, A>, AllocError> {
+        let node = Node { start, size, max: size, left: None, right: None, height: 1, value };
+        Box::try_new_in(node, self.alloc.clone()).map(NodeBox)
     }
 
-    /// Makes sure `n` more inserts need no heap allocation.
-    pub fn reserve(&mut self, n: usize) -> Result<(), TryReserveError> {
-        if n > self.nr_free_slots {
-            self.nodes.try_reserve(n - self.nr_free_slots)?;
-        }
-        Ok(())
-    }
-
-    /// Makes sure the tree can hold `total` nodes without heap allocation.
-    pub fn reserve_total(&mut self, total: usize) -> Result<(), TryReserveError> {
-        self.nodes.try_reserve(total.saturating_sub(self.nodes.len()))
-    }
-
-    /// Inserts `[start, start + size)`. The key must be absent; call [`Tree::reserve`] first.
-    pub fn insert(&mut self, start: usize, size: usize, value: V) {
-        let node = Node { start, size, max: size, left: NIL, right: NIL, height: 1, value };
-        let idx = if self.free_slot != NIL {
-            let idx = self.free_slot;
-            self.free_slot = self.nodes[idx as usize].left;
-            self.nr_free_slots -= 1;
-            self.nodes[idx as usize] = node;
-            idx
-        } else {
-            // Capacity was reserved by the caller, so this push does not allocate.
-            debug_assert!(self.nodes.len() < self.nodes.capacity(), "insert without reserve");
-
-            self.nodes.push(node);
-            (self.nodes.len() - 1) as u32
-        };
-        self.root = self.insert_at(self.root, idx);
+    /// Inserts a node. Its key must be absent.
+    pub fn insert_node(&mut self, node: NodeBox<V, A>) {
+        let mut b = node.0;
+        (b.max, b.height, b.left, b.right) = (b.size, 1, None, None);
+        Self::insert_at(&mut self.root, b);
         self.len += 1;
     }
 
-    /// Removes the range starting at `start`, returning it.
-    pub fn remove(&mut self, start: usize) -> Option<Entry<V>> {
-        let mut removed = NIL;
-        self.root = self.remove_at(self.root, start, &mut removed);
-        if removed == NIL {
-            return None;
-        }
-        let entry = self.entry(removed);
-        self.nodes[removed as usize].left = self.free_slot;
-        self.free_slot = removed;
-        self.nr_free_slots += 1;
+    /// Allocates a node for `[start, start + size)` and inserts it; nothing changes on failure.
+    pub fn insert(&mut self, start: usize, size: usize, value: V) -> Result<(), AllocError> {
+        let node = self.alloc_node(start, size, value)?;
+        self.insert_node(node);
+        Ok(())
+    }
+
+    /// Removes the range starting at `start` and hands its node back (drop it to free it).
+    pub fn remove(&mut self, start: usize) -> Option<NodeBox<V, A>> {
+        let (node, _) = Self::remove_at(&mut self.root, start)?;
         self.len -= 1;
-        Some(entry)
+        Some(NodeBox(node))
     }
 
     /// The range starting exactly at `start`.
     pub fn get(&self, start: usize) -> Option<Entry<V>> {
-        let mut n = self.root;
-        while n != NIL {
-            let node = &self.nodes[n as usize];
-            if start == node.start {
-                return Some(self.entry(n));
+        let mut cur = self.root.as_deref();
+        while let Some(n) = cur {
+            if start == n.start {
+                return Some(n.entry());
             }
-            n = if start < node.start { node.left } else { node.right };
+            cur = if start < n.start { n.left.as_deref() } else { n.right.as_deref() };
         }
         None
     }
 
     /// The range with the largest start `<= addr`.
     pub fn floor(&self, addr: usize) -> Option<Entry<V>> {
-        let (mut n, mut best) = (self.root, NIL);
-        while n != NIL {
-            let node = &self.nodes[n as usize];
-            if node.start <= addr {
-                best = n;
-                n = node.right;
-            } else {
-                n = node.left;
-            }
-        }
-        (best != NIL).then(|| self.entry(best))
+        self.neighbours(addr).0
     }
 
     /// The range with the smallest start `>= addr`.
+    #[cfg(test)]
     pub fn ceil(&self, addr: usize) -> Option<Entry<V>> {
-        let (mut n, mut best) = (self.root, NIL);
-        while n != NIL {
-            let node = &self.nodes[n as usize];
-            if node.start >= addr {
-                best = n;
-                n = node.left;
+        let (le, gt) = self.neighbours(addr);
+        le.filter(|e| e.start == addr).or(gt)
+    }
+
+    /// In one descent: the range with the largest start `<= addr` and the one with the smallest
+    /// start `> addr` (both lie on the search path for `addr`).
+    pub fn neighbours(&self, addr: usize) -> (Option<Entry<V>>, Option<Entry<V>>) {
+        let (mut cur, mut le, mut gt) = (self.root.as_deref(), None, None);
+        while let Some(n) = cur {
+            if n.start <= addr {
+                le = Some(n);
+                cur = n.right.as_deref();
             } else {
-                n = node.right;
+                gt = Some(n);
+                cur = n.left.as_deref();
             }
         }
-        (best != NIL).then(|| self.entry(best))
+        (le.map(Node::entry), gt.map(Node::entry))
     }
 
     /// Changes the range starting at `start` to `[new_start, new_start + new_size)`. The new
@@ -167,28 +182,220 @@ impl<V: Copy> Tree<V> {
     /// the tree does not change; only the augmentation along the path is recomputed.
     /// Returns false if there is no range at `start`.
     pub fn update(&mut self, start: usize, new_start: usize, new_size: usize) -> bool {
-        let mut path = [NIL; MAX_DEPTH];
-        let mut depth = 0;
-        let mut n = self.root;
-        while n != NIL {
-            path[depth] = n;
-            depth += 1;
-            let node = &self.nodes[n as usize];
-            if start == node.start {
-                break;
-            }
-            n = if start < node.start { node.left } else { node.right };
+        Self::update_at(&mut self.root, start, new_start, new_size).is_some()
+    }
+
+    /// All ranges in address order.
+    pub fn iter(&self) -> Iter<'_, V, A> {
+        let mut it = Iter { stack: [None; MAX_DEPTH], depth: 0 };
+        it.push_left(self.root.as_deref());
+        it
+    }
+
+    /// Checks the AVL shape, the key order, the augmentation, and that ranges do not overlap.
+    /// O(n); for tests and debugging.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let mut count = 0;
+        Self::check_at(&self.root, &mut count)?;
+        if count != self.len {
+            return Err("node count differs from len");
         }
-        if n == NIL {
+        let mut prev_end: Option<usize> = None;
+        for e in self.iter() {
+            if prev_end.is_some_and(|pe| e.start < pe) {
+                return Err("ranges overlap or are out of order");
+            }
+            prev_end = Some(e.end());
+        }
+        Ok(())
+    }
+
+    fn check_at(l: &Link<V, A>, count: &mut usize) -> Result<(u8, usize), &'static str> {
+        let Some(n) = l else { return Ok((0, 0)) };
+        *count += 1;
+        if n.left.as_ref().is_some_and(|c| c.start >= n.start) {
+            return Err("left child key not smaller");
+        }
+        if n.right.as_ref().is_some_and(|c| c.start <= n.start) {
+            return Err("right child key not larger");
+        }
+        let (hl, ml) = Self::check_at(&n.left, count)?;
+        let (hr, mr) = Self::check_at(&n.right, count)?;
+        if hl.abs_diff(hr) > 1 {
+            return Err("AVL balance violated");
+        }
+        let h = 1 + hl.max(hr);
+        if h != n.height {
+            return Err("stored height is wrong");
+        }
+        let m = n.size.max(ml).max(mr);
+        if AUG && m != n.max {
+            return Err("subtree max size is wrong");
+        }
+        Ok((h, m))
+    }
+
+    /// Recomputes height and (with `AUG`) subtree max of `n` from its children.
+    #[inline]
+    fn fix(n: &mut Node<V, A>) {
+        n.height = 1 + height(&n.left).max(height(&n.right));
+        if AUG {
+            n.max = n.size.max(max_of(&n.left)).max(max_of(&n.right));
+        }
+    }
+
+    /// `link`'s node moves down to the right, its left child takes its place.
+    fn rotate_right(link: &mut NodeRef<V, A>) {
+        let Some(mut l) = link.left.take() else { return };
+        link.left = l.right.take();
+        // The subtree keeps its nodes, hence its maximum.
+        l.max = link.max;
+        Self::fix(link);
+        core::mem::swap(link, &mut l);
+        link.right = Some(l);
+        link.height = 1 + height(&link.left).max(height(&link.right));
+    }
+
+    /// `link`'s node moves down to the left, its right child takes its place.
+    fn rotate_left(link: &mut NodeRef<V, A>) {
+        let Some(mut r) = link.right.take() else { return };
+        link.right = r.left.take();
+        r.max = link.max;
+        Self::fix(link);
+        core::mem::swap(link, &mut r);
+        link.left = Some(r);
+        link.height = 1 + height(&link.left).max(height(&link.right));
+    }
+
+    /// Restores the AVL balance at `n`, whose children are balanced and whose own height and
+    /// max may be stale.
+    fn balance(n: &mut NodeRef<V, A>) {
+        let (hl, hr) = (height(&n.left), height(&n.right));
+        if hl > hr + 1 {
+            if let Some(l) = n.left.as_mut() {
+                if height(&l.left) < height(&l.right) {
+                    Self::fix(l);
+                    Self::rotate_left(l);
+                }
+            }
+            Self::fix(n);
+            Self::rotate_right(n);
+        } else if hr > hl + 1 {
+            if let Some(r) = n.right.as_mut() {
+                if height(&r.right) < height(&r.left) {
+                    Self::fix(r);
+                    Self::rotate_right(r);
+                }
+            }
+            Self::fix(n);
+            Self::rotate_left(n);
+        } else {
+            Self::fix(n);
+        }
+    }
+
+    /// Inserts `new` below `link`; returns whether the subtree grew in height (its max was
+    /// raised on the way down).
+    fn insert_at(link: &mut Link<V, A>, new: NodeRef<V, A>) -> bool {
+        let Some(n) = link else {
+            *link = Some(new);
+            return true;
+        };
+        if AUG && new.size > n.max {
+            n.max = new.size;
+        }
+        let grew = if new.start < n.start {
+            Self::insert_at(&mut n.left, new)
+        } else {
+            Self::insert_at(&mut n.right, new)
+        };
+        if !grew {
             return false;
         }
-        let node = &mut self.nodes[n as usize];
-        node.start = new_start;
-        node.size = new_size;
-        for &p in path[..depth].iter().rev() {
-            self.fix(p);
+        let (hl, hr) = (height(&n.left), height(&n.right));
+        if hl.abs_diff(hr) > 1 {
+            // A rotation after an insert gives the subtree back its height from before.
+            Self::balance(n);
+            return false;
         }
-        true
+        let h = 1 + hl.max(hr);
+        let grew = h != n.height;
+        n.height = h;
+        grew
+    }
+
+    /// Detaches the minimum of the non-empty subtree at `link`, rebalancing the path.
+    fn remove_min(link: &mut Link<V, A>) -> Option<NodeRef<V, A>> {
+        let n = link.as_mut()?;
+        if n.left.is_none() {
+            let mut min = link.take()?;
+            *link = min.right.take();
+            return Some(min);
+        }
+        let min = Self::remove_min(&mut n.left);
+        Self::balance(n);
+        min
+    }
+
+    /// Removes the node with key `start` below `link`: returns it and whether the subtree's
+    /// height or max changed (the parents' then need fixing).
+    fn remove_at(link: &mut Link<V, A>, start: usize) -> Option<(NodeRef<V, A>, bool)> {
+        let n = link.as_mut()?;
+        let (removed, changed) = if start < n.start {
+            Self::remove_at(&mut n.left, start)?
+        } else if start > n.start {
+            Self::remove_at(&mut n.right, start)?
+        } else {
+            let mut node = link.take()?;
+            *link = match node.right.take() {
+                None => node.left.take(),
+                Some(right) => {
+                    // The minimum of the right subtree takes the node's place (relinked, not
+                    // copied: every node keeps its own range).
+                    let mut right = Some(right);
+                    let mut min = Self::remove_min(&mut right)?;
+                    min.left = node.left.take();
+                    min.right = right;
+                    Self::balance(&mut min);
+                    Some(min)
+                }
+            };
+            return Some((node, true));
+        };
+        if !changed {
+            return Some((removed, false));
+        }
+        let before = (n.height, n.max);
+        Self::balance(n);
+        Some((removed, (n.height, n.max) != before))
+    }
+
+    /// Changes the node with key `start`; `Some(changed)` when found, `changed` saying whether
+    /// the subtree's max moved.
+    fn update_at(link: &mut Link<V, A>, start: usize, new_start: usize, new_size: usize) -> Option<bool> {
+        let n = link.as_mut()?;
+        let changed = if start < n.start {
+            Self::update_at(&mut n.left, start, new_start, new_size)?
+        } else if start > n.start {
+            Self::update_at(&mut n.right, start, new_start, new_size)?
+        } else {
+            (n.start, n.size) = (new_start, new_size);
+            true
+        };
+        if !AUG || !changed {
+            return Some(false);
+        }
+        let m = n.size.max(max_of(&n.left)).max(max_of(&n.right));
+        let changed = m != n.max;
+        n.max = m;
+        Some(changed)
+    }
+}
+
+impl<V: Copy, A: NodeAlloc> Tree<V, A, true> {
+    /// Largest range size in the tree (0 when empty).
+    pub fn max_size(&self) -> usize {
+        max_of(&self.root)
     }
 
     /// The lowest-addressed range for which `fits(start, size)` returns `Some`, searching like
@@ -202,317 +409,52 @@ impl<V: Copy> Tree<V> {
         length: usize,
         mut fits: impl FnMut(usize, usize) -> Option<R>,
     ) -> Option<(Entry<V>, R)> {
-        let mut n = self.root;
-        if self.max(n) < length {
+        if self.max_size() < length {
             return None;
         }
-        while n != NIL {
-            let node = &self.nodes[n as usize];
-            if self.max(node.left) >= length {
-                n = node.left;
+        let mut cur = self.root.as_deref();
+        while let Some(n) = cur {
+            if max_of(&n.left) >= length {
+                cur = n.left.as_deref();
                 continue;
             }
-            if let Some(r) = fits(node.start, node.size) {
-                return Some((self.entry(n), r));
+            if let Some(r) = fits(n.start, n.size) {
+                return Some((n.entry(), r));
             }
             // Invariant: max(n) >= length and the left subtree and this node cannot serve, so
             // the right subtree can.
-            debug_assert!(self.max(node.right) >= length, "fits() refused a range of >= length");
-            n = node.right;
+            debug_assert!(max_of(&n.right) >= length, "fits() refused a range of >= length");
+            cur = n.right.as_deref();
         }
         None
-    }
-
-    /// All ranges in address order.
-    pub fn iter(&self) -> Iter<'_, V> {
-        let mut it = Iter { tree: self, stack: [NIL; MAX_DEPTH], depth: 0 };
-        it.push_left(self.root);
-        it
-    }
-
-    /// Checks the AVL shape, the key order, the augmentation, and that ranges do not overlap.
-    /// O(n); for tests and debugging.
-    pub fn check(&self) -> Result<(), &'static str> {
-        let mut count = 0;
-        self.check_at(self.root, &mut count)?;
-        if count != self.len {
-            return Err("node count differs from len");
-        }
-        let mut prev_end: Option<usize> = None;
-        for e in self.iter() {
-            if let Some(pe) = prev_end {
-                if e.start < pe {
-                    return Err("ranges overlap or are out of order");
-                }
-            }
-            prev_end = Some(e.end());
-        }
-        Ok(())
-    }
-
-    fn check_at(&self, n: u32, count: &mut usize) -> Result<(i32, usize), &'static str> {
-        if n == NIL {
-            return Ok((0, 0));
-        }
-        *count += 1;
-        let node = &self.nodes[n as usize];
-        if node.left != NIL && self.nodes[node.left as usize].start >= node.start {
-            return Err("left child key not smaller");
-        }
-        if node.right != NIL && self.nodes[node.right as usize].start <= node.start {
-            return Err("right child key not larger");
-        }
-        let (hl, ml) = self.check_at(node.left, count)?;
-        let (hr, mr) = self.check_at(node.right, count)?;
-        if (hl - hr).abs() > 1 {
-            return Err("AVL balance violated");
-        }
-        let h = 1 + hl.max(hr);
-        if h != node.height as i32 {
-            return Err("stored height is wrong");
-        }
-        let m = node.size.max(ml).max(mr);
-        if m != node.max {
-            return Err("subtree max size is wrong");
-        }
-        Ok((h, m))
-    }
-
-    fn entry(&self, n: u32) -> Entry<V> {
-        let node = &self.nodes[n as usize];
-        Entry { start: node.start, size: node.size, value: node.value }
-    }
-
-    #[inline]
-    fn height(&self, n: u32) -> i32 {
-        if n == NIL {
-            0
-        } else {
-            self.nodes[n as usize].height as i32
-        }
-    }
-
-    #[inline]
-    fn max(&self, n: u32) -> usize {
-        if n == NIL {
-            0
-        } else {
-            self.nodes[n as usize].max
-        }
-    }
-
-    /// Recomputes height and subtree max of `n` from its children.
-    fn fix(&mut self, n: u32) {
-        let (l, r) = (self.nodes[n as usize].left, self.nodes[n as usize].right);
-        let height = 1 + self.height(l).max(self.height(r));
-        let max = self.nodes[n as usize].size.max(self.max(l)).max(self.max(r));
-        let node = &mut self.nodes[n as usize];
-        node.height = height as u8;
-        node.max = max;
-    }
-
-    fn rotate_right(&mut self, n: u32) -> u32 {
-        let l = self.nodes[n as usize].left;
-        self.nodes[n as usize].left = self.nodes[l as usize].right;
-        self.nodes[l as usize].right = n;
-        self.fix(n);
-        self.fix(l);
-        l
-    }
-
-    fn rotate_left(&mut self, n: u32) -> u32 {
-        let r = self.nodes[n as usize].right;
-        self.nodes[n as usize].right = self.nodes[r as usize].left;
-        self.nodes[r as usize].left = n;
-        self.fix(n);
-        self.fix(r);
-        r
-    }
-
-    /// Restores the AVL balance at `n` (children already balanced), returning the subtree root.
-    fn balance(&mut self, n: u32) -> u32 {
-        self.fix(n);
-        let (l, r) = (self.nodes[n as usize].left, self.nodes[n as usize].right);
-        let bf = self.height(l) - self.height(r);
-        if bf > 1 {
-            let (ll, lr) = (self.nodes[l as usize].left, self.nodes[l as usize].right);
-            if self.height(ll) < self.height(lr) {
-                self.nodes[n as usize].left = self.rotate_left(l);
-            }
-            return self.rotate_right(n);
-        }
-        if bf < -1 {
-            let (rl, rr) = (self.nodes[r as usize].left, self.nodes[r as usize].right);
-            if self.height(rr) < self.height(rl) {
-                self.nodes[n as usize].right = self.rotate_right(r);
-            }
-            return self.rotate_left(n);
-        }
-        n
-    }
-
-    fn insert_at(&mut self, n: u32, new: u32) -> u32 {
-        if n == NIL {
-            return new;
-        }
-        if self.nodes[new as usize].start < self.nodes[n as usize].start {
-            let l = self.insert_at(self.nodes[n as usize].left, new);
-            self.nodes[n as usize].left = l;
-        } else {
-            let r = self.insert_at(self.nodes[n as usize].right, new);
-            self.nodes[n as usize].right = r;
-        }
-        self.balance(n)
-    }
-
-    /// Detaches the minimum of the subtree at `n`: returns (new subtree root, detached node).
-    fn remove_min(&mut self, n: u32) -> (u32, u32) {
-        let l = self.nodes[n as usize].left;
-        if l == NIL {
-            return (self.nodes[n as usize].right, n);
-        }
-        let (nl, min) = self.remove_min(l);
-        self.nodes[n as usize].left = nl;
-        (self.balance(n), min)
-    }
-
-    fn remove_at(&mut self, n: u32, start: usize, removed: &mut u32) -> u32 {
-        if n == NIL {
-            return NIL;
-        }
-        let key = self.nodes[n as usize].start;
-        if start < key {
-            let l = self.remove_at(self.nodes[n as usize].left, start, removed);
-            self.nodes[n as usize].left = l;
-        } else if start > key {
-            let r = self.remove_at(self.nodes[n as usize].right, start, removed);
-            self.nodes[n as usize].right = r;
-        } else {
-            *removed = n;
-            let (l, r) = (self.nodes[n as usize].left, self.nodes[n as usize].right);
-            if r == NIL {
-                return l;
-            }
-            // Replace the node by the minimum of its right subtree (relinking, not copying, so
-            // no other node changes index).
-            let (nr, min) = self.remove_min(r);
-            self.nodes[min as usize].left = l;
-            self.nodes[min as usize].right = nr;
-            return self.balance(min);
-        }
-        self.balance(n)
-    }
-}
-
-impl<V: Copy> Default for Tree<V> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
 /// In-order iterator with an explicit stack (no recursion, no allocation).
-pub struct Iter<'a, V: Copy> {
-    tree: &'a Tree<V>,
-    stack: [u32; MAX_DEPTH],
+pub struct Iter<'a, V, A: Allocator> {
+    stack: [Option<&'a Node<V, A>>; MAX_DEPTH],
     depth: usize,
 }
 
-impl<V: Copy> Iter<'_, V> {
-    fn push_left(&mut self, mut n: u32) {
-        while n != NIL {
-            self.stack[self.depth] = n;
+impl<'a, V, A: Allocator> Iter<'a, V, A> {
+    fn push_left(&mut self, mut cur: Option<&'a Node<V, A>>) {
+        while let Some(n) = cur {
+            self.stack[self.depth] = Some(n);
             self.depth += 1;
-            n = self.tree.nodes[n as usize].left;
+            cur = n.left.as_deref();
         }
     }
 }
 
-impl<V: Copy> Iterator for Iter<'_, V> {
+impl<V: Copy, A: Allocator> Iterator for Iter<'_, V, A> {
     type Item = Entry<V>;
     fn next(&mut self) -> Option<Entry<V>> {
-        if self.depth == 0 {
-            return None;
-        }
-        self.depth -= 1;
-        let n = self.stack[self.depth];
-        self.push_left(self.tree.nodes[n as usize].right);
-        Some(self.tree.entry(n))
+        self.depth = self.depth.checked_sub(1)?;
+        let n = self.stack[self.depth].take()?;
+        self.push_left(n.right.as_deref());
+        Some(n.entry())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::Tree;
-    use std::collections::BTreeMap;
-    use std::vec::Vec;
-
-    #[test]
-    fn insert_remove_keeps_avl_and_augmentation() {
-        let mut t: Tree<u32> = Tree::new();
-        let mut model = BTreeMap::new();
-        // A deterministic pseudo-random permutation of keys.
-        let n: usize = if cfg!(miri) { 200 } else { 3000 };
-        let keys: Vec<usize> = (0..n).map(|i| (i * 7919) % n).collect();
-        for &k in &keys {
-            t.reserve(1).unwrap();
-            t.insert(k * 16, k % 13 + 1, k as u32);
-            model.insert(k * 16, (k % 13 + 1, k as u32));
-        }
-        t.check().unwrap();
-        assert_eq!(t.max_size(), 13);
-        for &k in keys.iter().step_by(3) {
-            let e = t.remove(k * 16).unwrap();
-            assert_eq!((e.size, e.value), model.remove(&(k * 16)).unwrap());
-            assert!(t.remove(k * 16).is_none());
-        }
-        t.check().unwrap();
-        let got: Vec<_> = t.iter().map(|e| (e.start, (e.size, e.value))).collect();
-        let want: Vec<_> = model.iter().map(|(&k, &v)| (k, v)).collect();
-        assert_eq!(got, want);
-        // floor/ceil against the model.
-        for probe in (0..n * 16 + 20).step_by(5) {
-            assert_eq!(t.floor(probe).map(|e| e.start), model.range(..=probe).next_back().map(|(&k, _)| k));
-            assert_eq!(t.ceil(probe).map(|e| e.start), model.range(probe..).next().map(|(&k, _)| k));
-        }
-        // Slots are reused: removing and inserting again does not grow the arena.
-        let cap = t.nodes.len();
-        for &k in keys.iter().step_by(3) {
-            t.reserve(1).unwrap();
-            t.insert(k * 16, 1, 0);
-        }
-        assert_eq!(t.nodes.len(), cap);
-        t.check().unwrap();
-    }
-
-    #[test]
-    fn update_recomputes_max_along_the_path() {
-        let mut t: Tree<()> = Tree::new();
-        t.reserve(100).unwrap();
-        for k in 0..100 {
-            t.insert(k * 100, 10, ());
-        }
-        assert!(t.update(5000, 4990, 60));
-        t.check().unwrap();
-        assert_eq!(t.max_size(), 60);
-        assert!(t.update(4990, 4990, 5));
-        t.check().unwrap();
-        assert_eq!(t.max_size(), 10);
-        assert!(!t.update(4991, 4991, 1));
-    }
-
-    #[test]
-    fn lowest_fit_finds_lowest_range_of_sufficient_size() {
-        let mut t: Tree<()> = Tree::new();
-        t.reserve(64).unwrap();
-        // Sizes vary; the lowest range of size >= s must be found for every s.
-        let sizes: Vec<usize> = (0..64).map(|i| (i * 37) % 17 + 1).collect();
-        for (i, &s) in sizes.iter().enumerate() {
-            t.insert(i * 100, s, ());
-        }
-        for want in 1..=18 {
-            let got = t.lowest_fit(want, |_, size| (size >= want).then_some(())).map(|(e, _)| e.start);
-            let model = sizes.iter().position(|&s| s >= want).map(|i| i * 100);
-            assert_eq!(got, model, "length {want}");
-        }
-    }
-}
+mod tests;

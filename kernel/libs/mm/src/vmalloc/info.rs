@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use super::avl::NodeAlloc;
 use super::vmap_area::{AreaKind, VmFlags, VmapArea, VmapAreas};
 use crate::addr::PAGE_SIZE;
 
@@ -64,7 +65,7 @@ impl fmt::Display for VmallocInfoLine<'_> {
     }
 }
 
-impl VmapAreas {
+impl<A: NodeAlloc> VmapAreas<A> {
     /// Writes `/proc/vmallocinfo`: one line per live area, in address order.
     pub fn write_vmallocinfo<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
         for area in self.areas() {

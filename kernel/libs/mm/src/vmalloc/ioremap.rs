@@ -20,6 +20,7 @@ use core::panic::Location;
 use x86_64::structures::paging::PageTableFlags;
 use x86_64::VirtAddr;
 
+use super::avl::NodeAlloc;
 use super::pgtable::{TlbFlushRange, PAGE_KERNEL};
 use super::space::{VmallocError, VmallocSpace};
 use super::vmap_area::{AreaKind, VmFlags, VmapArea, VmapAreaRequest};
@@ -80,7 +81,7 @@ pub fn ioremap_align(size: usize) -> usize {
     1 << order
 }
 
-impl VmallocSpace {
+impl<A: NodeAlloc> VmallocSpace<A> {
     /// Maps `[req.phys, req.phys + req.size)` (Linux's `__ioremap_caller`) and returns the area and
     /// the address of `req.phys` in it (the area start plus the sub-page offset). Refused, with
     /// nothing changed: zero size or wraparound ([`VmallocError::IoremapRange`]), an address past

@@ -24,11 +24,13 @@ pub mod pgtable;
 pub mod space;
 pub mod vmap_area;
 pub mod vmap_block;
+mod vmap_error;
 pub mod vmap_pfn;
 
 #[cfg(test)]
 mod tests;
 
+pub use avl::NodeAlloc;
 pub use huge::vmalloc_huge_with;
 pub use info::{VmallocInfoLine, VmallocMeminfo};
 pub use ioremap::{IoremapRequest, PageCacheMode, IOREMAP_MAX_ORDER};

@@ -6,10 +6,14 @@
 //! it free. The page allocator never takes it (its reclaim only tries it). The kernel supplies what is
 //! not logic: the page provider (the buddy allocator) and the TLB flush (a callback).
 
+extern crate alloc;
+
+use alloc::alloc::Global;
 use core::fmt;
 
 use x86_64::VirtAddr;
 
+use super::avl::NodeAlloc;
 use super::pgtable::{PgTableError, TlbFlushRange, VmallocPageTables};
 use super::vmap_area::{AreaKind, VmapArea, VmapAreaRequest, VmapAreas, VmapError};
 use crate::addr::{Pfn, PAGE_SIZE};
@@ -101,9 +105,9 @@ impl From<PgTableError> for VmallocError {
 /// Pages vmalloc allocates and maps per step (512 bytes of frame numbers on the stack).
 pub const VMALLOC_CHUNK: usize = 64;
 
-/// The vmalloc range: its areas and its page tables.
-pub struct VmallocSpace {
-    pub areas: VmapAreas,
+/// The vmalloc range: its areas (their nodes from `A`) and its page tables.
+pub struct VmallocSpace<A: NodeAlloc = Global> {
+    pub areas: VmapAreas<A>,
     pub tables: VmallocPageTables,
 }
 
@@ -123,15 +127,18 @@ pub(super) fn table_gfp(gfp: GfpFlags) -> GfpFlags {
 /// How [`vmalloc_with`] reaches the space: the kernel's lock, taken for each step that touches
 /// the area trees or the page tables and released in between.
 pub trait SpaceLock {
+    /// Where the space's area nodes come from.
+    type Alloc: NodeAlloc;
     /// Runs `f` on the space, exclusively.
-    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R;
+    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace<Self::Alloc>) -> R) -> R;
 }
 
 /// A space the caller already holds exclusively.
-struct Held<'a>(core::cell::RefCell<&'a mut VmallocSpace>);
+struct Held<'a, A: NodeAlloc>(core::cell::RefCell<&'a mut VmallocSpace<A>>);
 
-impl SpaceLock for Held<'_> {
-    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R {
+impl<A: NodeAlloc> SpaceLock for Held<'_, A> {
+    type Alloc = A;
+    fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace<A>) -> R) -> R {
         f(&mut self.0.borrow_mut())
     }
 }
@@ -213,8 +220,8 @@ pub(super) fn free_vmalloc_page<P: PageProvider + ?Sized>(provider: &P, pfn: Pfn
     debug_assert!(freed.is_ok(), "provider refused a vmalloc page: {freed:?}");
 }
 
-impl VmallocSpace {
-    pub fn new(areas: VmapAreas, tables: VmallocPageTables) -> Self {
+impl<A: NodeAlloc> VmallocSpace<A> {
+    pub fn new(areas: VmapAreas<A>, tables: VmallocPageTables) -> Self {
         VmallocSpace { areas, tables }
     }
 

@@ -11,19 +11,27 @@
 //! Every area except `guard == false` ones ends with one guard page that is reserved but never
 //! mapped, so running off the end of a vmalloc buffer faults instead of corrupting the next one.
 //!
-//! Memory: the nodes of both trees are arenas (`Vec`s) that grow only when no freed slot is
-//! left, and only in `alloc_area`; the growth is attempted with `try_reserve` before anything
-//! changes, so a failed heap allocation is reported as [`VmapError::NoMemory`] with the
-//! allocator unchanged, and `free` never allocates. In the kernel
-//! this object is behind the vmap lock and the heap (kmalloc/slab) is called under it; the heap
-//! never takes the vmap lock (it does not use vmalloc), so this cannot self-deadlock.
+//! Memory: every range is a node of its own (Linux's `struct vmap_area`), allocated from `A`: in
+//! the kernel the `vmap_area` slab cache (Linux's `vmap_area_cachep`), on the host `Global` or a
+//! test allocator. An allocation that needs nodes (one for the busy area, one more when it
+//! splits a free range in two) allocates them after the search and before changing anything,
+//! so a failed allocation is reported as [`VmapError::NoMemory`] with the allocator unchanged;
+//! a free range used up whole becomes the busy area's node. `free` never allocates: the freed
+//! area's node becomes the free range when the range merges with nothing, and nodes that merge
+//! away go back to `A`. In the kernel this object is behind the vmap lock and the slab cache is
+//! called under it; the slab allocator never takes the vmap lock (it does not use vmalloc), so
+//! this cannot self-deadlock.
 
-use core::fmt;
 use core::panic::Location;
 
 use bitflags::bitflags;
 
-use super::avl::{Entry, Tree};
+extern crate alloc;
+
+use alloc::alloc::Global;
+
+use super::avl::{Entry, NodeAlloc, Tree};
+pub use super::vmap_error::VmapError;
 use crate::addr::PAGE_SIZE;
 
 bitflags! {
@@ -191,69 +199,6 @@ impl VmapAreaRequest {
     }
 }
 
-/// Why a vmap-area operation failed. The allocator is unchanged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmapError {
-    /// A zero-sized area was requested.
-    ZeroSize,
-    /// The alignment is not a power of two or is below `PAGE_SIZE`.
-    BadAlign { align: usize },
-    /// The size (plus guard) exceeds the whole managed range: it can never succeed.
-    TooLarge { size: usize, max: usize },
-    /// No free range is large enough (with alignment) right now: the range is exhausted or
-    /// fragmented.
-    NoSpace { size: usize, align: usize, largest_free: usize },
-    /// The heap could not grow the tree node storage (only `alloc` can report this).
-    NoMemory,
-    /// `VmapAreas::new` got a range that is empty or not page aligned.
-    BadRange { start: usize, end: usize },
-    /// The address is outside the managed range.
-    OutOfRange { addr: usize, start: usize, end: usize },
-    /// The address is in a free range: it was already freed (double free) or never allocated.
-    NotAllocated { addr: usize, free_start: usize, free_end: usize },
-    /// The address is inside a live area but is not its start.
-    Interior { addr: usize, area_start: usize, area_end: usize },
-    /// The address is in the guard page of a live area.
-    InGuard { addr: usize, area_start: usize },
-}
-
-impl fmt::Display for VmapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use VmapError::*;
-        match *self {
-            ZeroSize => write!(f, "vmap area of size 0 requested"),
-            BadAlign { align } => {
-                write!(f, "alignment {align:#x} is not a power of two of at least {PAGE_SIZE:#x}")
-            }
-            TooLarge { size, max } => {
-                write!(f, "size {size:#x} is larger than the whole vmalloc range (at most {max:#x} bytes)")
-            }
-            NoSpace { size, align, largest_free } => write!(
-                f,
-                "no free vmalloc range fits {size:#x} bytes aligned to {align:#x} (largest free range {largest_free:#x})"
-            ),
-            NoMemory => write!(f, "out of heap memory for vmap area bookkeeping"),
-            BadRange { start, end } => {
-                write!(f, "vmap range {start:#x}-{end:#x} is empty or not page aligned")
-            }
-            OutOfRange { addr, start, end } => {
-                write!(f, "{addr:#x} is outside the vmalloc range {start:#x}-{end:#x}")
-            }
-            NotAllocated { addr, free_start, free_end } => write!(
-                f,
-                "{addr:#x} is not a live vmap area (free range {free_start:#x}-{free_end:#x}): double free or never allocated"
-            ),
-            Interior { addr, area_start, area_end } => write!(
-                f,
-                "{addr:#x} is inside the vmap area {area_start:#x}-{area_end:#x}, not its start"
-            ),
-            InGuard { addr, area_start } => {
-                write!(f, "{addr:#x} is in the guard page of the vmap area at {area_start:#x}")
-            }
-        }
-    }
-}
-
 /// What the busy tree stores per area besides start and size.
 #[derive(Clone, Copy)]
 struct AreaData {
@@ -276,27 +221,60 @@ fn to_area(e: Entry<AreaData>) -> VmapArea {
     }
 }
 
-/// The vmap area allocator over one virtual range.
-pub struct VmapAreas {
+/// The vmap area allocator over one virtual range; its nodes come from `A`.
+pub struct VmapAreas<A: NodeAlloc = Global> {
     start: usize,
     end: usize,
-    free: Tree<()>,
-    busy: Tree<AreaData>,
+    free: Tree<AreaData, A, true>,
+    busy: Tree<AreaData, A, false>,
     free_bytes: usize,
     /// Pages of live `Vmalloc` areas (Linux's `nr_vmalloc_pages`, for `VmallocUsed`).
     vmalloc_pages: usize,
 }
 
-impl VmapAreas {
-    /// Manages `[start, end)`; both page aligned, `start < end`.
+impl VmapAreas<Global> {
+    /// Manages `[start, end)` with nodes from the global heap; both page aligned, `start < end`.
+    #[track_caller]
     pub fn new(start: usize, end: usize) -> Result<Self, VmapError> {
+        Self::new_in(start, end, Global)
+    }
+}
+
+impl<A: NodeAlloc> VmapAreas<A> {
+    /// Manages `[start, end)` with nodes from `alloc`; both page aligned, `start < end`.
+    #[track_caller]
+    pub fn new_in(start: usize, end: usize, alloc: A) -> Result<Self, VmapError> {
         if start >= end || !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
             return Err(VmapError::BadRange { start, end });
         }
-        let mut free = Tree::new();
-        free.reserve(1).map_err(|_| VmapError::NoMemory)?;
-        free.insert(start, end - start, ());
-        Ok(VmapAreas { start, end, free, busy: Tree::new(), free_bytes: end - start, vmalloc_pages: 0 })
+        let mut free = Tree::new_in(alloc.clone());
+        // A free range's payload is never read; this one names whoever set the range up.
+        let data = AreaData {
+            nr_pages: 0,
+            kind: AreaKind::Vmalloc,
+            flags: VmFlags::empty(),
+            phys_addr: 0,
+            caller: Location::caller(),
+        };
+        free.insert(start, end - start, data).map_err(|_| VmapError::NoMemory)?;
+        Ok(VmapAreas {
+            start,
+            end,
+            free,
+            busy: Tree::new_in(alloc),
+            free_bytes: end - start,
+            vmalloc_pages: 0,
+        })
+    }
+
+    /// Size and alignment of one node (the kernel sizes its `vmap_area` slab cache with it).
+    pub const fn node_layout() -> core::alloc::Layout {
+        core::alloc::Layout::new::<super::avl::Node<AreaData, A>>()
+    }
+
+    /// Nodes in use: one per live area and one per free range.
+    pub fn nr_nodes(&self) -> usize {
+        self.busy.len() + self.free.len()
     }
 
     /// The managed range `[start, end)`.
@@ -328,45 +306,20 @@ impl VmapAreas {
         if total > capacity {
             return Err(too_large);
         }
-        let no_space =
-            VmapError::NoSpace { size: total, align: req.align, largest_free: self.free.max_size() };
+        let largest_free = self.free.max_size();
+        let no_space = || VmapError::NoSpace { size: total, align: req.align, largest_free };
         // Linux's adjust_search_size: with a stricter alignment than a page, only a range of
         // size + align - 1 is sure to hold an aligned block, and searching with that length is
         // what keeps the walk free of backtracking.
         let length = if req.align <= PAGE_SIZE { Some(total) } else { total.checked_add(req.align - 1) };
-        let length = length.ok_or(no_space)?;
-        // The area needs a busy node. There are never more free ranges than busy areas + 1, so
-        // room for `busy + 2` free nodes covers a split now and any later free: `free` then
-        // never allocates and cannot fail for want of memory. Reserve before changing anything.
-        self.free.reserve_total(self.busy.len() + 2).map_err(|_| VmapError::NoMemory)?;
-        self.busy.reserve(1).map_err(|_| VmapError::NoMemory)?;
-
+        let length = length.ok_or_else(no_space)?;
         let (range, addr) = self
             .free
             .lowest_fit(length, |start, size| {
                 let addr = start.checked_next_multiple_of(req.align)?;
                 (addr.checked_add(total)? <= start + size).then_some(addr)
             })
-            .ok_or(no_space)?;
-
-        // Linux's adjust_va_to_fit_type: FL (full), LE (left edge), RE (right edge), NE (no edge).
-        let (left, right) = (addr - range.start, range.end() - (addr + total));
-        match (left, right) {
-            (0, 0) => {
-                self.free.remove(range.start);
-            }
-            (0, _) => {
-                self.free.update(range.start, addr + total, right);
-            }
-            (_, 0) => {
-                self.free.update(range.start, range.start, left);
-            }
-            (_, _) => {
-                self.free.update(range.start, range.start, left);
-                self.free.insert(addr + total, right, ());
-            }
-        }
-        self.free_bytes -= total;
+            .ok_or_else(no_space)?;
 
         let mut flags = req.kind.flag() | req.flags;
         if !req.guard {
@@ -379,7 +332,49 @@ impl VmapAreas {
             phys_addr: req.phys_addr,
             caller: req.caller,
         };
-        self.busy.insert(addr, total, data);
+        // Linux's adjust_va_to_fit_type: FL (full), LE (left edge), RE (right edge), NE (no
+        // edge). The nodes this needs are allocated before anything changes (Linux's
+        // kmem_cache_alloc of the va and ne_fit_preload_node): a failure leaves both trees as
+        // they were.
+        let (left, right) = (addr - range.start, range.end() - (addr + total));
+        let nomem = |_| VmapError::NoMemory;
+        let node = match (left, right) {
+            (0, 0) => None,
+            _ => Some(self.busy.alloc_node(addr, total, data).map_err(nomem)?),
+        };
+        let split = match (left, right) {
+            (0, _) | (_, 0) => None,
+            _ => Some(self.free.alloc_node(addr + total, right, data).map_err(nomem)?),
+        };
+        let node = match (left, right) {
+            // The free range is used up: its node becomes the area's.
+            (0, 0) => self.free.remove(range.start).map(|mut n| {
+                n.set(addr, total, data);
+                n
+            }),
+            (0, _) => {
+                self.free.update(range.start, addr + total, right);
+                node
+            }
+            (_, 0) => {
+                self.free.update(range.start, range.start, left);
+                node
+            }
+            (_, _) => {
+                self.free.update(range.start, range.start, left);
+                if let Some(split) = split {
+                    self.free.insert_node(split);
+                }
+                node
+            }
+        };
+        let Some(node) = node else {
+            // lowest_fit found the range in the tree just above: it is there to remove.
+            debug_assert!(false, "the fitting free range vanished");
+            return Err(no_space());
+        };
+        self.free_bytes -= total;
+        self.busy.insert_node(node);
         if req.kind == AreaKind::Vmalloc {
             self.vmalloc_pages += data.nr_pages;
         }
@@ -388,30 +383,37 @@ impl VmapAreas {
 
     /// Frees the area starting at `addr`, merging its range with free neighbours (Linux's
     /// `free_vmap_area` / `merge_or_add_vmap_area`). Returns the area so the caller can unmap and
-    /// free its pages. O(log n). Any address that is not the start of a live area is refused
-    /// with the reason, and nothing changes.
+    /// free its pages. O(log n); never allocates. Any address that is not the start of a live
+    /// area is refused with the reason, and nothing changes.
     pub fn free(&mut self, addr: usize) -> Result<VmapArea, VmapError> {
-        let Some(entry) = self.busy.get(addr) else {
+        let Some(node) = self.busy.remove(addr) else {
             return Err(self.classify_bad_free(addr));
         };
-        // No allocation here: `alloc_area` reserved the free node this may need.
-        self.busy.remove(addr);
-        let area = to_area(entry);
+        let area = to_area(node.entry());
         if area.kind == AreaKind::Vmalloc {
             self.vmalloc_pages -= area.nr_pages;
         }
-        self.insert_free(area.start, area.size);
+        self.insert_free(node);
         Ok(area)
     }
 
-    fn insert_free(&mut self, start: usize, size: usize) {
+    /// Puts a range that left the busy tree into the free tree, merged with the free ranges it
+    /// touches; its node is reused when it merges with nothing and freed otherwise.
+    fn insert_free(&mut self, node: super::avl::NodeBox<AreaData, A>) {
+        let Entry { start, size, .. } = node.entry();
         let end = start + size;
-        let prev = self.free.floor(start).filter(|p| p.end() == start);
-        let next = self.free.ceil(end).filter(|n| n.start == end);
+        // No free range starts inside [start, end): the neighbours of `start` are those of the
+        // whole range, found in one descent.
+        let (prev, next) = self.free.neighbours(start);
+        let prev = prev.filter(|p| p.end() == start);
+        let next = next.filter(|n| n.start == end);
         match (prev, next) {
             (Some(p), Some(n)) => {
-                self.free.remove(n.start);
-                self.free.update(p.start, p.start, p.size + size + n.size);
+                // The right-hand node stays: the range at the top of the tiling (the tail of
+                // the vmalloc range) keeps one node for good, so a burst of areas freed back
+                // into it leaves none of its own nodes behind in the slab cache.
+                drop(self.free.remove(p.start));
+                self.free.update(n.start, p.start, p.size + size + n.size);
             }
             (Some(p), None) => {
                 self.free.update(p.start, p.start, p.size + size);
@@ -420,7 +422,7 @@ impl VmapAreas {
                 // The new start is still above the previous free range, so the order holds.
                 self.free.update(n.start, start, size + n.size);
             }
-            (None, None) => self.free.insert(start, size, ()),
+            (None, None) => self.free.insert_node(node),
         }
         self.free_bytes += size;
     }

@@ -18,6 +18,7 @@
 
 use core::fmt;
 
+use super::avl::NodeAlloc;
 use super::pgtable::TlbFlushRange;
 use super::space::VmallocError;
 use super::space::VmallocSpace;
@@ -308,7 +309,7 @@ impl FlushUnion {
     }
 }
 
-impl VmallocSpace {
+impl<A: NodeAlloc> VmallocSpace<A> {
     /// `vm_unmap_ram` of a mapping of more than [`VMAP_MAX_ALLOC`] pages (its own vmap area,
     /// 6.12's `find_unlink_vmap_area` + `free_unmap_vmap_area`): checks the count, unmaps,
     /// calls `flush` and releases the range. The frames stay the caller's.

@@ -21,6 +21,7 @@ use core::panic::Location;
 use x86_64::structures::paging::PageTableFlags;
 use x86_64::VirtAddr;
 
+use super::avl::NodeAlloc;
 use super::ioremap::ioremap_align;
 use super::pgtable::TlbFlushRange;
 use super::space::{VmallocError, VmallocSpace};
@@ -61,7 +62,7 @@ pub fn vmap_pfn_prot(prot: PageTableFlags) -> Result<PageTableFlags, VmallocErro
     Ok(prot | PageTableFlags::NO_EXECUTE | PAGE_SPECIAL)
 }
 
-impl VmallocSpace {
+impl<A: NodeAlloc> VmallocSpace<A> {
     /// Maps `pfns` at consecutive pages of a new `VM_IOREMAP` area with `prot` (see the module
     /// documentation) and returns the area. Refused, with nothing changed: an empty array
     /// ([`VmallocError::NoPages`]), a size past the range ([`VmapError::TooLarge`]), a bad

@@ -28,6 +28,7 @@ const M2: usize = PMD_SIZE;
 struct Held(RefCell<VmallocSpace>);
 
 impl SpaceLock for Held {
+    type Alloc = std::alloc::Global;
     fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R {
         f(&mut self.0.borrow_mut())
     }

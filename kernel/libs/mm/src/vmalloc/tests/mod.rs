@@ -8,6 +8,8 @@ mod huge;
 mod huge_space;
 mod info;
 mod ioremap;
+pub(super) mod nodes;
+mod nomem;
 mod pgtable;
 mod props;
 mod ram;

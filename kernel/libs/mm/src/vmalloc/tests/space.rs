@@ -231,6 +231,7 @@ struct CountingLock {
 }
 
 impl crate::vmalloc::SpaceLock for CountingLock {
+    type Alloc = std::alloc::Global;
     fn with<R>(&self, f: impl FnOnce(&mut VmallocSpace) -> R) -> R {
         assert!(!self.held.swap(true, Relaxed), "the vmap lock taken twice");
         self.taken.fetch_add(1, Relaxed);
