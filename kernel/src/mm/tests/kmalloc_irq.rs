@@ -95,7 +95,11 @@ ktest!(
         let (mut main_pairs, mut corrupt, mut i) = (0u64, 0u64, 0u64);
         // Run until both sides together did TARGET_PAIRS and the handler ran often (a cap stops a
         // timer that never fires from hanging the suite; the assertions below then fail).
-        while (main_pairs + IRQ_PAIRS.load(Relaxed) < TARGET_PAIRS || IRQ_RUNS.load(Relaxed) < 1000)
+        // The handler's first HELD/4 runs only fill its slots, so 1000 runs are not yet 4000 pairs:
+        // wait for both, as the assertions below require.
+        while (main_pairs + IRQ_PAIRS.load(Relaxed) < TARGET_PAIRS
+            || IRQ_RUNS.load(Relaxed) < 1000
+            || IRQ_PAIRS.load(Relaxed) < 4000)
             && main_pairs < 20 * TARGET_PAIRS
         {
             let slot = (i % HELD as u64) as usize;
