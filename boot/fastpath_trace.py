@@ -53,8 +53,13 @@ def name_of(pc):
     return syms[i][1] if i >= 0 else "?"
 
 
-loops = [a for a, n in syms if n == LOOP]
-marks = {a for a, n in syms if n == MARK}
+def same(name, want):
+    # LLVM's local copies carry a " (.llvm.NNN)" suffix.
+    return name == want or name.startswith(want + " (.llvm.")
+
+
+loops = [a for a, n in syms if same(n, LOOP)]
+marks = {a for a, n in syms if same(n, MARK)}
 if not loops or not marks:
     raise SystemExit(f"symbol not found: {LOOP if not loops else MARK}")
 
@@ -73,7 +78,11 @@ gdb.execute("kill", to_string=True)
 
 entries = [i for i, pc in enumerate(pcs) if pc in marks]
 if len(entries) < 4:
-    raise SystemExit(f"{MARK} entered {len(entries)} times in {STEPS} steps: raise TRACE_STEPS")
+    seen = sorted({name_of(pc) for pc in pcs[-500:]})
+    raise SystemExit(
+        f"{MARK} entered {len(entries)} times in {STEPS} steps: raise TRACE_STEPS, or mark one of the"
+        " functions the last 500 steps ran:\n  " + "\n  ".join(seen)
+    )
 lengths = [b - a for a, b in zip(entries, entries[1:])]
 # The last complete iteration: the warm-up is over by then.
 start, end = entries[-2], entries[-1]
