@@ -27,6 +27,8 @@ use crate::mm::node;
 /// the free lists, and which pages sit there depends on the order of earlier frees. vmalloc's
 /// empty page tables (kept after vfree) are given back first too.
 pub(super) fn buddy_snapshot() -> [[u64; 11]; 3] {
+    crate::mm::vmalloc::purge_vmap_area_lazy();
+    crate::mm::vmalloc::shrink_vmap_area_cache();
     crate::mm::vmalloc::shrink_page_tables();
     node().drain_pages();
     let mut s = [[0; 11]; 3];
@@ -36,8 +38,12 @@ pub(super) fn buddy_snapshot() -> [[u64; 11]; 3] {
     s
 }
 
-/// Free pages on the buddy lists after draining the per-CPU lists (MemFree's count).
+/// Free pages on the buddy lists after draining the per-CPU lists (MemFree's count), once the
+/// lazily freed vmalloc areas are purged (their nodes freed, empty `vmap_area` slabs given
+/// back) and vmalloc's empty page tables given back.
 pub(super) fn free_pages_drained() -> u64 {
+    crate::mm::vmalloc::purge_vmap_area_lazy();
+    crate::mm::vmalloc::shrink_vmap_area_cache();
     crate::mm::vmalloc::shrink_page_tables();
     node().drain_pages();
     node().totals().free_pages
