@@ -292,11 +292,13 @@ pub const CONSOLE_PROMPT: &str = "mm> ";
 /// ASLR stays off. The kernel prints the real value at boot (`arch: gdb: add-symbol-file ...`).
 pub const KERNEL_LOAD_OFFSET: u64 = 0xffff_8000_0000_0000;
 
-/// The gdb command line that attaches to a `--gdb` boot with the kernel's symbols.
-pub fn gdb_command_line() -> String {
+/// The gdb command line that attaches to a `--gdb` boot of `kernel` with its symbols (`--bench
+/// --gdb` boots the release build, whose symbols are another file).
+pub fn gdb_command_line(kernel: Kernel) -> String {
     format!(
-        "gdb -ex 'set confirm off' -ex 'add-symbol-file {KERNEL_BIN} -o {KERNEL_LOAD_OFFSET:#x}' \
-         -ex 'target remote :1234' -ex 'break kernel::kernel_main' -ex continue"
+        "gdb -ex 'set confirm off' -ex 'add-symbol-file {} -o {KERNEL_LOAD_OFFSET:#x}' \
+         -ex 'target remote :1234' -ex 'break kernel::kernel_main' -ex continue",
+        kernel.path()
     )
 }
 

@@ -377,7 +377,7 @@ fn main() -> ExitCode {
             "runner: QEMU waits for gdb on localhost:1234 (see README: Debugging). In another terminal:\n  {}\n\
              runner: the kernel is a static PIE linked at 0; if its boot line `arch: gdb: add-symbol-file ... -o X` \
              shows another offset than {:#x}, use that one",
-            memkernel::gdb_command_line(),
+            memkernel::gdb_command_line(opts.kernel),
             memkernel::KERNEL_LOAD_OFFSET
         );
     }

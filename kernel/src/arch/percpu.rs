@@ -107,10 +107,24 @@ impl PerCpu {
     }
 }
 
-/// Logical number of the CPU running this code (Linux's `smp_processor_id()`).
+/// Offset of [`PerCpu`]'s `cpu_id` from the GS base: `gs:[CPU_ID_GS_OFFSET]` is the running
+/// CPU's logical id. The allocators' per-CPU fast paths read it there (the mm crate's
+/// `gs_cpu_id` feature), so the layout is theirs: checked here at compile time.
+pub const CPU_ID_GS_OFFSET: usize = core::mem::offset_of!(PerCpu, cpu_id);
+const _: () = assert!(CPU_ID_GS_OFFSET == mm::cpus::CPU_ID_GS_OFFSET);
+
+/// Logical number of the CPU running this code (Linux's `smp_processor_id()`): one
+/// GS-relative load.
 #[inline]
 pub fn cpu_id() -> u32 {
-    this().cpu_id()
+    let id: u32;
+    // SAFETY: GS points at the running CPU's `PerCpu` block (set by `init_bsp`/`init_cpu` before
+    // any code that asks), and `cpu_id` sits at `CPU_ID_GS_OFFSET` in it (repr(C)); immutable.
+    unsafe {
+        core::arch::asm!("mov {0:e}, gs:[{1}]", out(reg) id, const CPU_ID_GS_OFFSET,
+            options(nostack, readonly, preserves_flags, pure));
+    }
+    id
 }
 
 /// Called at the entry of every interrupt and exception handler.
@@ -135,5 +149,17 @@ pub fn reset_irq_depth(depth: u32) {
 /// blocking allocations are forbidden (`might_sleep`).
 #[inline]
 pub fn in_interrupt() -> bool {
-    this().irq_depth() > 0
+    let depth: u32;
+    // SAFETY: GS points at the running CPU's `PerCpu` (see `cpu_id`); `irq_depth` sits at
+    // IRQ_DEPTH_GS_OFFSET in it (repr(C)). One aligned 32-bit load, as a relaxed atomic load is;
+    // only this CPU changes its own depth.
+    unsafe {
+        core::arch::asm!("mov {0:e}, gs:[{1}]", out(reg) depth, const IRQ_DEPTH_GS_OFFSET,
+            options(nostack, readonly, preserves_flags));
+    }
+    depth > 0
 }
+
+/// Offset of [`PerCpu`]'s `irq_depth` from the GS base (`in_interrupt` reads it with one load:
+/// `might_sleep` runs on every kmalloc).
+const IRQ_DEPTH_GS_OFFSET: usize = core::mem::offset_of!(PerCpu, irq_depth);

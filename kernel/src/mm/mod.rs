@@ -147,10 +147,22 @@ pub fn init(boot_info: &'static BootInfo, cmdline: &crate::cmdline::Cmdline) {
     crate::arch::smp::reserve_trampoline(&mut memblock);
     // SAFETY: the direct map covers every usable range of the memory map, and memblock only
     // hands out usable memory nobody else uses (the bootloader's own memory is `Bootloader`).
-    let node = unsafe { Node::init(&mut memblock, direct_map(), ZoneLimits::X86_64) }
+    // The descriptors go to the vmemmap region of the live page tables (the bootloader's, which
+    // every CPU uses); their page-table pages come from memblock like the descriptors.
+    let (root, _) = x86_64::registers::control::Cr3::read();
+    let mut vmemmap = ::mm::mem_map::VmemmapPageTables::new(
+        root.start_address(),
+        layout::VMEMMAP_START,
+        layout::VMEMMAP_SIZE,
+    );
+    // SAFETY: as above; the vmemmap region is outside the bootloader's dynamic range, and
+    // `VmemmapPageTables::init` checks that nothing is mapped there.
+    let node = unsafe { Node::init(&mut memblock, direct_map(), ZoneLimits::X86_64, &mut vmemmap) }
         .unwrap_or_else(|e| panic!("cannot set up the page allocator: {e}"));
     let ticks = crate::arch::rdtsc() - start;
     let node = NODE.call_once(|| node);
+    // Before anything else allocates: the per-CPU page lists follow the running CPU.
+    page_alloc::init_cpu_hooks();
     INIT_COST.call_once(|| InitCost { ticks, managed_pages: node.totals().managed_pages });
 
     BOOT_RESERVATIONS.call_once(|| {

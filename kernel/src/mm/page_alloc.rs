@@ -83,17 +83,65 @@ fn might_sleep_report(gfp: GfpFlags, loc: &'static core::panic::Location<'static
     );
 }
 
-/// The per-CPU page list slot of the running CPU: order-0 pages come from and go to this CPU's
-/// own list (its lock is then uncontended), by logical CPU id.
+/// The per-CPU page list slot of the running CPU (`smp_processor_id()` through GS): order-0..3
+/// pages come from and go to this CPU's own lists, which only this CPU touches (with interrupts
+/// off), by logical CPU id. Ids are below `NR_CPUS` (bring-up starts no more CPUs).
 #[inline]
 pub fn this_cpu() -> CpuId {
-    CpuId::new(crate::arch::percpu::cpu_id() as usize).unwrap_or(CpuId::BOOT)
+    CpuId::from_dense_id(crate::arch::percpu::cpu_id() as usize)
 }
 
+/// Installs the mm crate's cross-CPU call, which lets each CPU drain, reconfigure or check its
+/// own per-CPU page lists ([`cross_cpu_call`]). Which CPU is running needs no hook: the crate is
+/// built with `gs_cpu_id` and reads it from GS (`arch::percpu::CPU_ID_GS_OFFSET`). Called once
+/// at boot, before any application processor runs.
+pub(super) fn init_cpu_hooks() {
+    ::mm::cpus::set_cross_cpu_call_fn(cross_cpu_call);
+}
+
+/// The mm crate's cross-CPU call (`::mm::cpus::CrossCpuCallFn`, Linux's
+/// `on_each_cpu_mask(mask, f, NULL, true)`): `f` on every online CPU of `mask`, the others by
+/// IPI ([`smp_call_function_many`](crate::arch::smp_call::smp_call_function_many), in interrupt
+/// context), the caller's own last with interrupts off; returns once all have returned.
+///
+/// Refused (false, nothing run) in an interrupt handler or with interrupts disabled. Deadlock
+/// analysis: the caller waits for each target to take the IPI. A target spinning with
+/// interrupts off on a lock cannot take it until it gets the lock, so the caller must hold no
+/// lock a target may spin on with interrupts off: the zone locks, the slab's cache and registry
+/// locks, the vmap lock and every other `IrqSpinLock` are always held with interrupts off,
+/// which is why interrupts-off is refused here. The waiting caller keeps interrupts on (it
+/// takes other CPUs' calls meanwhile, so two CPUs calling each other both finish) and serves
+/// TLB shootdowns (a vmap-lock holder flushing does not wait for it either). What the targets
+/// run (the per-CPU page list operations) takes only the zone locks, whose holders never wait
+/// for another CPU. Plain spinlocks a target may take with interrupts off (in an interrupt
+/// handler) are the caller's to avoid: the page allocator makes these calls only for requests
+/// that may block, whose callers hold no spinlock (`might_sleep`).
+fn cross_cpu_call(mask: ::mm::cpus::CpuMask, f: &(dyn Fn() + Sync)) -> bool {
+    use crate::arch::smp_call::{smp_call_function_many, CpuMask};
+    if crate::arch::in_interrupt() || crate::arch::interrupts::irqs_disabled() {
+        return false;
+    }
+    MM_CROSS_CPU_CALLS.fetch_add(1, Relaxed);
+    let mask = CpuMask(mask);
+    if smp_call_function_many(mask, f).is_err() {
+        return false;
+    }
+    if mask.contains(crate::arch::percpu::cpu_id() as usize) {
+        x86_64::instructions::interrupts::without_interrupts(f);
+    }
+    true
+}
+
+/// Cross-CPU calls made for the mm crate (per-CPU page list drains and checks; tests and the
+/// stress report read it).
+pub static MM_CROSS_CPU_CALLS: AtomicU64 = AtomicU64::new(0);
+
 /// Linux's `drain_all_pages(NULL)`: every CPU's per-CPU page lists back to the buddy lists.
-/// Drained remotely, from the calling CPU, under each list's lock (as Linux does since the
-/// pcp lists became spinlock-protected, 5.19): no IPI is needed, and a list's owner that is
-/// allocating at the same time just waits for the lock. Returns the pages drained.
+/// Each CPU drains its own lists in a cross-CPU call ([`cross_cpu_call`]: an IPI to every other
+/// online CPU, as Linux before 5.19 and `on_each_cpu`), since only a list's own CPU touches it.
+/// The caller must hold no spinlock (see there for why); in an interrupt handler or with
+/// interrupts off no IPI can be sent, and only the running CPU's lists are drained. Returns the
+/// pages drained.
 pub fn drain_all_pages() -> u64 {
     node().drain_pages()
 }
@@ -112,7 +160,18 @@ pub fn alloc_pages(gfp: GfpFlags, order: u32) -> Result<PhysFrame, AllocError> {
 #[track_caller]
 #[inline]
 pub(crate) fn alloc_pfn(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
-    match node().alloc_pages_cpu_at(this_cpu(), gfp, order, core::panic::Location::caller()) {
+    match node().alloc_pages_fast(this_cpu(), gfp, order) {
+        Some(pfn) => Ok(pfn),
+        None => alloc_pfn_general(gfp, order),
+    }
+}
+
+/// Everything [`alloc_pfn`]'s inlined fast path does not cover, out of line (so that the fast
+/// path needs no stack frame): the buddy allocator's general path, then the slow path.
+#[track_caller]
+#[inline(never)]
+fn alloc_pfn_general(gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
+    match node().alloc_pages_general_at(this_cpu(), gfp, order, core::panic::Location::caller()) {
         Ok(pfn) => Ok(pfn),
         Err(e) => alloc_slowpath(gfp, order, e),
     }
@@ -245,7 +304,19 @@ fn warn_failure(gfp: GfpFlags, order: u32, err: AllocError) -> AllocError {
 #[track_caller]
 #[inline]
 pub fn __free_pages(frame: PhysFrame, order: u32) -> Result<(), FreePagesError> {
-    let result = node().free_pages_cpu(this_cpu(), Pfn::from_phys(frame.start_address()), order);
+    let pfn = Pfn::from_phys(frame.start_address());
+    if node().free_pages_fast(this_cpu(), pfn, order) {
+        return Ok(());
+    }
+    free_pages_general(pfn, order)
+}
+
+/// Everything [`__free_pages`]'s inlined fast path does not cover, out of line: the buddy
+/// allocator's general path and the report of a refused free.
+#[track_caller]
+#[inline(never)]
+fn free_pages_general(pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+    let result = node().free_pages_general(this_cpu(), pfn, order);
     if let Err(e) = &result {
         report_refused_free(e, core::panic::Location::caller());
     }

@@ -13,6 +13,18 @@ use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::memory_map::Size;
 use crate::log::Console;
 
+/// The holes part of the boot log's `vmemmap:` line (printed before the heap exists).
+struct VmemmapHoles(::mm::mem_map::VmemmapUsage);
+
+impl fmt::Display for VmemmapHoles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0.hole_pmds, self.0.hole_ptes) {
+            (0, 0) => f.write_str("none"),
+            (pmds, ptes) => write!(f, "{pmds} PMDs + {ptes} PTEs read-only to 1 shared page"),
+        }
+    }
+}
+
 /// Prints what bring-up built: memblock reservations, zones, page descriptors, totals.
 pub fn print_boot_summary(memblock: &MemBlock, node: &Node) {
     kprintln!("memblock: boot-time allocations (carved out of usable RAM before the buddy allocator):");
@@ -34,7 +46,7 @@ pub fn print_boot_summary(memblock: &MemBlock, node: &Node) {
     }
     let map = node.mem_map();
     kprintln!(
-        "mem_map: {} page descriptors x {} bytes = {} in {} of {} sections of {} (sparse), section table {}",
+        "mem_map: {} page descriptors x {} bytes = {} in {} of {} sections of {} (vmemmap), page tables {}",
         map.nr_pages(),
         map.descriptor_size(),
         Size(map.descriptor_bytes()),
@@ -42,6 +54,19 @@ pub fn print_boot_summary(memblock: &MemBlock, node: &Node) {
         map.nr_sections(),
         Size(map.pages_per_section() << 12),
         Size(map.table_bytes())
+    );
+    let u = map.vmemmap_usage();
+    let base = map.vmemmap_base() as u64;
+    kprintln!(
+        "vmemmap: [{:#x}, {:#x}) for pfns below {:#x}: {} x 2 MiB + {} x 4 KiB descriptor pages, \
+         {} page-table pages; sections without RAM: {}",
+        base,
+        base + map.end_pfn() * map.descriptor_size() as u64,
+        map.end_pfn(),
+        u.pmd_mappings,
+        u.pte_mappings,
+        u.page_tables,
+        VmemmapHoles(u)
     );
     for zone in node.zones().iter().filter(|z| z.is_populated()) {
         kprintln!(

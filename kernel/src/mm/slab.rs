@@ -51,8 +51,7 @@ pub fn init(slab_debug: Option<&'static str>) {
             ::mm::slab::debug::SlabDebugConfig::NONE
         }
     };
-    // Per-CPU slabs are indexed by the running CPU (before any cache exists).
-    ::mm::slab::set_this_cpu_fn(slab_cpu);
+    // Per-CPU slabs are indexed by the running CPU: `mm::cpus::this_cpu`, read from GS.
     ::mm::slab::debug::set_corruption_report_fn(super::slab_bug::report_isolated);
     let slab_allocator = SlabAllocator::new(super::node(), hardening_seed(), debug)
         .unwrap_or_else(|e| panic!("cannot bootstrap the slab allocator: {e}"));
@@ -60,12 +59,6 @@ pub fn init(slab_debug: Option<&'static str>) {
         Kmalloc::new(slab_allocator).unwrap_or_else(|e| panic!("cannot create the kmalloc caches: {e}"));
     KMALLOC.call_once(|| kmalloc);
     register_shrinker(shrink_all);
-}
-
-/// The running CPU's slot in the per-CPU slabs (`smp_processor_id()` through GS).
-fn slab_cpu() -> ::mm::buddy::CpuId {
-    let cpu = crate::arch::percpu::cpu_id() as usize;
-    ::mm::buddy::CpuId::new(cpu).unwrap_or_else(|| panic!("CPU {cpu} has no per-CPU slab slot (NR_CPUS)"))
 }
 
 /// Returns every empty slab of every cache to the buddy allocator (the page allocator's

@@ -10,8 +10,22 @@
 //!
 //! Logical CPU ids are dense: the boot CPU is 0, application processors `1..num_online_cpus()`
 //! in the order they came up.
+//!
+//! Also here, for every per-CPU structure: which CPU is running and running a function on each
+//! CPU ([`this_cpu`], [`on_each_cpu_mask`]: hooks the kernel installs), and the
+//! "only its own CPU, interrupts off" discipline of per-CPU state (`CpuSlot`).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
+
+mod call;
+#[cfg(test)]
+pub(crate) use call::host;
+pub use call::{
+    on_each_cpu, on_each_cpu_mask, set_cross_cpu_call_fn, set_this_cpu_fn, this_cpu, CpuMask, CrossCpuCallFn,
+    ALL_CPUS,
+};
+mod slot;
+pub(crate) use slot::{CpuSlot, CpuSlotGuard};
 
 /// The most CPUs the kernel supports (Linux's `CONFIG_NR_CPUS`). The runner accepts `--smp`
 /// up to this.
@@ -44,6 +58,37 @@ pub fn set_num_online_cpus(n: usize) -> usize {
     let n = clamp_cpus(n);
     NR_ONLINE.store(n, Ordering::Release);
     n
+}
+
+/// Where the kernel keeps the running CPU's logical id with the `gs_cpu_id` feature: a `u32` at
+/// this offset from the GS base (x86_64's per-CPU segment; Linux's `this_cpu_read(cpu_number)`
+/// is the same one instruction). The kernel checks its per-CPU block against it at compile time.
+pub const CPU_ID_GS_OFFSET: usize = 8;
+
+/// The running CPU's logical id from `gs:[CPU_ID_GS_OFFSET]` when the crate is built with the
+/// `gs_cpu_id` feature for the freestanding target (`None` otherwise, and always on the host).
+/// One segment-relative load, where an installed `fn() -> CpuId` costs a load, a test, an
+/// indirect call and a frame on every fast path. The kernel has no preemption, so the id stays
+/// right for as long as the caller runs.
+///
+/// The feature is the embedder's promise: on every CPU, before its first allocation, GS points
+/// at that CPU's per-CPU block, whose `u32` at [`CPU_ID_GS_OFFSET`] is the CPU's logical id,
+/// below [`NR_CPUS`], unique, and never changed.
+#[inline(always)]
+pub fn cpu_id_from_gs() -> Option<usize> {
+    #[cfg(all(feature = "gs_cpu_id", target_arch = "x86_64", target_os = "none"))]
+    {
+        let id: u32;
+        // SAFETY: the `gs_cpu_id` feature's promise (above): GS points at this CPU's block and
+        // the u32 at the offset is its id; the load reads nothing else and writes nothing.
+        unsafe {
+            core::arch::asm!("mov {0:e}, gs:[{off}]", out(reg) id, off = const CPU_ID_GS_OFFSET,
+                options(nostack, readonly, preserves_flags, pure));
+        }
+        return Some(id as usize);
+    }
+    #[allow(unreachable_code)]
+    None
 }
 
 /// A CPU count the per-CPU arrays can hold: at least the boot CPU, at most [`NR_CPUS`].

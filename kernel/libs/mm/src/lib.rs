@@ -10,7 +10,7 @@
 //! Layers, bottom up:
 //! - [`memmap`]: the firmware's physical memory map;
 //! - [`memblock`]: the early boot allocator;
-//! - [`page`], [`mem_map`]: page descriptors, sparse over the memory map;
+//! - [`page`], [`mem_map`]: page descriptors, one virtual array indexed by pfn (vmemmap);
 //! - [`zone`], [`buddy`]: zones with watermarks and the buddy page allocator;
 //! - [`slab`], [`kmalloc`]: slab caches and the kmalloc family;
 //! - [`mempool`]: memory pools, reserved elements over any of the allocators;

@@ -1,24 +1,32 @@
-//! mem_map: the page descriptors, sparse by sections (Linux's `CONFIG_SPARSEMEM`).
+//! mem_map: the page descriptors in a virtually contiguous array (Linux's
+//! `CONFIG_SPARSEMEM_VMEMMAP`).
 //!
 //! Physical memory is cut into sections of 2^[`SECTION_SIZE_BITS`] bytes (128 MiB, as on Linux
-//! x86_64). Only sections that contain usable RAM get descriptors, a full section's worth each,
-//! so a large hole in the physical map costs nothing. Descriptors of present sections sit in one
-//! array, section after section; two small tables translate:
-//! - `section_table[section]` = index of the section's first descriptor (or [`NO_SECTION`]);
-//! - `slot_section[index >> section_page_bits]` = section number of a descriptor index.
+//! x86_64). The descriptors live in one virtual array, `vmemmap`, indexed by pfn:
+//! `descriptor(pfn) = vmemmap + pfn * 32`, as Linux's `__pfn_to_page` is `vmemmap + pfn`. Only the
+//! parts of that array which describe sections with RAM are backed by memory of their own; the
+//! embedder's [`VmemmapBacking`] provides them (the kernel maps memblock pages there with real page
+//! tables, [`VmemmapPageTables`]; host tests use one contiguous buffer, [`ContiguousVmemmap`]).
 //!
-//! Both directions (`pfn -> &Page`, `index -> pfn`) are O(1): a shift, one table load, an add.
-//! Since every section's descriptors start at a multiple of the section size in the array,
-//! `index & mask == pfn & mask`.
+//! Holes: the array covers every pfn below [`MemMap::end_pfn`] (the end of the last section with
+//! RAM). Descriptors of sections without RAM are "absent" ([`Page::new_absent`]); the kernel maps
+//! all of them read-only to one shared page of absent descriptors, so they cost a page-table
+//! entry, not memory, and can never be written. Pfns at or above `end_pfn` have no array at all.
+//! Why this and not a per-section "present" check: [`MemMap::page`] is then one compare with
+//! `end_pfn` (a field next to the base) and, after the add, a one-byte compare of the descriptor's
+//! zone, which sits in the same cache line as the state byte every caller reads next; a section
+//! check would be a dependent load from a section table before the descriptor can be addressed,
+//! the load this layout exists to drop. The slab owner lookup (`kfree`) skips even the zone test
+//! ([`MemMap::descriptor`]): an absent descriptor is reserved with no compound head, which it
+//! refuses anyway. The answers are exactly those of the sparse map before it:
+//! `None` past the last section and in sections without RAM, `Some(reserved)` for holes inside a
+//! section with RAM, so every bad-input error of the free paths stays as it was.
 //!
-//! For the free fast paths, `section_mem_map[section]` holds the address of the section's
-//! descriptors biased by its first pfn (Linux's `section_mem_map` encoding), so `pfn -> &Page` is
-//! a shift, a bounds check, one load and `biased + pfn * 32`: no masking, no second table. (A
-//! virtually contiguous vmemmap would drop the load and the check; it needs page tables for the
-//! descriptor array, which this crate does not map.)
+//! Descriptor indices (the buddy and slab list links) are pfns: `index_to_pfn` is the identity,
+//! and 32-bit indices cover pfns below 2^32 - 1 (16 TiB of physical memory).
 //!
-//! The descriptor array and tables are carved out of memblock and reached through the direct
-//! map; they are never freed.
+//! The descriptors (and the kernel's page tables for them) are carved out of memblock and never
+//! freed.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -27,12 +35,18 @@ use crate::addr::{DirectMap, Pfn, PAGE_SHIFT};
 use crate::memblock::MemBlock;
 use crate::page::{Page, NO_PAGE};
 
+mod contiguous;
+mod pgtable;
+#[cfg(test)]
+mod tests;
+
+pub use contiguous::ContiguousVmemmap;
+pub use pgtable::VmemmapPageTables;
+
 /// log2 of the section size in bytes (Linux x86_64: 27 = 128 MiB).
 pub const SECTION_SIZE_BITS: u32 = 27;
 /// Pages per section in the kernel configuration.
 pub const PAGES_PER_SECTION: u64 = 1 << (SECTION_SIZE_BITS - PAGE_SHIFT);
-/// "No descriptors for this section" in the section table.
-pub const NO_SECTION: u32 = u32::MAX;
 
 /// Why the memory map could not be built. Nothing has been handed out yet when this happens;
 /// memblock may hold the partial allocations.
@@ -42,10 +56,18 @@ pub enum MemMapError {
     NoMemory,
     /// memblock could not provide `bytes` for `what`.
     MemBlockExhausted { what: &'static str, bytes: u64 },
-    /// More page descriptors than 32-bit page indices can name.
+    /// Pfns up to `pages` do not fit 32-bit page indices.
     TooManyPages { pages: u64 },
-    /// The section size is not between a page and 2^40 bytes.
+    /// The section size is not between a page and 2^40 bytes (or, for page-table backing, a
+    /// section's descriptors do not fill whole pages).
     BadSectionBits { bits: u32 },
+    /// The vmemmap region of `size` bytes cannot hold the `needed` bytes of descriptors.
+    VmemmapTooSmall { needed: u64, size: u64 },
+    /// Something is already mapped at `addr`, inside the vmemmap region.
+    VmemmapOccupied { addr: u64 },
+    /// The descriptors of the section at `pfn` do not start on a page boundary, so pages cannot
+    /// be mapped for them (sections below 128 pages).
+    VmemmapUnaligned { pfn: u64 },
 }
 
 impl fmt::Display for MemMapError {
@@ -61,229 +83,252 @@ impl fmt::Display for MemMapError {
             MemMapError::BadSectionBits { bits } => {
                 write!(f, "mem_map: section size 2^{bits} is unsupported")
             }
+            MemMapError::VmemmapTooSmall { needed, size } => {
+                write!(f, "mem_map: {needed} bytes of descriptors do not fit the {size}-byte vmemmap")
+            }
+            MemMapError::VmemmapOccupied { addr } => {
+                write!(f, "mem_map: {addr:#x} in the vmemmap region is already mapped")
+            }
+            MemMapError::VmemmapUnaligned { pfn } => {
+                write!(f, "mem_map: the descriptors of pfn {pfn:#x} do not start a page of the vmemmap")
+            }
         }
     }
 }
 
-/// The sparse array of page descriptors. See the module documentation.
+/// What backing the descriptor array cost (for the boot report and meminfo's figures).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmemmapUsage {
+    /// Bytes of memory holding descriptors (memblock label `"mem_map"`).
+    pub descriptor_bytes: u64,
+    /// Bytes of page-table pages and of the shared page of absent descriptors (memblock label
+    /// `"vmemmap"`); 0 without page tables.
+    pub table_bytes: u64,
+    /// Page-table pages allocated (PDPT, PD and PT pages).
+    pub page_tables: u64,
+    /// 2 MiB mappings of descriptors (Linux's `vmemmap_populate_hugepages`).
+    pub pmd_mappings: u64,
+    /// 4 KiB mappings of descriptors.
+    pub pte_mappings: u64,
+    /// 4 KiB read-only entries naming the shared page of absent descriptors.
+    pub hole_ptes: u64,
+    /// PMD entries naming the shared page table of such entries (2 MiB stretches without RAM).
+    pub hole_pmds: u64,
+}
+
+/// Memory behind the virtual descriptor array, provided by the embedder of [`MemMap`].
+///
+/// # Safety
+/// Implementations promise, for the life of every [`MemMap`] built with them:
+/// - [`VmemmapBacking::init`] returns a base `b` aligned to 32 such that `b + pfn` (in
+///   descriptors) is a distinct address for each pfn below `end_pfn`;
+/// - after `populate(start, end)` returns `Ok`, the descriptors of `[start, end)` are readable and
+///   writable memory used by nothing else, never unmapped;
+/// - after `populate_hole(start, end)` returns `Ok`, the descriptors of `[start, end)` are readable,
+///   hold [`Page::new_absent`] descriptors and never change.
+pub unsafe trait VmemmapBacking {
+    /// Prepares the array for pfns `[0, end_pfn)`; returns its base (the descriptor of pfn 0).
+    fn init(&mut self, mb: &mut MemBlock, dm: DirectMap, end_pfn: u64) -> Result<NonNull<Page>, MemMapError>;
+    /// Backs the descriptors of `[start, end)` (whole sections with RAM) with writable memory.
+    fn populate(&mut self, mb: &mut MemBlock, dm: DirectMap, start: Pfn, end: Pfn)
+        -> Result<(), MemMapError>;
+    /// Makes the descriptors of `[start, end)` (whole sections without RAM) read as absent.
+    fn populate_hole(
+        &mut self,
+        mb: &mut MemBlock,
+        dm: DirectMap,
+        start: Pfn,
+        end: Pfn,
+    ) -> Result<(), MemMapError>;
+    /// What the backing took so far.
+    fn usage(&self) -> VmemmapUsage;
+}
+
+/// The virtual array of page descriptors. See the module documentation.
 pub struct MemMap {
-    pages: NonNull<Page>,
-    /// Per section: `pages + first index - first pfn` (wrapping), null for absent sections.
-    section_mem_map: NonNull<*const Page>,
+    /// The descriptor of pfn 0 (`vmemmap`).
+    base: NonNull<Page>,
+    /// Pfns below this have a descriptor (absent ones in holes): whole sections.
+    end_pfn: u64,
+    /// Descriptors of sections with RAM.
     nr_pages: usize,
-    section_table: NonNull<u32>,
     nr_sections: usize,
-    slot_section: NonNull<u32>,
-    nr_slots: usize,
+    nr_present_sections: usize,
     /// log2(pages per section).
     section_page_bits: u32,
-    table_bytes: u64,
+    usage: VmemmapUsage,
 }
 
 // SAFETY: `MemMap` only hands out shared references to descriptors (whose fields are atomics or
-// fixed at boot) and reads the tables, which are never written after `MemMap::new` returns. The
-// memory is reserved in memblock forever, so no other owner exists.
+// fixed at boot). The memory is the backing's forever, so no other owner exists.
 unsafe impl Send for MemMap {}
-// SAFETY: as above: after construction all access is through `&Page` (atomics) and table reads.
+// SAFETY: as above: after construction all access is through `&Page` (atomics).
 unsafe impl Sync for MemMap {}
 
+/// The next run `[first, end)` of consecutive sections with RAM, from memblock's memory range
+/// `*next` on (which it advances past the run).
+fn next_present_run(mb: &MemBlock, section_page_bits: u32, next: &mut usize) -> Option<(u64, u64)> {
+    let sections = |r: &crate::memblock::MemBlockRange| {
+        ((r.start >> PAGE_SHIFT) >> section_page_bits, (((r.end >> PAGE_SHIFT) - 1) >> section_page_bits) + 1)
+    };
+    let ranges = mb.memory();
+    let (first, mut end) = sections(ranges.get(*next)?);
+    *next += 1;
+    // memblock's memory is sorted and merged: a range starts in or after the run's last section.
+    while let Some((f, e)) = ranges.get(*next).map(sections) {
+        if f > end {
+            break;
+        }
+        end = end.max(e);
+        *next += 1;
+    }
+    Some((first, end))
+}
+
 impl MemMap {
-    /// Sizes the map from memblock's memory, allocates the descriptors and tables from memblock
-    /// (labels `"mem_map"` and `"mem_map tables"`) and initialises every descriptor as a
-    /// reserved page of zone `zone_of(pfn)` in `node`. The buddy allocator then marks the free
-    /// ranges.
+    /// Sizes the map from memblock's memory, has `backing` back the descriptors of every
+    /// section with RAM (and show absent descriptors for the others), and initialises every
+    /// backed descriptor as a reserved page of zone `zone_of(pfn)` in `node`. The buddy
+    /// allocator then marks the free ranges.
     ///
     /// # Safety
     /// `dm` must map every usable byte of `mb`'s memory, and memory memblock allocates must be
-    /// unused: the descriptor array and tables are written through `dm` and kept forever.
+    /// unused: the backing writes through `dm` and keeps what it allocates forever.
     pub unsafe fn new(
         mb: &mut MemBlock,
         dm: DirectMap,
         section_bits: u32,
         node: u8,
         zone_of: impl Fn(u64) -> u8,
+        backing: &mut dyn VmemmapBacking,
     ) -> Result<MemMap, MemMapError> {
         if !(PAGE_SHIFT..=40).contains(&section_bits) {
             return Err(MemMapError::BadSectionBits { bits: section_bits });
         }
         let section_page_bits = section_bits - PAGE_SHIFT;
-        let pps = 1u64 << section_page_bits;
         let last = mb.memory().last().ok_or(MemMapError::NoMemory)?;
-        let max_pfn = last.end >> PAGE_SHIFT;
-        let nr_sections = max_pfn.div_ceil(pps) as usize;
-
-        // Present sections: those a memory range touches.
-        let mut nr_slots = 0usize;
-        let mut prev_section = None;
-        for r in mb.memory() {
-            let first = (r.start >> PAGE_SHIFT) >> section_page_bits;
-            let last = ((r.end >> PAGE_SHIFT) - 1) >> section_page_bits;
-            for s in first..=last {
-                if prev_section != Some(s) {
-                    nr_slots += 1;
-                    prev_section = Some(s);
-                }
-            }
+        let nr_sections = ((((last.end >> PAGE_SHIFT) - 1) >> section_page_bits) + 1) as usize;
+        let end_pfn = (nr_sections as u64) << section_page_bits;
+        // Indices are pfns; `NO_PAGE` must stay free.
+        if end_pfn > NO_PAGE as u64 {
+            return Err(MemMapError::TooManyPages { pages: end_pfn });
         }
-        let nr_pages = nr_slots as u64 * pps;
-        if nr_pages >= NO_PAGE as u64 {
-            return Err(MemMapError::TooManyPages { pages: nr_pages });
-        }
-
-        let table_bytes = (8 * nr_sections + 4 * (nr_sections + nr_slots)) as u64;
-        let tables = mb
-            .alloc(table_bytes, 64, "mem_map tables")
-            .ok_or(MemMapError::MemBlockExhausted { what: "mem_map tables", bytes: table_bytes })?;
-        let map_bytes = nr_pages * core::mem::size_of::<Page>() as u64;
-        let map = mb
-            .alloc(map_bytes, 64, "mem_map")
-            .ok_or(MemMapError::MemBlockExhausted { what: "mem_map", bytes: map_bytes })?;
-
-        let section_mem_map = dm.virt(tables) as *mut *const Page;
-        // SAFETY: the tables are a fresh memblock allocation of `table_bytes` bytes, mapped by
-        // `dm` (caller's contract) and owned by us: `nr_sections` pointers (8-aligned: the base
-        // is 64-aligned), then `nr_sections + nr_slots` u32s.
-        let section_table = unsafe { section_mem_map.add(nr_sections) } as *mut u32;
-        // SAFETY: as above.
-        let slot_section = unsafe { section_table.add(nr_sections) };
-        for s in 0..nr_sections {
-            // SAFETY: `s < nr_sections`, inside the table allocation (see above).
-            unsafe {
-                section_table.add(s).write(NO_SECTION);
-                section_mem_map.add(s).write(core::ptr::null());
+        let base = backing.init(mb, dm, end_pfn)?;
+        let mut nr_present_sections = 0usize;
+        let (mut hole_start, mut next) = (0u64, 0usize);
+        while let Some((first, end)) = next_present_run(mb, section_page_bits, &mut next) {
+            let (run_start, run_end) = (first << section_page_bits, end << section_page_bits);
+            if hole_start < run_start {
+                backing.populate_hole(mb, dm, Pfn(hole_start), Pfn(run_start))?;
             }
-        }
-        let pages = dm.virt(map) as *mut Page;
-        let mut slot = 0usize;
-        let mut prev_section = None;
-        for r in mb.memory() {
-            let first = (r.start >> PAGE_SHIFT) >> section_page_bits;
-            let last = ((r.end >> PAGE_SHIFT) - 1) >> section_page_bits;
-            for s in first..=last {
-                if prev_section == Some(s) {
-                    continue;
-                }
-                prev_section = Some(s);
-                // SAFETY: `s < nr_sections` and `slot < nr_slots` (counted the same way above).
-                unsafe {
-                    section_table.add(s as usize).write((slot as u64 * pps) as u32);
-                    slot_section.add(slot).write(s as u32);
-                }
-                let base_pfn = s << section_page_bits;
-                let base_idx = slot as u64 * pps;
-                // Biased by the first pfn: `biased + pfn` is the descriptor of `pfn` for every pfn
-                // of the section (wrapping arithmetic; only those in-bounds results are used).
-                let biased =
-                    (pages as *const Page).wrapping_add(base_idx as usize).wrapping_sub(base_pfn as usize);
-                // A null `biased` would read as an absent section; impossible for a direct-map
-                // array (kernel addresses lie far above any pfn * 32), checked anyway.
-                assert!(!biased.is_null(), "mem_map: biased section pointer is null");
-                // SAFETY: `s < nr_sections` (see above).
-                unsafe { section_mem_map.add(s as usize).write(biased) };
-                // Bulk initialisation: one 32-byte store per page (`zone_of` is two compares).
-                for i in 0..pps {
-                    let desc = Page::new_reserved(zone_of(base_pfn + i), node);
-                    // SAFETY: `base_idx + i < nr_pages`: inside the fresh descriptor allocation,
-                    // which is suitably aligned (page aligned base).
-                    unsafe { pages.add((base_idx + i) as usize).write(desc) };
-                }
-                slot += 1;
+            backing.populate(mb, dm, Pfn(run_start), Pfn(run_end))?;
+            // Bulk initialisation: one 32-byte store per page (`zone_of` is two compares).
+            for pfn in run_start..run_end {
+                // SAFETY: `pfn < end_pfn` of the array and just populated (the backing's
+                // contract): writable, aligned, ours.
+                unsafe { base.as_ptr().add(pfn as usize).write(Page::new_reserved(zone_of(pfn), node)) };
             }
+            nr_present_sections += (end - first) as usize;
+            hole_start = run_end;
         }
         Ok(MemMap {
-            // SAFETY: direct-map pointers of allocated RAM are never null.
-            pages: unsafe { NonNull::new_unchecked(pages) },
-            // SAFETY: as above.
-            section_mem_map: unsafe { NonNull::new_unchecked(section_mem_map) },
-            nr_pages: nr_pages as usize,
-            // SAFETY: as above.
-            section_table: unsafe { NonNull::new_unchecked(section_table) },
+            base,
+            end_pfn,
+            nr_pages: nr_present_sections << section_page_bits,
             nr_sections,
-            // SAFETY: as above.
-            slot_section: unsafe { NonNull::new_unchecked(slot_section) },
-            nr_slots,
+            nr_present_sections,
             section_page_bits,
-            table_bytes,
+            usage: backing.usage(),
         })
     }
 
-    /// The descriptor index of `pfn`, if its section has descriptors.
+    /// The descriptor of `pfn`: `vmemmap + pfn` below [`MemMap::end_pfn`], `None` when its
+    /// section has no RAM or it is past the last section (holes inside a section with RAM have
+    /// reserved descriptors). No table load (see the module documentation).
+    #[inline(always)]
+    pub fn page(&self, pfn: Pfn) -> Option<&Page> {
+        self.descriptor(pfn).filter(|p| !p.is_absent())
+    }
+
+    /// `vmemmap + pfn` below [`MemMap::end_pfn`], absent descriptors ([`Page::is_absent`])
+    /// included: for lookups that only accept owned states, which an absent descriptor (reserved,
+    /// no compound head) never has, so skipping [`MemMap::page`]'s absent test changes no answer.
+    #[inline(always)]
+    pub fn descriptor(&self, pfn: Pfn) -> Option<&Page> {
+        if pfn.0 >= self.end_pfn {
+            return None;
+        }
+        // SAFETY: every pfn below `end_pfn` has a readable, initialised descriptor (populated or
+        // absent, the backing's contract) living as long as `self`.
+        Some(unsafe { &*self.base.as_ptr().add(pfn.0 as usize) })
+    }
+
+    /// Is there a descriptor for `pfn` (Linux's `pfn_valid`)? True for holes inside a section
+    /// with RAM too (their descriptors are reserved), as on Linux.
+    #[inline]
+    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
+        self.page(pfn).is_some()
+    }
+
+    /// The descriptor index of `pfn` (the pfn itself), if it has a descriptor.
     #[inline]
     pub fn pfn_to_index(&self, pfn: Pfn) -> Option<u32> {
-        let section = (pfn.0 >> self.section_page_bits) as usize;
-        if section >= self.nr_sections {
-            return None;
-        }
-        // SAFETY: `section < nr_sections`; the table is initialised and never written again.
-        let base = unsafe { *self.section_table.as_ptr().add(section) };
-        if base == NO_SECTION {
-            return None;
-        }
-        Some(base | (pfn.0 & ((1 << self.section_page_bits) - 1)) as u32)
+        self.pfn_valid(pfn).then_some(pfn.0 as u32)
     }
 
-    /// The page frame of descriptor `index` (which must be `< nr_pages`).
-    #[inline]
+    /// The page frame of descriptor `index`: indices are pfns.
+    #[inline(always)]
     pub fn index_to_pfn(&self, index: u32) -> Pfn {
-        let slot = (index >> self.section_page_bits) as usize;
-        assert!(slot < self.nr_slots, "page index {index} out of range");
-        // SAFETY: `slot < nr_slots`; the table is initialised and never written again.
-        let section = unsafe { *self.slot_section.as_ptr().add(slot) } as u64;
-        Pfn((section << self.section_page_bits) | (index as u64 & ((1 << self.section_page_bits) - 1)))
+        debug_assert!((index as u64) < self.end_pfn, "page index {index} out of range");
+        Pfn(index as u64)
     }
 
-    /// The descriptor at `index`. Panics when out of range.
+    /// The descriptor at `index`. Panics when out of range or absent.
     #[inline]
     pub fn page_at(&self, index: u32) -> &Page {
-        assert!((index as usize) < self.nr_pages, "page index {index} out of range");
-        // SAFETY: in bounds; the descriptors are initialised and live as long as `self`.
-        unsafe { &*self.pages.as_ptr().add(index as usize) }
+        match self.page(Pfn(index as u64)) {
+            Some(p) => p,
+            None => panic!("page index {index} has no descriptor"),
+        }
     }
 
-    /// The descriptor at `index` without the bounds check (for the allocator's fast paths,
-    /// whose indices come from its own lists and from [`MemMap::pfn_to_index`]).
+    /// The descriptor at `index` without the checks (for the allocator's fast paths, whose
+    /// indices come from its own lists and from [`MemMap::pfn_to_index`]).
     ///
     /// # Safety
-    /// `index < self.nr_pages()`.
-    #[inline]
+    /// `index < self.end_pfn()`.
+    #[inline(always)]
     pub unsafe fn page_at_unchecked(&self, index: u32) -> &Page {
-        debug_assert!((index as usize) < self.nr_pages);
+        debug_assert!((index as u64) < self.end_pfn);
         // SAFETY: in bounds (caller's contract); descriptors live as long as `self`.
-        unsafe { &*self.pages.as_ptr().add(index as usize) }
-    }
-
-    /// The descriptor of `pfn`, if its section has descriptors (holes inside a present section
-    /// have reserved descriptors). One table load (see the module documentation).
-    #[inline]
-    pub fn page(&self, pfn: Pfn) -> Option<&Page> {
-        // `wrapping_shr`: the shift is below 64 by construction; no overflow check needed.
-        let section = pfn.0.wrapping_shr(self.section_page_bits) as usize;
-        if section >= self.nr_sections {
-            return None;
-        }
-        // SAFETY: `section < nr_sections`; the table is initialised and never written again.
-        let biased = unsafe { *self.section_mem_map.as_ptr().add(section) };
-        if biased.is_null() {
-            return None;
-        }
-        // SAFETY: `biased + pfn` is the descriptor of `pfn` inside the section's descriptors,
-        // which are initialised and live as long as `self`.
-        Some(unsafe { &*biased.wrapping_add(pfn.0 as usize) })
+        unsafe { &*self.base.as_ptr().add(index as usize) }
     }
 
     /// The index of a descriptor of this map (`None` for any other reference).
     pub fn page_to_index(&self, page: &Page) -> Option<u32> {
-        let offset = (page as *const Page as usize).wrapping_sub(self.pages.as_ptr() as usize);
-        let index = offset / core::mem::size_of::<Page>();
-        (offset.is_multiple_of(core::mem::size_of::<Page>()) && index < self.nr_pages).then_some(index as u32)
+        let offset = (page as *const Page as usize).wrapping_sub(self.base.as_ptr() as usize);
+        let index = (offset / core::mem::size_of::<Page>()) as u64;
+        (offset.is_multiple_of(core::mem::size_of::<Page>()) && index < self.end_pfn && !page.is_absent())
+            .then_some(index as u32)
     }
 
-    /// The page frame a descriptor of this map stands for.
+    /// The page frame a descriptor of this map stands for (Linux's `page_to_pfn`).
     pub fn page_to_pfn(&self, page: &Page) -> Option<Pfn> {
         self.page_to_index(page).map(|i| self.index_to_pfn(i))
     }
 
-    /// Number of descriptors (present sections × pages per section).
+    /// Address of the descriptor array (`vmemmap`, the descriptor of pfn 0).
+    pub fn vmemmap_base(&self) -> *const Page {
+        self.base.as_ptr()
+    }
+
+    /// Pfns below this have a descriptor in the array (absent ones in sections without RAM).
+    #[inline]
+    pub fn end_pfn(&self) -> u64 {
+        self.end_pfn
+    }
+
+    /// Number of descriptors of sections with RAM (sections × pages per section).
     #[inline]
     pub fn nr_pages(&self) -> usize {
         self.nr_pages
@@ -291,7 +336,7 @@ impl MemMap {
 
     /// Number of sections with descriptors, and of sections up to the highest RAM address.
     pub fn nr_present_sections(&self) -> usize {
-        self.nr_slots
+        self.nr_present_sections
     }
     pub fn nr_sections(&self) -> usize {
         self.nr_sections
@@ -313,13 +358,18 @@ impl MemMap {
         core::mem::size_of::<Page>()
     }
 
-    /// Bytes used by the descriptor array.
+    /// Bytes of memory holding descriptors (what the backing allocated for them).
     pub fn descriptor_bytes(&self) -> u64 {
-        (self.nr_pages * core::mem::size_of::<Page>()) as u64
+        self.usage.descriptor_bytes
     }
 
-    /// Bytes used by the section tables.
+    /// Bytes of the vmemmap's page tables and shared page of absent descriptors.
     pub fn table_bytes(&self) -> u64 {
-        self.table_bytes
+        self.usage.table_bytes
+    }
+
+    /// Everything the backing took.
+    pub fn vmemmap_usage(&self) -> VmemmapUsage {
+        self.usage
     }
 }

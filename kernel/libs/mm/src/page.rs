@@ -21,6 +21,9 @@ pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
 /// "No page" in the 32-bit page-index links.
 pub const NO_PAGE: u32 = u32::MAX;
 
+/// The zone byte of an absent descriptor ([`Page::new_absent`]): no zone has this index.
+pub const NO_ZONE: u8 = u8::MAX;
+
 /// What a page frame is used for. Stored in [`Page::state`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -121,6 +124,20 @@ impl Page {
             private: AtomicUsize::new(0),
             freelist: AtomicUsize::new(0),
         }
+    }
+
+    /// The descriptor of a pfn without RAM or descriptors (a section the memory map has no RAM
+    /// in): what the vmemmap shows for holes (`crate::mem_map`). Reserved, in no zone
+    /// ([`NO_ZONE`]), no compound tail: every path that looks at a descriptor refuses it, and
+    /// [`crate::mem_map::MemMap::page`] answers `None` for it.
+    pub const fn new_absent() -> Page {
+        Page::new_reserved(NO_ZONE, u8::MAX)
+    }
+
+    /// Is this an absent descriptor ([`Page::new_absent`])? One byte compare.
+    #[inline(always)]
+    pub fn is_absent(&self) -> bool {
+        self.zone == NO_ZONE
     }
 
     #[inline]
@@ -309,6 +326,13 @@ pub trait PageProvider: Sync {
     fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), PageRefError>;
     /// The descriptor of a managed frame (`None` outside managed RAM).
     fn page(&self, pfn: Pfn) -> Option<&Page>;
+    /// As [`PageProvider::page`], but a frame without a descriptor may also answer an absent
+    /// one ([`Page::is_absent`]: reserved, no compound head) instead of `None`, one test less,
+    /// for lookups that accept only owned states (the slab owner lookup).
+    #[inline(always)]
+    fn descriptor(&self, pfn: Pfn) -> Option<&Page> {
+        self.page(pfn)
+    }
     /// The linear mapping through which page contents are reached.
     fn direct_map(&self) -> DirectMap;
 }

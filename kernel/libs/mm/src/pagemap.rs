@@ -113,10 +113,9 @@ pub fn for_each_run(
     }
 }
 
-/// The pfn after the last section with descriptors.
+/// The pfn after the last section with descriptors (the end of the vmemmap).
 pub fn end_pfn(node: &Node) -> u64 {
-    let mm = node.mem_map();
-    (mm.nr_sections() as u64) << mm.section_page_bits()
+    node.mem_map().end_pfn()
 }
 
 /// The code of a run in the text form: one letter, and for free blocks the order, for slab

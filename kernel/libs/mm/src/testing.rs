@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 
 use crate::addr::{DirectMap, Pfn, PAGE_SIZE};
 use crate::buddy::{Node, PageRefError};
+use crate::mem_map::ContiguousVmemmap;
 use crate::memblock::MemBlock;
 use crate::memmap::{MemRegion, RegionKind};
 use crate::page::{PageProvider, PageState};
@@ -126,9 +127,11 @@ impl TestMachine {
         }
         // SAFETY: `ram` covers every address of the map, is unused, and outlives `node` (field
         // order in `TestMachine`).
-        let node =
-            unsafe { Node::init_with_sections(&mut memblock, ram.direct_map(), limits, section_bits, 0) }
-                .expect("node init");
+        let mut vmemmap = ContiguousVmemmap::new();
+        let node = unsafe {
+            Node::init_with_sections(&mut memblock, ram.direct_map(), limits, section_bits, 0, &mut vmemmap)
+        }
+        .expect("node init");
         TestMachine { node, regions: regions.into(), memblock, ram }
     }
 

@@ -140,9 +140,9 @@ pub struct Zone {
     /// watermark check and reports read it without the lock (Linux's `NR_FREE_PAGES` vmstat).
     /// Pages on per-CPU lists are not in it, as on Linux.
     pub(crate) nr_free_pages: AtomicU64,
-    /// Per-CPU lists of free blocks of orders 0..=3 (Linux's `per_cpu_pageset`), see
-    /// `buddy::pcp`.
-    pub(crate) pcp: [IrqSpinLock<PerCpuPages>; NR_CPUS],
+    /// Per-CPU lists of free blocks of orders 0..=3 (Linux's `per_cpu_pageset`), each touched
+    /// only by its own CPU: see `buddy::pcp`.
+    pub(crate) pcp: [PerCpuPages; NR_CPUS],
     /// Linux's `ZONE_BELOW_HIGH`: free pages were last seen below the high watermark, so frees
     /// shrink the per-CPU lists toward `high_min` (see `buddy::pcp`).
     pub(crate) below_high: AtomicBool,
@@ -164,7 +164,7 @@ impl Zone {
             lowmem_reserve: [0; NR_LOWMEM_RESERVE],
             free_area: IrqSpinLock::new(FreeArea::new()),
             nr_free_pages: AtomicU64::new(0),
-            pcp: [const { IrqSpinLock::new(PerCpuPages::new()) }; NR_CPUS],
+            pcp: [const { PerCpuPages::new() }; NR_CPUS],
             below_high: AtomicBool::new(false),
             pcp_manual: AtomicBool::new(false),
         }

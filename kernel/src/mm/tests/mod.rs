@@ -19,6 +19,7 @@ mod vmalloc_huge;
 mod vmalloc_variants;
 mod vmap_area;
 mod vmap_pfn;
+mod vmemmap;
 
 use crate::mm::node;
 

@@ -1,9 +1,12 @@
 //! SMP tests of the memory subsystem: every online CPU at once.
 //!
+//! - `drain_all_pages`: every CPU drains its own per-CPU page lists in an IPI; with interrupts
+//!   off only the running CPU's are drained.
 //! - The TLB shootdown: CPU 1 reads a vmalloc page in a loop while CPU 0 vfrees it and purges
 //!   the lazily freed range (and vunmaps a vmap of other frames at, usually, the same address);
 //!   once the purge has returned, CPU 1 must never read the old contents (vfree itself only
-//!   parks the range, as on Linux: until the purge, reading it is a use after free). Without the shootdown (`tlb_shootdown=off`, see
+//!   parks the range, as on Linux: until the purge, reading it is a use after free). Without
+//!   the shootdown (`tlb_shootdown=off`, see
 //!   `tests/smp.rs`) it does, through its stale TLB entry. The same with vmalloc_huge: CPU 1
 //!   holds a 2 MiB TLB entry, and a 4 KiB vmalloc at the freed address must be what it reads.
 //! - A random mix on every CPU (the stress workload, `crate::mm::stress`: kmalloc/kzalloc/
@@ -295,6 +298,57 @@ crate::ktest!(
     }
 );
 
+// ---- drain_all_pages ----
+
+/// Pages on `cpu`'s per-CPU lists, all zones (its counters, readable from any CPU).
+fn pcp_pages_of(cpu: usize) -> u64 {
+    ::mm::zone::ZoneType::ALL
+        .iter()
+        .map(|&zt| crate::mm::node().pcp_info(zt, cpu).map_or(0, |i| i.count as u64))
+        .sum()
+}
+
+/// Every online CPU leaves pages on its own per-CPU lists (an alloc/free pair refills a batch
+/// and frees onto the running CPU's list).
+fn park_pages_on_every_cpu() {
+    smp_call_on_cpus(CpuMask::online(), &|_| {
+        let frame = alloc_pages(KERNEL, 0).expect("one page");
+        __free_pages(frame, 0).expect("freed");
+    })
+    .unwrap();
+}
+
+crate::ktest!(
+    fn drain_all_pages_empties_every_cpus_lists_through_ipis() {
+        let online = mm::num_online_cpus();
+        if online < 2 {
+            crate::info!("drain_all_pages test: needs 2 CPUs, {online} online; checked at --smp 4");
+            return;
+        }
+        park_pages_on_every_cpu();
+        for cpu in 0..online {
+            assert!(pcp_pages_of(cpu) > 0, "CPU {cpu} has nothing on its lists");
+        }
+        // With interrupts off no IPI can be sent: only the running CPU's lists are drained.
+        let local =
+            x86_64::instructions::interrupts::without_interrupts(crate::mm::page_alloc::drain_all_pages);
+        assert_eq!(pcp_pages_of(0), 0, "CPU 0 drained its own lists");
+        assert!(local > 0);
+        for cpu in 1..online {
+            assert!(pcp_pages_of(cpu) > 0, "CPU {cpu}'s lists were touched from CPU 0");
+        }
+        // From thread context: every other CPU drains its own lists in the IPI (the debug build
+        // asserts, in each, that the lists entered are the running CPU's).
+        let parked = crate::mm::node().totals().pcp_pages;
+        let drained = crate::mm::page_alloc::drain_all_pages();
+        assert_eq!(drained, parked, "every page on a list came back");
+        for cpu in 0..online {
+            assert_eq!(pcp_pages_of(cpu), 0, "CPU {cpu} still has pages on its lists");
+        }
+        assert_eq!(crate::mm::node().totals().pcp_pages, 0);
+    }
+);
+
 // ---- random mix on every CPU (the workload is `crate::mm::stress`) ----
 
 /// Operations per CPU in the suite. Under TCG with 4 vCPUs sharing 2 host cores a million mixed
@@ -309,15 +363,17 @@ pub(crate) fn run_mix(ops: u64, with_timer: bool) {
     let mut ctl = stress::Control::new(&never, None);
     let irq: Option<(&dyn Fn(), &dyn Fn() -> u64)> =
         if with_timer { Some((&stress::timer::start, &timer_stop)) } else { None };
+    let calls = crate::mm::page_alloc::MM_CROSS_CPU_CALLS.load(Relaxed);
     let r = stress::run(ops, CpuMask::online(), &mut ctl, irq).expect("the stress workload starts");
     crate::info!(
         "smp mix: {} CPUs x {ops} ops in {} ms, {} objects handed across CPUs, {} GFP_ATOMIC ops in \
-         timer interrupts, {} allocations refused",
+         timer interrupts, {} allocations refused, {} per-CPU page list IPI rounds",
         r.cpus,
         r.ms,
         r.handed,
         r.irq_ops,
-        r.refused
+        r.refused,
+        crate::mm::page_alloc::MM_CROSS_CPU_CALLS.load(Relaxed) - calls
     );
     assert_eq!(r.ops_done, ops * r.cpus as u64, "every operation ran");
     assert_eq!(r.corrupt, 0, "fill patterns damaged");

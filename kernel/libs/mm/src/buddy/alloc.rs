@@ -12,20 +12,24 @@ use crate::AllocError;
 use core::sync::atomic::Ordering::Relaxed;
 
 impl Node {
-    /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`) on CPU 0's per-CPU lists
-    /// (see [`CpuId`]). The head descriptor is `Allocated` with the order recorded. Zones are
+    /// Allocates 2^`order` contiguous frames (Linux's `alloc_pages`) on the running CPU's
+    /// per-CPU lists ([`crate::cpus::this_cpu`]). The head descriptor is `Allocated` with the order recorded. Zones are
     /// tried Normal -> DMA32 -> DMA from the highest the flags allow; a zone is used only above
     /// its `min` watermark (reduced for `__GFP_HIGH`/`GFP_ATOMIC`) plus its lowmem reserve
     /// against that highest zone. Order 0 is served from the per-CPU lists.
     #[inline]
     pub fn alloc_pages(&self, gfp: GfpFlags, order: u32) -> Result<Pfn, AllocError> {
-        self.alloc_pages_cpu(CpuId::BOOT, gfp, order)
+        self.alloc_pages_cpu(crate::cpus::this_cpu(), gfp, order)
     }
 
-    /// [`Node::alloc_pages`] using the per-CPU lists of `cpu`.
+    /// [`Node::alloc_pages`] using the per-CPU lists of `cpu`, which must be the running CPU
+    /// (see [`CpuId`]).
     ///
     /// When every zone fails, the per-CPU lists are drained (`drain_all_pages`) and the
-    /// zonelist is tried once more, so pages sitting on lists never cause an `OutOfMemory`.
+    /// zonelist is tried once more, so pages sitting on lists never cause an `OutOfMemory` of a
+    /// request that may block. The drain reaches the other CPUs (a cross-CPU call) only for a
+    /// request that may block and where such a call can be made; otherwise it drains `cpu`'s
+    /// lists alone (see [`super::pcp`]).
     /// `fail_page_alloc` may fail the call; its caller filter sees this function's location
     /// (use [`Node::alloc_pages_cpu_at`] to name the caller).
     #[inline]
@@ -46,19 +50,30 @@ impl Node {
         order: u32,
         caller: &'static core::panic::Location<'static>,
     ) -> Result<Pfn, AllocError> {
-        // Fast path (inlined into callers): order 0 with no zone modifier and no reserve access,
-        // served by the first zone of the Normal zonelist when it is above its watermark and
-        // the list is not empty. Exactly what the general path below would do in that case.
+        if let Some(pfn) = self.alloc_pages_fast(cpu, gfp, order) {
+            return Ok(pfn);
+        }
+        self.alloc_pages_slow(cpu, gfp, order, caller)
+    }
+
+    /// The fast path of [`Node::alloc_pages_cpu_at`] alone: order 0 with no zone modifier and
+    /// no reserve access, served by the first zone of the Normal zonelist when it is above its
+    /// watermark and the list is not empty (exactly what the general path would do then), with
+    /// `fail_page_alloc` and `init_on_alloc` sending order 0 elsewhere. `None`: the caller makes
+    /// the full call, which starts with the same test. For callers that put everything else
+    /// out of line (the kernel's `alloc_pages`, whose fast path then needs no stack frame).
+    #[inline(always)]
+    pub fn alloc_pages_fast(&self, cpu: CpuId, gfp: GfpFlags, order: u32) -> Option<Pfn> {
         const SLOW: GfpFlags = GfpFlags::__GFP_DMA
             .union(GfpFlags::__GFP_DMA32)
             .union(GfpFlags::__GFP_HIGH)
             .union(GfpFlags::__GFP_ZERO);
         if order == 0 && !gfp.intersects(SLOW) && !self.order0_slow.load(Relaxed) {
             if let Some(idx) = self.rmqueue_pcplist_fast(cpu) {
-                return Ok(self.mem_map.index_to_pfn(idx));
+                return Some(self.mem_map.index_to_pfn(idx));
             }
         }
-        self.alloc_pages_slow(cpu, gfp, order, caller)
+        None
     }
 
     /// The fast path of [`Node::alloc_pages_cpu`]: the first populated zone of the Normal
@@ -67,13 +82,17 @@ impl Node {
     #[inline]
     fn rmqueue_pcplist_fast(&self, cpu: CpuId) -> Option<u32> {
         let highest = ZoneType::Normal as usize;
-        let zone = &self.zones[self.normal_first as usize];
+        debug_assert!((self.normal_first as usize) < self.zones.len());
+        // SAFETY: `normal_first` is set once, by `init`, to a zone index (`rposition` over the
+        // zones, or Normal): always in bounds. (Unchecked: the bounds check is two instructions
+        // of the order-0 fast path.)
+        let zone = unsafe { self.zones.get_unchecked(self.normal_first as usize) };
         if zone.free_pages() <= zone.low_wmark_pages() + zone.lowmem_reserve[highest] {
             return None;
         }
-        let mut pcp = zone.pcp[cpu.0].lock();
+        let mut pcp = self.pcp_enter(zone, cpu);
         // rmqueue_pcplist: an allocation halves the run of frees that scales spills.
-        pcp.free_count >>= 1;
+        pcp.l().free_count >>= 1;
         let idx = pcp.pop_head(&self.mem_map, 0);
         drop(pcp);
         let idx = idx?;
@@ -82,9 +101,23 @@ impl Node {
         Some(idx)
     }
 
-    /// Everything [`Node::alloc_pages_cpu`]'s fast path does not cover.
+    /// Everything [`Node::alloc_pages_cpu`]'s fast path does not cover, out of line.
     #[inline(never)]
     fn alloc_pages_slow(
+        &self,
+        cpu: CpuId,
+        gfp: GfpFlags,
+        order: u32,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<Pfn, AllocError> {
+        self.alloc_pages_general_at(cpu, gfp, order, caller)
+    }
+
+    /// [`Node::alloc_pages_cpu_at`] without its fast path ([`Node::alloc_pages_fast`]): for a
+    /// caller that tried that first and has its own out-of-line function for the rest (the
+    /// kernel's `alloc_pages`), into which this is inlined, so that the rest costs one call.
+    #[inline(always)]
+    pub fn alloc_pages_general_at(
         &self,
         cpu: CpuId,
         gfp: GfpFlags,
@@ -108,18 +141,20 @@ impl Node {
         // and the reserves the flags grant). Its `wake_all_kswapds` between them has nothing to
         // wake here (no kswapd), and direct reclaim is the caller's (see the kernel's
         // `alloc_slowpath`); the drain of the per-CPU lists is `__alloc_pages_direct_reclaim`'s
-        // `drain_all_pages` before its retry. One call site, so that the walk is inlined here.
+        // `drain_all_pages` before its retry (every CPU's lists for a request that may block,
+        // else this CPU's: see `pcp`). One call site, so that the walk is inlined here.
+        let may_block = gfp.allows_blocking();
         let mut flags = AllocFlags::FIRST_PASS;
         let mut drained = false;
         let idx = loop {
-            if let Some(idx) = self.get_page_from_freelist(cpu, order, highest, flags) {
+            if let Some(idx) = self.get_page_from_freelist(cpu, order, highest, flags, may_block) {
                 break idx;
             }
             if flags.wmark != 0 {
                 flags = AllocFlags::from_gfp(gfp);
                 continue;
             }
-            if drained || self.drain_pages() == 0 {
+            if drained || self.drain_for_retry(None, cpu, may_block) == 0 {
                 return Err(AllocError::OutOfMemory { order });
             }
             drained = true;
@@ -138,6 +173,8 @@ impl Node {
     }
 
     /// One pass over the zonelist; the index of the `Allocated` head taken, if any.
+    /// `may_block`: the request may block (its caller holds no spinlock), so a drain may reach
+    /// the other CPUs.
     #[inline(always)]
     fn get_page_from_freelist(
         &self,
@@ -145,13 +182,14 @@ impl Node {
         order: u32,
         highest: usize,
         flags: AllocFlags,
+        may_block: bool,
     ) -> Option<u32> {
         for zone in self.zones[..=highest].iter().rev() {
             if zone.managed_pages() == 0 {
                 continue;
             }
             let idx = if order <= PAGE_ALLOC_COSTLY_ORDER {
-                self.rmqueue_pcplist(zone, cpu, order, highest, flags)
+                self.rmqueue_pcplist(zone, cpu, order, highest, flags, may_block)
             } else {
                 self.rmqueue_buddy(zone, order, highest, flags)
             };
@@ -173,6 +211,8 @@ impl Node {
     /// `high` pages per CPU of a higher zone would push allocations into lower zones early,
     /// and lower zones are the scarcer ones. (Linux leaves this to the slow path's
     /// `drain_all_pages`; here it keeps the zonelist order exact. It runs only at the watermark.)
+    /// Other CPUs' lists are drained (by those CPUs, a cross-CPU call) only for a request that
+    /// may block and when their counters show pages; otherwise only `cpu`'s lists are.
     #[inline]
     fn rmqueue_pcplist(
         &self,
@@ -181,19 +221,20 @@ impl Node {
         order: u32,
         highest: usize,
         flags: AllocFlags,
+        may_block: bool,
     ) -> Option<u32> {
         if !zone_watermark_ok(zone, zone.free_pages(), order, highest, flags)
-            && (self.drain_zone(zone) == 0
+            && (self.drain_for_retry(Some(zone), cpu, may_block) == 0
                 || !zone_watermark_ok(zone, zone.free_pages(), order, highest, flags))
         {
             return None;
         }
-        let mut pcp = zone.pcp[cpu.0].lock();
-        pcp.free_count >>= 1;
+        let mut pcp = self.pcp_enter(zone, cpu);
+        pcp.l().free_count >>= 1;
         let idx = match pcp.pop_head(&self.mem_map, order) {
             Some(idx) => idx,
             None => {
-                if self.pcp_refill(zone, &mut pcp, order) == 0 {
+                if self.pcp_refill(zone, pcp.reborrow(), order) == 0 {
                     return None;
                 }
                 pcp.pop_head(&self.mem_map, order)?
@@ -226,20 +267,30 @@ impl Node {
         Some(idx)
     }
 
-    /// Frees a block from [`Node::alloc_pages`] (Linux's `__free_pages`): order 0 onto CPU 0's
-    /// per-CPU list, larger blocks merged with free buddies. Every misuse is refused with the
+    /// Frees a block from [`Node::alloc_pages`] (Linux's `__free_pages`): orders 0..3 onto the
+    /// running CPU's per-CPU lists, larger blocks merged with free buddies. Every misuse is refused with the
     /// allocator unchanged: see [`FreePagesError`].
     #[inline]
     pub fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
-        self.free_pages_cpu(CpuId::BOOT, pfn, order)
+        self.free_pages_cpu(crate::cpus::this_cpu(), pfn, order)
     }
 
-    /// [`Node::free_pages`] onto the per-CPU list of `cpu` (which need not be the CPU that
-    /// allocated the page, as on Linux). A list above `high` gives `batch` pages back.
+    /// [`Node::free_pages`] onto the per-CPU list of `cpu`, the running CPU (which need not be
+    /// the CPU that allocated the page, as on Linux). A list above `high` gives `batch` pages back.
     #[inline(always)]
     pub fn free_pages_cpu(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
-        // Fast path (inlined into callers): a managed order-0 `Allocated` page, claimed by one
-        // atomic transition. Everything else, errors included, takes the general path.
+        if self.free_pages_fast(cpu, pfn, order) {
+            return Ok(());
+        }
+        self.free_pages_slow(cpu, pfn, order)
+    }
+
+    /// The fast path of [`Node::free_pages_cpu`] alone: a managed order-0 `Allocated` page
+    /// with no other reference, claimed by one atomic transition (so a double free never gets
+    /// past it), onto `cpu`'s list. `false`, with nothing changed: the caller makes the full
+    /// call, which classifies everything else, errors included.
+    #[inline(always)]
+    pub fn free_pages_fast(&self, cpu: CpuId, pfn: Pfn, order: u32) -> bool {
         if order == 0 && !self.auto_init.init_on_free() {
             if let Some(idx) = self.mem_map.pfn_to_index(pfn) {
                 let page = self.desc(idx);
@@ -250,11 +301,11 @@ impl Node {
                     && page.try_set_state(PageState::Allocated, PageState::PcpFree)
                 {
                     self.free_unref_page_commit(cpu, &self.zones[page.zone() as usize], idx, 0);
-                    return Ok(());
+                    return true;
                 }
             }
         }
-        self.free_pages_slow(cpu, pfn, order)
+        false
     }
 
     /// Linux 6.12's `free_unref_page_commit`: pushes a block of order 0..=3 (already
@@ -263,34 +314,41 @@ impl Node {
     /// with order 0 it is the free fast path.
     #[inline(always)]
     fn free_unref_page_commit(&self, cpu: CpuId, zone: &Zone, idx: u32, order: u32) {
-        let mut pcp = zone.pcp[cpu.0].lock();
+        let mut pcp = self.pcp_enter(zone, cpu);
         // A free halves the refill scaling of nr_pcp_alloc.
-        pcp.alloc_factor >>= 1;
+        pcp.l().alloc_factor >>= 1;
         pcp.push_head(&self.mem_map, order, idx);
-        let batch = pcp.batch;
+        let batch = pcp.batch();
         let mut free_high = false;
         if order != 0 {
             // High-order pages on lists fragment memory: a run of them is spilled at once.
-            free_high = pcp.free_count >= batch && pcp.flags & PCPF_PREV_FREE_HIGH_ORDER != 0;
-            pcp.flags |= PCPF_PREV_FREE_HIGH_ORDER;
+            free_high = pcp.l().free_count >= batch && pcp.l().flags & PCPF_PREV_FREE_HIGH_ORDER != 0;
+            pcp.l().flags |= PCPF_PREV_FREE_HIGH_ORDER;
         } else {
             // (Linux tests the bit first to keep the cache line clean; here it is the same line
             // as `count`, so an unconditional store is one branch less.)
-            pcp.flags &= !PCPF_PREV_FREE_HIGH_ORDER;
+            pcp.l().flags &= !PCPF_PREV_FREE_HIGH_ORDER;
         }
-        if pcp.free_count < batch << PCP_BATCH_SCALE_MAX {
-            pcp.free_count += 1 << order;
+        if pcp.l().free_count < batch << PCP_BATCH_SCALE_MAX {
+            pcp.l().free_count += 1 << order;
         }
         // `nr_pcp_high` changes nothing and returns `high` unless one of these holds (`high` is
-        // kept within [high_min, high_max]).
-        if pcp.count >= pcp.high || free_high || zone.below_high.load(Relaxed) {
-            self.pcp_commit_slow(zone, &mut pcp, order, free_high);
+        // kept within [high_min, high_max], up to a configuration change the slow path clamps).
+        if pcp.count() >= pcp.high() || free_high || zone.below_high.load(Relaxed) {
+            self.pcp_commit_slow(zone, pcp.reborrow(), order, free_high);
         }
     }
 
-    /// Everything [`Node::free_pages_cpu`]'s fast path does not cover.
+    /// Everything [`Node::free_pages_cpu`]'s fast path does not cover, out of line.
     #[inline(never)]
     fn free_pages_slow(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
+        self.free_pages_general(cpu, pfn, order)
+    }
+
+    /// [`Node::free_pages_cpu`] without its fast path ([`Node::free_pages_fast`]), as
+    /// [`Node::alloc_pages_general_at`]: inlined into the caller's out-of-line function.
+    #[inline(always)]
+    pub fn free_pages_general(&self, cpu: CpuId, pfn: Pfn, order: u32) -> Result<(), FreePagesError> {
         if order > MAX_PAGE_ORDER {
             return Err(FreePagesError::OrderTooLarge { order });
         }

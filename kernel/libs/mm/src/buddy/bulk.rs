@@ -17,12 +17,13 @@ impl Node {
     /// Entries already `Some` are skipped, never replaced.
     ///
     /// As 6.12: the first zone of the zonelist above its **low** watermark plus `nr_pages` is
-    /// used, under one hold of `cpu`'s list lock (`pcp_spin_trylock`: a contended lock, as a
-    /// parallel drain, is not waited for), each page from the list, the list refilled from the
-    /// buddy lists when empty (`__rmqueue_pcplist`); each page is prepared as an ordinary
+    /// used, in one stretch inside `cpu`'s lists (the running CPU's, interrupts off; 6.12's
+    /// `pcp_spin_trylock` can fail on a remote drain, which here runs on the list's own CPU and
+    /// so never overlaps), each page from the list, the list refilled from the buddy lists when
+    /// empty (`__rmqueue_pcplist`); each page is prepared as an ordinary
     /// allocation (`prep_new_page`: `__GFP_ZERO`/`init_on_alloc` zero it). When that path cannot
-    /// be used (one page wanted, no zone above the mark, the lock taken, the list and zone empty
-    /// before the first page) one page comes from `single` (Linux's fallback to
+    /// be used (one page wanted, no zone above the mark, the list and zone empty before the
+    /// first page) one page comes from `single` (Linux's fallback to
     /// `__alloc_pages`: the kernel passes its allocation with reclaim). `fail_page_alloc`, when
     /// it fires (`prepare_alloc_pages`, seen as the call at `caller`), fails the whole call:
     /// nothing is allocated.
@@ -77,7 +78,7 @@ impl Node {
         }) else {
             return Bulk::Failed;
         };
-        let Some(mut pcp) = zone.pcp[cpu.0].try_lock() else { return Bulk::Failed };
+        let mut pcp = self.pcp_enter(zone, cpu);
         let init = self.auto_init.want_init_on_alloc(gfp);
         let mut nr_account = 0;
         while *nr_populated < nr_pages {
@@ -87,7 +88,7 @@ impl Node {
             }
             let idx = match pcp.pop_head(&self.mem_map, 0) {
                 Some(idx) => Some(idx),
-                None if self.pcp_refill(zone, &mut pcp, 0) != 0 => pcp.pop_head(&self.mem_map, 0),
+                None if self.pcp_refill(zone, pcp.reborrow(), 0) != 0 => pcp.pop_head(&self.mem_map, 0),
                 None => None,
             };
             let Some(idx) = idx else {
@@ -118,7 +119,7 @@ enum Bulk {
 /// `prep_new_page` -> `kernel_init_pages` for one page taken by the batch.
 #[inline]
 fn prep_zero(node: &Node, pfn: Pfn) {
-    // SAFETY: the page was just taken off a free list under the list lock: ours alone; the
+    // SAFETY: the page was just taken off a free list inside the running CPU's lists: ours alone; the
     // direct map covers managed memory (init contract).
     unsafe { core::ptr::write_bytes(node.dm.pfn_to_virt(pfn), 0, PAGE_SIZE) };
 }

@@ -43,6 +43,7 @@ mod free;
 mod page_ref;
 pub use page_ref::{exact_order, get_order, PageRefError};
 pub mod pcp;
+mod pcp_config;
 mod pcp_ops;
 #[cfg(test)]
 mod tests;
@@ -54,7 +55,7 @@ use crate::addr::{DirectMap, Pfn, PAGE_SHIFT, PAGE_SIZE};
 use crate::auto_init::AutoInit;
 use crate::fault_inject::{FailPageAlloc, FaultConfigError};
 use crate::gfp::GfpFlags;
-use crate::mem_map::{MemMap, MemMapError, SECTION_SIZE_BITS};
+use crate::mem_map::{MemMap, MemMapError, VmemmapBacking, SECTION_SIZE_BITS};
 use crate::memblock::MemBlock;
 use crate::page::{FreePagesError, Page, PageProvider, PageState, MAX_PAGE_ORDER, NO_PAGE};
 use crate::sync::IrqSpinLock;
@@ -63,8 +64,9 @@ use crate::AllocError;
 use pcp::NR_CPUS;
 
 /// A CPU slot of the per-CPU page lists: always below [`NR_CPUS`], so no list lookup can fail.
-/// The kernel runs on one CPU for now and uses [`CpuId::BOOT`] (what [`Node::alloc_pages`] and
-/// [`Node::free_pages`] pass); an SMP kernel would pass the current CPU's id.
+/// Functions taking one act on that CPU's per-CPU state, which only that CPU touches: the
+/// kernel passes the running CPU (`smp_processor_id()`, what [`crate::cpus::this_cpu`] returns
+/// and what [`Node::alloc_pages`] and [`Node::free_pages`] use); host tests name any slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuId(usize);
 
@@ -80,6 +82,16 @@ impl CpuId {
         } else {
             None
         }
+    }
+
+    /// A logical id the kernel guarantees to be below [`NR_CPUS`] (its per-CPU blocks are
+    /// numbered so): masked rather than checked, so a fast path spends one instruction on it and
+    /// no out-of-range value can index past a per-CPU array. Debug builds assert the guarantee.
+    #[inline(always)]
+    pub const fn from_dense_id(cpu: usize) -> CpuId {
+        const { assert!(NR_CPUS.is_power_of_two()) };
+        debug_assert!(cpu < NR_CPUS, "CPU id past NR_CPUS");
+        CpuId(cpu & (NR_CPUS - 1))
     }
 
     #[inline]
@@ -230,15 +242,20 @@ pub struct Node {
 
 impl Node {
     /// Builds node 0 over memblock's memory: allocates and initialises the page descriptors
-    /// from memblock, gives every unreserved page to the buddy allocator (as the largest aligned
+    /// from memblock (mapped by `vmemmap`, see [`crate::mem_map`]), gives every unreserved page to the buddy allocator (as the largest aligned
     /// blocks), retires memblock and sets the watermarks and lowmem reserves.
     ///
     /// # Safety
     /// `dm` must map every usable byte of `mb`'s memory for as long as the node is used; that
     /// memory, except memblock's reservations, must be unused: the node owns it from now on.
-    pub unsafe fn init(mb: &mut MemBlock, dm: DirectMap, limits: ZoneLimits) -> Result<Node, NodeInitError> {
+    pub unsafe fn init(
+        mb: &mut MemBlock,
+        dm: DirectMap,
+        limits: ZoneLimits,
+        vmemmap: &mut dyn VmemmapBacking,
+    ) -> Result<Node, NodeInitError> {
         // SAFETY: the caller's contract.
-        unsafe { Node::init_with_sections(mb, dm, limits, SECTION_SIZE_BITS, 0) }
+        unsafe { Node::init_with_sections(mb, dm, limits, SECTION_SIZE_BITS, 0, vmemmap) }
     }
 
     /// [`Node::init`] with another section size (host tests use small sections to keep
@@ -252,6 +269,7 @@ impl Node {
         limits: ZoneLimits,
         section_bits: u32,
         node_id: u8,
+        vmemmap: &mut dyn VmemmapBacking,
     ) -> Result<Node, NodeInitError> {
         if mb.is_retired() {
             return Err(NodeInitError::MemBlockRetired);
@@ -264,8 +282,9 @@ impl Node {
             });
         }
         // SAFETY: the caller guarantees `dm` maps the memory and memblock's free memory is unused.
-        let mem_map =
-            unsafe { MemMap::new(mb, dm, section_bits, node_id, |pfn| limits.zone_of_pfn(pfn) as u8) }?;
+        let mem_map = unsafe {
+            MemMap::new(mb, dm, section_bits, node_id, |pfn| limits.zone_of_pfn(pfn) as u8, vmemmap)
+        }?;
         let mut zones = ZoneType::ALL.map(|zt| Zone::new(zt, node_id));
 
         // Spans and present pages from the memory ranges, split at the zone limits.
@@ -308,8 +327,8 @@ impl Node {
             // The per-CPU lists (Linux 6.12 zone_pcp_init -> zone_set_pageset_high_and_batch).
             let (batch, high_min, high_max) =
                 pcp::pageset_high_and_batch(z.managed_pages(), z.low_wmark_pages(), crate::num_online_cpus());
-            for slot in z.pcp.iter_mut() {
-                slot.get_mut().pageset_update(batch, high_min, high_max);
+            for slot in &z.pcp {
+                slot.pageset_update(batch, high_min, high_max);
             }
             let free = z.free_area.get_mut().free_pages;
             *z.nr_free_pages.get_mut() = free;
@@ -370,8 +389,8 @@ impl Node {
     ) {
         while order < MAX_PAGE_ORDER {
             let buddy_pfn = Pfn(pfn.0 ^ (1 << order));
-            // Within a section (always, with 128 MiB sections) descriptor indices follow pfns,
-            // so the buddy's index is found without the section table.
+            // Indices are pfns. Within a section (always, with 128 MiB sections) the buddy has a
+            // descriptor; across sections (small test sections) its section may have none.
             let bidx = if order < self.mem_map.section_page_bits() {
                 idx ^ (1 << order)
             } else {
@@ -402,8 +421,8 @@ impl Node {
     /// free lists, from `pfn_to_index`, or from block arithmetic inside a free block.
     #[inline]
     pub(super) fn desc(&self, idx: u32) -> &Page {
-        debug_assert!((idx as usize) < self.mem_map.nr_pages());
-        // SAFETY: indices in the free lists and from `pfn_to_index` are below `nr_pages`; the
+        debug_assert!((idx as u64) < self.mem_map.end_pfn());
+        // SAFETY: indices in the free lists and from `pfn_to_index` are below `end_pfn`; the
         // halves `expand` computes lie inside a free block, whose pages all have descriptors.
         unsafe { self.mem_map.page_at_unchecked(idx) }
     }
@@ -547,7 +566,7 @@ fn for_each_zone_run(limits: &ZoneLimits, start: u64, end: u64, mut f: impl FnMu
 #[inline(always)]
 fn list_add(mm: &MemMap, fa: &mut FreeArea, idx: u32, order: u32) {
     use core::sync::atomic::Ordering::Relaxed;
-    debug_assert!((idx as usize) < mm.nr_pages());
+    debug_assert!((idx as u64) < mm.end_pfn());
     // SAFETY: valid index (see above).
     let page = unsafe { mm.page_at_unchecked(idx) };
     let head = fa.head[order as usize];
@@ -670,9 +689,8 @@ impl PageProvider for Node {
     #[track_caller]
     fn alloc_pages_bulk(&self, gfp: GfpFlags, pages: &mut [Option<Pfn>]) -> usize {
         let caller = core::panic::Location::caller();
-        self.alloc_pages_bulk_cpu_at(CpuId::BOOT, gfp, pages, caller, |g| {
-            self.alloc_pages_cpu_at(CpuId::BOOT, g, 0, caller)
-        })
+        let cpu = crate::cpus::this_cpu();
+        self.alloc_pages_bulk_cpu_at(cpu, gfp, pages, caller, |g| self.alloc_pages_cpu_at(cpu, g, 0, caller))
     }
     fn split_page(&self, pfn: Pfn, order: u32) -> Result<(), PageRefError> {
         Node::split_page(self, pfn, order)
@@ -680,6 +698,10 @@ impl PageProvider for Node {
     #[inline]
     fn page(&self, pfn: Pfn) -> Option<&Page> {
         Node::page(self, pfn)
+    }
+    #[inline(always)]
+    fn descriptor(&self, pfn: Pfn) -> Option<&Page> {
+        self.mem_map.descriptor(pfn)
     }
     #[inline]
     fn direct_map(&self) -> DirectMap {

@@ -64,8 +64,13 @@
 //! list, not for each block of a refill: as on Linux, a refill may take the zone a batch below
 //! the watermark it passed. A zone found below its watermark while it has pages on per-CPU lists
 //! gives them back and is checked again before the zonelist falls back to a lower zone; an
-//! allocation that fails everywhere drains all lists (`drain_all_pages`) and retries once, so
-//! pages on lists never cause an `OutOfMemory`.
+//! allocation that fails everywhere drains the lists (`drain_all_pages`) and retries once, so
+//! pages on lists never cause an `OutOfMemory` of a request that may block. Both drains reach
+//! every CPU's lists (a cross-CPU call) only for requests that may block (`__GFP_DIRECT_RECLAIM`,
+//! whose callers hold no spinlock: Linux's `drain_all_pages` is in direct reclaim too) and where
+//! the call can be made; otherwise, `GFP_ATOMIC`/`GFP_NOWAIT` or interrupts off, they drain the
+//! running CPU's lists only, and the other CPUs' pages stay where they are until those CPUs
+//! give them back.
 //!
 //! Blocks on a list are in state [`PageState::PcpFree`] (their tail pages stay `FreeTail`):
 //! free (a second free is a double free), never merged with buddies, and, as on Linux, not
@@ -74,21 +79,46 @@
 //! under "pagesets" (`count`, `high`, `batch`, `high_min`, `high_max`, as 6.12's
 //! `zoneinfo_show_print`).
 //!
-//! Locking: each list set still has its own [`IrqSpinLock`](crate::sync::IrqSpinLock), which
-//! disables interrupts (an interrupt handler allocating with `GFP_ATOMIC` on the same CPU must
-//! not find the list half-updated, nor spin on a lock its own CPU holds) and lets any CPU drain
-//! another CPU's lists (`drain_all_pages`) without IPIs. Lock order: a pcp lock, then the zone
-//! lock; never the reverse.
+//! ## Who touches what
+//! The lists of CPU `c` are touched only by CPU `c`, with its interrupts off (Linux's
+//! `local_lock_irqsave` on `this_cpu_ptr(zone->per_cpu_pageset)`, as before 5.19 made it a
+//! spinlock): [`crate::cpus::CpuSlot`], the discipline the slab's per-CPU slots follow too. No
+//! lock and no atomic read-modify-write on the fast paths. Interrupts off, because an interrupt
+//! handler allocating with `GFP_ATOMIC` on the same CPU must not find a list half-updated. The
+//! caller of a `*_cpu` function names the running CPU (the kernel passes `smp_processor_id()`;
+//! host tests name any slot, the slot's busy flag standing in for interrupts-off).
+//!
+//! Per field (see [`PerCpuPages`]): the lists, `free_count`, `alloc_factor` and `flags` are the
+//! owner's alone, plain loads and stores. `count`, `high`, `batch`, `high_min` and `high_max` are
+//! read by other CPUs (`/proc/zoneinfo`, [`Node::pcp_info`], the totals), so they are atomics
+//! used with `Relaxed` loads and stores (a `mov`, as Linux's `READ_ONCE`/`WRITE_ONCE`): `count`
+//! is written by the owner only; `batch`, `high_min` and `high_max` by configuration changes on
+//! any CPU ([`Node::zone_pcp_update`], under the watermark lock, interrupts off: it cannot make
+//! cross-CPU calls), which the owner re-reads on every slow path; `high` by the owner's
+//! auto-tuning and by those changes (a clamp into the new range; a lost update between the two
+//! is harmless: the owner clamps `high` into `[high_min, high_max]` on each slow path before
+//! using it, exactly as Linux's `nr_pcp_high`/`nr_pcp_alloc` do after `pageset_update`).
+//!
+//! Everything that must change another CPU's lists runs on that CPU through a cross-CPU call
+//! ([`crate::cpus::on_each_cpu_mask`], the kernel's IPIs): draining ([`Node::drain_pages`],
+//! Linux's `drain_all_pages`), [`Node::decay_pcp_high_all`], [`Node::set_pcp_high_range`], and
+//! the readers that walk lists ([`Node::for_each_pcp_page`], the consistency check). Where a
+//! cross-CPU call cannot be made (interrupts off, an interrupt handler, a request that may not
+//! block, whose caller may hold a spinlock), the drains drain only the running CPU's lists, as
+//! Linux before 5.19 did. Lock order: the running CPU's lists, then a zone lock; never the
+//! reverse, and no cross-CPU call while either is held.
 
+use crate::cpus::{CpuSlot, CpuSlotGuard};
 use crate::mem_map::MemMap;
 use crate::page::NO_PAGE;
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// CPU slots per zone (the project-wide [`crate::NR_CPUS`]). The caller of
-/// [`Node::alloc_pages_cpu`](super::Node::alloc_pages_cpu) names its CPU; the plain
-/// `alloc_pages`/`free_pages` use CPU 0. Any index below `NR_CPUS` is correct from any CPU: the
-/// lists are locked.
+/// [`Node::alloc_pages_cpu`](super::Node::alloc_pages_cpu) names the running CPU; the plain
+/// `alloc_pages`/`free_pages` use [`crate::cpus::this_cpu`].
 pub use crate::cpus::NR_CPUS;
 
 /// Linux's `PAGE_ALLOC_COSTLY_ORDER`: the highest order kept on per-CPU lists.
@@ -150,75 +180,233 @@ impl PcpList {
     }
 }
 
-/// One CPU's lists of one zone (Linux's `struct per_cpu_pages`), under its own lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PerCpuPages {
+/// The owner-only part of a [`PerCpuPages`]: touched only through a [`PcpGuard`].
+pub(crate) struct PcpLocal {
     pub(crate) lists: [PcpList; NR_PCP_LISTS],
-    /// Pages on the lists (a block of order `o` counts `2^o`).
-    pub count: u32,
-    /// At this many pages a free gives pages back (auto-tuned in `[high_min, high_max]`).
-    pub high: u32,
-    /// Blocks moved to or from the buddy lists at a time (scaled, see the module doc).
-    pub batch: u32,
-    /// The lowest `high` auto-tuning goes to (from the low watermark).
-    pub high_min: u32,
-    /// The highest `high` auto-tuning goes to (from managed / 8).
-    pub high_max: u32,
     /// Pages freed since the last allocation, halved by each allocation (`pcp->free_count`).
-    pub free_count: u32,
+    pub(crate) free_count: u32,
     /// log2 of the order-0 refill multiplier (`pcp->alloc_factor`).
-    pub alloc_factor: u8,
+    pub(crate) alloc_factor: u8,
     /// `PCPF_*` flags.
+    pub(crate) flags: u8,
+}
+
+/// One CPU's lists of one zone (Linux's `struct per_cpu_pages`): see the module documentation
+/// for who writes which field. One cache line in the kernel, so that CPUs do not share lines.
+#[repr(C, align(64))]
+pub struct PerCpuPages {
+    /// The lists and the owner's tuning state: the owner only, through [`PerCpuPages::enter`].
+    local: UnsafeCell<PcpLocal>,
+    /// Pages on the lists (a block of order `o` counts `2^o`). Written by the owner.
+    count: AtomicU32,
+    /// At this many pages a free gives pages back (auto-tuned in `[high_min, high_max]`).
+    /// Written by the owner, and clamped by configuration changes.
+    high: AtomicU32,
+    /// Blocks moved to or from the buddy lists at a time (scaled, see the module doc). Written
+    /// by configuration changes, re-read by the owner.
+    batch: AtomicU32,
+    /// The lowest `high` auto-tuning goes to (from the low watermark). As `batch`.
+    high_min: AtomicU32,
+    /// The highest `high` auto-tuning goes to (from managed / 8). As `batch`.
+    high_max: AtomicU32,
+    slot: CpuSlot,
+}
+
+// SAFETY: `local` is reached only through a `PcpGuard`, which `enter` hands out to the slot's
+// own CPU with its interrupts off (on the host, to one thread at a time: the slot's busy flag),
+// so never to two at once; every other field is an atomic.
+unsafe impl Sync for PerCpuPages {}
+
+/// The figures of one CPU's lists that other CPUs read (`/proc/zoneinfo`'s pageset): a racy
+/// but whole snapshot of the atomics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PcpInfo {
+    pub count: u32,
+    pub high: u32,
+    pub batch: u32,
+    pub high_min: u32,
+    pub high_max: u32,
+}
+
+/// The owner-only tuning state of one CPU's lists, read on that CPU ([`Node::pcp_tuning`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PcpTuning {
+    pub free_count: u32,
+    pub alloc_factor: u8,
     pub flags: u8,
 }
 
 impl PerCpuPages {
     pub(crate) const fn new() -> PerCpuPages {
         PerCpuPages {
-            lists: [PcpList::EMPTY; NR_PCP_LISTS],
-            count: 0,
-            high: 0,
-            batch: 1,
-            high_min: 0,
-            high_max: 0,
-            free_count: 0,
-            alloc_factor: 0,
-            flags: 0,
+            local: UnsafeCell::new(PcpLocal {
+                lists: [PcpList::EMPTY; NR_PCP_LISTS],
+                free_count: 0,
+                alloc_factor: 0,
+                flags: 0,
+            }),
+            count: AtomicU32::new(0),
+            high: AtomicU32::new(0),
+            batch: AtomicU32::new(1),
+            high_min: AtomicU32::new(0),
+            high_max: AtomicU32::new(0),
+            slot: CpuSlot::new(),
         }
     }
 
-    /// Sets `batch`, `high_min`, `high_max` (Linux's `pageset_update`) and brings `high` into
-    /// the new range.
-    pub(crate) fn pageset_update(&mut self, batch: u32, high_min: u32, high_max: u32) {
-        self.batch = batch;
-        self.high_min = high_min;
-        self.high_max = high_max;
-        self.high = self.high.clamp(high_min, high_max);
+    /// Enters the lists: interrupts off (host: the slot's flag). The caller runs on the CPU
+    /// they belong to ([`Node::pcp_enter`] checks it where it can).
+    #[inline(always)]
+    pub(crate) fn enter(&self) -> PcpGuard<'_> {
+        let slot = self.slot.enter();
+        PcpGuard { r: PcpRef { pcp: self, owner: PhantomData }, _slot: slot }
+    }
+
+    /// The figures other CPUs may read (each a relaxed load: exact for its field).
+    pub fn info(&self) -> PcpInfo {
+        PcpInfo {
+            count: self.count.load(Relaxed),
+            high: self.high.load(Relaxed),
+            batch: self.batch.load(Relaxed),
+            high_min: self.high_min.load(Relaxed),
+            high_max: self.high_max.load(Relaxed),
+        }
+    }
+
+    /// Pages on the lists (a relaxed load; racy by design when read by another CPU).
+    #[inline]
+    pub(crate) fn count(&self) -> u32 {
+        self.count.load(Relaxed)
+    }
+
+    /// Linux's `pageset_update` (`WRITE_ONCE` of the three, from any CPU), and `high` brought
+    /// into the new range (the owner re-clamps it on its next slow path anyway).
+    pub(crate) fn pageset_update(&self, batch: u32, high_min: u32, high_max: u32) {
+        self.batch.store(batch, Relaxed);
+        self.high_min.store(high_min, Relaxed);
+        self.high_max.store(high_max, Relaxed);
+        self.high.store(self.high.load(Relaxed).clamp(high_min, high_max), Relaxed);
+    }
+}
+
+/// The running CPU inside its own lists (interrupts off until it drops): a [`PcpRef`].
+pub(crate) struct PcpGuard<'a> {
+    r: PcpRef<'a>,
+    _slot: CpuSlotGuard<'a>,
+}
+
+impl<'a> core::ops::Deref for PcpGuard<'a> {
+    type Target = PcpRef<'a>;
+    #[inline(always)]
+    fn deref(&self) -> &PcpRef<'a> {
+        &self.r
+    }
+}
+
+impl<'a> core::ops::DerefMut for PcpGuard<'a> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut PcpRef<'a> {
+        &mut self.r
+    }
+}
+
+/// Access to lists the running CPU has entered: plain access to the owner-only part
+/// ([`PcpRef::l`]), the shared counters with relaxed loads and stores. One pointer, so that the
+/// out-of-line slow paths take it by value in a register (a guard passed by reference would be
+/// spilled to the stack on every fast path). Made only by [`PerCpuPages::enter`] (inside its
+/// guard) and [`PcpRef::reborrow`].
+pub(crate) struct PcpRef<'a> {
+    pcp: &'a PerCpuPages,
+    owner: PhantomData<&'a mut PcpLocal>,
+}
+
+impl PcpRef<'_> {
+    /// The owner-only part.
+    #[inline(always)]
+    pub(crate) fn l(&mut self) -> &mut PcpLocal {
+        // SAFETY: a `PcpRef` exists only inside the guard of its lists (`enter`), which no other
+        // CPU (host: thread) holds meanwhile, and only one is usable at a time (`reborrow`
+        // borrows the original mutably); `&mut self` makes this the only reference derived
+        // from it.
+        unsafe { &mut *self.pcp.local.get() }
+    }
+
+    /// The lists, read only.
+    #[inline(always)]
+    pub(crate) fn lists(&self) -> &[PcpList; NR_PCP_LISTS] {
+        // SAFETY: as in `l`; `&self` excludes a `&mut` from `l` while this borrow lives.
+        unsafe { &(*self.pcp.local.get()).lists }
+    }
+
+    /// The same access for a callee (the original is unusable until the copy is dropped).
+    #[inline(always)]
+    pub(crate) fn reborrow(&mut self) -> PcpRef<'_> {
+        PcpRef { pcp: self.pcp, owner: PhantomData }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count(&self) -> u32 {
+        self.pcp.count.load(Relaxed)
+    }
+    #[inline(always)]
+    fn set_count(&self, v: u32) {
+        self.pcp.count.store(v, Relaxed);
+    }
+    #[inline(always)]
+    pub(crate) fn high(&self) -> u32 {
+        self.pcp.high.load(Relaxed)
+    }
+    #[inline(always)]
+    pub(crate) fn set_high(&self, v: u32) {
+        self.pcp.high.store(v, Relaxed);
+    }
+    #[inline(always)]
+    pub(crate) fn batch(&self) -> u32 {
+        self.pcp.batch.load(Relaxed)
+    }
+    #[inline(always)]
+    pub(crate) fn high_min(&self) -> u32 {
+        self.pcp.high_min.load(Relaxed)
+    }
+    #[inline(always)]
+    pub(crate) fn high_max(&self) -> u32 {
+        self.pcp.high_max.load(Relaxed)
+    }
+
+    /// `high` clamped into `[high_min, high_max]` as configuration may have moved them (the
+    /// first step of Linux 6.12's `nr_pcp_high` and `nr_pcp_alloc`); returns the three.
+    fn clamp_high(&self) -> (u32, u32, u32) {
+        let (high_min, high_max) = (self.high_min(), self.high_max());
+        let high = self.high().clamp(high_min, high_max);
+        self.set_high(high);
+        (high, high_min, high_max)
     }
 
     /// Pushes block `idx` of `order` at the head (hot end) of its list.
     #[inline(always)]
     pub(crate) fn push_head(&mut self, mm: &MemMap, order: u32, idx: u32) {
-        let list = &mut self.lists[order as usize];
+        let list = &mut self.l().lists[order as usize];
         // SAFETY: `idx` and the list entries are valid descriptor indices (they come from
         // `pfn_to_index` or the buddy lists).
         let page = unsafe { mm.page_at_unchecked(idx) };
-        page.next.store(list.head, Relaxed);
+        // Read once: the compiler cannot tell that the descriptor stores below leave it alone.
+        let head = list.head;
+        page.next.store(head, Relaxed);
         page.prev.store(NO_PAGE, Relaxed);
-        if list.head == NO_PAGE {
+        if head == NO_PAGE {
             list.tail = idx;
         } else {
             // SAFETY: list entries are valid indices.
-            unsafe { mm.page_at_unchecked(list.head) }.prev.store(idx, Relaxed);
+            unsafe { mm.page_at_unchecked(head) }.prev.store(idx, Relaxed);
         }
         list.head = idx;
-        self.count += 1 << order;
+        self.set_count(self.count() + (1 << order));
     }
 
     /// Appends block `idx` of `order` at the tail (cold end) of its list.
     #[inline]
     pub(crate) fn push_tail(&mut self, mm: &MemMap, order: u32, idx: u32) {
-        let list = &mut self.lists[order as usize];
+        let list = &mut self.l().lists[order as usize];
         // SAFETY: as in `push_head`.
         let page = unsafe { mm.page_at_unchecked(idx) };
         page.next.store(NO_PAGE, Relaxed);
@@ -230,13 +418,13 @@ impl PerCpuPages {
             unsafe { mm.page_at_unchecked(list.tail) }.next.store(idx, Relaxed);
         }
         list.tail = idx;
-        self.count += 1 << order;
+        self.set_count(self.count() + (1 << order));
     }
 
     /// Takes the head block of the `order` list.
     #[inline(always)]
     pub(crate) fn pop_head(&mut self, mm: &MemMap, order: u32) -> Option<u32> {
-        let list = &mut self.lists[order as usize];
+        let list = &mut self.l().lists[order as usize];
         let idx = list.head;
         if idx == NO_PAGE {
             return None;
@@ -250,14 +438,14 @@ impl PerCpuPages {
             // SAFETY: list entries are valid indices.
             unsafe { mm.page_at_unchecked(next) }.prev.store(NO_PAGE, Relaxed);
         }
-        self.count -= 1 << order;
+        self.set_count(self.count() - (1 << order));
         Some(idx)
     }
 
     /// Takes the tail block of the `order` list.
     #[inline]
     pub(crate) fn pop_tail(&mut self, mm: &MemMap, order: u32) -> Option<u32> {
-        let list = &mut self.lists[order as usize];
+        let list = &mut self.l().lists[order as usize];
         let idx = list.tail;
         if idx == NO_PAGE {
             return None;
@@ -271,23 +459,27 @@ impl PerCpuPages {
             // SAFETY: list entries are valid indices.
             unsafe { mm.page_at_unchecked(prev) }.next.store(NO_PAGE, Relaxed);
         }
-        self.count -= 1 << order;
+        self.set_count(self.count() - (1 << order));
         Some(idx)
+    }
+
+    /// The owner-only tuning state.
+    pub(crate) fn tuning(&mut self) -> PcpTuning {
+        let l = self.l();
+        PcpTuning { free_count: l.free_count, alloc_factor: l.alloc_factor, flags: l.flags }
     }
 }
 
 /// Linux 6.12's `nr_pcp_high`: the `high` a free of a block compares `count` with, adjusting
 /// `pcp.high` on the way (`free_high`: consecutive high-order frees; `below_high`: the zone's
 /// `ZONE_BELOW_HIGH`).
-pub fn nr_pcp_high(pcp: &mut PerCpuPages, batch: u32, free_high: bool, below_high: bool) -> u32 {
-    let (high_min, high_max) = (pcp.high_min, pcp.high_max);
-    pcp.high = pcp.high.clamp(high_min, high_max);
-    let high = pcp.high;
+pub(crate) fn nr_pcp_high(pcp: &mut PcpRef<'_>, batch: u32, free_high: bool, below_high: bool) -> u32 {
+    let (high, high_min, high_max) = pcp.clamp_high();
     if high == 0 {
         return 0;
     }
     if free_high {
-        pcp.high = high.saturating_sub(batch << PCP_BATCH_SCALE_MAX).max(high_min);
+        pcp.set_high(high.saturating_sub(batch << PCP_BATCH_SCALE_MAX).max(high_min));
         return 0;
     }
     // (ZONE_RECLAIM_ACTIVE: no reclaim here.)
@@ -295,25 +487,25 @@ pub fn nr_pcp_high(pcp: &mut PerCpuPages, batch: u32, free_high: bool, below_hig
         return high;
     }
     if below_high {
-        let free_count = pcp.free_count.max(batch);
-        pcp.high = high.saturating_sub(free_count).max(high_min);
-        return pcp.count.max(high_min);
+        let free_count = pcp.l().free_count.max(batch);
+        pcp.set_high(high.saturating_sub(free_count).max(high_min));
+        return pcp.count().max(high_min);
     }
-    if pcp.count >= high {
-        let need_high = pcp.free_count + batch;
+    if pcp.count() >= high {
+        let need_high = pcp.l().free_count + batch;
         // `high` should be large enough to hold `batch` freed pages.
-        if pcp.high < need_high {
-            pcp.high = need_high.clamp(high_min, high_max);
+        if high < need_high {
+            pcp.set_high(need_high.clamp(high_min, high_max));
         }
     }
     high
 }
 
 /// Linux 6.12's `nr_pcp_free`: pages a spill gives back.
-pub fn nr_pcp_free(pcp: &PerCpuPages, batch: u32, high: u32, free_high: bool) -> u32 {
+pub(crate) fn nr_pcp_free(pcp: &mut PcpRef<'_>, batch: u32, high: u32, free_high: bool) -> u32 {
     // Free as much as possible if batch freeing high-order pages.
     if free_high {
-        return pcp.count.min(batch << PCP_BATCH_SCALE_MAX);
+        return pcp.count().min(batch << PCP_BATCH_SCALE_MAX);
     }
     // PCP disabled (a tiny zone whose high is below its batch).
     if high < batch {
@@ -321,31 +513,29 @@ pub fn nr_pcp_free(pcp: &PerCpuPages, batch: u32, high: u32, free_high: bool) ->
     }
     // Leave at least `batch` pages; spill as many as were freed in a row. (Linux's `clamp_t`
     // gives the upper bound when the bounds cross, `high < 2 * batch`.)
-    pcp.free_count.max(batch).min(high - batch)
+    pcp.l().free_count.max(batch).min(high - batch)
 }
 
 /// Linux 6.12's `nr_pcp_alloc`: blocks of `order` a refill of an empty list takes, raising
 /// `high` (by the batch, up to `high_max`) and `alloc_factor` on the way.
-pub fn nr_pcp_alloc(pcp: &mut PerCpuPages, order: u32, below_high: bool) -> u32 {
-    let base_batch = pcp.batch;
-    let (high_min, high_max) = (pcp.high_min, pcp.high_max);
-    pcp.high = pcp.high.clamp(high_min, high_max);
-    let mut high = pcp.high;
+pub(crate) fn nr_pcp_alloc(pcp: &mut PcpRef<'_>, order: u32, below_high: bool) -> u32 {
+    let base_batch = pcp.batch();
+    let (mut high, high_min, high_max) = pcp.clamp_high();
     // PCP disabled.
     if high < base_batch {
         return 1;
     }
-    let mut batch = if order != 0 { base_batch } else { base_batch << pcp.alloc_factor };
+    let mut batch = if order != 0 { base_batch } else { base_batch << pcp.l().alloc_factor };
     // A larger `high` could have avoided going to the zone.
     if high_min != high_max && !below_high {
         high = (high + batch).min(high_max);
-        pcp.high = high;
+        pcp.set_high(high);
     }
     if order == 0 {
-        let max_nr_alloc = high.saturating_sub(pcp.count + base_batch).max(base_batch);
+        let max_nr_alloc = high.saturating_sub(pcp.count() + base_batch).max(base_batch);
         // Double the refill for each refill without a free in between.
-        if batch <= max_nr_alloc && (pcp.alloc_factor as u32) < PCP_BATCH_SCALE_MAX {
-            pcp.alloc_factor += 1;
+        if batch <= max_nr_alloc && (pcp.l().alloc_factor as u32) < PCP_BATCH_SCALE_MAX {
+            pcp.l().alloc_factor += 1;
         }
         batch = batch.min(max_nr_alloc);
     }
@@ -359,16 +549,15 @@ pub fn nr_pcp_alloc(pcp: &mut PerCpuPages, order: u32, below_high: bool) -> u32 
 /// Linux 6.12's `decay_pcp_high` (the vmstat worker's part): lowers `high` by an eighth, at
 /// most `batch << PCP_BATCH_SCALE_MAX` below `count`, not below `high_min`. Returns the pages
 /// to give back (`count - high`, if positive); the caller spills them.
-pub fn decay_pcp_high(pcp: &mut PerCpuPages) -> u32 {
-    let (high_min, batch) = (pcp.high_min, pcp.batch);
-    if pcp.high > high_min {
-        pcp.high = pcp
-            .count
-            .saturating_sub(batch << PCP_BATCH_SCALE_MAX)
-            .max(pcp.high - (pcp.high >> 3))
-            .max(high_min);
+pub(crate) fn decay_pcp_high(pcp: &mut PcpRef<'_>) -> u32 {
+    let (high_min, batch) = (pcp.high_min(), pcp.batch());
+    let high = pcp.high();
+    if high > high_min {
+        pcp.set_high(
+            pcp.count().saturating_sub(batch << PCP_BATCH_SCALE_MAX).max(high - (high >> 3)).max(high_min),
+        );
     }
-    pcp.count.saturating_sub(pcp.high)
+    pcp.count().saturating_sub(pcp.high())
 }
 
 /// Why [`Node::set_pcp_batch`](super::Node::set_pcp_batch) refused a setting.
@@ -380,6 +569,9 @@ pub enum PcpConfigError {
     HighBelowBatch { high: u32, batch: u32 },
     /// `high_max` must be at least `high_min`.
     HighMaxBelowHighMin { high_min: u32, high_max: u32 },
+    /// Every CPU applies a setting to its own lists through a cross-CPU call, which cannot be
+    /// made here (interrupts off, an interrupt handler). Nothing was changed.
+    NoCrossCpuCall,
 }
 
 impl core::fmt::Display for PcpConfigError {
@@ -391,6 +583,9 @@ impl core::fmt::Display for PcpConfigError {
             }
             PcpConfigError::HighMaxBelowHighMin { high_min, high_max } => {
                 write!(f, "pcp: high_max ({high_max}) must be at least high_min ({high_min})")
+            }
+            PcpConfigError::NoCrossCpuCall => {
+                f.write_str("pcp: every CPU must apply the setting, and no cross-CPU call can be made here")
             }
         }
     }

@@ -1,24 +1,37 @@
-//! The per-CPU lists' operations on a [`Node`]: refill (`rmqueue_bulk`), spill
-//! (`free_pcppages_bulk`), the free-side tuning (`free_unref_page_commit`'s slow half), drains,
-//! sizing (`zone_pcp_update`), reports and the consistency check. See [`super::pcp`].
+//! The per-CPU lists' operations on a [`Node`]: entering the running CPU's lists, refill
+//! (`rmqueue_bulk`), spill (`free_pcppages_bulk`), the free-side tuning
+//! (`free_unref_page_commit`'s slow half) and the drains. Configuration, reports and the
+//! consistency check are in `pcp_config.rs`. See [`super::pcp`].
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::pcp::{
-    self, decay_pcp_high, nr_pcp_alloc, nr_pcp_free, nr_pcp_high, PcpConfigError, PerCpuPages, NR_PCP_LISTS,
-};
-use super::Node;
-use crate::addr::Pfn;
-use crate::page::{PageState, NO_PAGE};
-use crate::zone::{Zone, ZoneType};
+use super::pcp::{decay_pcp_high, nr_pcp_alloc, nr_pcp_free, nr_pcp_high, PcpGuard, PcpRef, NR_PCP_LISTS};
+use super::{CpuId, Node};
+use crate::cpus::{self, on_each_cpu};
+use crate::page::PageState;
+use crate::zone::Zone;
 
 impl Node {
+    /// The lists of `cpu` in `zone`, entered with interrupts off. `cpu` must be the running CPU
+    /// (the contract of every `*_cpu` function; see [`super::pcp`]): checked in kernel debug
+    /// builds, and in unit tests inside a cross-CPU call (where the thread runs "as" a CPU).
+    #[inline(always)]
+    pub(super) fn pcp_enter<'z>(&self, zone: &'z Zone, cpu: CpuId) -> PcpGuard<'z> {
+        #[cfg(test)]
+        if let Some(me) = cpus::host::current() {
+            assert_eq!(me, cpu, "CPU {} entered the per-CPU lists of CPU {}", me.index(), cpu.index());
+        }
+        #[cfg(all(target_arch = "x86_64", target_os = "none", debug_assertions))]
+        debug_assert_eq!(cpu, cpus::this_cpu(), "per-CPU lists entered from another CPU");
+        zone.pcp[cpu.index()].enter()
+    }
+
     /// Refills the empty `order` list with `nr_pcp_alloc()` blocks of that order from the
     /// zone's buddy lists (`rmqueue_bulk`), under the zone lock. Returns the blocks added (0 when
     /// the zone has no block of that order or larger).
     #[inline(never)]
-    pub(super) fn pcp_refill(&self, zone: &Zone, pcp: &mut PerCpuPages, order: u32) -> u32 {
-        let want = nr_pcp_alloc(pcp, order, zone.below_high.load(Relaxed));
+    pub(super) fn pcp_refill(&self, zone: &Zone, mut pcp: PcpRef<'_>, order: u32) -> u32 {
+        let want = nr_pcp_alloc(&mut pcp, order, zone.below_high.load(Relaxed));
         let mut fa = zone.free_area.lock();
         let mut n = 0;
         while n < want {
@@ -41,8 +54,8 @@ impl Node {
     /// buddy lists, merging them, round-robin over the orders starting with `pindex`
     /// (Linux 6.12's `free_pcppages_bulk`), under the zone lock.
     #[inline(never)]
-    pub(super) fn pcp_spill(&self, zone: &Zone, pcp: &mut PerCpuPages, nr: u32, pindex: usize) {
-        let mut count = nr.min(pcp.count) as i64;
+    pub(super) fn pcp_spill(&self, zone: &Zone, mut pcp: PcpRef<'_>, nr: u32, pindex: usize) {
+        let mut count = nr.min(pcp.count()) as i64;
         if count == 0 {
             return;
         }
@@ -53,7 +66,7 @@ impl Node {
         while count > 0 {
             loop {
                 pindex = (pindex + 1) % NR_PCP_LISTS;
-                if !pcp.lists[pindex].is_empty() {
+                if !pcp.lists()[pindex].is_empty() {
                     break;
                 }
             }
@@ -76,182 +89,104 @@ impl Node {
     /// caller saw `count >= high`, a zone below its high watermark, or a free of order 1..3 that
     /// follows others (`free_high`). Runs `nr_pcp_high` and spills `nr_pcp_free` pages.
     #[inline(never)]
-    pub(super) fn pcp_commit_slow(&self, zone: &Zone, pcp: &mut PerCpuPages, order: u32, free_high: bool) {
-        let batch = pcp.batch;
-        let high = nr_pcp_high(pcp, batch, free_high, zone.below_high.load(Relaxed));
-        if pcp.count >= high {
-            let nr = nr_pcp_free(pcp, batch, high, free_high);
-            self.pcp_spill(zone, pcp, nr, order as usize);
+    pub(super) fn pcp_commit_slow(&self, zone: &Zone, mut pcp: PcpRef<'_>, order: u32, free_high: bool) {
+        let batch = pcp.batch();
+        let high = nr_pcp_high(&mut pcp, batch, free_high, zone.below_high.load(Relaxed));
+        if pcp.count() >= high {
+            let nr = nr_pcp_free(&mut pcp, batch, high, free_high);
+            self.pcp_spill(zone, pcp.reborrow(), nr, order as usize);
         }
     }
 
-    /// Empties every CPU's lists of one zone (Linux's `drain_zone_pages` over all CPUs).
+    /// Empties the lists of the running CPU `cpu` in `zone` (Linux's `drain_pages_zone`).
     /// Returns the pages given back.
-    pub(super) fn drain_zone(&self, zone: &Zone) -> u64 {
-        let mut n = 0;
-        for slot in &zone.pcp {
-            let mut pcp = slot.lock();
-            if pcp.count != 0 {
-                n += pcp.count as u64;
-                let count = pcp.count;
-                self.pcp_spill(zone, &mut pcp, count, 0);
-            }
+    pub(super) fn drain_zone_local(&self, zone: &Zone, cpu: CpuId) -> u64 {
+        let mut pcp = self.pcp_enter(zone, cpu);
+        let count = pcp.count();
+        self.pcp_spill(zone, pcp.reborrow(), count, 0);
+        count as u64
+    }
+
+    /// Empties the lists of the running CPU `cpu` in every zone (Linux's `drain_local_pages`).
+    pub fn drain_local_pages(&self, cpu: CpuId) -> u64 {
+        self.zones.iter().map(|z| self.drain_zone_local(z, cpu)).sum()
+    }
+
+    /// Empties `zone`'s lists (`None`: every zone's) on every CPU, each CPU its own, through a
+    /// cross-CPU call (Linux's `drain_all_pages(zone)`); where that call cannot be made, only
+    /// the running CPU `cpu`'s. Returns the pages given back.
+    ///
+    /// The caller must hold no lock a CPU may spin on with interrupts off (see
+    /// [`crate::cpus::on_each_cpu_mask`]): a CPU spinning on it could not take the call, and the
+    /// caller would wait for it forever. Every allocator lock turns interrupts off, which the
+    /// kernel's hook detects and refuses, so the only case left to the caller is a plain
+    /// spinlock: the allocation paths drain every CPU only for requests that may block.
+    pub(super) fn drain_all_zone(&self, zone: Option<&Zone>, cpu: CpuId) -> u64 {
+        let drained = AtomicU64::new(0);
+        let each = |c: CpuId| {
+            let n = match zone {
+                Some(z) => self.drain_zone_local(z, c),
+                None => self.drain_local_pages(c),
+            };
+            drained.fetch_add(n, Relaxed);
+        };
+        if on_each_cpu(&each) {
+            return drained.into_inner();
         }
-        n
+        each(cpu);
+        drained.into_inner()
+    }
+
+    /// The drains of the allocation paths (a zone below its watermark, the retry after a
+    /// failure everywhere): `zone`'s lists (`None`: every zone's). Other CPUs' lists are drained,
+    /// by those CPUs, only when the request may block (its caller holds no spinlock, so the
+    /// cross-CPU call cannot deadlock) and their counters show pages (no IPIs for nothing);
+    /// otherwise only the running CPU `cpu`'s, as Linux before 5.19 did.
+    pub(super) fn drain_for_retry(&self, zone: Option<&Zone>, cpu: CpuId, may_block: bool) -> u64 {
+        let others = |z: &Zone| z.pcp.iter().enumerate().any(|(c, p)| c != cpu.index() && p.count() != 0);
+        let remote = may_block
+            && match zone {
+                Some(z) => others(z),
+                None => self.zones.iter().any(others),
+            };
+        match zone {
+            _ if remote => self.drain_all_zone(zone, cpu),
+            Some(z) => self.drain_zone_local(z, cpu),
+            None => self.drain_local_pages(cpu),
+        }
     }
 
     /// Gives every page on every per-CPU list of every zone back to the buddy lists (Linux's
-    /// `drain_all_pages(NULL)`). Returns the number of pages drained. Afterwards the buddy lists
-    /// are exactly what they would be without per-CPU lists (as far as merging goes), which is
-    /// what tests comparing free-list snapshots need.
+    /// `drain_all_pages(NULL)`): each CPU drains its own lists in a cross-CPU call
+    /// ([`crate::cpus::on_each_cpu`]; the caller must hold no spinlock, see there). Where no such
+    /// call can be made (interrupts off, an interrupt handler), only the running CPU's lists are
+    /// drained. Returns the number of pages drained. Afterwards the buddy lists are exactly what
+    /// they would be without per-CPU lists (as far as merging goes), which is what tests
+    /// comparing free-list snapshots need.
     pub fn drain_pages(&self) -> u64 {
-        self.zones.iter().map(|z| self.drain_zone(z)).sum()
+        self.drain_all_zone(None, cpus::this_cpu())
     }
 
-    /// Linux 6.12's `decay_pcp_high` on every CPU's lists of every zone (what the vmstat
-    /// worker does each second; this kernel has none, see [`super::pcp`]). Returns the pages
+    /// Linux 6.12's `decay_pcp_high` on every CPU's lists of every zone, each CPU its own in a
+    /// cross-CPU call, or only the running CPU's where none can be made (what the vmstat worker
+    /// does each second on each CPU; this kernel has none, see [`super::pcp`]). Returns the pages
     /// given back.
     pub fn decay_pcp_high_all(&self) -> u64 {
-        let mut n = 0;
-        for zone in &self.zones {
-            for slot in &zone.pcp {
-                let mut pcp = slot.lock();
+        let given = AtomicU64::new(0);
+        let each = |cpu: CpuId| {
+            for zone in &self.zones {
+                let mut pcp = self.pcp_enter(zone, cpu);
                 let to_drain = decay_pcp_high(&mut pcp);
                 if to_drain > 0 {
-                    let before = pcp.count;
-                    self.pcp_spill(zone, &mut pcp, to_drain, 0);
-                    n += (before - pcp.count) as u64;
+                    let before = pcp.count();
+                    self.pcp_spill(zone, pcp.reborrow(), to_drain, 0);
+                    given.fetch_add((before - pcp.count()) as u64, Relaxed);
                 }
             }
+        };
+        if !on_each_cpu(&each) {
+            each(cpus::this_cpu());
         }
-        n
-    }
-
-    /// Linux 6.12's `zone_pcp_update` for every zone: `batch`, `high_min` (low watermark) and
-    /// `high_max` (managed / 8) of every CPU's lists from the zone's figures and
-    /// [`crate::num_online_cpus`]. Zones set by hand ([`Node::set_pcp_batch`]) keep their
-    /// setting. Called when the watermarks change and when CPUs come online.
-    pub fn zone_pcp_update(&self) {
-        let online = crate::num_online_cpus();
-        for zone in &self.zones {
-            if zone.pcp_manual.load(Relaxed) {
-                continue;
-            }
-            let (batch, high_min, high_max) =
-                pcp::pageset_high_and_batch(zone.managed_pages(), zone.low_wmark_pages(), online);
-            for slot in &zone.pcp {
-                slot.lock().pageset_update(batch, high_min, high_max);
-            }
-        }
-    }
-
-    /// Pages on the per-CPU lists of zone `zt`, all CPUs.
-    pub fn pcp_pages(&self, zt: ZoneType) -> u64 {
-        self.zones[zt as usize].pcp.iter().map(|p| p.lock().count as u64).sum()
-    }
-
-    /// A copy of the list header of `cpu` in zone `zt` (`None` for `cpu >= NR_CPUS`).
-    pub fn pcp_info(&self, zt: ZoneType, cpu: usize) -> Option<PerCpuPages> {
-        self.zones[zt as usize].pcp.get(cpu).map(|p| *p.lock())
-    }
-
-    /// Calls `f(cpu, pfn, order)` for each block on the per-CPU lists of zone `zt` (all CPUs,
-    /// orders 0 to 3, head to tail), under each CPU's lock: `f` must not allocate or free.
-    pub fn for_each_pcp_page(&self, zt: ZoneType, mut f: impl FnMut(usize, Pfn, u32)) {
-        for (cpu, slot) in self.zones[zt as usize].pcp.iter().enumerate() {
-            let pcp = slot.lock();
-            for (order, list) in pcp.lists.iter().enumerate() {
-                let mut idx = list.head;
-                while idx != NO_PAGE {
-                    f(cpu, self.mem_map.index_to_pfn(idx), order as u32);
-                    idx = self.mem_map.page_at(idx).next.load(Relaxed);
-                }
-            }
-        }
-    }
-
-    /// Sets `batch` and a fixed `high` (`high_min == high_max`: no auto-tuning) of every CPU's
-    /// lists of zone `zt`, as Linux's `percpu_pagelist_high_fraction` does; later
-    /// [`Node::zone_pcp_update`]s keep it. Tests use this to get batches larger than their small
-    /// zones would. The lists are drained first.
-    pub fn set_pcp_batch(&self, zt: ZoneType, batch: u32, high: u32) -> Result<(), PcpConfigError> {
-        self.set_pcp_high_range(zt, batch, high, high)
-    }
-
-    /// [`Node::set_pcp_batch`] with auto-tuning between `high_min` and `high_max`.
-    pub fn set_pcp_high_range(
-        &self,
-        zt: ZoneType,
-        batch: u32,
-        high_min: u32,
-        high_max: u32,
-    ) -> Result<(), PcpConfigError> {
-        if batch == 0 {
-            return Err(PcpConfigError::ZeroBatch);
-        }
-        if high_min < batch {
-            return Err(PcpConfigError::HighBelowBatch { high: high_min, batch });
-        }
-        if high_max < high_min {
-            return Err(PcpConfigError::HighMaxBelowHighMin { high_min, high_max });
-        }
-        let zone = &self.zones[zt as usize];
-        zone.pcp_manual.store(true, Relaxed);
-        for slot in &zone.pcp {
-            let mut pcp = slot.lock();
-            let count = pcp.count;
-            self.pcp_spill(zone, &mut pcp, count, 0);
-            pcp.pageset_update(batch, high_min, high_max);
-            pcp.high = high_min;
-            (pcp.free_count, pcp.alloc_factor, pcp.flags) = (0, 0, 0);
-        }
-        Ok(())
-    }
-
-    /// Checks the per-CPU lists of every zone: links, counts, that every entry is a `PcpFree`
-    /// head of its list's order, aligned, of the zone, and that `high` is within
-    /// `[high_min, high_max]`. Part of [`Node::check_free_lists`].
-    pub(super) fn check_pcp_lists(&self) -> Result<(), &'static str> {
-        for (zi, zone) in self.zones.iter().enumerate() {
-            for slot in &zone.pcp {
-                let pcp = slot.lock();
-                let mut pages = 0u64;
-                for (order, list) in pcp.lists.iter().enumerate() {
-                    let (mut n, mut prev, mut idx) = (0u64, NO_PAGE, list.head);
-                    while idx != NO_PAGE {
-                        let p = self.mem_map.page_at(idx);
-                        if p.prev.load(Relaxed) != prev {
-                            return Err("pcp list: broken prev link");
-                        }
-                        if p.state() != PageState::PcpFree || p.order() as usize != order {
-                            return Err("pcp list: entry is not a PcpFree head of the list's order");
-                        }
-                        if p.zone() as usize != zi {
-                            return Err("pcp list: entry of another zone");
-                        }
-                        if self.mem_map.index_to_pfn(idx).0 & ((1 << order) - 1) != 0 {
-                            return Err("pcp list: misaligned block");
-                        }
-                        n += 1;
-                        if n > self.mem_map.nr_pages() as u64 {
-                            return Err("pcp list: cycle");
-                        }
-                        prev = idx;
-                        idx = p.next.load(Relaxed);
-                    }
-                    if prev != list.tail {
-                        return Err("pcp list: tail does not match the list");
-                    }
-                    pages += n << order;
-                }
-                if pages != pcp.count as u64 {
-                    return Err("pcp list: count does not match the lists");
-                }
-                if pcp.high < pcp.high_min || pcp.high > pcp.high_max {
-                    return Err("pcp list: high outside [high_min, high_max]");
-                }
-            }
-        }
-        Ok(())
+        given.into_inner()
     }
 }

@@ -22,19 +22,19 @@
 //! on Linux). Deactivation (a refill that moves on, [`KmemCache::flush_cpu_slab`], shrink,
 //! destroy) gives the private list back to the slab and subtracts its length.
 //!
-//! Which CPU: [`set_this_cpu_fn`] installs the kernel's `smp_processor_id()`; until then (and on
-//! the host) every caller is CPU 0. The kernel has no preemption, so the id read before
-//! interrupts go off stays right: an interrupt handler that runs in between returns to the same
-//! CPU. On the host, where "interrupts off" means nothing, a per-slot flag stands in for it so
-//! that threads sharing a slot cannot interleave (the kernel build has no such flag).
+//! Which CPU: [`crate::cpus::this_cpu`] (in the kernel one GS-relative load, the `gs_cpu_id`
+//! feature; on the host an installed function, CPU 0 without one). The slot discipline (interrupts off on the slot's own CPU, a
+//! busy flag standing in for it on the host) is [`crate::cpus::CpuSlot`], shared with the
+//! per-CPU page lists.
 
-use core::sync::atomic::{
-    compiler_fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
-};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use core::ptr::NonNull;
 
 use crate::buddy::CpuId;
+use crate::cpus::CpuSlot;
+pub(crate) use crate::cpus::CpuSlotGuard;
+pub use crate::cpus::{set_this_cpu_fn, this_cpu};
 use crate::page::{Page, PageProvider, NO_PAGE};
 
 use super::cache::{CacheState, KmemCache, Which, FAST_DEBUG, FAST_INIT_ON_FREE};
@@ -43,26 +43,6 @@ use super::free::Released;
 /// CPU slots of every cache: the per-CPU page lists' `NR_CPUS` (one constant for the whole
 /// crate once the two are unified).
 pub const NR_CPUS: usize = crate::buddy::pcp::NR_CPUS;
-
-static THIS_CPU: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
-
-/// Installs the function that says which CPU is running (Linux `smp_processor_id()`). The kernel
-/// calls it once at boot, before a second CPU can allocate.
-pub fn set_this_cpu_fn(f: fn() -> CpuId) {
-    THIS_CPU.store(f as *mut (), Relaxed);
-}
-
-/// The running CPU: the installed function's answer, CPU 0 before one is installed.
-#[inline(always)]
-pub fn this_cpu() -> CpuId {
-    let f = THIS_CPU.load(Relaxed);
-    if f.is_null() {
-        return CpuId::BOOT;
-    }
-    // SAFETY: only `set_this_cpu_fn` stores into `THIS_CPU`, always a `fn() -> CpuId`.
-    let f: fn() -> CpuId = unsafe { core::mem::transmute::<*mut (), fn() -> CpuId>(f) };
-    f()
-}
 
 macro_rules! slab_stats {
     ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
@@ -148,9 +128,8 @@ pub struct KmemCacheCpu {
     /// slabs, so a free or an allocation through it touches no slab at all.
     pub(crate) sheaf: [AtomicUsize; SHEAF_CAPACITY],
     stats: [AtomicU64; NR_SLAB_STATS],
-    /// Host stand-in for "interrupts off on this CPU" (see the module documentation).
-    #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
-    busy: core::sync::atomic::AtomicBool,
+    /// Only the slot's CPU, with interrupts off (see [`CpuSlot`]).
+    slot: CpuSlot,
 }
 
 impl KmemCacheCpu {
@@ -163,8 +142,7 @@ impl KmemCacheCpu {
             sheaf_len: AtomicU32::new(0),
             sheaf: [const { AtomicUsize::new(0) }; SHEAF_CAPACITY],
             stats: [const { AtomicU64::new(0) }; NR_SLAB_STATS],
-            #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
-            busy: core::sync::atomic::AtomicBool::new(false),
+            slot: CpuSlot::new(),
         }
     }
 
@@ -172,19 +150,7 @@ impl KmemCacheCpu {
     /// caller runs on the slot's CPU), or on the host the slot's flag.
     #[inline(always)]
     pub(crate) fn enter(&self) -> CpuSlotGuard<'_> {
-        let irq = crate::sync::irq::save_and_disable();
-        // The slot's loads and stores must stay between `cli` and `sti`, whatever the asm
-        // options of the interrupt helpers say (no instruction is emitted).
-        compiler_fence(SeqCst);
-        #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
-        while self
-            .busy
-            .compare_exchange_weak(false, true, core::sync::atomic::Ordering::Acquire, Relaxed)
-            .is_err()
-        {
-            core::hint::spin_loop();
-        }
-        CpuSlotGuard { slot: self, irq }
+        self.slot.enter()
     }
 
     /// Counts one event (the owner holds the slot: a plain increment).
@@ -247,24 +213,6 @@ pub(crate) struct SheafBatch {
 impl SheafBatch {
     pub(crate) fn as_slice(&self) -> &[usize] {
         &self.objs[..self.n]
-    }
-}
-
-/// Proof that the current CPU owns a [`KmemCacheCpu`] (interrupts are off). Dropping it restores
-/// the interrupt state.
-pub(crate) struct CpuSlotGuard<'a> {
-    #[cfg_attr(all(target_arch = "x86_64", target_os = "none"), allow(dead_code))]
-    slot: &'a KmemCacheCpu,
-    irq: bool,
-}
-
-impl Drop for CpuSlotGuard<'_> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        #[cfg(not(all(target_arch = "x86_64", target_os = "none")))]
-        self.slot.busy.store(false, core::sync::atomic::Ordering::Release);
-        compiler_fence(SeqCst);
-        crate::sync::irq::restore(self.irq);
     }
 }
 

@@ -35,12 +35,12 @@ pub(crate) fn find_block<'p, P: PageProvider>(
     // `DirectMap::phys` of an address, without making a pointer out of an integer.
     let base = dm.pfn_to_virt(Pfn(0)) as usize;
     let pfn = Pfn((addr.wrapping_sub(base) as u64) >> crate::addr::PAGE_SHIFT);
-    let page = provider.page(pfn)?;
+    let page = provider.descriptor(pfn)?;
     if matches!(page.state(), PageState::Slab | PageState::KmallocLarge) {
         return Some((pfn, page));
     }
     let head = page.compound_head()?;
-    let hp = provider.page(head)?;
+    let hp = provider.descriptor(head)?;
     (matches!(hp.state(), PageState::Slab | PageState::KmallocLarge)
         && pfn.0.wrapping_sub(head.0) < 1u64 << hp.order())
     .then_some((head, hp))
@@ -52,13 +52,13 @@ pub(crate) fn find_block<'p, P: PageProvider>(
 #[inline(always)]
 pub(crate) fn find_slab<P: PageProvider>(provider: &P, base: usize, addr: usize) -> Option<(u32, &Page)> {
     let pfn = (addr.wrapping_sub(base) as u64) >> crate::addr::PAGE_SHIFT;
-    let page = provider.page(Pfn(pfn))?;
+    let page = provider.descriptor(Pfn(pfn))?;
     if page.state_is(PageState::Slab) {
         // Slab pfns fit 32 bits (`new_slab` refuses others).
         return Some((pfn as u32, page));
     }
     let head = page.compound_head()?;
-    let hp = provider.page(head)?;
+    let hp = provider.descriptor(head)?;
     (hp.state_is(PageState::Slab) && pfn.wrapping_sub(head.0).wrapping_shr(hp.order()) == 0)
         .then_some((head.0 as u32, hp))
 }

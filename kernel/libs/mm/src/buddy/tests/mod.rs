@@ -10,6 +10,7 @@ use crate::testing::FilledWith;
 use std::vec::Vec;
 
 use super::*;
+use crate::mem_map::ContiguousVmemmap;
 use crate::testing::{EmulatedRam, TestMachine, TEST_LIMITS};
 use crate::zone::ZoneType::{Dma, Dma32, Normal};
 
@@ -96,20 +97,23 @@ fn init_accounts_every_page_of_the_standard_map() {
         assert_eq!(z.zone_start_pfn(), start[i], "{}", z.name());
         assert_eq!(z.free_pages(), z.managed_pages());
     }
-    // memblock reserved: page 0, the test range, the mem_map (15 sections x 256 x 32 B) and tables.
+    // memblock reserved: the test range and the mem_map: over emulated RAM the contiguous vmemmap
+    // (`ContiguousVmemmap`), 16 sections x 256 x 32 B, the missing section's absent descriptors
+    // included; no page tables.
     let mm = n.mem_map();
     assert_eq!(mm.nr_present_sections(), 15);
     assert_eq!(mm.nr_sections(), 16);
     assert_eq!(mm.nr_pages(), 15 * 256);
     assert_eq!(mm.descriptor_size(), 32);
-    assert_eq!(mm.descriptor_bytes(), 15 * 256 * 32);
+    assert_eq!(mm.descriptor_bytes(), 16 * 256 * 32);
+    assert_eq!(mm.end_pfn(), 16 * 256);
     assert_eq!(m.memblock.reserved_bytes_of("mem_map"), mm.descriptor_bytes());
-    assert_eq!(m.memblock.reserved_bytes_of("mem_map tables"), PAGE_SIZE as u64);
+    assert_eq!((m.memblock.reserved_bytes_of("vmemmap"), mm.table_bytes()), (0, 0));
     assert_eq!(m.memblock.reserved_bytes_of("page 0"), 0, "page 0 is not memblock memory at all");
     let t = n.totals();
     assert_eq!(t.present_pages, present.iter().sum::<u64>());
     assert_eq!(t.managed_pages, t.present_pages - pages(m.memblock.reserved_bytes()));
-    assert_eq!(t.managed_pages, t.present_pages - 16 - 30 - 1);
+    assert_eq!(t.managed_pages, t.present_pages - 16 - 32);
     assert_eq!((t.free_pages, t.buddyinfo_pages), (t.managed_pages, t.managed_pages));
     n.check_free_lists().unwrap();
     assert!(m.memblock.is_retired());
@@ -494,27 +498,54 @@ fn init_errors() {
     let mut mb = MemBlock::new(&map).unwrap();
     let bad = ZoneLimits { dma_end: 8 * MIB, dma32_end: 2 * MIB };
     // SAFETY: fails before touching memory.
-    let r = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), bad, 20, 0) };
+    let r = unsafe {
+        Node::init_with_sections(&mut mb, ram.direct_map(), bad, 20, 0, &mut ContiguousVmemmap::new())
+    };
     assert_eq!(r.err(), Some(NodeInitError::BadZoneLimits { dma_end: 8 * MIB, dma32_end: 2 * MIB }));
     // SAFETY: fails before touching memory.
-    let r = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 5, 0) };
+    let r = unsafe {
+        Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 5, 0, &mut ContiguousVmemmap::new())
+    };
     assert_eq!(r.err(), Some(NodeInitError::MemMap(MemMapError::BadSectionBits { bits: 5 })));
     let mut empty = MemBlock::new(&[]).unwrap();
     // SAFETY: fails before touching memory.
-    let r = unsafe { Node::init_with_sections(&mut empty, ram.direct_map(), TEST_LIMITS, 20, 0) };
+    let r = unsafe {
+        Node::init_with_sections(
+            &mut empty,
+            ram.direct_map(),
+            TEST_LIMITS,
+            20,
+            0,
+            &mut ContiguousVmemmap::new(),
+        )
+    };
     assert_eq!(r.err(), Some(NodeInitError::MemMap(MemMapError::NoMemory)));
     // memblock too full for the descriptors: reserve everything above 1 MiB first.
     let mut full = MemBlock::new(&map).unwrap();
     while full.alloc(PAGE_SIZE as u64, PAGE_SIZE as u64, "filler").is_some() {}
     // SAFETY: fails before writing anything (the table allocation fails).
-    let r = unsafe { Node::init_with_sections(&mut full, ram.direct_map(), TEST_LIMITS, 20, 0) };
+    let r = unsafe {
+        Node::init_with_sections(
+            &mut full,
+            ram.direct_map(),
+            TEST_LIMITS,
+            20,
+            0,
+            &mut ContiguousVmemmap::new(),
+        )
+    };
     assert!(matches!(r.err(), Some(NodeInitError::MemMap(MemMapError::MemBlockExhausted { .. }))));
     // A node retires memblock; a second node over the same memblock is refused.
     // SAFETY: `ram` covers the map and outlives `node`.
-    let node = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 20, 0) }.unwrap();
+    let node = unsafe {
+        Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 20, 0, &mut ContiguousVmemmap::new())
+    }
+    .unwrap();
     assert_eq!(node.totals().free_pages, node.totals().managed_pages);
     // SAFETY: fails before touching memory.
-    let r = unsafe { Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 20, 0) };
+    let r = unsafe {
+        Node::init_with_sections(&mut mb, ram.direct_map(), TEST_LIMITS, 20, 0, &mut ContiguousVmemmap::new())
+    };
     assert_eq!(r.err(), Some(NodeInitError::MemBlockRetired));
     assert!(std::format!("{}", NodeInitError::MemBlockRetired).contains("retired"));
 }
@@ -536,7 +567,9 @@ fn real_sections_and_x86_64_limits() {
     let mm = n.mem_map();
     assert_eq!(mm.pages_per_section(), 32768);
     assert_eq!((mm.nr_sections(), mm.nr_present_sections()), (4, 3));
-    assert_eq!(mm.descriptor_bytes(), 3 * 32768 * 32);
+    assert_eq!(mm.nr_pages(), 3 * 32768);
+    // The contiguous host vmemmap covers the missing section too.
+    assert_eq!(mm.descriptor_bytes(), 4 * 32768 * 32);
     assert!(n.page(Pfn::from_phys(x86_64::PhysAddr::new(300 * MIB))).is_none());
     assert!(n.page(Pfn::from_phys(x86_64::PhysAddr::new(450 * MIB))).is_some());
     // arch/x86/kernel/setup.c (6.12), trim_bios_range(): e820 page 0 RAM -> reserved, so

@@ -348,7 +348,8 @@ fn high_grows_with_runs_of_frees_and_decays_back() {
     let got: Vec<Pfn> = (0..60).map(|_| n.alloc_pages(GfpFlags::GFP_KERNEL, 0).unwrap()).collect();
     let info = n.pcp_info(Normal, 0).unwrap();
     assert!(info.high > 16 && info.high <= 64, "{info:?}");
-    assert!(info.alloc_factor > 0, "{info:?}");
+    let tuning = n.pcp_tuning(Normal, 0).unwrap();
+    assert!(tuning.alloc_factor > 0, "{info:?} {tuning:?}");
     // A long run of frees: at high, high grows to free_count + batch (nr_pcp_high), capped.
     let mut max_high = 0;
     for &p in &got {
@@ -359,8 +360,7 @@ fn high_grows_with_runs_of_frees_and_decays_back() {
         n.check_free_lists().unwrap();
     }
     assert_eq!(max_high, 64, "a run of frees tunes high up to high_max");
-    let info = n.pcp_info(Normal, 0).unwrap();
-    assert_eq!(info.alloc_factor, 0, "frees halve alloc_factor");
+    assert_eq!(n.pcp_tuning(Normal, 0).unwrap().alloc_factor, 0, "frees halve alloc_factor");
     // decay_pcp_high (the vmstat worker's job): an eighth at a time, down to high_min.
     let mut rounds = 0;
     while n.pcp_info(Normal, 0).unwrap().high > 16 {
@@ -390,6 +390,7 @@ fn below_high_watermark_frees_shrink_high() {
         n.free_pages(*rest.next().unwrap(), 0).unwrap();
     }
     let before = n.pcp_info(Normal, 0).unwrap();
+    let free_count = n.pcp_tuning(Normal, 0).unwrap().free_count;
     assert!(before.count < before.high && before.high > 16, "{before:?}");
     // ZONE_BELOW_HIGH: the next free lowers high by the run of frees and spills (nr_pcp_high
     // returns max(count, high_min)); the spill sees the zone above its high watermark and
@@ -397,11 +398,97 @@ fn below_high_watermark_frees_shrink_high() {
     n.zone(Normal).below_high.store(true, Relaxed);
     n.free_pages(*rest.next().unwrap(), 0).unwrap();
     let after = n.pcp_info(Normal, 0).unwrap();
-    assert_eq!(after.high, before.high.saturating_sub(before.free_count.max(4) + 1).max(16), "{after:?}");
+    assert_eq!(after.high, before.high.saturating_sub(free_count.max(4) + 1).max(16), "{after:?}");
     assert!(after.count < before.count, "{after:?}");
     assert!(!n.zone(Normal).below_high.load(Relaxed));
     for &p in rest {
         n.free_pages(p, 0).unwrap();
     }
+    n.check_free_lists().unwrap();
+}
+
+/// Pages on `cpu`'s lists of every zone.
+fn parked(n: &Node, cpu: usize) -> Vec<u32> {
+    ZoneType::ALL.iter().map(|&zt| n.pcp_info(zt, cpu).unwrap().count).collect()
+}
+
+#[test]
+fn drain_pages_runs_on_each_cpus_own_lists() {
+    use crate::cpus::host;
+    let m = TestMachine::standard();
+    let n = &m.node;
+    let initial = snapshot(n);
+    for c in [0, 1, 5] {
+        let p = n.alloc_pages_cpu(cpu(c), GfpFlags::GFP_KERNEL, 0).unwrap();
+        n.free_pages_cpu(cpu(c), p, 0).unwrap();
+    }
+    let on_lists = n.totals().pcp_pages;
+    assert!(parked(n, 1)[Normal as usize] > 0 && parked(n, 5)[Normal as usize] > 0);
+    // Drained from CPU 0: one cross-CPU call, in which each CPU empties its own lists (entering
+    // another CPU's lists inside it panics, see the next test), and nothing is left anywhere.
+    let calls = host::calls();
+    let drained = host::run_as(cpu(0), || n.drain_pages());
+    assert_eq!(host::calls(), calls + 1, "one cross-CPU call");
+    assert_eq!(drained, on_lists);
+    for c in 0..NR_CPUS {
+        assert_eq!(parked(n, c), [0, 0, 0], "CPU {c}");
+    }
+    assert_eq!(sorted(snapshot(n)), sorted(initial));
+    // The other readers of lists go through the same calls: the walk and the check, as CPU 0.
+    let p = n.alloc_pages_cpu(cpu(1), GfpFlags::GFP_KERNEL, 0).unwrap();
+    n.free_pages_cpu(cpu(1), p, 0).unwrap();
+    let walked = host::run_as(cpu(0), || list(n, Normal, 1));
+    assert_eq!(walked.len() as u32, parked(n, 1)[Normal as usize]);
+    host::run_as(cpu(0), || n.check_free_lists()).unwrap();
+    n.drain_pages();
+}
+
+#[test]
+#[should_panic(expected = "CPU 0 entered the per-CPU lists of CPU 1")]
+fn entering_another_cpus_lists_is_caught() {
+    let m = TestMachine::standard();
+    let n = &m.node;
+    crate::cpus::host::run_as(cpu(0), || n.alloc_pages_cpu(cpu(1), GfpFlags::GFP_KERNEL, 0)).ok();
+}
+
+#[test]
+// Not under Miri (CI time: it exhausts the test zones page by page); the drain paths it takes
+// run under Miri in `drain_pages_runs_on_each_cpus_own_lists` and the refill/spill test.
+#[cfg_attr(miri, ignore)]
+fn requests_that_cannot_block_drain_only_their_own_cpus_lists() {
+    use crate::cpus::host;
+    let m = TestMachine::standard();
+    let n = &m.node;
+    for zt in ZoneType::ALL {
+        n.set_pcp_batch(zt, 8, 48).unwrap();
+    }
+    for gfp in [GfpFlags::GFP_KERNEL, GfpFlags::GFP_DMA32, GfpFlags::GFP_DMA] {
+        let got: Vec<Pfn> = (0..5).map(|_| n.alloc_pages_cpu(cpu(1), gfp, 0).unwrap()).collect();
+        for p in got {
+            n.free_pages_cpu(cpu(1), p, 0).unwrap();
+        }
+    }
+    let on_cpu1 = parked(n, 1);
+    assert!(on_cpu1.iter().all(|&c| c > 0), "{on_cpu1:?}");
+    // GFP_ATOMIC from CPU 0 down to the reserves: the zone-watermark drains and the retry after
+    // the final failure drain CPU 0's lists only (a caller that cannot block may hold a
+    // spinlock: no cross-CPU call), so CPU 1's pages stay where they are.
+    let calls = host::calls();
+    let mut got = Vec::new();
+    while let Ok(p) = n.alloc_pages_cpu(cpu(0), GfpFlags::GFP_ATOMIC, 0) {
+        got.push(p);
+    }
+    assert_eq!(host::calls(), calls, "no cross-CPU call");
+    assert_eq!(parked(n, 1), on_cpu1);
+    assert_eq!(parked(n, 0), [0, 0, 0], "CPU 0's own lists were drained");
+    // A request that may block gets CPU 1's pages too (CPU 1 gives them back itself).
+    let more = n.alloc_pages_cpu(cpu(0), GfpFlags::GFP_KERNEL | GfpFlags::__GFP_HIGH, 0).unwrap();
+    assert!(host::calls() > calls, "the blocking request drained the other CPUs");
+    assert!(parked(n, 1).iter().sum::<u32>() < on_cpu1.iter().sum::<u32>());
+    got.push(more);
+    for p in got {
+        n.free_pages_cpu(cpu(0), p, 0).unwrap();
+    }
+    n.drain_pages();
     n.check_free_lists().unwrap();
 }
