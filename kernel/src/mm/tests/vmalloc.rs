@@ -21,7 +21,7 @@ const P: usize = PAGE_SIZE;
 const NOWARN: GfpFlags = GfpFlags::__GFP_NOWARN;
 
 fn free_pages() -> u64 {
-    super::free_pages_drained()
+    super::vmalloc_free_pages()
 }
 
 /// Everything a vmalloc test must give back: free pages, vmalloc's counts and the tree shape.
@@ -32,9 +32,7 @@ struct State {
 }
 
 fn state() -> State {
-    with_space(|s| s.areas.check()).expect("vmap area trees consistent");
-    let counts = counts();
-    let free = free_pages();
+    let (free, counts) = super::vmalloc_state();
     State { free, counts }
 }
 
