@@ -401,6 +401,15 @@ impl<A: NodeAlloc> VmapAreas<A> {
     /// free its pages. O(log n); never allocates. Any address that is not the start of a live
     /// area is refused with the reason, and nothing changes.
     pub fn free(&mut self, addr: usize) -> Result<VmapArea, VmapError> {
+        let (node, area) = self.take_busy(addr)?;
+        self.insert_free(node);
+        Ok(area)
+    }
+
+    /// Takes the live area starting at `addr` out of the busy tree and its pages out of the
+    /// vmalloc count, for [`free`](Self::free) and [`free_lazy`](Self::free_lazy); anything else
+    /// is refused with the reason, changing nothing.
+    fn take_busy(&mut self, addr: usize) -> Result<(super::avl::NodeBox<AreaData, A>, VmapArea), VmapError> {
         let Some(node) = self.busy.remove(addr) else {
             return Err(self.classify_bad_free(addr));
         };
@@ -408,8 +417,7 @@ impl<A: NodeAlloc> VmapAreas<A> {
         if area.kind == AreaKind::Vmalloc {
             self.vmalloc_pages -= area.nr_pages;
         }
-        self.insert_free(node);
-        Ok(area)
+        Ok((node, area))
     }
 
     /// Puts a range that left the busy tree into the free tree, merged with the free ranges it

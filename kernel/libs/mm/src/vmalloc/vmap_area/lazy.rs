@@ -4,7 +4,7 @@
 //! them all reusable at once ([`VmapAreas::purge_lazy`]). Until then no parked range can be
 //! handed out again: it is in neither tree.
 
-use super::{to_area, AreaKind, NodeAlloc, VmapArea, VmapAreas, VmapError};
+use super::{to_area, NodeAlloc, VmapArea, VmapAreas, VmapError};
 use crate::addr::PAGE_SIZE;
 
 impl<A: NodeAlloc> VmapAreas<A> {
@@ -14,13 +14,7 @@ impl<A: NodeAlloc> VmapAreas<A> {
     /// [`lazy_range`](Self::lazy_range) on every CPU. Refused as [`free`](Self::free) refuses.
     /// O(log n), never allocates.
     pub fn free_lazy(&mut self, addr: usize) -> Result<VmapArea, VmapError> {
-        let Some(node) = self.busy.remove(addr) else {
-            return Err(self.classify_bad_free(addr));
-        };
-        let area = to_area(node.entry());
-        if area.kind == AreaKind::Vmalloc {
-            self.vmalloc_pages -= area.nr_pages;
-        }
+        let (node, area) = self.take_busy(addr)?;
         self.lazy.push(node);
         self.lazy_pages += area.size / PAGE_SIZE;
         self.lazy_lo = self.lazy_lo.min(area.start);
