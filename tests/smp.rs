@@ -52,7 +52,7 @@ fn shootdown_test_fails_without_the_shootdown() {
     expect_status(&out, Status::KernelFailure, "shootdown test with tlb_shootdown=off");
     expect_line(
         &out,
-        "test mm::tests::smp::vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning ... FAILED",
+        "test mm::tests::smp::vfree_and_vunmap_ranges_shoot_down_every_cpus_tlb_at_the_purge ... FAILED",
         "",
     );
     expect_line(

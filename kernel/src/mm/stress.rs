@@ -255,6 +255,8 @@ fn cache_counts() -> CacheCounts {
 /// shrinking empty slabs), vmalloc's counts; and the pages of the `vmap_area` cache's slabs.
 pub(crate) fn figures() -> ([u64; 3], CacheCounts, crate::mm::vmalloc::VmallocCounts, u64) {
     crate::mm::vmalloc::vfree_drain();
+    // Parked areas hold their nodes and their ranges until the purge.
+    crate::mm::vmalloc::purge_vmap_area_lazy();
     crate::mm::vmalloc::shrink_page_tables();
     shrink_all();
     crate::mm::page_alloc::drain_all_pages();

@@ -2,9 +2,11 @@
 //!
 //! - `drain_all_pages`: every CPU drains its own per-CPU page lists in an IPI; with interrupts
 //!   off only the running CPU's are drained.
-//! - The TLB shootdown: CPU 1 reads a vmalloc page in a loop while CPU 0 vfrees it (and vunmaps
-//!   a vmap of other frames at, usually, the same address); once the free has returned, CPU 1
-//!   must never read the old contents. Without the shootdown (`tlb_shootdown=off`, see
+//! - The TLB shootdown: CPU 1 reads a vmalloc page in a loop while CPU 0 vfrees it and purges
+//!   the lazily freed range (and vunmaps a vmap of other frames at, usually, the same address);
+//!   once the purge has returned, CPU 1 must never read the old contents (vfree itself only
+//!   parks the range, as on Linux: until the purge, reading it is a use after free). Without
+//!   the shootdown (`tlb_shootdown=off`, see
 //!   `tests/smp.rs`) it does, through its stale TLB entry. The same with vmalloc_huge: CPU 1
 //!   holds a 2 MiB TLB entry, and a 4 KiB vmalloc at the freed address must be what it reads.
 //! - A random mix on every CPU (the stress workload, `crate::mm::stress`: kmalloc/kzalloc/
@@ -23,7 +25,7 @@ use crate::arch::exceptions::read_nofault;
 use crate::arch::smp_call::{smp_call_on_cpus, CpuMask};
 use crate::mm::page_alloc::{__free_pages, alloc_pages, phys_to_virt};
 use crate::mm::stress::{self, P};
-use crate::mm::vmalloc::{__vmalloc_node, vfree, vmalloc, vmalloc_huge, vmap, vunmap};
+use crate::mm::vmalloc::{__vmalloc_node, purge_vmap_area_lazy, vfree, vmalloc, vmalloc_huge, vmap, vunmap};
 use ::mm::vmalloc::VmFlags;
 
 const KERNEL: GfpFlags = GfpFlags::GFP_KERNEL;
@@ -127,6 +129,8 @@ fn shootdown_rounds() -> Result<u64, WriterError> {
             return Err(reader_stuck(round, g_vmalloc, "vmalloc"));
         }
         vfree(p.as_ptr()).unwrap();
+        // The range is parked; the purge flushes it on every CPU and frees it for the vmap.
+        purge_vmap_area_lazy();
         FREED_PLUS1.store(g_vmalloc + 1, Release);
 
         let pfn = Pfn::from_phys(frame.start_address());
@@ -138,6 +142,7 @@ fn shootdown_rounds() -> Result<u64, WriterError> {
             return Err(reader_stuck(round, g_vmap, "vmap of other frames"));
         }
         vunmap(q.as_ptr()).unwrap();
+        purge_vmap_area_lazy();
         FREED_PLUS1.store(g_vmap + 1, Release);
         __free_pages(frame, 0).unwrap();
     }
@@ -151,7 +156,7 @@ const HUGE_ROUNDS: u64 = 40;
 /// caches a 2 MiB translation), vfree, then a 4 KiB-page vmalloc of the same shape, which the
 /// lowest fit puts at the same address, over other frames (the freed pages leave the per-CPU
 /// list last-in first-out, so the page at the middle is another frame). CPU 1 must read the
-/// new contents: the unmap's flush covered the whole 2 MiB on every CPU.
+/// new contents: the purge's flush covered the whole 2 MiB on every CPU.
 fn huge_shootdown_rounds() -> Result<u64, WriterError> {
     const M2: usize = ::mm::vmalloc::PMD_SIZE;
     let mut reused = 0;
@@ -166,6 +171,7 @@ fn huge_shootdown_rounds() -> Result<u64, WriterError> {
             return Err(reader_stuck(round, g_huge, "vmalloc_huge"));
         }
         vfree(p.as_ptr()).unwrap();
+        purge_vmap_area_lazy();
         FREED_PLUS1.store(g_huge + 1, Release);
 
         let q = __vmalloc_node(M2, M2, KERNEL).expect("vmalloc of 4 KiB pages");
@@ -178,6 +184,7 @@ fn huge_shootdown_rounds() -> Result<u64, WriterError> {
             return Err(reader_stuck(round, g_small, "4 KiB vmalloc at the freed huge area"));
         }
         vfree(q.as_ptr()).unwrap();
+        purge_vmap_area_lazy();
         FREED_PLUS1.store(g_small + 1, Release);
     }
     Ok(reused)
@@ -244,7 +251,7 @@ fn run_shootdown(rounds: fn() -> Result<u64, WriterError>) -> Option<u64> {
     let reused = match result.lock().take().expect("the writer ran") {
         Ok(reused) => reused,
         Err(WriterError::StaleTlb { round, what, old, gen }) => panic!(
-            "round {round}: after vfree/vunmap returned, CPU 1 still read generation {old}'s \
+            "round {round}: after vfree/vunmap and the purge returned, CPU 1 still read generation {old}'s \
              contents where the {what} (generation {gen}) is mapped: a stale TLB entry"
         ),
         Err(WriterError::ReaderStuck { round, what, seen }) => {
@@ -254,14 +261,14 @@ fn run_shootdown(rounds: fn() -> Result<u64, WriterError>) -> Option<u64> {
     assert_eq!(
         STALE.load(SeqCst),
         0,
-        "CPU 1 read freed memory through a stale TLB entry after vfree/vunmap returned"
+        "CPU 1 read freed memory through a stale TLB entry after the purge returned"
     );
     Some(reused)
 }
 
 crate::ktest!(
     #[needs_memory]
-    fn vfree_and_vunmap_shoot_down_every_cpus_tlb_before_returning() {
+    fn vfree_and_vunmap_ranges_shoot_down_every_cpus_tlb_at_the_purge() {
         if let Some(reused) = run_shootdown(shootdown_rounds) {
             crate::info!(
                 "shootdown test: {ROUNDS} rounds, address reused by the vmap in {reused} rounds, {} reads \

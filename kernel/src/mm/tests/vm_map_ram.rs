@@ -20,8 +20,7 @@ const P: usize = PAGE_SIZE;
 fn state() -> (u64, VmallocCounts) {
     purge_vmap_blocks();
     crate::mm::slab::shrink_all();
-    with_space(|s| s.areas.check()).expect("vmap area trees consistent");
-    (super::free_pages_drained(), counts())
+    super::vmalloc_state()
 }
 
 /// `n` order-0 pages, each filled with its index and `tag` in every word.

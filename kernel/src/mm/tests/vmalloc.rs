@@ -21,7 +21,7 @@ const P: usize = PAGE_SIZE;
 const NOWARN: GfpFlags = GfpFlags::__GFP_NOWARN;
 
 fn free_pages() -> u64 {
-    super::free_pages_drained()
+    super::vmalloc_free_pages()
 }
 
 /// Everything a vmalloc test must give back: free pages, vmalloc's counts and the tree shape.
@@ -32,8 +32,8 @@ struct State {
 }
 
 fn state() -> State {
-    with_space(|s| s.areas.check()).expect("vmap area trees consistent");
-    State { free: free_pages(), counts: counts() }
+    let (free, counts) = super::vmalloc_state();
+    State { free, counts }
 }
 
 /// The frame behind `va` by walking CR3's page tables with the x86_64 crate (independent of the
@@ -277,6 +277,14 @@ ktest!(
         assert_eq!(state(), before);
         check_pattern_free(p);
         vfree(p.as_ptr()).expect("vfree");
+        // While the range waits for the lazy purge: refused as a double free of a parked area.
+        match vfree(p.as_ptr()) {
+            Err(VmError::Vmalloc(VmallocError::Area(VmapError::Unpurged { addr, area_start, .. }))) => {
+                assert_eq!((addr, area_start), (a, a))
+            }
+            other => panic!("double vfree of a parked area gave {other:?}"),
+        }
+        // state() purges (counts() does): then the range is simply free.
         let after_free = state();
         match vfree(p.as_ptr()) {
             Err(VmError::Vmalloc(VmallocError::Area(VmapError::NotAllocated { addr, .. }))) => {
@@ -526,7 +534,10 @@ ktest!(
         assert_eq!(deferred_pending(), 1);
         let q = vmalloc(P).unwrap();
         assert_eq!(deferred_pending(), 0, "vmalloc drained the queue");
-        assert_eq!(q, p, "the drained area's range was reused");
+        assert!(find_vm_area(p.as_ptr()).is_none(), "the drained area is no longer live");
+        let parked = with_space(|s| s.areas.lookup_lazy(p.as_ptr() as usize)).map(|a| a.start);
+        assert_eq!(parked, Some(p.as_ptr() as usize), "its range waits for the lazy purge");
+        assert_ne!(q, p, "and is not handed out before it");
         vfree(q.as_ptr()).unwrap();
         assert_eq!(state(), before);
     }
@@ -650,6 +661,15 @@ ktest!(
             guard.as_str()
         );
         vfree(p.as_ptr()).unwrap();
+        let parked = describe(a + 8);
+        let want = "freed vmalloc area [";
+        assert!(parked.as_str().starts_with(want), "{}", parked.as_str());
+        assert!(
+            parked.as_str().ends_with(", offset 0x8: use after vfree (range waiting for the lazy purge)"),
+            "{}",
+            parked.as_str()
+        );
+        crate::mm::vmalloc::purge_vmap_area_lazy();
         let gone = describe(a);
         assert!(gone.as_str().contains("not inside any live vmalloc area"), "{}", gone.as_str());
     }
@@ -657,16 +677,21 @@ ktest!(
 
 ktest!(
     #[needs_memory]
-    fn vfree_flushes_the_tlb_so_a_reused_range_sees_new_frames() {
+    fn the_lazy_purge_flushes_the_tlb_so_a_reused_range_sees_new_frames() {
         use crate::mm::vmalloc::tlb::{FULL_FLUSHES, SINGLE_PAGE_FLUSHES, TLB_FLUSH_ALL_THRESHOLD};
-        for nr in [1, TLB_FLUSH_ALL_THRESHOLD, TLB_FLUSH_ALL_THRESHOLD + 1, 256] {
+        // The purge flushes the area with its guard page: nr + 1 pages.
+        for nr in [1, TLB_FLUSH_ALL_THRESHOLD - 1, TLB_FLUSH_ALL_THRESHOLD, 256] {
+            purge_vmap_area_lazy();
             let p = vmalloc(nr * P).unwrap();
             // Cache every translation, with a pattern the next frames will not have.
             write_pattern(p, nr * P, 0xee);
             let (single, full) = (SINGLE_PAGE_FLUSHES.load(SeqCst), FULL_FLUSHES.load(SeqCst));
             vfree(p.as_ptr()).unwrap();
-            if nr <= TLB_FLUSH_ALL_THRESHOLD {
-                assert_eq!(SINGLE_PAGE_FLUSHES.load(SeqCst), single + nr as u64);
+            let flushes = (SINGLE_PAGE_FLUSHES.load(SeqCst), FULL_FLUSHES.load(SeqCst));
+            assert_eq!(flushes, (single, full), "vfree parks the range without a flush");
+            assert_eq!(purge_vmap_area_lazy(), 1);
+            if nr < TLB_FLUSH_ALL_THRESHOLD {
+                assert_eq!(SINGLE_PAGE_FLUSHES.load(SeqCst), single + nr as u64 + 1);
                 assert_eq!(FULL_FLUSHES.load(SeqCst), full);
             } else {
                 assert_eq!(SINGLE_PAGE_FLUSHES.load(SeqCst), single);
@@ -712,10 +737,12 @@ ktest!(
         let b = vmalloc(P).unwrap();
         let c = vmalloc(P).unwrap();
         vfree(b.as_ptr()).unwrap();
+        purge_vmap_area_lazy();
         let b2 = vmalloc(P).unwrap();
         assert_eq!(b2, b, "full fit");
         // A bigger request does not fit the hole and goes above.
         vfree(b2.as_ptr()).unwrap();
+        purge_vmap_area_lazy();
         let big = vmalloc(2 * P).unwrap();
         assert!(big.as_ptr() as usize > c.as_ptr() as usize);
         for p in [a, c, big] {

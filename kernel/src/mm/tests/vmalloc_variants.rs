@@ -8,8 +8,7 @@ use crate::mm::vmalloc::*;
 const P: usize = PAGE_SIZE;
 
 fn state() -> (u64, VmallocCounts) {
-    with_space(|s| s.areas.check()).expect("vmap area trees consistent");
-    (super::free_pages_drained(), counts())
+    super::vmalloc_state()
 }
 
 fn bytes(p: *const u8, n: usize) -> &'static [u8] {
@@ -101,6 +100,14 @@ crate::ktest!(
         vunmap(m.as_ptr()).unwrap();
         drop(page);
         vfree(p.as_ptr()).unwrap();
+        // Parked until the lazy purge: a use after vfree, named as such.
+        let e = vrealloc(p.as_ptr(), P, GfpFlags::GFP_KERNEL).unwrap_err();
+        assert!(
+            matches!(e, VmError::Vmalloc(VmallocError::Area(VmapError::Unpurged { area_start, .. }))
+                if area_start == p.as_ptr() as usize),
+            "{e:?}"
+        );
+        purge_vmap_area_lazy();
         let e = vrealloc(p.as_ptr(), P, GfpFlags::GFP_KERNEL).unwrap_err();
         assert!(matches!(e, VmError::Vmalloc(VmallocError::Area(VmapError::NotAllocated { .. }))), "{e:?}");
         assert_eq!(state(), before);

@@ -7,9 +7,10 @@
 //!
 //! Every page of an area is a separate order-0 frame; [`vmalloc_huge`] (and `kvmalloc` from
 //! 2 MiB up) maps 2 MiB at a time with one PMD entry over an order-9 block split into such
-//! frames (the `mm` crate's `vmalloc::huge`). `vfree` unmaps, frees the frames and the
-//! page-table pages that became empty, flushes the TLB ([`tlb`]) and only then releases the
-//! virtual range. The PDPT pages under the range's 64 PML4 entries are allocated at boot and
+//! frames (the `mm` crate's `vmalloc::huge`). `vfree` unmaps and frees the frames at once and
+//! parks the virtual range (6.12's lazy purge): past `lazy_max_pages` of parked ranges, when an
+//! allocation finds no room, or at [`vm_unmap_aliases`], one TLB flush on every CPU ([`tlb`])
+//! covers them all and only then are the ranges reusable. The PDPT pages under the range's 64 PML4 entries are allocated at boot and
 //! never freed (Linux's `preallocate_vmalloc_pages`), so the PML4 entries never change.
 
 mod cachep;
@@ -37,7 +38,9 @@ use ::mm::{AllocError, GfpFlags, Pfn, PAGE_SIZE};
 use x86_64::registers::control::Cr3;
 use x86_64::VirtAddr;
 
-pub use cachep::{slab_pages as vmap_area_slab_pages, VmapAreaCache, VMAP_AREA_CACHE};
+pub use cachep::{
+    shrink as shrink_vmap_area_cache, slab_pages as vmap_area_slab_pages, VmapAreaCache, VMAP_AREA_CACHE,
+};
 pub use deferred::{nr_pending as nr_deferred, vfree_atomic, vfree_drain};
 // kvmalloc and kvfree are in mm/util.c on Linux: `crate::mm::util`.
 pub use super::util::{kvfree, kvmalloc, kvzalloc};
@@ -470,7 +473,10 @@ pub struct VmallocCounts {
     pub free_bytes: usize,
 }
 
+/// The figures once the lazily freed areas are purged (their ranges free again), so that they
+/// compare before and after a workload whatever it left parked.
 pub fn counts() -> VmallocCounts {
+    purge_vmap_area_lazy();
     with_space(|s| VmallocCounts {
         nr_areas: s.areas.nr_areas(),
         vmalloc_pages: s.areas.vmalloc_pages(),
@@ -479,13 +485,19 @@ pub fn counts() -> VmallocCounts {
     })
 }
 
-/// Writes `/proc/vmallocinfo`.
-pub fn write_vmallocinfo(w: &mut dyn fmt::Write) -> fmt::Result {
-    let space = space();
-    for area in space.areas.areas() {
-        writeln!(w, "{}", ::mm::vmalloc::VmallocInfoLine(&area))?;
-    }
-    Ok(())
+/// Writes `/proc/vmallocinfo`: the live areas, then the ones waiting for the lazy purge
+/// (`unpurged vm_area`).
+pub fn write_vmallocinfo(mut w: &mut dyn fmt::Write) -> fmt::Result {
+    space().areas.write_vmallocinfo(&mut w)
+}
+
+/// 6.12's `purge_vmap_area_lazy`: flushes the range of every area waiting for the lazy purge
+/// on every CPU (one shootdown) and makes their ranges reusable; returns how many. vfree,
+/// vunmap and iounmap park their ranges (see `mm::vmalloc::VmallocSpace::vfree`); the purge runs
+/// past `lazy_max_pages`, when an allocation finds no room, from [`vm_unmap_aliases`], and
+/// before the leak check and the stress mixes compare figures.
+pub fn purge_vmap_area_lazy() -> usize {
+    space().purge_vmap_area_lazy(tlb::flush_tlb_kernel_range)
 }
 
 /// Fills meminfo's `VmallocTotal`, `VmallocUsed`, `VmallocChunk` and `PageTables` (the
@@ -529,9 +541,23 @@ pub fn describe(addr: u64, w: &mut dyn fmt::Write) -> fmt::Result {
             area.caller.file(),
             area.caller.line()
         ),
-        None => write!(
-            w,
-            "the vmalloc range [{VMALLOC_START:#x}, {VMALLOC_END:#x}), not inside any live vmalloc area (freed or never allocated)"
-        ),
+        None => match space.areas.lookup_lazy(addr as usize) {
+            Some(area) => write!(
+                w,
+                "freed {} area [{:#x}, {:#x}) ({} bytes) allocated at {}:{}, offset {:#x}: use after {} (range waiting for the lazy purge)",
+                area.kind.name(),
+                area.start,
+                area.mapped_end(),
+                area.usable_size(),
+                area.caller.file(),
+                area.caller.line(),
+                addr as usize - area.start,
+                area.kind.release_fn()
+            ),
+            None => write!(
+                w,
+                "the vmalloc range [{VMALLOC_START:#x}, {VMALLOC_END:#x}), not inside any live vmalloc area (freed or never allocated)"
+            ),
+        },
     }
 }

@@ -3,8 +3,9 @@
 //! SMP: a kernel translation may be cached by every CPU, so every flush here is a shootdown:
 //! the same strategy (per-page `invlpg` up to the threshold, else a full flush) runs on this CPU
 //! and, through `arch::smp_call::shootdown`, on every other online CPU before the function
-//! returns. vfree and vunmap call it before the vmap lock releases the virtual range, so the range
-//! is never handed out again while any CPU can still reach the old frames. One request covers
+//! returns. The lazy purge calls it, under the vmap lock, over the range covering every parked
+//! area before those ranges go back to the free tree, so a range is never handed out again while
+//! any CPU can still reach the old frames. One request covers
 //! the whole range (batched like Linux's `flush_tlb_kernel_range`, one IPI per CPU, not one per
 //! page). The `tlb_shootdown=off` command-line word turns the remote part off, only so that
 //! `tests/smp.rs` can show the shootdown test failing without it.

@@ -263,25 +263,32 @@ fn purge_blocks(force: bool, take_dirty: bool) -> usize {
             i += 1;
         }
     }
+    // 6.12's _vm_unmap_aliases: the dirty block ranges and the lazily freed areas share one
+    // flush (__purge_vmap_area_lazy(start, end)). The vmap lock is held from reading the lazy
+    // range to purging it, so that no area parked meanwhile is purged unflushed.
+    let mut space = space();
+    if let Some((lo, hi)) = space.areas.lazy_range() {
+        union.add(lo, hi);
+    }
     if let Some(range) = union.range() {
         tlb::flush_tlb_kernel_range(range);
     }
+    space.areas.purge_lazy();
     let n = purged.len();
+    for vb in purged {
+        space.free_area_unmapped(vb.va_start);
+    }
+    drop(space);
     if n > 0 {
-        let mut space = space();
-        for vb in purged {
-            space.free_area_unmapped(vb.va_start);
-        }
         BLOCKS_FREED.fetch_add(n as u64, Relaxed);
-        drop(space);
         prune_hints();
     }
     n
 }
 
-/// `vm_unmap_aliases()`: flushes the lazily unmapped ranges of every CPU's blocks (one TLB
-/// shootdown for their union) and purges the blocks with nothing live and under a quarter free
-/// (6.12's `_vm_unmap_aliases`). Afterwards no CPU holds a translation of a page vm_unmap_ram
+/// `vm_unmap_aliases()`: flushes the lazily unmapped ranges of every CPU's blocks and of the
+/// lazily freed areas (one TLB shootdown for their union), purges those areas and the blocks
+/// with nothing live and under a quarter free (6.12's `_vm_unmap_aliases`). Afterwards no CPU holds a translation of a page vm_unmap_ram
 /// gave back. Process context (it may wait for other CPUs).
 pub fn vm_unmap_aliases() {
     if crate::arch::in_interrupt() {

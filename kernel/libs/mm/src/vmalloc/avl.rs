@@ -430,6 +430,57 @@ impl<V: Copy, A: NodeAlloc> Tree<V, A, true> {
     }
 }
 
+/// Nodes outside any tree, chained through their own left link: a list that costs no
+/// allocation (the lazily freed areas waiting for the purge). Last in, first out.
+pub struct NodeList<V, A: Allocator> {
+    head: Link<V, A>,
+    len: usize,
+}
+
+impl<V: Copy, A: Allocator> NodeList<V, A> {
+    pub const fn new() -> Self {
+        NodeList { head: None, len: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn push(&mut self, node: NodeBox<V, A>) {
+        let mut b = node.0;
+        (b.left, b.right) = (self.head.take(), None);
+        self.head = Some(b);
+        self.len += 1;
+    }
+
+    pub fn pop(&mut self) -> Option<NodeBox<V, A>> {
+        let mut b = self.head.take()?;
+        self.head = b.left.take();
+        self.len -= 1;
+        Some(NodeBox(b))
+    }
+
+    /// The nodes, most recently pushed first.
+    pub fn iter(&self) -> impl Iterator<Item = Entry<V>> + '_ {
+        let mut cur = self.head.as_deref();
+        core::iter::from_fn(move || {
+            let n = cur?;
+            cur = n.left.as_deref();
+            Some(n.entry())
+        })
+    }
+}
+
+impl<V, A: Allocator> Drop for NodeList<V, A> {
+    /// One node at a time: the default drop would recurse once per node.
+    fn drop(&mut self) {
+        let mut cur = self.head.take();
+        while let Some(mut b) = cur {
+            cur = b.left.take();
+        }
+    }
+}
+
 /// In-order iterator with an explicit stack (no recursion, no allocation).
 pub struct Iter<'a, V, A: Allocator> {
     stack: [Option<&'a Node<V, A>>; MAX_DEPTH],

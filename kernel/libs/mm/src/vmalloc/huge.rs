@@ -62,7 +62,7 @@ fn vmalloc_pmd_with<L: SpaceLock, P: PageProvider + ?Sized>(
 ) -> Result<VmapArea, VmallocError> {
     let size = req.size.checked_next_multiple_of(PMD_SIZE).unwrap_or(usize::MAX & !(PMD_SIZE - 1));
     let huge = VmapAreaRequest { kind: AreaKind::Vmalloc, size, align: req.align.max(PMD_SIZE), ..req };
-    let area = lock.with(|s| s.areas.alloc_area(huge))?;
+    let area = lock.with(|s| s.alloc_area_or_purge(&mut *flush, huge))?;
     let start = VirtAddr::new(area.start as u64);
     // vm_area_alloc_pages for page_order > 0: no __GFP_NOFAIL (high-order nofail is "really
     // expensive and potentially dangerous"), no warning (the small-page retry follows), and

@@ -16,8 +16,7 @@ use crate::addr::PAGE_SIZE;
 /// Printed differently: the caller is `file:line`, not `%pS` (no symbols here); `vpages` (the
 /// page array was vmalloc'ed) never appears, as areas here keep no page array (the frames are
 /// found through the page tables); the flags this kernel never sets (`sparse`, `dma-coherent`)
-/// never appear. No `unpurged vm_area` lines: freed areas are purged before vfree returns (no
-/// lazy list).
+/// never appear. Areas freed and waiting for the lazy purge are [`UnpurgedLine`]s.
 pub struct VmallocInfoLine<'a>(pub &'a VmapArea);
 
 impl fmt::Display for VmallocInfoLine<'_> {
@@ -65,11 +64,27 @@ impl fmt::Display for VmallocInfoLine<'_> {
     }
 }
 
+/// The `/proc/vmallocinfo` line of an area freed and waiting for the lazy purge, as 6.12's
+/// `show_purge_info` prints it: `0x%pK-0x%pK %7ld unpurged vm_area` (the size includes the
+/// guard page).
+pub struct UnpurgedLine<'a>(pub &'a VmapArea);
+
+impl fmt::Display for UnpurgedLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = self.0;
+        write!(f, "{:#018x}-{:#018x} {:7} unpurged vm_area", a.start, a.end(), a.size)
+    }
+}
+
 impl<A: NodeAlloc> VmapAreas<A> {
-    /// Writes `/proc/vmallocinfo`: one line per live area, in address order.
+    /// Writes `/proc/vmallocinfo`: one line per live area, in address order, then one per area
+    /// waiting for the lazy purge (6.12's `show_purge_info` after the busy areas).
     pub fn write_vmallocinfo<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
         for area in self.areas() {
             writeln!(w, "{}", VmallocInfoLine(&area))?;
+        }
+        for area in self.lazy_areas() {
+            writeln!(w, "{}", UnpurgedLine(&area))?;
         }
         Ok(())
     }

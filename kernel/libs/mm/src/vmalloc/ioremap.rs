@@ -91,7 +91,7 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         &mut self,
         provider: &P,
         req: IoremapRequest,
-        flush: impl FnOnce(TlbFlushRange),
+        mut flush: impl FnMut(TlbFlushRange),
     ) -> Result<(VmapArea, usize), VmallocError> {
         let IoremapRequest { phys, size, mode, phys_bits, caller } = req;
         let range_err = VmallocError::IoremapRange { phys, size };
@@ -116,15 +116,18 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         let aligned = phys - offset as u64;
         // `PAGE_ALIGN(last_addr + 1) - phys_addr`; cannot overflow: `last` is below 2^phys_bits.
         let map_size = ((last + 1).div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64 - aligned) as usize;
-        let area = self.areas.alloc_area(VmapAreaRequest {
-            size: map_size,
-            align: ioremap_align(map_size),
-            guard: true,
-            kind: AreaKind::Ioremap,
-            flags: VmFlags::empty(),
-            phys_addr: aligned,
-            caller,
-        })?;
+        let area = self.alloc_area_or_purge(
+            &mut flush,
+            VmapAreaRequest {
+                size: map_size,
+                align: ioremap_align(map_size),
+                guard: true,
+                kind: AreaKind::Ioremap,
+                flags: VmFlags::empty(),
+                phys_addr: aligned,
+                caller,
+            },
+        )?;
         let prot = PAGE_KERNEL | mode.pte_bits();
         let start = VirtAddr::new(area.start as u64);
         // SAFETY: the range is not managed RAM (checked above), so no allocator hands it out
@@ -155,7 +158,7 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         &mut self,
         provider: &P,
         addr: usize,
-        flush: impl FnOnce(TlbFlushRange),
+        flush: impl FnMut(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         self.release(provider, addr & !(PAGE_SIZE - 1), AreaKind::Ioremap, flush)
     }

@@ -32,12 +32,12 @@ mod tests;
 
 pub use avl::NodeAlloc;
 pub use huge::vmalloc_huge_with;
-pub use info::{VmallocInfoLine, VmallocMeminfo};
+pub use info::{UnpurgedLine, VmallocInfoLine, VmallocMeminfo};
 pub use ioremap::{IoremapRequest, PageCacheMode, IOREMAP_MAX_ORDER};
 pub use pgtable::{
     PgTableError, TlbFlushRange, VmallocPageTables, HPAGE_PMD_NR, PAGE_KERNEL, PMD_ORDER, PMD_SIZE,
 };
-pub use space::{vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
+pub use space::{lazy_max_pages, vmalloc_with, SpaceLock, VmallocError, VmallocSpace, VMALLOC_CHUNK};
 pub use vmap_area::{AddrPlace, AreaKind, VmFlags, VmapArea, VmapAreaRequest, VmapAreas, VmapError};
 pub use vmap_block::{VmMapRamError, VmapBlock, VMAP_BBMAP_BITS, VMAP_BLOCK_SIZE, VMAP_MAX_ALLOC};
 pub use vmap_pfn::{vmap_pfn_prot, PAGE_SPECIAL};

@@ -102,6 +102,12 @@ impl From<PgTableError> for VmallocError {
     }
 }
 
+/// Pages of lazily freed areas above which a free purges them all (Linux's `lazy_max_pages`:
+/// 32 MiB for each bit of the online CPU count, `fls(num_online_cpus())`).
+pub fn lazy_max_pages() -> usize {
+    crate::cpus::fls(crate::cpus::num_online_cpus().max(1) as u32) as usize * ((32 << 20) / PAGE_SIZE)
+}
+
 /// Pages vmalloc allocates and maps per step (512 bytes of frame numbers on the stack).
 pub const VMALLOC_CHUNK: usize = 64;
 
@@ -155,9 +161,10 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
     provider: &P,
     gfp: GfpFlags,
     req: VmapAreaRequest,
-    flush: impl FnOnce(TlbFlushRange),
+    mut flush: impl FnMut(TlbFlushRange),
 ) -> Result<VmapArea, VmallocError> {
-    let area = lock.with(|s| s.areas.alloc_area(VmapAreaRequest { kind: AreaKind::Vmalloc, ..req }))?;
+    let req = VmapAreaRequest { kind: AreaKind::Vmalloc, ..req };
+    let area = lock.with(|s| s.alloc_area_or_purge(&mut flush, req))?;
     let start = VirtAddr::new(area.start as u64);
     // Pages are allocated and mapped a chunk at a time through a buffer on the stack, not
     // through a page list on the heap: a list for a large area would need a physically
@@ -185,7 +192,7 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
                     for &pfn in chunk[..i].iter().chain(bulk[i + 1..n].iter().flatten()) {
                         free_vmalloc_page(provider, pfn);
                     }
-                    lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, mapped > 0, flush));
+                    lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, mapped > 0, &mut flush));
                     return Err(VmallocError::Pages { index: mapped + i, nr_pages: area.nr_pages, err });
                 }
             }
@@ -199,7 +206,7 @@ pub fn vmalloc_with<L: SpaceLock, P: PageProvider + ?Sized>(
                 free_vmalloc_page(provider, pfn);
             }
             // The failed call mapped some of the chunk for a while: always flush.
-            lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, true, flush));
+            lock.with(|s| s.unwind_vmalloc(provider, &area, mapped, true, &mut flush));
             return Err(e.into());
         }
         mapped += n;
@@ -233,20 +240,23 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         provider: &P,
         gfp: GfpFlags,
         req: VmapAreaRequest,
-        flush: impl FnOnce(TlbFlushRange),
+        flush: impl FnMut(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         vmalloc_with(&Held(core::cell::RefCell::new(self)), provider, gfp, req, flush)
     }
 
     /// Frees the vmalloc area starting at `addr`: unmaps it (its page tables stay, for the next
-    /// area or the shrinker), frees its pages, calls `flush` with the unmapped range, and only then releases the
-    /// virtual range, so it cannot be reused while stale translations may exist. Any other
-    /// address is refused with the reason and nothing changes.
+    /// area or the shrinker) and frees its pages at once; the virtual range is freed lazily, as
+    /// on Linux (`free_vmap_area_noflush`): it waits, out of both trees, for the next
+    /// [`purge_vmap_area_lazy`](Self::purge_vmap_area_lazy), whose one `flush` covers every
+    /// waiting area, so that no range is reused while a CPU may hold a stale translation. A
+    /// free that takes the waiting pages past [`lazy_max_pages`] purges. Any other address is
+    /// refused with the reason and nothing changes.
     pub fn vfree<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
         addr: usize,
-        flush: impl FnOnce(TlbFlushRange),
+        flush: impl FnMut(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         self.release(provider, addr, AreaKind::Vmalloc, flush)
     }
@@ -263,7 +273,7 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         gfp: GfpFlags,
         frames: &[Pfn],
         caller: &'static core::panic::Location<'static>,
-        flush: impl FnOnce(TlbFlushRange),
+        mut flush: impl FnMut(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         if frames.is_empty() {
             return Err(VmallocError::NoPages);
@@ -273,7 +283,7 @@ impl<A: NodeAlloc> VmallocSpace<A> {
             max: self.areas.range().1 - self.areas.range().0,
         }))?;
         let req = VmapAreaRequest { kind: AreaKind::Vmap, caller, ..VmapAreaRequest::new(size) };
-        let area = self.areas.alloc_area(req)?;
+        let area = self.alloc_area_or_purge(&mut flush, req)?;
         // SAFETY: the caller owns the frames (contract of this function); the area is ours.
         let mapped = unsafe {
             self.tables.map_pages(provider, table_gfp(gfp), VirtAddr::new(area.start as u64), frames)
@@ -286,13 +296,13 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         Ok(area)
     }
 
-    /// Unmaps the vmap area starting at `addr` (its frames stay the caller's), calls `flush`,
-    /// then releases the range.
+    /// Unmaps the vmap area starting at `addr` (its frames stay the caller's) and frees its
+    /// range lazily, as [`vfree`](Self::vfree) does.
     pub fn vunmap<P: PageProvider + ?Sized>(
         &mut self,
         provider: &P,
         addr: usize,
-        flush: impl FnOnce(TlbFlushRange),
+        flush: impl FnMut(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         self.release(provider, addr, AreaKind::Vmap, flush)
     }
@@ -302,7 +312,7 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         provider: &P,
         addr: usize,
         kind: AreaKind,
-        flush: impl FnOnce(TlbFlushRange),
+        flush: impl FnMut(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         let Some(area) = self.areas.find_vmap_area(addr) else {
             // Let the area allocator name the problem (interior, guard, double free, ...).
@@ -313,17 +323,46 @@ impl<A: NodeAlloc> VmallocSpace<A> {
             return Err(VmallocError::WrongKind { addr, kind: area.kind });
         }
         let start = VirtAddr::new(area.start as u64);
-        let range = self.tables.unmap_pages(provider, start, area.nr_pages, |pfn| {
-            // Freeing before the flush is safe: the virtual range is not reused until after the
-            // flush below, and only a use-after-vfree could go through a stale translation
-            // (Linux's lazy purge has the same window).
+        self.tables.unmap_pages(provider, start, area.nr_pages, |pfn| {
+            // Freeing before the flush is Linux's order too (`vfree` frees the pages, the lazy
+            // purge flushes later): the virtual range is not reused before the flush, so only a
+            // use-after-vfree could go through a stale translation.
             if kind == AreaKind::Vmalloc {
                 free_vmalloc_page(provider, pfn);
             }
         })?;
-        flush(range);
-        self.free_area_unmapped(area.start);
+        let parked = self.areas.free_lazy(area.start);
+        debug_assert!(parked.is_ok(), "the area found a moment ago cannot be freed: {parked:?}");
+        if self.areas.lazy_pages() > lazy_max_pages() {
+            self.purge_vmap_area_lazy(flush);
+        }
         Ok(area)
+    }
+
+    /// Flushes the range covering every lazily freed area from every CPU's TLB (one `flush`)
+    /// and makes their ranges reusable (Linux's `__purge_vmap_area_lazy`; `vm_unmap_aliases`,
+    /// a free past [`lazy_max_pages`] and an allocation that finds no room call it). Returns
+    /// the areas purged.
+    pub fn purge_vmap_area_lazy(&mut self, mut flush: impl FnMut(TlbFlushRange)) -> usize {
+        let Some((lo, hi)) = self.areas.lazy_range() else { return 0 };
+        flush(TlbFlushRange { start: VirtAddr::new(lo as u64), nr_pages: (hi - lo) / PAGE_SIZE });
+        self.areas.purge_lazy()
+    }
+
+    /// An area for `req`; when no range fits and areas wait for the purge, purges them and
+    /// tries once more (Linux's `alloc_vmap_area` overflow path: `reclaim_and_purge_vmap_areas`,
+    /// then `goto retry`).
+    pub fn alloc_area_or_purge(
+        &mut self,
+        flush: &mut impl FnMut(TlbFlushRange),
+        req: VmapAreaRequest,
+    ) -> Result<VmapArea, VmapError> {
+        match self.areas.alloc_area(req) {
+            Err(VmapError::NoSpace { .. }) if self.purge_vmap_area_lazy(&mut *flush) > 0 => {
+                self.areas.alloc_area(req)
+            }
+            other => other,
+        }
     }
 
     /// Undoes a vmalloc that failed after mapping its first `mapped` pages: unmaps them, frees
@@ -335,7 +374,7 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         area: &VmapArea,
         mapped: usize,
         was_mapped: bool,
-        flush: impl FnOnce(TlbFlushRange),
+        mut flush: impl FnMut(TlbFlushRange),
     ) {
         let start = VirtAddr::new(area.start as u64);
         if mapped > 0 {

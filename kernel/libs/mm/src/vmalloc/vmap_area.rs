@@ -30,8 +30,11 @@ extern crate alloc;
 
 use alloc::alloc::Global;
 
-use super::avl::{Entry, NodeAlloc, Tree};
+use super::avl::{Entry, NodeAlloc, NodeList, Tree};
 pub use super::vmap_error::VmapError;
+
+mod check;
+mod lazy;
 use crate::addr::PAGE_SIZE;
 
 bitflags! {
@@ -227,6 +230,14 @@ pub struct VmapAreas<A: NodeAlloc = Global> {
     end: usize,
     free: Tree<AreaData, A, true>,
     busy: Tree<AreaData, A, false>,
+    /// Areas freed lazily (Linux's `vmap_node.lazy`): unmapped, out of the busy tree, their
+    /// range not reusable until one TLB flush on every CPU purges them all. Each is the node
+    /// it had in the busy tree, chained through its own link: parking allocates nothing.
+    lazy: NodeList<AreaData, A>,
+    /// Pages (guard included) and the covering range `[lo, hi)` of the lazy areas.
+    lazy_pages: usize,
+    lazy_lo: usize,
+    lazy_hi: usize,
     free_bytes: usize,
     /// Pages of live `Vmalloc` areas (Linux's `nr_vmalloc_pages`, for `VmallocUsed`).
     vmalloc_pages: usize,
@@ -262,6 +273,10 @@ impl<A: NodeAlloc> VmapAreas<A> {
             end,
             free,
             busy: Tree::new_in(alloc),
+            lazy: NodeList::new(),
+            lazy_pages: 0,
+            lazy_lo: usize::MAX,
+            lazy_hi: 0,
             free_bytes: end - start,
             vmalloc_pages: 0,
         })
@@ -272,9 +287,9 @@ impl<A: NodeAlloc> VmapAreas<A> {
         core::alloc::Layout::new::<super::avl::Node<AreaData, A>>()
     }
 
-    /// Nodes in use: one per live area and one per free range.
+    /// Nodes in use: one per live area, per lazily freed area and per free range.
     pub fn nr_nodes(&self) -> usize {
-        self.busy.len() + self.free.len()
+        self.busy.len() + self.lazy.len() + self.free.len()
     }
 
     /// The managed range `[start, end)`.
@@ -386,6 +401,15 @@ impl<A: NodeAlloc> VmapAreas<A> {
     /// free its pages. O(log n); never allocates. Any address that is not the start of a live
     /// area is refused with the reason, and nothing changes.
     pub fn free(&mut self, addr: usize) -> Result<VmapArea, VmapError> {
+        let (node, area) = self.take_busy(addr)?;
+        self.insert_free(node);
+        Ok(area)
+    }
+
+    /// Takes the live area starting at `addr` out of the busy tree and its pages out of the
+    /// vmalloc count, for [`free`](Self::free) and [`free_lazy`](Self::free_lazy); anything else
+    /// is refused with the reason, changing nothing.
+    fn take_busy(&mut self, addr: usize) -> Result<(super::avl::NodeBox<AreaData, A>, VmapArea), VmapError> {
         let Some(node) = self.busy.remove(addr) else {
             return Err(self.classify_bad_free(addr));
         };
@@ -393,8 +417,7 @@ impl<A: NodeAlloc> VmapAreas<A> {
         if area.kind == AreaKind::Vmalloc {
             self.vmalloc_pages -= area.nr_pages;
         }
-        self.insert_free(node);
-        Ok(area)
+        Ok((node, area))
     }
 
     /// Puts a range that left the busy tree into the free tree, merged with the free ranges it
@@ -437,7 +460,10 @@ impl<A: NodeAlloc> VmapAreas<A> {
             }
             Some((area, AddrPlace::Guard { .. })) => VmapError::InGuard { addr, area_start: area.start },
             None => {
-                // The range is tiled by busy and free ranges, so a free range holds addr.
+                if let Some(a) = self.lookup_lazy(addr) {
+                    return VmapError::Unpurged { addr, area_start: a.start, area_end: a.end() };
+                }
+                // The range is tiled by busy, lazy and free ranges, so a free range holds addr.
                 let f = self.free.floor(addr).filter(|f| addr < f.end());
                 debug_assert!(f.is_some(), "address in neither a busy nor a free range");
                 let (free_start, free_end) = f.map_or((addr, addr), |f| (f.start, f.end()));
@@ -499,56 +525,5 @@ impl<A: NodeAlloc> VmapAreas<A> {
     /// Size of the largest free range. O(1).
     pub fn largest_free(&self) -> usize {
         self.free.max_size()
-    }
-
-    /// Checks every invariant: both trees are valid, free and busy ranges tile the managed range
-    /// exactly, no two free ranges touch (they would have been merged), the counters agree.
-    /// O(n); for tests and the kernel's self-tests.
-    pub fn check(&self) -> Result<(), &'static str> {
-        self.free.check()?;
-        self.busy.check()?;
-        let mut free = self.free.iter().peekable();
-        let mut busy = self.busy.iter().peekable();
-        let (mut at, mut prev_free, mut free_bytes, mut pages) = (self.start, false, 0, 0);
-        loop {
-            let take_free = match (free.peek(), busy.peek()) {
-                (Some(f), Some(b)) => f.start < b.start,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            let (start, end) = if take_free {
-                let f = free.next().unwrap();
-                if prev_free {
-                    return Err("two adjacent free ranges were not merged");
-                }
-                free_bytes += f.size;
-                (f.start, f.end())
-            } else {
-                let b = busy.next().unwrap();
-                if b.value.kind == AreaKind::Vmalloc {
-                    pages += b.value.nr_pages;
-                }
-                (b.start, b.end())
-            };
-            if start != at {
-                return Err("ranges do not tile the managed range (gap or overlap)");
-            }
-            if start == end {
-                return Err("empty range in a tree");
-            }
-            prev_free = take_free;
-            at = end;
-        }
-        if at != self.end {
-            return Err("ranges do not reach the end of the managed range");
-        }
-        if free_bytes != self.free_bytes {
-            return Err("free byte count is wrong");
-        }
-        if pages != self.vmalloc_pages {
-            return Err("vmalloc page count is wrong");
-        }
-        Ok(())
     }
 }

@@ -318,7 +318,7 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         provider: &P,
         addr: usize,
         count: usize,
-        flush: impl FnOnce(TlbFlushRange),
+        flush: impl FnMut(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         if let Some(area) = self.areas.find_vmap_area(addr) {
             if area.kind == AreaKind::VmapBlock {

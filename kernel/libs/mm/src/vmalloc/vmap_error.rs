@@ -28,6 +28,9 @@ pub enum VmapError {
     Interior { addr: usize, area_start: usize, area_end: usize },
     /// The address is in the guard page of a live area.
     InGuard { addr: usize, area_start: usize },
+    /// The address is in an area already freed whose range waits for the lazy purge (its TLB
+    /// flush): a double free, or a free of a pointer into it.
+    Unpurged { addr: usize, area_start: usize, area_end: usize },
 }
 
 impl fmt::Display for VmapError {
@@ -63,6 +66,10 @@ impl fmt::Display for VmapError {
             InGuard { addr, area_start } => {
                 write!(f, "{addr:#x} is in the guard page of the vmap area at {area_start:#x}")
             }
+            Unpurged { addr, area_start, area_end } => write!(
+                f,
+                "{addr:#x} is in the area {area_start:#x}-{area_end:#x}, already freed and waiting for the lazy purge: double free"
+            ),
         }
     }
 }

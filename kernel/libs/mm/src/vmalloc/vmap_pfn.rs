@@ -77,7 +77,7 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         pfns: &[Pfn],
         prot: PageTableFlags,
         caller: &'static Location<'static>,
-        flush: impl FnOnce(TlbFlushRange),
+        mut flush: impl FnMut(TlbFlushRange),
     ) -> Result<VmapArea, VmallocError> {
         if pfns.is_empty() {
             return Err(VmallocError::NoPages);
@@ -99,15 +99,18 @@ impl<A: NodeAlloc> VmallocSpace<A> {
         if let Some(index) = pfns.iter().position(|&pfn| provider.page(pfn).is_some()) {
             return Err(VmallocError::VmapPfnValid { index, pfn: pfns[index] });
         }
-        let area = self.areas.alloc_area(VmapAreaRequest {
-            size,
-            align: ioremap_align(size.min(1 << 62)),
-            guard: true,
-            kind: AreaKind::VmapPfn,
-            flags: VmFlags::empty(),
-            phys_addr: 0,
-            caller,
-        })?;
+        let area = self.alloc_area_or_purge(
+            &mut flush,
+            VmapAreaRequest {
+                size,
+                align: ioremap_align(size.min(1 << 62)),
+                guard: true,
+                kind: AreaKind::VmapPfn,
+                flags: VmFlags::empty(),
+                phys_addr: 0,
+                caller,
+            },
+        )?;
         let start = VirtAddr::new(area.start as u64);
         for (i, &pfn) in pfns.iter().enumerate() {
             let at = start + (i * PAGE_SIZE) as u64;

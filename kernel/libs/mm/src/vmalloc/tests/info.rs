@@ -48,3 +48,29 @@ fn meminfo_lines_have_linux_format() {
         "VmallocTotal:   34359738367 kB\nVmallocUsed:          40 kB\nVmallocChunk:          0 kB\n"
     );
 }
+
+// mm/vmalloc.c (6.12), show_purge_info(): after the busy areas, each area on a node's lazy list
+// as "0x%pK-0x%pK %7ld unpurged vm_area\n", va_end - va_start (guard page included).
+#[test]
+fn lazily_freed_areas_are_unpurged_vm_area_lines_after_the_live_ones() {
+    let mut a = VmapAreas::new(START, START + (32usize << 40)).unwrap();
+    let x = a.alloc(2 * PAGE_SIZE, PAGE_SIZE, true).unwrap();
+    let line_y = line!() + 1;
+    a.alloc(PAGE_SIZE, PAGE_SIZE, true).unwrap();
+    a.free_lazy(x.start).unwrap();
+    let mut out = String::new();
+    a.write_vmallocinfo(&mut out).unwrap();
+    let file = file!();
+    assert_eq!(
+        out,
+        std::format!(
+            "0xffffc90000003000-0xffffc90000005000    8192 {file}:{line_y} pages=1 vmalloc N0=1\n\
+             0xffffc90000000000-0xffffc90000003000   12288 unpurged vm_area\n"
+        )
+    );
+    assert_eq!(a.purge_lazy(), 1);
+    out.clear();
+    a.write_vmallocinfo(&mut out).unwrap();
+    assert!(!out.contains("unpurged"), "{out}");
+    a.check().unwrap();
+}

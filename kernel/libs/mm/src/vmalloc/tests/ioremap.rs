@@ -65,7 +65,9 @@ fn ioremap_maps_the_aligned_range_and_returns_the_offset() {
     let free = ram.nr_free();
     // iounmap() masks the offset (PAGE_MASK & addr) and frees nothing.
     s.iounmap(&ram, va, |r| flushed.set(Some(r))).unwrap();
-    assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(area.start as u64), nr_pages: 1 }));
+    assert_eq!(flushed.get(), None, "the range waits for the lazy purge");
+    s.purge_vmap_area_lazy(|r| flushed.set(Some(r)));
+    assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(area.start as u64), nr_pages: 2 }));
     assert_eq!(ram.nr_free(), free);
     s.iounmap(&ram, va2, |_| {}).unwrap();
     assert_eq!(s.areas.nr_areas(), 0);
@@ -168,6 +170,9 @@ fn iounmap_refuses_other_kinds_and_double_unmap() {
     assert_eq!(format!("{e}"), format!("{:#x} is an ioremap area: release it with iounmap", io.start));
     assert!(s.vunmap(&ram, io.start, no_flush).is_err());
     s.iounmap(&ram, io.start, |_| {}).unwrap();
+    let e = s.iounmap(&ram, io.start, no_flush).unwrap_err();
+    assert!(matches!(e, VmallocError::Area(VmapError::Unpurged { .. })), "{e:?}");
+    s.purge_vmap_area_lazy(|_| {});
     let e = s.iounmap(&ram, io.start, no_flush).unwrap_err();
     assert!(matches!(e, VmallocError::Area(VmapError::NotAllocated { .. })), "{e:?}");
     s.vfree(&ram, v.start, |_| {}).unwrap();

@@ -8,13 +8,14 @@ mod huge;
 mod huge_space;
 mod info;
 mod ioremap;
+mod lazy;
 pub(super) mod nodes;
 mod nomem;
 mod pgtable;
 mod props;
 mod ram;
 mod scenarios;
-mod space;
+pub(super) mod space;
 mod vmap_block;
 mod vmap_pfn;
 

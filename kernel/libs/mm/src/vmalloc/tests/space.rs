@@ -74,7 +74,9 @@ fn vmalloc_maps_zeroed_pages_and_vfree_gives_everything_back() {
     let flushed = Cell::new(None);
     let freed = s.vfree(&ram, a.start, |r| flushed.set(Some(r))).unwrap();
     assert_eq!(freed, a);
-    assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(a.start as u64), nr_pages: 5 }));
+    assert_eq!(flushed.get(), None, "the range waits for the lazy purge");
+    assert_eq!(s.purge_vmap_area_lazy(|r| flushed.set(Some(r))), 1);
+    assert_eq!(flushed.get(), Some(TlbFlushRange { start: VirtAddr::new(a.start as u64), nr_pages: 6 }));
     // Page-table pages stay after an unmap; the shrinker gives the empty ones back.
     s.tables.shrink(&ram, || {});
     assert_eq!(ram.nr_free(), free);
@@ -206,12 +208,31 @@ fn vfree_and_vunmap_refuse_wrong_addresses_and_kinds() {
     // vunmap leaves the caller's frames alone.
     let flushed = Cell::new(None);
     s.vunmap(&ram, v.start, |r| flushed.set(Some(r))).unwrap();
-    assert_eq!(flushed.get().map(|r| r.nr_pages), Some(3));
+    assert_eq!(flushed.get(), None, "the range waits for the lazy purge");
+    s.purge_vmap_area_lazy(|r| flushed.set(Some(r)));
+    assert_eq!(flushed.get().map(|r| r.nr_pages), Some(4), "3 pages and the guard");
     for f in &frames {
         assert_eq!(ram.page(*f).unwrap().state(), PageState::Allocated);
     }
     s.vfree(&ram, a.start, |_| {}).unwrap();
-    // Double free after the real one.
+    // Double free after the real one: while the range waits for the purge, and after it.
+    let e = s.vfree(&ram, a.start + P, no_flush).unwrap_err();
+    assert_eq!(
+        e,
+        VmallocError::Area(VmapError::Unpurged { addr: a.start + P, area_start: a.start, area_end: a.end() })
+    );
+    assert_eq!(
+        std::format!("{e}"),
+        std::format!(
+            "{:#x} is in the area {:#x}-{:#x}, already freed and waiting for the lazy purge: double free",
+            a.start + P,
+            a.start,
+            a.end()
+        )
+    );
+    assert_eq!(s.areas.lookup_lazy(a.start).map(|x| x.start), Some(a.start));
+    s.areas.check().unwrap();
+    s.purge_vmap_area_lazy(|_| {});
     assert!(matches!(
         s.vfree(&ram, a.start, no_flush),
         Err(VmallocError::Area(VmapError::NotAllocated { .. }))

@@ -204,6 +204,8 @@ fn vm_map_ram_areas_print_as_vm_map_ram_and_unmap_with_their_count() {
     let free = ram.nr_free();
     let mut flushed = None;
     s.vm_unmap_ram_area(&ram, big.start, 65, |r| flushed = Some(r)).unwrap();
+    assert_eq!(flushed, None, "the range waits for the lazy purge");
+    s.purge_vmap_area_lazy(|r| flushed = Some(r));
     assert_eq!(flushed, Some(TlbFlushRange { start: VirtAddr::new(big.start as u64), nr_pages: 65 }));
     assert_eq!(ram.nr_free(), free, "the frames stay the caller's");
     s.areas.check().unwrap();
