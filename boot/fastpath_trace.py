@@ -10,7 +10,8 @@
 # TRACE_LOOP: the function whose first call is stepped (its loop runs the measured operation);
 # TRACE_MARK: a function entered once per iteration (the iteration is the instructions from one
 # entry to the next); TRACE_STEPS: how many instructions to record (default 4000: the first
-# iterations warm the caches up and are skipped); KERNEL_ELF: defaults to the bench kernel.
+# iterations warm the caches up and are skipped); TRACE_SKIP_CALLS: calls of TRACE_LOOP to let
+# pass first; KERNEL_ELF: defaults to the bench kernel.
 # Single-stepping runs with interrupts masked (QEMU's default), so no timer tick lands inside.
 # The loop's own instructions (index, store, branch) are in the count; the bench subtracts them.
 
@@ -27,6 +28,8 @@ OFFSET = int(os.environ.get("KERNEL_OFFSET", "0xffff800000000000"), 16)
 LOOP = os.environ["TRACE_LOOP"]
 MARK = os.environ["TRACE_MARK"]
 STEPS = int(os.environ.get("TRACE_STEPS", "4000"))
+# Calls of TRACE_LOOP to let pass first (e.g. 1 for the bench's second order).
+SKIP = int(os.environ.get("TRACE_SKIP_CALLS", "0"))
 
 
 def tool(name):
@@ -69,6 +72,8 @@ gdb.execute(f"add-symbol-file {ELF} -o {OFFSET:#x}", to_string=True)
 gdb.execute("target remote :1234", to_string=True)
 gdb.execute(f"hbreak *{loops[0] + OFFSET:#x}", to_string=True)
 gdb.execute("continue", to_string=True)
+for _ in range(SKIP):
+    gdb.execute("continue", to_string=True)
 gdb.execute("delete", to_string=True)
 pcs = []
 for _ in range(STEPS):
