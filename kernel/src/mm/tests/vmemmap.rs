@@ -54,6 +54,8 @@ ktest!(
     // CONFIG_SPARSEMEM_VMEMMAP; arch/x86/mm/init_64.c vmemmap_populate maps memblock memory
     // there. Every page of the array up to end_pfn is mapped: descriptors writable onto "mem_map"
     // memory, holes read-only onto one shared page of absent descriptors ("vmemmap").
+    // It allocates a page to watch its descriptor through both mappings: fault injection paused.
+    #[needs_memory]
     fn vmemmap_mapping_agrees_with_the_descriptors_direct_map_address() {
         let mm = node().mem_map();
         assert_eq!(mm.vmemmap_base() as u64, VMEMMAP_START);
