@@ -23,9 +23,9 @@ const KERNEL: GfpFlags = GfpFlags::GFP_KERNEL;
 
 /// Everything a refused call must leave alone (no heap use of its own: it would count itself).
 pub(super) fn state() -> ([[u64; 11]; 3], [(&'static str, u64); 64], crate::mm::vmalloc::VmallocCounts) {
-    // Areas freed since the last purge still hold their vmap_area nodes (the lazy purge merges
-    // them into the free tree later): purge first, so that what is compared is what is live.
-    crate::mm::vmalloc::purge_vmap_area_lazy();
+    // Settled before the caches are counted: areas freed since the last purge still hold their
+    // vmap_area nodes until the purge (buddy_snapshot settles again; nothing is left to do).
+    super::settle();
     let mut caches = [("", 0); 64];
     let mut n = 0;
     slab().for_each_cache(|c| {

@@ -28,10 +28,7 @@ use crate::mm::node;
 /// the free lists, and which pages sit there depends on the order of earlier frees. vmalloc's
 /// empty page tables (kept after vfree) are given back first too.
 pub(super) fn buddy_snapshot() -> [[u64; 11]; 3] {
-    crate::mm::vmalloc::purge_vmap_area_lazy();
-    crate::mm::vmalloc::shrink_vmap_area_cache();
-    crate::mm::vmalloc::shrink_page_tables();
-    node().drain_pages();
+    settle();
     let mut s = [[0; 11]; 3];
     for (i, zone) in node().zones().iter().enumerate() {
         s[i] = zone.free_area_snapshot().nr_free;
@@ -43,11 +40,19 @@ pub(super) fn buddy_snapshot() -> [[u64; 11]; 3] {
 /// lazily freed vmalloc areas are purged (their nodes freed, empty `vmap_area` slabs given
 /// back) and vmalloc's empty page tables given back.
 pub(super) fn free_pages_drained() -> u64 {
+    settle();
+    node().totals().free_pages
+}
+
+/// Brings the allocators to a state that depends only on what is live: the lazily freed
+/// vmalloc areas purged (their nodes freed), empty `vmap_area` slabs and vmalloc's empty page
+/// tables given back, and the per-CPU page lists drained. Every before/after snapshot starts
+/// here.
+pub(super) fn settle() {
     crate::mm::vmalloc::purge_vmap_area_lazy();
     crate::mm::vmalloc::shrink_vmap_area_cache();
     crate::mm::vmalloc::shrink_page_tables();
     node().drain_pages();
-    node().totals().free_pages
 }
 
 /// [`free_pages_drained`] with the `vmap_area` cache's slab pages counted as free (see
