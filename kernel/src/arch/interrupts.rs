@@ -10,6 +10,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame};
 
+use mm::NR_CPUS;
+
 use super::percpu;
 use super::pic;
 
@@ -24,6 +26,9 @@ pub const MAX_TIMER_HZ: u32 = 100_000;
 const TIMER_IRQ: u8 = 0;
 
 static TIMER_HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// Timer handlers running on each CPU (more than one when a handler enables interrupts and
+/// takes a nested tick); written by that CPU, read by [`set_timer_handler`] on any.
+static TIMER_HANDLER_RUNNING: [AtomicU32; NR_CPUS] = [const { AtomicU32::new(0) }; NR_CPUS];
 /// Drivers' handlers of the other legacy lines (`request_irq`), by IRQ number.
 static IRQ_HANDLERS: [AtomicPtr<()>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
 static TIMER_HZ: AtomicU32 = AtomicU32::new(0);
@@ -65,8 +70,36 @@ pub fn init() {
 
 /// Sets (or with `None` clears) the function called on every timer tick, in interrupt context.
 /// It must not block; it runs with interrupts disabled.
+///
+/// When this returns, no other CPU is still running the handler it replaced (Linux's `free_irq`
+/// waits the same way, through `synchronize_irq`): a tick latched before the timer was stopped
+/// may still arrive, but it finds the new handler. Without that, code that stops the timers,
+/// clears the handler and then frees what the handler holds could race with a late tick that
+/// allocates into what was just swept. The running CPU is not waited for: a handler that
+/// replaces itself is still on its own stack.
 pub fn set_timer_handler(handler: Option<fn()>) {
-    TIMER_HANDLER.store(handler.map_or(core::ptr::null_mut(), |h| h as *mut ()), Ordering::Release);
+    TIMER_HANDLER.store(handler.map_or(core::ptr::null_mut(), |h| h as *mut ()), Ordering::SeqCst);
+    let me = percpu::cpu_id() as usize;
+    for (cpu, running) in TIMER_HANDLER_RUNNING.iter().enumerate() {
+        while cpu != me && running.load(Ordering::SeqCst) != 0 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Calls the installed timer handler, counted in this CPU's [`TIMER_HANDLER_RUNNING`] for
+/// [`set_timer_handler`] to wait on. The count is raised before the handler is read (both
+/// SeqCst): a setter that stored after this read sees the count and waits.
+fn run_timer_handler() {
+    let running = &TIMER_HANDLER_RUNNING[percpu::cpu_id() as usize];
+    running.fetch_add(1, Ordering::SeqCst);
+    let p = TIMER_HANDLER.load(Ordering::SeqCst);
+    if !p.is_null() {
+        // SAFETY: `TIMER_HANDLER` only holds null or a `fn()` stored by `set_timer_handler`.
+        let handler = unsafe { core::mem::transmute::<*mut (), fn()>(p) };
+        handler();
+    }
+    running.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// The installed timer handler.
@@ -146,14 +179,15 @@ pub fn restore_timer_state(state: TimerState) {
 pub fn recover_after_abort(irq_depth: u32) {
     pic::eoi_all_in_service();
     percpu::reset_irq_depth(irq_depth);
+    // A handler abandoned mid-way never lowered its count; the harness runs tests in thread
+    // context, where none runs on this CPU.
+    TIMER_HANDLER_RUNNING[percpu::cpu_id() as usize].store(0, Ordering::SeqCst);
 }
 
 extern "x86-interrupt" fn timer_interrupt(_frame: InterruptStackFrame) {
     percpu::irq_enter();
     TICKS.fetch_add(1, Ordering::Relaxed);
-    if let Some(handler) = timer_handler() {
-        handler();
-    }
+    run_timer_handler();
     pic::eoi(TIMER_IRQ);
     percpu::irq_exit();
 }
@@ -222,9 +256,7 @@ irq_handlers!(
 extern "x86-interrupt" fn lapic_timer_interrupt(_frame: InterruptStackFrame) {
     percpu::irq_enter();
     super::apic::count_timer_tick(percpu::cpu_id() as usize);
-    if let Some(handler) = timer_handler() {
-        handler();
-    }
+    run_timer_handler();
     super::apic::eoi();
     percpu::irq_exit();
 }

@@ -111,3 +111,43 @@ crate::ktest!(
         }
     }
 );
+
+// ---- set_timer_handler waits for the handler it replaces ----
+
+static SLOW_ENTERED: AtomicU64 = AtomicU64::new(0);
+static SLOW_LEFT: AtomicU64 = AtomicU64::new(0);
+
+/// A tick that stays in the handler for half a millisecond (half of each 1 kHz period).
+fn slow_tick() {
+    SLOW_ENTERED.fetch_add(1, SeqCst);
+    let end = super::rdtsc() + apic::tsc_per_ms() / 2;
+    while super::rdtsc() < end {
+        core::hint::spin_loop();
+    }
+    SLOW_LEFT.fetch_add(1, SeqCst);
+}
+
+crate::ktest!(
+    fn clearing_the_timer_handler_waits_for_every_cpu_still_running_it() {
+        let online = mm::num_online_cpus();
+        if online < 2 {
+            crate::info!("timer handler synchronisation test: needs 2 CPUs, {online} online; checked at --smp 4");
+            return;
+        }
+        SLOW_ENTERED.store(0, SeqCst);
+        SLOW_LEFT.store(0, SeqCst);
+        super::interrupts::set_timer_handler(Some(slow_tick));
+        on_each_cpu(&|| apic::start_timer(1000)).unwrap();
+        let deadline = super::rdtsc() + 2000 * apic::tsc_per_ms();
+        while SLOW_ENTERED.load(SeqCst) < 8 * online as u64 && super::rdtsc() < deadline {
+            core::hint::spin_loop();
+        }
+        // The other CPUs are each in `slow_tick` half of the time: without the wait, one of
+        // them is still in it here almost every run.
+        super::interrupts::set_timer_handler(None);
+        let (entered, left) = (SLOW_ENTERED.load(SeqCst), SLOW_LEFT.load(SeqCst));
+        on_each_cpu(&apic::stop_timer).unwrap();
+        assert!(entered >= 8 * online as u64, "only {entered} ticks reached the handler");
+        assert_eq!(entered, left, "a CPU was still in the handler set_timer_handler(None) had replaced");
+    }
+);
