@@ -131,7 +131,9 @@ crate::ktest!(
     fn clearing_the_timer_handler_waits_for_every_cpu_still_running_it() {
         let online = mm::num_online_cpus();
         if online < 2 {
-            crate::info!("timer handler synchronisation test: needs 2 CPUs, {online} online; checked at --smp 4");
+            crate::info!(
+                "timer handler synchronisation test: needs 2 CPUs, {online} online; checked at --smp 4"
+            );
             return;
         }
         SLOW_ENTERED.store(0, SeqCst);
